@@ -1,0 +1,18 @@
+# The two set-up commands of the README. Both install what is missing first.
+.PHONY: up test bootstrap lint
+
+bootstrap:
+	scripts/bootstrap.sh
+
+# Command 1: the gateway and control API on embedded defaults (data dir $$SANDGATE_HOME, default ./.sandgate).
+up: bootstrap
+	.venv/bin/sandgate serve
+
+# Command 2: the whole suite, real namespaces, nftables, mitmproxy and runsc.
+test: bootstrap
+	.venv/bin/python -m pytest
+
+lint: bootstrap
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy

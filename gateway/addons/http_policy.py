@@ -1,0 +1,79 @@
+"""HTTP requests: the Host (or :authority) must name the host behind the dialed address; then
+the policy decides on host and port. A denial is answered here with a 403 whose JSON body
+names the policy, the rule (or its absence) and what to do about it."""
+
+from __future__ import annotations
+
+import json
+
+from mitmproxy import http
+
+from gateway.authorize import authorize
+from gateway.flowstate import METADATA_KEY, FlowVerdict, GatewayState
+from policies.decision import Reason
+from policies.hosts import HostError, normalise_name
+
+HINTS = {
+    Reason.NO_MATCHING_RULE: "no rule of policy {policy} allows {host}:{port}; ask the "
+                             "policy owners to add one (sandgate policy test shows the effect)",
+    Reason.DENIED_BY_RULE: "rule {rule} of policy {policy} denies {host}:{port}",
+    Reason.NOT_FROM_GATEWAY_DNS: "connect by host name: addresses that did not come from the "
+                                 "sandbox's DNS are not allowed",
+    Reason.HOST_MISMATCH: "the Host header must name the host you connected to",
+    Reason.REFUSED_ADDRESS: "{host} resolves to an address the gateway refuses to dial "
+                            "(private, loopback, link-local or metadata)",
+    Reason.UPSTREAM_UNRESOLVABLE: "{host} could not be resolved upstream",
+}
+
+
+def _host_of(flow: http.HTTPFlow) -> str | None:
+    """The host the request names: Host header (HTTP/1) or :authority (HTTP/2), port removed."""
+    authority = flow.request.host_header
+    if not authority:
+        return None
+    host = authority.rsplit(":", 1)[0] if not authority.endswith("]") else authority
+    try:
+        return normalise_name(host.strip("[]"))
+    except HostError:
+        return None
+
+
+def denial_response(verdict: FlowVerdict) -> http.Response:
+    d = verdict.decision
+    hint = HINTS.get(d.reason, "this request is not allowed by the sandbox's egress policy")
+    body = {
+        "error": "egress_denied",
+        "host": verdict.host,
+        "port": verdict.port,
+        "policy": d.policy,
+        "rule": d.rule,
+        "reason": str(d.reason),
+        "hint": hint.format(policy=d.policy, rule=d.rule, host=verdict.host, port=verdict.port),
+    }
+    status = 502 if d.reason == Reason.UPSTREAM_UNRESOLVABLE else 403
+    return http.Response.make(status, json.dumps(body) + "\n",
+                              {"content-type": "application/json",
+                               "x-sandgate-reason": str(d.reason)})
+
+
+class HttpPolicy:
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        conn = self.state.conns.get(flow.client_conn.id)
+        if conn is None:
+            flow.kill()
+            return
+        verdict = await authorize(self.state, conn)
+        named = _host_of(flow)
+        if verdict.decision.allowed and named != conn.name:
+            # Host fronting: credentials and policy follow the dialed name, so a request
+            # naming another host is refused rather than silently re-targeted.
+            verdict = FlowVerdict(conn.sandbox.policy.refuse(Reason.HOST_MISMATCH),
+                                  conn.target, conn.dialed_port,
+                                  error=f"Host {flow.request.host_header!r} on a connection "
+                                        f"to {conn.target}")
+        flow.metadata[METADATA_KEY] = verdict
+        if not verdict.decision.allowed:
+            flow.response = denial_response(verdict)

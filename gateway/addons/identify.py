@@ -1,0 +1,58 @@
+"""Who is asking: map each client connection's source address to a live sandbox.
+
+An unknown source is refused before a byte is read (the nft rules only redirect sandbox
+links here, so an unknown source is a stale sandbox or something that should not exist)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from mitmproxy import connection
+from mitmproxy.proxy import mode_specs
+
+from gateway.flowstate import Conn, GatewayState, peer_ip
+from policies.decision import Reason, deny
+
+logger = logging.getLogger(__name__)
+
+
+class Identify:
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+
+    def client_connected(self, client: connection.Client) -> None:
+        source = peer_ip(client.peername)
+        sandbox = self.state.registry.by_ip(source)
+        is_dns = isinstance(client.proxy_mode, mode_specs.DnsMode)
+        dialed_ip, dialed_port = peer_ip(client.sockname), int(client.sockname[1])
+        if sandbox is None:
+            client.error = "sandgate: unknown source"
+            logger.warning("refused connection from unknown source %s", source)
+            self.state.record(deny(Reason.UNKNOWN_SANDBOX), sandbox_id=None,
+                              protocol="dns" if is_dns else "tcp",
+                              host=dialed_ip, port=dialed_port,
+                              error=f"unknown source {source}")
+            return
+        if is_dns:
+            return
+        self.state.conns[client.id] = Conn(
+            sandbox=sandbox,
+            dialed_ip=dialed_ip,
+            dialed_port=dialed_port,
+            name=sandbox.pool.name_for(dialed_ip),
+        )
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        conn = self.state.conns.pop(client.id, None)
+        if conn is None or conn.audited:
+            return
+        # The sandbox connected but never sent enough for a protocol decision: still an
+        # egress attempt, so it gets a row, decided on name and port alone.
+        policy = conn.sandbox.policy
+        decision = (policy.decide(conn.name, conn.dialed_port) if conn.name
+                    else policy.refuse(Reason.NOT_FROM_GATEWAY_DNS))
+        self.state.record(decision, sandbox_id=conn.sandbox.id, protocol="tcp",
+                          host=conn.target, port=conn.dialed_port,
+                          duration_ms=round((time.time() - conn.started) * 1000, 3),
+                          error="closed before sending data")

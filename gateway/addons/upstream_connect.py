@@ -1,0 +1,35 @@
+"""The gate every upstream connection passes: it dials only an address vetted for the name
+behind the sandbox's dialed synthetic address, with that name as SNI. Whatever the layers
+above decided or failed to decide, nothing else leaves."""
+
+from __future__ import annotations
+
+import logging
+
+from mitmproxy.proxy import server_hooks
+
+from gateway.flowstate import GatewayState, peer_ip
+
+logger = logging.getLogger(__name__)
+
+
+class UpstreamConnect:
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        conn = self.state.conns.get(data.client.id)
+        address = data.server.address
+        if conn is None or address is None or conn.refused is not None:
+            data.server.error = "sandgate: connection refused by policy"
+            return
+        ip, port = peer_ip(address), int(address[1])
+        name = conn.sandbox.pool.name_for(ip) if ip == conn.dialed_ip else None
+        vetted = conn.permits.get((name, port)) if name == conn.name and name else None
+        if vetted is None:
+            data.server.error = "sandgate: no allow decision for this destination"
+            logger.info("refused upstream connect to %s:%s for sandbox %s",
+                        ip, port, conn.sandbox.id)
+            return
+        data.server.address = (str(vetted.address), port)
+        data.server.sni = vetted.name

@@ -1,0 +1,238 @@
+"""The `sandgate` command. Every error a user can fix is one line on stderr and exit status 2;
+never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from pydantic import ValidationError
+
+from gateway import audit as audit_store
+from gateway.errors import BadRequest, NotReady, SandgateError
+from gateway.policy_store import PolicyStore
+from gateway.settings import Settings
+from policies.loader import PolicyError, load_file
+
+EXIT_USAGE = 2
+RUNTIMES = ("gvisor",)
+
+
+def fail(message: str, hint: str | None = None) -> NoReturn:
+    click.echo(f"sandgate: error: {message}" + (f" ({hint})" if hint else ""), err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        fail(f"bad setting {where}: {first['msg'].removeprefix('Value error, ')}",
+             "check the flag or the SANDGATE_* variable")
+
+
+upstream_options = [
+    click.option("--upstream-resolver", metavar="IP",
+                 help="DNS server the gateway resolves allowed names with "
+                      "(default: the system's; env SANDGATE_UPSTREAM_RESOLVER)"),
+    click.option("--upstream-ca", metavar="FILE", type=click.Path(dir_okay=False),
+                 help="CA bundle the gateway trusts for upstream TLS "
+                      "(env SANDGATE_UPSTREAM_CA)"),
+]
+
+
+def with_upstream[F: Callable[..., Any]](f: F) -> F:
+    for option in reversed(upstream_options):
+        f = option(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """sandgate: a deny-first egress and credential gateway for sandboxes."""
+
+
+@cli.command()
+@with_upstream
+def serve(upstream_resolver: str | None, upstream_ca: str | None) -> None:
+    """Run the gateway and the control API until interrupted."""
+    from gateway import server
+
+    settings = make_settings(upstream_resolver=upstream_resolver, upstream_ca=upstream_ca)
+    click.echo(f"sandgate: data in {settings.home}, policies from {settings.policy_dir}, "
+               f"control socket {settings.control_socket}", err=True)
+    asyncio.run(server.serve(settings))
+
+
+def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"--env {pair!r} is not KEY=VALUE", "write --env NAME=value")
+        env[key] = value
+    return env
+
+
+def _check_host(settings: Settings) -> None:
+    if os.geteuid() != 0:
+        fail("sandgate run must run as root (it creates namespaces and nftables rules)",
+             "run it with sudo")
+    from sandbox_net.errors import RuntimeFailure
+    from sandbox_net.runtime.gvisor import GVisorRuntime
+
+    try:
+        GVisorRuntime(settings.runsc_dir).preflight()
+    except RuntimeFailure as e:
+        fail(str(e))
+
+
+def _check_policy(ref: str, settings: Settings) -> str:
+    path = Path(ref)
+    if "/" in ref or ref.endswith((".yaml", ".yml")) or path.exists():
+        if not path.is_file():
+            fail(f"policy file {ref} does not exist", "pass --policy PATH to a YAML policy")
+        try:
+            load_file(path)
+        except PolicyError as e:
+            for error in e.errors:
+                click.echo(f"sandgate: error: {error}", err=True)
+            fail(f"policy {ref} is invalid", "fix the lines above")
+        return str(path.resolve())
+    try:
+        PolicyStore(settings.policy_dir).load(ref)
+    except SandgateError as e:
+        fail(e.message, e.hint)
+    return ref
+
+
+@cli.command(context_settings={"allow_interspersed_args": False})
+@click.option("--policy", required=True, metavar="FILE|NAME",
+              help="policy file (or the name of a policy in the policy directory)")
+@click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
+              help="environment variable for the command (repeatable)")
+@click.option("--runtime", default="gvisor", show_default=True, help="sandbox runtime")
+@with_upstream
+@click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(policy: str, env_pairs: tuple[str, ...], runtime: str, upstream_resolver: str | None,
+        upstream_ca: str | None, cmd: tuple[str, ...]) -> None:
+    """Run CMD in a new sandbox whose only way out is the gateway; exit with its status."""
+    from gateway.control import gateway
+
+    if runtime not in RUNTIMES:
+        fail(f"unknown runtime {runtime!r}", "use --runtime gvisor")
+    settings = make_settings(upstream_resolver=upstream_resolver, upstream_ca=upstream_ca)
+    if settings.upstream_ca is not None and not settings.upstream_ca.is_file():
+        fail(f"upstream CA file {settings.upstream_ca} does not exist")
+    env = _parse_env(env_pairs)
+    _check_host(settings)
+    policy_ref = _check_policy(policy, settings)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    with gateway(settings) as client:
+        sandbox = client.create_sandbox(runtime=runtime, policy=policy_ref, env=env)
+        try:
+            argv = client.local_exec(sandbox["id"], list(cmd), env={}, cwd="/tmp")
+            code = run_attached(argv)
+        finally:
+            client.delete_sandbox(sandbox["id"])
+    sys.exit(code if code >= 0 else 128 - code)
+
+
+def _relay(source: Any, sink: Any) -> None:
+    for chunk in iter(lambda: os.read(source.fileno(), 65536), b""):
+        sink.write(chunk)
+        sink.flush()
+
+
+def run_attached(argv: list[str]) -> int:
+    """Run argv with our stdin, relaying its output through pipes as it comes.
+
+    Pipes, not our own descriptors: gVisor writes a donated regular file at offsets it tracks
+    itself from 0, so `sandgate run ... >> log` would overwrite the log's beginning."""
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    relays = [threading.Thread(target=_relay, args=(process.stdout, sys.stdout.buffer)),
+              threading.Thread(target=_relay, args=(process.stderr, sys.stderr.buffer))]
+    for relay in relays:
+        relay.start()
+    try:
+        code = process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for relay in relays:
+            relay.join()
+    return code
+
+
+COLUMNS = ("time", "sandbox_id", "decision", "reason", "protocol", "method", "host", "port",
+           "path", "status", "rule")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@click.option("--sandbox", help="only this sandbox id")
+@click.option("--host", help="only this host")
+@click.option("--decision", type=click.Choice(["allow", "deny", "would_deny", "error"]))
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100000))
+def audit(as_json: bool, sandbox: str | None, host: str | None, decision: str | None,
+          limit: int) -> None:
+    """Show recent egress attempts, oldest first."""
+    from gateway.control import ControlClient
+    from gateway.db import make_engine
+
+    settings = make_settings()
+    client = ControlClient(settings)
+    if client.healthy():
+        rows = client.audit(sandbox=sandbox, host=host, decision=decision, limit=limit)
+    else:
+        if not (settings.home / "sandgate.db").exists() and settings.database_url is None:
+            fail(f"no audit log in {settings.home}", "set SANDGATE_HOME to the data directory")
+        engine = make_engine(settings.db_url)
+        query = audit_store.AuditQuery(sandbox, host, decision, limit)
+        rows = [r.as_json() for r in audit_store.query(engine, query)]
+    client.close()
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    _print_table(rows)
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    cells = [[("" if r[c] is None else str(r[c]))[:60] for c in COLUMNS] for r in rows]
+    for row in cells:
+        row[0] = row[0][:23].replace("T", " ")
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(COLUMNS)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as e:
+        click.echo(f"sandgate: error: {e.format_message()}", err=True)
+        sys.exit(EXIT_USAGE)
+    except (BadRequest, NotReady, SandgateError) as e:
+        fail(e.message, e.hint)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""State the gateway addons share: live client connections, their permits, and the recorder
+that turns a decision into one audit row."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.audit import AuditWriter
+from gateway.registry import Registry, SandboxContext
+from gateway.upstream import UpstreamResolver, Vetted
+from policies.decision import Decision
+
+METADATA_KEY = "sandgate"
+
+
+@dataclass
+class Conn:
+    """One TCP connection from a sandbox, as dialed (before the nft redirect)."""
+
+    sandbox: SandboxContext
+    dialed_ip: str
+    dialed_port: int
+    name: str | None                       # the name behind the dialed synthetic address
+    started: float = field(default_factory=time.time)
+    # (name, port) -> the vetted upstream address. server_connect dials nothing else.
+    permits: dict[tuple[str, int], Vetted] = field(default_factory=dict)
+    refused: Decision | None = None        # set when the connection itself was refused
+    audited: bool = False                  # some row already speaks for this connection
+
+    @property
+    def target(self) -> str:
+        return self.name or self.dialed_ip
+
+
+@dataclass
+class FlowVerdict:
+    """Stored in flow.metadata: the decision for this flow and what we learned deciding it."""
+
+    decision: Decision
+    host: str
+    port: int
+    upstream: str | None = None
+    error: str | None = None
+
+
+class GatewayState:
+    def __init__(self, registry: Registry, resolver: UpstreamResolver,
+                 audit: AuditWriter) -> None:
+        self.registry = registry
+        self.resolver = resolver
+        self.audit = audit
+        self.conns: dict[str, Conn] = {}
+        self.ready = False  # set once the proxy listens
+
+    def record(self, decision: Decision, *, protocol: str, sandbox_id: str | None,
+               conn: Conn | None = None, **fields: Any) -> None:
+        if conn is not None:
+            conn.audited = True
+        self.audit.record(
+            sandbox_id=sandbox_id,
+            policy=decision.policy,
+            policy_version=decision.policy_version,
+            rule=decision.rule,
+            decision=str(decision.verdict),
+            reason=str(decision.reason),
+            protocol=protocol,
+            **fields,
+        )
+
+
+def peer_ip(peername: tuple[Any, ...] | None) -> str:
+    if not peername:
+        return ""
+    ip = str(peername[0])
+    return ip.removeprefix("::ffff:")

@@ -1,0 +1,93 @@
+"""What the gateway knows about live sandboxes: source address -> sandbox, its policy, and
+its synthetic DNS map (names, not addresses: the sandbox never learns a real upstream IP)."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from policies.matcher import CompiledPolicy
+
+
+class SyntheticPool:
+    """Name <-> synthetic address map of one sandbox, from its own slice of 198.18.0.0/15.
+
+    When the slice is full the least recently used name gives up its address; a sandbox that
+    still dials the old address then reaches the new name, and Host/SNI checks refuse it."""
+
+    def __init__(self, network: ipaddress.IPv4Network) -> None:
+        self.network = network
+        self._free = list(reversed(list(network.hosts())))
+        self._by_name: OrderedDict[str, ipaddress.IPv4Address] = OrderedDict()
+        self._by_address: dict[ipaddress.IPv4Address, str] = {}
+
+    def address_for(self, name: str) -> ipaddress.IPv4Address:
+        address = self._by_name.get(name)
+        if address is not None:
+            self._by_name.move_to_end(name)
+            return address
+        if self._free:
+            address = self._free.pop()
+        else:
+            _old, address = self._by_name.popitem(last=False)
+            del self._by_address[address]
+        self._by_name[name] = address
+        self._by_address[address] = name
+        return address
+
+    def name_for(self, address: str | ipaddress.IPv4Address) -> str | None:
+        try:
+            return self._by_address.get(ipaddress.IPv4Address(address))
+        except ValueError:
+            return None
+
+    def __contains__(self, address: object) -> bool:
+        try:
+            return ipaddress.IPv4Address(address) in self.network  # type: ignore[arg-type]
+        except ValueError:
+            return False
+
+
+@dataclass
+class SandboxContext:
+    id: str
+    ip: str
+    policy: CompiledPolicy
+    pool: SyntheticPool
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Registry:
+    """Thread-safe: the control API registers sandboxes from worker threads while the proxy
+    reads from its event loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_ip: dict[str, SandboxContext] = {}
+        self._by_id: dict[str, SandboxContext] = {}
+
+    def add(self, sandbox: SandboxContext) -> None:
+        with self._lock:
+            if sandbox.ip in self._by_ip:
+                raise ValueError(f"address {sandbox.ip} is already registered")
+            self._by_ip[sandbox.ip] = sandbox
+            self._by_id[sandbox.id] = sandbox
+
+    def remove(self, sandbox_id: str) -> SandboxContext | None:
+        with self._lock:
+            sandbox = self._by_id.pop(sandbox_id, None)
+            if sandbox is not None:
+                self._by_ip.pop(sandbox.ip, None)
+            return sandbox
+
+    def by_ip(self, ip: str) -> SandboxContext | None:
+        return self._by_ip.get(ip)
+
+    def by_id(self, sandbox_id: str) -> SandboxContext | None:
+        return self._by_id.get(sandbox_id)
+
+    def all(self) -> list[SandboxContext]:
+        with self._lock:
+            return list(self._by_id.values())

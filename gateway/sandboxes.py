@@ -1,0 +1,59 @@
+"""Sandbox records (persisted, so a restarted service knows what to clean up) and the API
+models: Create in, Public out (Public never carries secrets)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel import Field as SQLField
+from sqlmodel import SQLModel
+
+RuntimeName = Literal["gvisor"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SandboxRecord(SQLModel, table=True):
+    __tablename__ = "sandbox"
+
+    id: str = SQLField(primary_key=True)
+    runtime: str
+    policy: str
+    policy_source: str
+    state: str = SQLField(index=True)          # creating | running | deleted
+    ip: str | None = None
+    created_at: datetime = SQLField(default_factory=_now)
+    deleted_at: datetime | None = None
+
+
+class SandboxCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    runtime: RuntimeName = "gvisor"
+    policy: str = Field(min_length=1, description="policy name, or a policy file path "
+                                                   "(local control socket only)")
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class SandboxPublic(BaseModel):
+    id: str
+    runtime: str
+    policy: str
+    state: str
+    ip: str | None
+    netns: str | None = None
+    created_at: datetime
+
+
+class LocalExec(BaseModel):
+    """Ask for the host command that runs `cmd` in a sandbox (local root clients only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cmd: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str = "/tmp"

@@ -1,0 +1,126 @@
+"""`sandgate serve`: the gateway (mitmproxy) and the control API in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import ipaddress
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from gateway.api import create_app
+from gateway.audit import AuditWriter
+from gateway.db import make_engine
+from gateway.errors import NotReady
+from gateway.flowstate import GatewayState
+from gateway.policy_store import PolicyStore
+from gateway.proxy import CA_CERT, CA_KEY, build_master
+from gateway.registry import Registry
+from gateway.service import SYSTEM_BUNDLE, SandboxService
+from gateway.settings import Settings
+from gateway.upstream import UpstreamResolver
+from sandbox_net import firewall, links
+from sandbox_net.runtime.gvisor import GVisorRuntime
+
+logger = logging.getLogger(__name__)
+
+
+def preflight(settings: Settings) -> None:
+    if os.geteuid() != 0:
+        raise NotReady("sandgate must run as root (it creates namespaces and nftables rules)",
+                       "run it with sudo")
+    GVisorRuntime(settings.runsc_dir).preflight()
+    if settings.upstream_ca is not None and not settings.upstream_ca.is_file():
+        raise NotReady(f"upstream CA file {settings.upstream_ca} does not exist")
+
+
+@contextlib.contextmanager
+def single_instance(lock_file: Path) -> Iterator[None]:
+    """One gateway per data directory: its start-up clean-up would destroy another's sandboxes."""
+    with open(lock_file, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise NotReady(f"a gateway is already running for {lock_file.parent} "
+                           f"(pid {handle.read().strip() or '?'})",
+                           "stop it first, or set SANDGATE_HOME to another directory") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+
+
+def write_ca_bundle(settings: Settings) -> Path:
+    """The trust bundle a sandbox sees: the system's roots plus the gateway CA."""
+    key = settings.ca_dir / CA_KEY
+    key.chmod(0o600)
+    cert = (settings.ca_dir / CA_CERT).read_text()
+    system = SYSTEM_BUNDLE.read_text() if SYSTEM_BUNDLE.exists() else ""
+    bundle = settings.ca_dir / "sandbox-bundle.pem"
+    bundle.write_text(system.rstrip("\n") + "\n" + cert)
+    bundle.chmod(0o644)
+    return bundle
+
+
+class _ApiServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # signals are handled by serve(), which shuts both servers down in order
+
+
+async def serve(settings: Settings) -> None:
+    preflight(settings)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.home.chmod(0o700)
+    with single_instance(settings.lock_file):
+        await _serve_locked(settings)
+
+
+async def _serve_locked(settings: Settings) -> None:
+    engine = make_engine(settings.db_url)
+    firewall.apply(settings.firewall)
+    writer = AuditWriter(engine)
+    writer.start()
+    registry = Registry()
+    # pyroute2's synchronous API runs its own event loop: call it from a worker thread.
+    own = [a for a in await asyncio.to_thread(links.host_addresses) if not a.startswith("127.")]
+    resolver = UpstreamResolver(settings.upstream_resolver,
+                                own_addresses=[ipaddress.IPv4Address(a) for a in own])
+    state = GatewayState(registry, resolver, writer)
+    proxy = build_master(settings, state)
+    runtime = GVisorRuntime(settings.runsc_dir, platform=settings.runsc_platform)
+    service = SandboxService(settings, engine, registry, runtime,
+                             PolicyStore(settings.policy_dir), writer, write_ca_bundle(settings))
+    await asyncio.to_thread(service.reconcile)
+    socket_path = settings.control_socket
+    socket_path.unlink(missing_ok=True)
+    api = _ApiServer(uvicorn.Config(create_app(service, lambda: state.ready), uds=str(socket_path),
+                                    log_level="warning", lifespan="off"))
+
+    def stop() -> None:
+        proxy.shutdown()
+        api.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    try:
+        tasks = [asyncio.ensure_future(proxy.run()), asyncio.ensure_future(api.serve())]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            task.result()
+    finally:
+        await asyncio.to_thread(service.shutdown)
+        writer.close()
+        firewall.remove(settings.firewall)
+        socket_path.unlink(missing_ok=True)

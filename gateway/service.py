@@ -1,0 +1,215 @@
+"""Sandbox lifecycle: the order of steps is the security property.
+
+create:  record -> slot -> firewall verified -> namespace + link (down) -> firewall verified
+         -> link up -> registered with the gateway -> runtime started
+delete:  runtime stopped -> unregistered -> link and namespace removed -> slot released
+Any failure while creating undoes every step taken.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from gateway.audit import AuditWriter
+from gateway.errors import BadRequest, NotFound, NotReady
+from gateway.policy_store import PolicyStore
+from gateway.registry import Registry, SandboxContext, SyntheticPool
+from gateway.sandboxes import SandboxCreate, SandboxPublic, SandboxRecord
+from gateway.settings import Settings
+from sandbox_net import firewall, links, slots
+from sandbox_net.errors import FirewallError, NetError, RuntimeFailure
+from sandbox_net.names import new_sandbox_id
+from sandbox_net.runtime.base import FileMount, Runtime, SandboxSpec
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+CA_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
+# Host paths a sandbox must not read through its read-only view of the host's root:
+# credentials, keys, other users' data, and runtime state (the data dir is added too).
+MASKED_DIRS = ("/root", "/home", "/etc/ssh", "/var/lib", "/var/backups", "/run", "/srv")
+MASKED_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers")
+
+
+class SandboxService:
+    def __init__(self, settings: Settings, engine: Engine, registry: Registry,
+                 runtime: Runtime, policies: PolicyStore, audit: AuditWriter,
+                 ca_bundle: Path) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.registry = registry
+        self.runtime = runtime
+        self.policies = policies
+        self.audit = audit
+        self.ca_bundle = ca_bundle
+        self._lock = threading.Lock()
+        self._specs: dict[str, SandboxSpec] = {}
+
+    # create
+    def create(self, request: SandboxCreate) -> SandboxPublic:
+        if request.runtime != self.runtime.name:
+            raise BadRequest(f"unknown runtime {request.runtime!r}", "use runtime 'gvisor'")
+        loaded = self.policies.load(request.policy)
+        for key in request.env:
+            if not key or "=" in key or "\0" in key:
+                raise BadRequest(f"invalid environment variable name {key!r}")
+        sandbox_id = new_sandbox_id()
+        record = SandboxRecord(id=sandbox_id, runtime=request.runtime,
+                               policy=loaded.policy.name, policy_source=str(loaded.source),
+                               state="creating")
+        self._save(record)
+        try:
+            spec = self._build(sandbox_id, request, loaded.policy, record)
+        except BaseException:
+            self._destroy(sandbox_id)
+            raise
+        self._specs[sandbox_id] = spec
+        record.state = "running"
+        self._save(record)
+        return self._public(record)
+
+    def _build(self, sandbox_id: str, request: SandboxCreate, policy: object,
+               record: SandboxRecord) -> SandboxSpec:
+        naming, fw = self.settings.naming, self.settings.firewall
+        try:
+            addresses = slots.allocate(self.engine, sandbox_id)
+            firewall.verify(fw)
+            link = links.create(naming, sandbox_id, addresses)
+            # fail closed: the host forwards packets, so the link comes up only once the
+            # drop and redirect rules are verified in the kernel.
+            firewall.verify(fw)
+            links.bring_up(link)
+        except FirewallError as e:
+            raise NotReady(f"egress rules are not in place: {e}",
+                           "restart the gateway (sandgate serve) to reinstall them") from e
+        except NetError as e:
+            raise NotReady(f"sandbox network setup failed: {e}") from e
+        record.ip = str(addresses.sandbox_ip)
+        workdir = self.settings.sandboxes_dir / sandbox_id
+        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        spec = SandboxSpec(
+            sandbox_id=sandbox_id,
+            netns_path=link.netns_path,
+            workdir=workdir,
+            env={**{k: "/etc/ssl/certs/ca-certificates.crt" for k in CA_ENV}, **request.env},
+            files=self._files(workdir, str(addresses.host_ip)),
+            masked_dirs=self._masked_dirs(),
+        )
+        self.registry.add(SandboxContext(
+            id=sandbox_id, ip=str(addresses.sandbox_ip), policy=policy,  # type: ignore[arg-type]
+            pool=SyntheticPool(addresses.synthetic), env=spec.env))
+        try:
+            self.runtime.start(spec)
+        except RuntimeFailure as e:
+            raise NotReady(str(e)) from e
+        return spec
+
+    def _files(self, workdir: Path, nameserver: str) -> tuple[FileMount, ...]:
+        resolv = workdir / "resolv.conf"
+        resolv.write_text(f"nameserver {nameserver}\noptions attempts:2 timeout:2\n")
+        hosts = workdir / "hosts"
+        hosts.write_text("127.0.0.1\tlocalhost\n")
+        empty = workdir / "empty"
+        empty.write_text("")
+        mounts = [FileMount(resolv, "/etc/resolv.conf"), FileMount(hosts, "/etc/hosts"),
+                  FileMount(self.ca_bundle, str(SYSTEM_BUNDLE))]
+        mounts += [FileMount(empty, f) for f in MASKED_FILES if Path(f).exists()]
+        return tuple(mounts)
+
+    def _masked_dirs(self) -> tuple[str, ...]:
+        candidates = {Path(d) for d in (*MASKED_DIRS, str(self.settings.home))}
+        # /tmp is the sandbox's own tmpfs already; paths below it do not exist there, nor do
+        # paths below another masked directory.
+        kept = [d for d in candidates if d.is_dir() and not d.is_relative_to("/tmp")
+                and not any(d != o and d.is_relative_to(o) for o in candidates)]
+        return tuple(sorted(str(d) for d in kept))
+
+    # delete
+    def delete(self, sandbox_id: str) -> None:
+        if self._record(sandbox_id) is None:
+            raise NotFound(f"no sandbox {sandbox_id}")
+        self._destroy(sandbox_id)
+
+    def _destroy(self, sandbox_id: str) -> None:
+        with self._lock:
+            spec = self._specs.pop(sandbox_id, None) or self._spec_guess(sandbox_id)
+            try:
+                self.runtime.stop(spec)
+            except RuntimeFailure:
+                logger.exception("stopping sandbox %s", sandbox_id)
+            self.registry.remove(sandbox_id)
+            links.destroy(self.settings.naming, sandbox_id)
+            slots.release(self.engine, sandbox_id)
+            shutil.rmtree(self.settings.sandboxes_dir / sandbox_id, ignore_errors=True)
+            record = self._record(sandbox_id)
+            if record is not None and record.state != "deleted":
+                record.state = "deleted"
+                record.deleted_at = datetime.now(UTC)
+                self._save(record)
+        self.audit.flush()
+
+    def _spec_guess(self, sandbox_id: str) -> SandboxSpec:
+        """Enough of a spec to stop what a crashed run left behind."""
+        netns = links.NETNS_DIR / self.settings.naming.netns(sandbox_id)
+        return SandboxSpec(sandbox_id, str(netns), self.settings.sandboxes_dir / sandbox_id)
+
+    # queries
+    def get(self, sandbox_id: str) -> SandboxPublic:
+        record = self._record(sandbox_id)
+        if record is None or record.state == "deleted":
+            raise NotFound(f"no sandbox {sandbox_id}")
+        return self._public(record)
+
+    def list(self) -> list[SandboxPublic]:
+        with Session(self.engine) as session:
+            rows = session.exec(select(SandboxRecord).where(SandboxRecord.state != "deleted"))
+            return [self._public(r) for r in rows]
+
+    def spec(self, sandbox_id: str) -> SandboxSpec:
+        spec = self._specs.get(sandbox_id)
+        if spec is None:
+            raise NotFound(f"no running sandbox {sandbox_id}")
+        return spec
+
+    # start-up and shut-down hygiene
+    def reconcile(self) -> list[str]:
+        """Destroy whatever earlier runs left: records, slots, namespaces, links, runsc state."""
+        naming = self.settings.naming
+        stale = set(links.existing_ids(naming)) | set(slots.allocated(self.engine))
+        with Session(self.engine) as session:
+            stale |= {r.id for r in session.exec(
+                select(SandboxRecord).where(SandboxRecord.state != "deleted"))}
+        if self.settings.sandboxes_dir.is_dir():
+            stale |= {p.name for p in self.settings.sandboxes_dir.iterdir()}
+        for sandbox_id in sorted(stale):
+            logger.warning("removing leftover sandbox %s", sandbox_id)
+            self._destroy(sandbox_id)
+        return sorted(stale)
+
+    def shutdown(self) -> None:
+        for sandbox_id in list(self._specs):
+            self._destroy(sandbox_id)
+
+    # storage helpers
+    def _record(self, sandbox_id: str) -> SandboxRecord | None:
+        with Session(self.engine) as session:
+            return session.get(SandboxRecord, sandbox_id)
+
+    def _save(self, record: SandboxRecord) -> None:
+        with Session(self.engine) as session:
+            session.merge(record)
+            session.commit()
+
+    def _public(self, record: SandboxRecord) -> SandboxPublic:
+        return SandboxPublic(
+            id=record.id, runtime=record.runtime, policy=record.policy, state=record.state,
+            ip=record.ip, created_at=record.created_at,
+            netns=self.settings.naming.netns(record.id) if record.state != "deleted" else None,
+        )

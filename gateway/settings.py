@@ -1,0 +1,98 @@
+"""Settings: environment variables `SANDGATE_*`, overridden by CLI flags. Built by whoever
+starts a process (CLI, tests), never at import."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sandbox_net.firewall import FirewallSpec
+from sandbox_net.names import Naming
+
+PACKAGE_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SANDGATE_", extra="ignore")
+
+    home: Path = Field(default=Path(".sandgate"), description="data directory")
+    policy_dir: Path = PACKAGE_POLICIES
+    database_url: str | None = None
+    name_prefix: str = "sg"
+    transparent_port: int = 15001
+    dns_port: int = 15053
+    upstream_resolver: str | None = None
+    upstream_ca: Path | None = None
+    runsc_platform: str = "ptrace"
+    synthetic_ttl: int = 60
+
+    @field_validator("home", "policy_dir", "upstream_ca")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    @field_validator("upstream_resolver")
+    @classmethod
+    def _resolver(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError(f"upstream resolver {value!r} is not an IP address") from None
+
+    @field_validator("name_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        Naming(value)  # raises ValueError with the rule
+        return value
+
+    @field_validator("transparent_port", "dns_port")
+    @classmethod
+    def _port(cls, value: int) -> int:
+        if not 1 <= value <= 65535:
+            raise ValueError(f"port {value} is out of range 1-65535")
+        return value
+
+    # derived paths and objects
+    @property
+    def naming(self) -> Naming:
+        return Naming(self.name_prefix)
+
+    @property
+    def firewall(self) -> FirewallSpec:
+        return FirewallSpec(self.naming.table, self.naming.link_glob,
+                            self.transparent_port, self.dns_port)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'sandgate.db'}"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.home / "ca"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.home / "control.sock"
+
+    @property
+    def sandboxes_dir(self) -> Path:
+        return self.home / "sandboxes"
+
+    @property
+    def runsc_dir(self) -> Path:
+        return self.home / "runsc"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.home / "gateway.lock"
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as SANDGATE_* variables, for a child process."""
+        values: dict[str, Any] = self.model_dump(exclude_none=True)
+        return {f"SANDGATE_{k.upper()}": str(v) for k, v in values.items()}

@@ -1,0 +1,90 @@
+"""Upstream resolution and the address check that follows it (stage two of every egress
+decision: policy said yes to a *name*; now make sure the name's address is one we may dial)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import mitmproxy_rs
+
+from policies.decision import Reason
+
+logger = logging.getLogger(__name__)
+
+type IPv4 = ipaddress.IPv4Address
+
+# Each range is refused because dialing it from the gateway would reach something other than
+# the public service a policy names: the gateway host itself, its neighbours, or cloud control
+# planes. A policy may still name such an address explicitly (issue: `addresses` rules).
+REFUSED_RANGES: tuple[tuple[ipaddress.IPv4Network, str], ...] = tuple(
+    (ipaddress.IPv4Network(net), label) for net, label in (
+        ("169.254.169.254/32", "metadata"),      # cloud instance metadata (credentials!)
+        ("0.0.0.0/8", "this-network"),
+        ("10.0.0.0/8", "private"),                # also the sandbox link range 10.77/16
+        ("100.64.0.0/10", "cgnat"),
+        ("127.0.0.0/8", "loopback"),              # the gateway host's own services
+        ("169.254.0.0/16", "link-local"),
+        ("172.16.0.0/12", "private"),
+        ("192.0.0.0/24", "ietf-protocol"),
+        ("192.168.0.0/16", "private"),
+        ("198.18.0.0/15", "synthetic"),           # our own synthetic DNS answers
+        ("224.0.0.0/4", "multicast"),
+        ("240.0.0.0/4", "reserved"),              # includes 255.255.255.255
+    )
+)
+
+
+def classify(ip: IPv4, own: frozenset[IPv4] = frozenset()) -> str | None:
+    """Why `ip` may not be dialed, or None when it may."""
+    if ip in own:
+        return "gateway-own"
+    for network, label in REFUSED_RANGES:
+        if ip in network:
+            return label
+    return None
+
+
+class ResolveError(Exception):
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Vetted:
+    name: str
+    address: IPv4
+
+
+class UpstreamResolver:
+    """Resolves names through the configured resolver (or the system's) and vets the answer."""
+
+    def __init__(self, name_server: str | None, own_addresses: Iterable[IPv4] = ()) -> None:
+        servers = [name_server] if name_server else mitmproxy_rs.dns.get_system_dns_servers()
+        self._resolver = mitmproxy_rs.dns.DnsResolver(name_servers=servers,
+                                                      use_hosts_file=False)
+        self.own = frozenset(own_addresses)
+
+    async def resolve(self, name: str) -> Vetted:
+        """Resolve `name` once and return the first address we may dial.
+
+        Raises ResolveError with reason UPSTREAM_UNRESOLVABLE or REFUSED_ADDRESS."""
+        try:
+            answers = await self._resolver.lookup_ipv4(name)
+        except (OSError, socket.gaierror, ValueError) as e:
+            raise ResolveError(Reason.UPSTREAM_UNRESOLVABLE, f"{name}: {e}") from None
+        addresses = [ipaddress.IPv4Address(a) for a in answers]
+        if not addresses:
+            raise ResolveError(Reason.UPSTREAM_UNRESOLVABLE, f"{name}: no IPv4 address")
+        refusals = []
+        for address in addresses:
+            why = classify(address, self.own)
+            if why is None:
+                return Vetted(name, address)
+            refusals.append(f"{address} ({why})")
+        raise ResolveError(Reason.REFUSED_ADDRESS,
+                           f"{name} resolves only to refused addresses: " + ", ".join(refusals))

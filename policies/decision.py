@@ -1,0 +1,63 @@
+"""Decision objects: every egress decision starts as a denial and says why."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Verdict(enum.StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+    WOULD_DENY = "would_deny"
+    ERROR = "error"
+
+
+class Reason(enum.StrEnum):
+    """The one enumeration of reasons, shared by the policy engine and the gateway.
+
+    Documented for users in docs/AUDIT.md; keep both in step.
+    """
+
+    # policy engine
+    NO_MATCHING_RULE = "no_matching_rule"
+    DENIED_BY_RULE = "denied_by_rule"
+    ALLOWED_BY_RULE = "allowed_by_rule"
+    # gateway: who is asking
+    UNKNOWN_SANDBOX = "unknown_sandbox"
+    # gateway: names and addresses
+    NOT_FROM_GATEWAY_DNS = "not_from_gateway_dns"
+    SNI_MISMATCH = "sni_mismatch"
+    MISSING_SNI = "missing_sni"
+    HOST_MISMATCH = "host_mismatch"
+    REFUSED_ADDRESS = "refused_address"
+    UPSTREAM_UNRESOLVABLE = "upstream_unresolvable"
+    UNSUPPORTED_PROTOCOL = "unsupported_protocol"
+    # gateway: the conversation itself
+    CLIENT_TLS_FAILED = "client_tls_failed"
+    UPSTREAM_ERROR = "upstream_error"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one check. Construct through `deny` / `allow`; the default is deny."""
+
+    verdict: Verdict = Verdict.DENY
+    reason: Reason = Reason.NO_MATCHING_RULE
+    rule: str | None = None
+    policy: str | None = None
+    policy_version: str | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict in (Verdict.ALLOW, Verdict.WOULD_DENY)
+
+
+def deny(reason: Reason, *, rule: str | None = None, policy: str | None = None,
+         policy_version: str | None = None) -> Decision:
+    return Decision(Verdict.DENY, reason, rule, policy, policy_version)
+
+
+def allow(rule: str, *, policy: str, policy_version: str) -> Decision:
+    return Decision(Verdict.ALLOW, Reason.ALLOWED_BY_RULE, rule, policy, policy_version)

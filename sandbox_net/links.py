@@ -1,0 +1,143 @@
+"""Network namespaces and veth pairs, through pyroute2's public API.
+
+A sandbox link is created *down*; `bring_up` is a separate step that callers take only after
+the firewall table is verified (fail closed: the host forwards IP packets).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyroute2 import IPRoute, NetlinkError, netns
+
+from sandbox_net.addressing import SlotAddresses
+from sandbox_net.errors import NetError
+from sandbox_net.names import Naming
+
+NETNS_DIR = Path("/run/netns")
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxLink:
+    sandbox_id: str
+    netns: str
+    host_link: str
+    addresses: SlotAddresses
+
+    @property
+    def netns_path(self) -> str:
+        return str(NETNS_DIR / self.netns)
+
+
+@contextlib.contextmanager
+def _netlink_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except NetlinkError as e:
+        raise NetError(f"{what}: {os.strerror(e.code)} (netlink error {e.code})") from None
+    except OSError as e:
+        raise NetError(f"{what}: {e.strerror or e}") from None
+
+
+def _in_netns[T](name: str, action: Callable[[], T]) -> T:
+    """Run `action` in a helper thread switched into namespace `name` (setns is per thread)."""
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            netns.pushns(name)
+            try:
+                result.append(action())
+            finally:
+                netns.popns()
+        except BaseException as e:
+            failure.append(e)
+
+    thread = threading.Thread(target=target, name=f"netns-{name}")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+def _disable_ipv6() -> None:
+    # The sandbox speaks IPv4 only: the gateway's rules and synthetic DNS are IPv4, and an
+    # IPv6 path would be a way around them.
+    for conf in ("all", "default", "lo"):
+        Path(f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6").write_text("1")
+
+
+def create(naming: Naming, sandbox_id: str, addresses: SlotAddresses) -> SandboxLink:
+    """Create namespace and veth pair, addressed, loopback up, both link ends still down."""
+    link = SandboxLink(sandbox_id, naming.netns(sandbox_id), naming.host_link(sandbox_id),
+                       addresses)
+    peer = naming.peer_link(sandbox_id)
+    prefix = addresses.link.prefixlen
+    with _netlink_errors(f"creating namespace {link.netns}"):
+        netns.create(link.netns)
+    try:
+        with _netlink_errors(f"configuring namespace {link.netns}"):
+            _in_netns(link.netns, _disable_ipv6)
+        with _netlink_errors(f"creating link {link.host_link}"), IPRoute() as ipr:
+            ipr.link("add", ifname=link.host_link, kind="veth",
+                     peer={"ifname": peer, "net_ns_fd": link.netns})
+            Path(f"/proc/sys/net/ipv6/conf/{link.host_link}/disable_ipv6").write_text("1")
+            (index,) = ipr.link_lookup(ifname=link.host_link)
+            ipr.addr("add", index=index, address=str(addresses.host_ip), prefixlen=prefix)
+        with _netlink_errors(f"configuring {link.netns}"), IPRoute(netns=link.netns) as ns:
+            (inner,) = ns.link_lookup(ifname=peer)
+            ns.link("set", index=inner, ifname="eth0")
+            ns.addr("add", index=inner, address=str(addresses.sandbox_ip), prefixlen=prefix)
+            (lo,) = ns.link_lookup(ifname="lo")
+            ns.link("set", index=lo, state="up")
+    except BaseException:
+        destroy(naming, sandbox_id)
+        raise
+    return link
+
+
+def bring_up(link: SandboxLink) -> None:
+    """Set both ends up and give the sandbox its default route (to the host side)."""
+    with _netlink_errors(f"bringing up {link.host_link}"), IPRoute() as ipr:
+        (index,) = ipr.link_lookup(ifname=link.host_link)
+        ipr.link("set", index=index, state="up")
+    with _netlink_errors(f"bringing up eth0 in {link.netns}"), IPRoute(netns=link.netns) as ns:
+        (inner,) = ns.link_lookup(ifname="eth0")
+        ns.link("set", index=inner, state="up")
+        ns.route("add", dst="0.0.0.0/0", gateway=str(link.addresses.host_ip))
+
+
+def destroy(naming: Naming, sandbox_id: str) -> None:
+    """Remove the host link (which takes its peer with it) and the namespace. Idempotent."""
+    with _netlink_errors(f"removing link {naming.host_link(sandbox_id)}"), IPRoute() as ipr:
+        for index in ipr.link_lookup(ifname=naming.host_link(sandbox_id)):
+            with contextlib.suppress(NetlinkError):
+                ipr.link("del", index=index)
+    name = naming.netns(sandbox_id)
+    if name in netns.listnetns():
+        with _netlink_errors(f"removing namespace {name}"):
+            netns.remove(name)
+
+
+def existing_ids(naming: Naming) -> set[str]:
+    """Sandbox ids that have a namespace or a host link of this installation."""
+    ids = {i for n in netns.listnetns() if (i := naming.id_from_netns(n))}
+    with _netlink_errors("listing links"), IPRoute() as ipr:
+        for msg in ipr.get_links():
+            name = msg.get_attr("IFLA_IFNAME")
+            if name and (i := naming.id_from_link(name)):
+                ids.add(i)
+    return ids
+
+
+def host_addresses() -> list[str]:
+    """IPv4 addresses assigned in the host's namespace (the gateway refuses to dial them)."""
+    with _netlink_errors("listing addresses"), IPRoute() as ipr:
+        return [str(msg.get_attr("IFA_ADDRESS")) for msg in ipr.get_addr(family=2)]

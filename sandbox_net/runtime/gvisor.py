@@ -1,0 +1,172 @@
+"""gVisor (`runsc`) runtime.
+
+Debian's runsc cannot build its own network stack here ("cannot run with network enabled in
+root network namespace"), so every runsc command runs *inside* the sandbox's namespace with
+`--network=host`: gVisor's netstack then passes through to that namespace and nothing else.
+The control socket of a runsc sandbox is an abstract unix socket, which is per network
+namespace, so `exec`, `kill` and `delete` must run in the namespace too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from sandbox_net.errors import RuntimeFailure
+from sandbox_net.runtime.base import Runtime, SandboxSpec
+
+CAPABILITIES = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _process(argv: list[str], env: dict[str, str], cwd: str) -> dict[str, Any]:
+    return {
+        "user": {"uid": 0, "gid": 0},
+        "args": argv,
+        "env": [f"{k}={v}" for k, v in env.items()],
+        "cwd": cwd,
+        "noNewPrivileges": True,
+        "capabilities": {key: CAPABILITIES for key in
+                         ("bounding", "effective", "inheritable", "permitted")},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096}],
+    }
+
+
+def bundle_config(spec: SandboxSpec) -> dict[str, Any]:
+    """OCI config: the host's / read-only, a private tmpfs /tmp, given files bound read-only."""
+    env = {"PATH": DEFAULT_PATH, "HOME": "/tmp", **spec.env}
+    mounts: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "nodev", "mode=1777"]},
+    ]
+    mounts += [
+        {"destination": d, "type": "tmpfs", "source": "tmpfs", "options": ["ro", "mode=700"]}
+        for d in spec.masked_dirs
+    ]
+    mounts += [
+        {"destination": f.target, "type": "bind", "source": str(f.source),
+         "options": ["rbind", "ro"]}
+        for f in spec.files
+    ]
+    return {
+        "ociVersion": "1.0.0",
+        "process": _process(["/bin/sleep", "infinity"], env, "/tmp"),
+        "root": {"path": "/", "readonly": True},
+        "hostname": "sandbox",
+        "mounts": mounts,
+        "linux": {
+            # No "network" entry: the sandbox must use the namespace runsc runs in (ours);
+            # with one, gVisor's host network sees no routes.
+            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
+            "resources": {
+                "memory": {"limit": spec.memory_mb * 1024 * 1024},
+                "pids": {"limit": spec.max_pids},
+            },
+        },
+    }
+
+
+class GVisorRuntime(Runtime):
+    name = "gvisor"
+
+    def __init__(self, state_dir: Path, *, platform: str = "ptrace") -> None:
+        self.state_dir = state_dir
+        self.platform = platform
+
+    def _runsc(self) -> str:
+        binary = shutil.which("runsc")
+        if binary is None:
+            raise RuntimeFailure("runsc not found; install gVisor (apt-get install runsc)")
+        return binary
+
+    def preflight(self) -> None:
+        self._runsc()
+        if shutil.which("nsenter") is None:
+            raise RuntimeFailure("nsenter not found; install util-linux")
+
+    def _base(self, spec: SandboxSpec) -> list[str]:
+        return ["nsenter", f"--net={spec.netns_path}", self._runsc(),
+                f"--root={self.state_dir}", "--network=host", "--ignore-cgroups",
+                f"--platform={self.platform}"]
+
+    def _bundle(self, spec: SandboxSpec) -> Path:
+        return spec.workdir / "bundle"
+
+    def start(self, spec: SandboxSpec) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        bundle = self._bundle(spec)
+        bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (bundle / "config.json").write_text(json.dumps(bundle_config(spec), indent=1))
+        # The sandbox inherits runsc's stdout and stderr and keeps them open: give it a file,
+        # not a pipe, or waiting for runsc would wait for the sandbox to end.
+        log_path = spec.workdir / "runsc.log"
+        with open(log_path, "ab") as log:
+            try:
+                result = subprocess.run(
+                    [*self._base(spec), "run", "--detach", f"--bundle={bundle}",
+                     spec.sandbox_id],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=60, check=False)
+            except subprocess.TimeoutExpired:
+                raise RuntimeFailure(f"runsc did not start sandbox {spec.sandbox_id} "
+                                     "within 60 s") from None
+        if result.returncode != 0:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
+            raise RuntimeFailure(f"runsc could not start sandbox {spec.sandbox_id}: "
+                                 + (tail[0] if tail else f"exit status {result.returncode}"))
+
+    def exec_command(self, spec: SandboxSpec, argv: list[str], *, env: dict[str, str],
+                     cwd: str) -> list[str]:
+        merged = {"PATH": DEFAULT_PATH, "HOME": "/tmp", **spec.env, **env}
+        process_file = spec.workdir / f"exec-{os.getpid()}-{time.monotonic_ns()}.json"
+        process_file.write_text(json.dumps(_process(argv, merged, cwd)))
+        return [*self._base(spec), "exec", f"--process={process_file}", spec.sandbox_id]
+
+    def stop(self, spec: SandboxSpec) -> None:
+        pids = self._sandbox_pids(spec)
+        if Path(spec.netns_path).exists():
+            for args in (["kill", "--all", spec.sandbox_id, "KILL"],
+                         ["delete", "--force", spec.sandbox_id]):
+                subprocess.run([*self._base(spec), *args], capture_output=True, timeout=30,
+                               check=False, stdin=subprocess.DEVNULL)
+        # If runsc could not reach its sandbox (a crash, a lost namespace), kill what it left.
+        for pid in pids:
+            if _is_runsc_of(pid, spec.sandbox_id):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self._forget(spec)
+
+    def _sandbox_pids(self, spec: SandboxSpec) -> list[int]:
+        pids = []
+        for path in self.state_dir.glob(f"{spec.sandbox_id}_sandbox:*.state"):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                state = json.loads(path.read_text())
+                pids += [int(state["sandbox"]["pid"]), int(state["goferPid"])]
+        return [p for p in pids if p > 1]
+
+    def _forget(self, spec: SandboxSpec) -> None:
+        """Drop runsc's state files for a sandbox whose namespace is already gone."""
+        for path in self.state_dir.glob(f"{spec.sandbox_id}*"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        shutil.rmtree(self._bundle(spec), ignore_errors=True)
+
+
+def _is_runsc_of(pid: int, sandbox_id: str) -> bool:
+    """Guard against a recycled pid: only kill a runsc process that names this sandbox."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(cmdline) and b"runsc" in cmdline[0] and any(
+        sandbox_id.encode() in part for part in cmdline)

@@ -1,0 +1,51 @@
+"""Persisted slot allocation: a live slot (and so its addresses) is never handed out twice,
+also across processes and restarts. The primary key makes a double allocation impossible."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, Session, SQLModel, select
+
+from sandbox_net.addressing import MAX_SLOTS, SlotAddresses, addresses_for
+from sandbox_net.errors import NetError
+
+
+class NetSlot(SQLModel, table=True):
+    __tablename__ = "net_slot"
+
+    slot: int = Field(primary_key=True)
+    sandbox_id: str = Field(unique=True, index=True)
+    allocated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+def allocate(engine: Engine, sandbox_id: str) -> SlotAddresses:
+    """Take the lowest free slot for `sandbox_id`. Raises NetError when none is left."""
+    for _attempt in range(20):
+        with Session(engine) as session:
+            used = set(session.exec(select(NetSlot.slot)).all())
+            free = next((s for s in range(MAX_SLOTS) if s not in used), None)
+            if free is None:
+                raise NetError(f"all {MAX_SLOTS} sandbox address slots are in use")
+            session.add(NetSlot(slot=free, sandbox_id=sandbox_id))
+            try:
+                session.commit()
+            except IntegrityError:
+                continue  # another process took it first; look again
+            return addresses_for(free)
+    raise NetError("could not allocate an address slot (too much contention)")
+
+
+def release(engine: Engine, sandbox_id: str) -> None:
+    with Session(engine) as session:
+        for row in session.exec(select(NetSlot).where(NetSlot.sandbox_id == sandbox_id)):
+            session.delete(row)
+        session.commit()
+
+
+def allocated(engine: Engine) -> dict[str, SlotAddresses]:
+    with Session(engine) as session:
+        return {row.sandbox_id: addresses_for(row.slot)
+                for row in session.exec(select(NetSlot))}

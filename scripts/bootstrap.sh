@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Installs what sandgate needs on a Debian-like host and prepares .venv.
+# Idempotent: a second run installs nothing and returns quickly.
+#   scripts/bootstrap.sh            system packages + virtualenv
+#   scripts/bootstrap.sh --no-apt   virtualenv only
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+
+die() { echo "bootstrap: $*" >&2; exit 2; }
+
+# command -> Debian package that provides it
+SYSTEM_PACKAGES=(
+    "runsc:runsc"
+    "nft:nftables"
+    "ip:iproute2"
+    "nsenter:util-linux"
+    "curl:curl"
+    "wrk:wrk"
+)
+
+apt_install() {
+    local tries=0
+    export DEBIAN_FRONTEND=noninteractive
+    until apt-get -o Acquire::Retries=5 update -qq \
+        && apt-get -o Acquire::Retries=5 install -y -qq --no-install-recommends "$@"; do
+        tries=$((tries + 1))
+        [ "$tries" -ge 4 ] && die "apt-get could not install: $* (network?). Retry later."
+        echo "bootstrap: apt-get failed, retrying in 15 s ($tries/3)" >&2
+        sleep 15
+    done
+}
+
+install_system_packages() {
+    local missing=()
+    for pair in "${SYSTEM_PACKAGES[@]}" "$@"; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    [ "$(id -u)" -eq 0 ] || die "missing system packages (${missing[*]}); run as root or: sudo apt-get install ${missing[*]}"
+    command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get here; install them with your package manager"
+    echo "bootstrap: installing ${missing[*]}" >&2
+    apt_install "${missing[@]}"
+}
+
+python_ok() {  # $1: interpreter; succeeds when it runs and is >= 3.12
+    "$1" -c 'import sys, venv; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1
+}
+
+find_python() {
+    local candidate version
+    for candidate in python3.14 python3.13 python3.12 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 && python_ok "$candidate"; then
+            command -v "$candidate"; return 0
+        fi
+    done
+    if command -v pyenv >/dev/null 2>&1; then
+        for version in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.(1[2-9]|[2-9][0-9])(\.[0-9]+)?$' | sort -rV); do
+            candidate="$(pyenv root)/versions/$version/bin/python3"
+            if [ -x "$candidate" ] && python_ok "$candidate"; then
+                echo "$candidate"; return 0
+            fi
+        done
+    fi
+    return 1
+}
+
+make_venv() {
+    if [ -x "$VENV/bin/python" ] && python_ok "$VENV/bin/python"; then
+        :
+    else
+        local python
+        python=$(find_python) || die "no Python >= 3.12 found on PATH or through pyenv.
+  Install one, e.g.: 'pyenv install 3.12' (https://github.com/pyenv/pyenv),
+  or a distribution package such as python3.12 with python3.12-venv, then run this again."
+        echo "bootstrap: creating .venv with $python" >&2
+        rm -rf "$VENV"
+        "$python" -m venv "$VENV"
+    fi
+    local stamp="$VENV/.sandgate-installed"
+    local want
+    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        "$VENV/bin/python" -m pip install -q --upgrade pip
+        "$VENV/bin/python" -m pip install -q -e ".[dev]"
+        echo "$want" > "$stamp"
+    fi
+}
+
+main() {
+    local apt=1 extra=()
+    for arg in "$@"; do
+        case "$arg" in
+            --no-apt) apt=0 ;;
+            --with=*) extra+=("${arg#--with=}") ;;
+            *) die "unknown argument $arg" ;;
+        esac
+    done
+    [ "$apt" -eq 1 ] && install_system_packages "${extra[@]}"
+    make_venv
+}
+
+main "$@"

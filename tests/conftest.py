@@ -1,0 +1,90 @@
+"""Session fixtures: one test topology and one gateway for the integration suites. Every
+namespace, link and nftables table they create carries a per-run prefix and is removed at
+the end, also when tests fail."""
+
+from __future__ import annotations
+
+import secrets
+import string
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Gateway
+from tests.topology import Topology
+
+
+def new_prefix() -> str:
+    """A per-run name prefix: a letter and three random characters (names stay <= 15 bytes)."""
+    return "t" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(3))
+
+
+def leftovers(prefix: str) -> list[str]:
+    """Everything named with `prefix` that still exists on the host, as 'kind name'."""
+    found = []
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    found += [f"netns {n.split()[0]}" for n in netns.splitlines() if n.startswith(f"{prefix}-")]
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    found += [f"link {line.split()[0].split('@')[0]}" for line in links.splitlines()
+              if line.startswith(prefix)]
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    found += [f"table {t.split()[-1]}" for t in tables.splitlines()
+              if t.endswith(f"sandgate_{prefix}")]
+    return found
+
+
+def force_clean(prefix: str) -> None:
+    commands = {"netns": ["ip", "netns", "del"], "link": ["ip", "link", "del"],
+                "table": ["nft", "delete", "table", "inet"]}
+    for entry in leftovers(prefix):
+        kind, name = entry.split()
+        subprocess.run([*commands[kind], name], check=False, capture_output=True)
+
+
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+@pytest.fixture(scope="session")
+def ip_forwarding(require_root: None) -> Iterator[None]:
+    """Production hosts forward IP packets (and this one may not): test the worst case, where
+    only sandgate's forward-chain drop stands between a sandbox and the network."""
+    before = IP_FORWARD.read_text()
+    IP_FORWARD.write_text("1")
+    try:
+        yield
+    finally:
+        IP_FORWARD.write_text(before)
+
+
+@pytest.fixture(scope="session")
+def topology(tmp_path_factory: pytest.TempPathFactory, ip_forwarding: None) -> Iterator[Topology]:
+    prefix = new_prefix()
+    topo = Topology(prefix, tmp_path_factory.mktemp("inet"), traps=["169.254.169.254",
+                                                                      "10.99.0.1"])
+    try:
+        topo.start()
+        yield topo
+    finally:
+        topo.stop()
+        force_clean(prefix)
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory, topology: Topology) -> Iterator[Gateway]:
+    prefix = new_prefix()
+    gw = Gateway(prefix, tmp_path_factory.mktemp("gateway"), topology)
+    try:
+        gw.start()
+        yield gw
+    finally:
+        gw.stop()
+        remaining = leftovers(prefix)
+        force_clean(prefix)
+        assert not remaining, f"gateway left {remaining} behind"
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,134 @@
+"""A real gateway (`sandgate serve` in a subprocess) with its own data dir, name prefix and
+ports, pointed at the test topology's resolver and CA; and helpers to drive it through the
+CLI the way a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from gateway.control import socket_accepts
+from tests.topology import DNS_IP, Topology
+
+REPO = Path(__file__).resolve().parent.parent
+SANDGATE = [sys.executable, "-m", "gateway.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Gateway:
+    prefix: str
+    home: Path
+    topology: Topology | None
+    process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.transparent_port = free_port()
+        self.dns_port = free_port()
+        self.policy_dir = self.home / "policies"
+        self.policy_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "SANDGATE_HOME": str(self.home),
+            "SANDGATE_NAME_PREFIX": self.prefix,
+            "SANDGATE_TRANSPARENT_PORT": str(self.transparent_port),
+            "SANDGATE_DNS_PORT": str(self.dns_port),
+            "SANDGATE_POLICY_DIR": str(self.policy_dir),
+        }
+        if self.topology is not None:
+            assert self.topology.ca is not None
+            env["SANDGATE_UPSTREAM_RESOLVER"] = DNS_IP
+            env["SANDGATE_UPSTREAM_CA"] = str(self.topology.ca.ca_cert)
+        return env
+
+    # lifecycle
+    def start(self) -> None:
+        with open(self.home / "serve.log", "ab") as log:
+            self.process = subprocess.Popen([*SANDGATE, "serve"], env=self.env, cwd=REPO,
+                                            stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited: {self.log_tail()}")
+            if self.healthy():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"gateway not ready: {self.log_tail()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def log_tail(self, lines: int = 20) -> str:
+        path = self.home / "serve.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(transport=httpx.HTTPTransport(uds=str(self.home / "control.sock")),
+                            base_url="http://sandgate", timeout=120)
+
+    def healthy(self) -> bool:
+        if not socket_accepts(self.home / "control.sock"):
+            return False
+        try:
+            with self.client() as c:
+                return c.get("/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    # driving it
+    def policy(self, name: str, rules: list[dict[str, Any]], **extra: Any) -> Path:
+        path = self.policy_dir / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"version": 1, "name": name, **extra, "rules": rules}))
+        return path
+
+    def sandgate(self, *args: str, timeout: float = 120,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*SANDGATE, *args], env={**self.env, **(env or {})}, cwd=REPO,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+    def run(self, policy: Path | str, *cmd: str, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        flags = [f"--env={k}={v}" for k, v in (env or {}).items()]
+        return self.sandgate("run", f"--policy={policy}", *flags, "--", *cmd, timeout=timeout)
+
+    def python(self, policy: Path | str, code: str,
+               timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return self.run(policy, "/usr/bin/python3", "-c", code, timeout=timeout)
+
+    def last_audit_id(self) -> int:
+        rows = self.audit_rows(limit=1)
+        return int(rows[-1]["id"]) if rows else 0
+
+    def audit_rows(self, since: int = 0, limit: int = 1000, **filters: str) -> list[dict[str, Any]]:
+        flags = [f"--{k}={v}" for k, v in filters.items()]
+        result = self.sandgate("audit", "--json", f"--limit={limit}", *flags)
+        assert result.returncode == 0, result.stderr
+        rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+        return [r for r in rows if r["id"] > since]
