@@ -17,7 +17,6 @@ from typing import Any, NoReturn
 import click
 from pydantic import ValidationError
 
-from gateway import audit as audit_store
 from gateway.errors import BadRequest, NotReady, SandgateError
 from gateway.policy_store import PolicyStore
 from gateway.settings import Settings
@@ -189,6 +188,7 @@ COLUMNS = ("time", "sandbox_id", "decision", "reason", "protocol", "method", "ho
 def audit(as_json: bool, sandbox: str | None, host: str | None, decision: str | None,
           limit: int) -> None:
     """Show recent egress attempts, oldest first."""
+    from gateway import audit as audit_store
     from gateway.control import ControlClient
     from gateway.db import make_engine
 

@@ -54,6 +54,10 @@ class GatewayState:
         self.conns: dict[str, Conn] = {}
         self.ready = False  # set once the proxy listens
 
+    def open_connections(self, sandbox_id: str) -> int:
+        """How many client connections of a sandbox the proxy still tracks (any thread)."""
+        return sum(1 for conn in list(self.conns.values()) if conn.sandbox.id == sandbox_id)
+
     def record(self, decision: Decision, *, protocol: str, sandbox_id: str | None,
                conn: Conn | None = None, **fields: Any) -> None:
         if conn is not None:

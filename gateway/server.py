@@ -98,7 +98,8 @@ async def _serve_locked(settings: Settings) -> None:
     proxy = build_master(settings, state)
     runtime = GVisorRuntime(settings.runsc_dir, platform=settings.runsc_platform)
     service = SandboxService(settings, engine, registry, runtime,
-                             PolicyStore(settings.policy_dir), writer, write_ca_bundle(settings))
+                             PolicyStore(settings.policy_dir), writer, write_ca_bundle(settings),
+                             open_connections=state.open_connections)
     await asyncio.to_thread(service.reconcile)
     socket_path = settings.control_socket
     socket_path.unlink(missing_ok=True)

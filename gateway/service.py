@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,7 +43,8 @@ MASKED_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers")
 class SandboxService:
     def __init__(self, settings: Settings, engine: Engine, registry: Registry,
                  runtime: Runtime, policies: PolicyStore, audit: AuditWriter,
-                 ca_bundle: Path) -> None:
+                 ca_bundle: Path, open_connections: Callable[[str], int] = lambda _id: 0,
+                 ) -> None:
         self.settings = settings
         self.engine = engine
         self.registry = registry
@@ -49,6 +52,7 @@ class SandboxService:
         self.policies = policies
         self.audit = audit
         self.ca_bundle = ca_bundle
+        self.open_connections = open_connections
         self._lock = threading.Lock()
         self._specs: dict[str, SandboxSpec] = {}
 
@@ -144,6 +148,7 @@ class SandboxService:
                 self.runtime.stop(spec)
             except RuntimeFailure:
                 logger.exception("stopping sandbox %s", sandbox_id)
+            self._wait_drained(sandbox_id)
             self.registry.remove(sandbox_id)
             links.destroy(self.settings.naming, sandbox_id)
             slots.release(self.engine, sandbox_id)
@@ -154,6 +159,13 @@ class SandboxService:
                 record.deleted_at = datetime.now(UTC)
                 self._save(record)
         self.audit.flush()
+
+    def _wait_drained(self, sandbox_id: str, timeout: float = 3.0) -> None:
+        """Let the gateway see the dead sandbox's connections close, so their audit rows are
+        written (with final byte counts) before the deletion returns."""
+        deadline = time.monotonic() + timeout
+        while self.open_connections(sandbox_id) and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     def _spec_guess(self, sandbox_id: str) -> SandboxSpec:
         """Enough of a spec to stop what a crashed run left behind."""

@@ -4,7 +4,9 @@ the end, also when tests fail."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 import string
 import subprocess
 from collections.abc import Iterator
@@ -41,6 +43,28 @@ def force_clean(prefix: str) -> None:
     for entry in leftovers(prefix):
         kind, name = entry.split()
         subprocess.run([*commands[kind], name], check=False, capture_output=True)
+
+
+def kill_runsc(home: Path) -> list[int]:
+    """SIGKILL every runsc process of the gateway whose data dir is `home`; return their pids."""
+    marker = f"--root={home}/runsc".encode()
+    killed = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+        except (OSError, ProcessLookupError):
+            continue
+    return killed
+
+
+@pytest.fixture(scope="session")
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("the integration suites need root (namespaces, nftables, runsc)")
 
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
@@ -81,8 +105,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, topology: Topology) -> Ite
     finally:
         gw.stop()
         remaining = leftovers(prefix)
+        stray = kill_runsc(gw.home)
         force_clean(prefix)
         assert not remaining, f"gateway left {remaining} behind"
+        assert not stray, f"gateway left runsc processes {stray} behind"
 
 
 @pytest.fixture

@@ -77,3 +77,7 @@ class HttpPolicy:
         flow.metadata[METADATA_KEY] = verdict
         if not verdict.decision.allowed:
             flow.response = denial_response(verdict)
+        elif verdict.upstream:
+            # Dial the vetted address for this and later requests on the connection, so the
+            # upstream connection is reused; the Host header stays as the client sent it.
+            flow.request.data.host = verdict.upstream

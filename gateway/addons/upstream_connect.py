@@ -24,9 +24,11 @@ class UpstreamConnect:
             data.server.error = "sandgate: connection refused by policy"
             return
         ip, port = peer_ip(address), int(address[1])
-        name = conn.sandbox.pool.name_for(ip) if ip == conn.dialed_ip else None
-        vetted = conn.permits.get((name, port)) if name == conn.name and name else None
-        if vetted is None:
+        vetted = conn.permits.get((conn.name, conn.dialed_port)) if conn.name else None
+        # The HTTP addon points allowed requests at the vetted address (so upstream
+        # connections are reused); a raw stream still names the dialed synthetic address.
+        if vetted is None or port != conn.dialed_port or \
+                ip not in (conn.dialed_ip, str(vetted.address)):
             data.server.error = "sandgate: no allow decision for this destination"
             logger.info("refused upstream connect to %s:%s for sandbox %s",
                         ip, port, conn.sandbox.id)

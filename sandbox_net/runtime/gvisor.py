@@ -133,18 +133,24 @@ class GVisorRuntime(Runtime):
         return [*self._base(spec), "exec", f"--process={process_file}", spec.sandbox_id]
 
     def stop(self, spec: SandboxSpec) -> None:
-        pids = self._sandbox_pids(spec)
-        if Path(spec.netns_path).exists():
-            for args in (["kill", "--all", spec.sandbox_id, "KILL"],
-                         ["delete", "--force", spec.sandbox_id]):
-                subprocess.run([*self._base(spec), *args], capture_output=True, timeout=30,
-                               check=False, stdin=subprocess.DEVNULL)
-        # If runsc could not reach its sandbox (a crash, a lost namespace), kill what it left.
+        """SIGKILL the sandbox and its gofer, wait for them, drop runsc's state files.
+
+        Not `runsc delete --force`: it polls for the sandbox to exit and takes over a second.
+        Every process a gVisor sandbox runs lives inside those two (the sentry and the ptrace
+        stubs it traces die with it), and with --ignore-cgroups runsc keeps no other state."""
+        pids = [p for p in self._sandbox_pids(spec) if _is_runsc_of(p, spec.sandbox_id)]
+        if not pids and Path(spec.netns_path).exists() and self._has_state(spec):
+            subprocess.run([*self._base(spec), "delete", "--force", spec.sandbox_id],
+                           capture_output=True, timeout=30, check=False,
+                           stdin=subprocess.DEVNULL)
         for pid in pids:
-            if _is_runsc_of(pid, spec.sandbox_id):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _wait_gone(pids, spec.sandbox_id)
         self._forget(spec)
+
+    def _has_state(self, spec: SandboxSpec) -> bool:
+        return any(self.state_dir.glob(f"{spec.sandbox_id}_sandbox:*"))
 
     def _sandbox_pids(self, spec: SandboxSpec) -> list[int]:
         pids = []
@@ -170,3 +176,11 @@ def _is_runsc_of(pid: int, sandbox_id: str) -> bool:
         return False
     return bool(cmdline) and b"runsc" in cmdline[0] and any(
         sandbox_id.encode() in part for part in cmdline)
+
+
+def _wait_gone(pids: list[int], sandbox_id: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while any(_is_runsc_of(p, sandbox_id) for p in pids):
+        if time.monotonic() > deadline:
+            raise RuntimeFailure(f"sandbox {sandbox_id} processes {pids} did not exit")
+        time.sleep(0.005)
