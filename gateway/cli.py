@@ -129,6 +129,7 @@ def run(policy: str, env_pairs: tuple[str, ...], runtime: str, upstream_resolver
     """Run CMD in a new sandbox whose only way out is the gateway; exit with its status."""
     from gateway.control import gateway
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if runtime not in RUNTIMES:
         fail(f"unknown runtime {runtime!r}", "use --runtime gvisor")
     settings = make_settings(upstream_resolver=upstream_resolver, upstream_ca=upstream_ca)
@@ -137,15 +138,30 @@ def run(policy: str, env_pairs: tuple[str, ...], runtime: str, upstream_resolver
     env = _parse_env(env_pairs)
     _check_host(settings)
     policy_ref = _check_policy(policy, settings)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     with gateway(settings) as client:
-        sandbox = client.create_sandbox(runtime=runtime, policy=policy_ref, env=env)
-        try:
-            argv = client.local_exec(sandbox["id"], list(cmd), env={}, cwd="/tmp")
-            code = run_attached(argv)
-        finally:
-            client.delete_sandbox(sandbox["id"])
+        code = _run_in_sandbox(client, runtime, policy_ref, env, list(cmd))
     sys.exit(code if code >= 0 else 128 - code)
+
+
+INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _run_in_sandbox(client: Any, runtime: str, policy: str, env: dict[str, str],
+                    cmd: list[str]) -> int:
+    """Create, run, delete. Interrupts are held back while the sandbox is being created and
+    deleted, so a Ctrl-C can never leave a sandbox whose id we do not know."""
+    sandbox: dict[str, Any] | None = None
+    signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+    try:
+        sandbox = client.create_sandbox(runtime=runtime, policy=policy, env=env)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)  # a pending Ctrl-C lands here
+        argv = client.local_exec(sandbox["id"], cmd, env={}, cwd="/tmp")
+        return run_attached(argv)
+    finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+        if sandbox is not None:
+            client.delete_sandbox(sandbox["id"])
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)
 
 
 def _relay(source: Any, sink: Any) -> None:
@@ -215,7 +231,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     for row in cells:
         row[0] = row[0][:23].replace("T", " ")
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(COLUMNS)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(COLUMNS, widths, strict=True)).rstrip())
     for row in cells:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 

@@ -4,13 +4,17 @@ topology: what is allowed arrives, what is not never leaves, and every attempt i
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import Gateway
+from tests.conftest import leftovers
+from tests.harness import SANDGATE, Gateway
 from tests.topology import ECHO_IP, HTTPS_IP, UDP_IP, Topology
 
 pytestmark = pytest.mark.integration
@@ -183,3 +187,41 @@ def test_audit_cli_filters_and_table(gateway: Gateway, web_policy: Path) -> None
     header, *lines = table.stdout.splitlines()
     assert header.split()[:4] == ["TIME", "SANDBOX_ID", "DECISION", "REASON"]
     assert len(lines) == 2 and all("other.upstream.test" in line for line in lines)
+
+
+@pytest.mark.parametrize(("sig", "when"), [
+    (signal.SIGINT, "creating"),   # Ctrl-C while the sandbox is still being built
+    (signal.SIGINT, "running"),    # Ctrl-C while the command runs
+    (signal.SIGTERM, "running"),
+])
+def test_interrupted_run_tears_everything_down(gateway: Gateway, web_policy: Path,
+                                               sig: signal.Signals, when: str) -> None:
+    cli = subprocess.Popen([*SANDGATE, "run", f"--policy={web_policy}", "--", "sleep", "60"],
+                           env=gateway.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        sandboxes = wait_for(lambda: [s for s in gateway_sandboxes(gateway)
+                                      if when == "creating" or s["state"] == when], timeout=30)
+        assert len(sandboxes) == 1
+        netns = sandboxes[0]["netns"]
+        assert f"netns {netns}" in leftovers(gateway.prefix)
+        cli.send_signal(sig)
+        assert cli.wait(timeout=30) in (130, 128 + signal.SIGTERM)
+    finally:
+        cli.kill()
+        cli.communicate()
+    assert gateway_sandboxes(gateway) == []
+    assert f"netns {netns}" not in leftovers(gateway.prefix)
+
+
+def gateway_sandboxes(gateway: Gateway) -> list[dict[str, Any]]:
+    with gateway.client() as c:
+        return list(c.get("/v1/sandboxes").json())
+
+
+def wait_for(probe: Callable[[], Any], timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := probe():
+            return result
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
