@@ -151,44 +151,63 @@ def _run_in_sandbox(client: Any, runtime: str, policy: str, env: dict[str, str],
     """Create, run, delete. Interrupts are held back while the sandbox is being created and
     deleted, so a Ctrl-C can never leave a sandbox whose id we do not know."""
     sandbox: dict[str, Any] | None = None
+    attached: Attached | None = None
     signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
     try:
         sandbox = client.create_sandbox(runtime=runtime, policy=policy, env=env)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)  # a pending Ctrl-C lands here
-        argv = client.local_exec(sandbox["id"], cmd, env={}, cwd="/tmp")
-        return run_attached(argv)
+        attached = Attached(client.local_exec(sandbox["id"], cmd, env={}, cwd="/tmp"))
+        return attached.wait()
     finally:
         signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
+        if attached is not None:
+            attached.kill()
         if sandbox is not None:
-            client.delete_sandbox(sandbox["id"])
+            client.delete_sandbox(sandbox["id"])  # closes whatever the sandbox still held open
+        if attached is not None:
+            attached.drain()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)
 
 
-def _relay(source: Any, sink: Any) -> None:
-    for chunk in iter(lambda: os.read(source.fileno(), 65536), b""):
-        sink.write(chunk)
-        sink.flush()
-
-
-def run_attached(argv: list[str]) -> int:
-    """Run argv with our stdin, relaying its output through pipes as it comes.
+class Attached:
+    """A host command whose output is relayed through pipes as it comes.
 
     Pipes, not our own descriptors: gVisor writes a donated regular file at offsets it tracks
-    itself from 0, so `sandgate run ... >> log` would overwrite the log's beginning."""
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    relays = [threading.Thread(target=_relay, args=(process.stdout, sys.stdout.buffer)),
-              threading.Thread(target=_relay, args=(process.stderr, sys.stderr.buffer))]
-    for relay in relays:
-        relay.start()
-    try:
-        code = process.wait()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for relay in relays:
-            relay.join()
-    return code
+    itself from 0, so `sandgate run ... >> log` would overwrite the log's beginning. The
+    sandbox holds its own copies of the pipes, so the relays end when the sandbox does."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.relays = [
+            threading.Thread(target=_relay, args=(self.process.stdout, sys.stdout.buffer),
+                             daemon=True),
+            threading.Thread(target=_relay, args=(self.process.stderr, sys.stderr.buffer),
+                             daemon=True),
+        ]
+        for relay in self.relays:
+            relay.start()
+
+    def wait(self) -> int:
+        code = self.process.wait()
+        for relay in self.relays:
+            relay.join(timeout=1)  # output still in flight; background children may linger
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def drain(self) -> None:
+        for relay in self.relays:
+            relay.join(timeout=5)
+
+
+def _relay(source: Any, sink: Any) -> None:
+    with source:
+        for chunk in iter(lambda: os.read(source.fileno(), 65536), b""):
+            sink.write(chunk)
+            sink.flush()
 
 
 COLUMNS = ("time", "sandbox_id", "decision", "reason", "protocol", "method", "host", "port",
