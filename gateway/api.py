@@ -37,7 +37,7 @@ def create_app(service: SandboxService, is_ready: Callable[[], bool]) -> FastAPI
 
     @app.get("/v1/sandboxes")
     def list_sandboxes() -> list[SandboxPublic]:
-        return service.list()
+        return service.all()
 
     @app.get("/v1/sandboxes/{sandbox_id}")
     def get_sandbox(sandbox_id: str) -> SandboxPublic:

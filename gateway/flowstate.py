@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.audit import AuditWriter
+from gateway.limits import RateLimiter
 from gateway.registry import Registry, SandboxContext
 from gateway.upstream import UpstreamResolver, Vetted
 from policies.decision import Decision
@@ -24,7 +25,7 @@ class Conn:
     dialed_port: int
     name: str | None                       # the name behind the dialed synthetic address
     started: float = field(default_factory=time.time)
-    # (name, port) -> the vetted upstream address. server_connect dials nothing else.
+    # (target, port) -> the vetted upstream address. server_connect dials nothing else.
     permits: dict[tuple[str, int], Vetted] = field(default_factory=dict)
     refused: Decision | None = None        # set when the connection itself was refused
     audited: bool = False                  # some row already speaks for this connection
@@ -52,6 +53,7 @@ class GatewayState:
         self.resolver = resolver
         self.audit = audit
         self.conns: dict[str, Conn] = {}
+        self.limiter = RateLimiter()
         self.ready = False  # set once the proxy listens
 
     def open_connections(self, sandbox_id: str) -> int:

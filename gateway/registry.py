@@ -45,7 +45,7 @@ class SyntheticPool:
 
     def __contains__(self, address: object) -> bool:
         try:
-            return ipaddress.IPv4Address(address) in self.network  # type: ignore[arg-type]
+            return ipaddress.IPv4Address(address) in self.network
         except ValueError:
             return False
 

@@ -179,7 +179,7 @@ class SandboxService:
             raise NotFound(f"no sandbox {sandbox_id}")
         return self._public(record)
 
-    def list(self) -> list[SandboxPublic]:
+    def all(self) -> list[SandboxPublic]:
         with Session(self.engine) as session:
             rows = session.exec(select(SandboxRecord).where(SandboxRecord.state != "deleted"))
             return [self._public(r) for r in rows]

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from policies.matcher import Grant
 
 
 class Verdict(enum.StrEnum):
@@ -23,6 +27,8 @@ class Reason(enum.StrEnum):
     NO_MATCHING_RULE = "no_matching_rule"
     DENIED_BY_RULE = "denied_by_rule"
     ALLOWED_BY_RULE = "allowed_by_rule"
+    AMBIGUOUS_PATH = "ambiguous_path"
+    RATE_LIMITED = "rate_limited"
     # gateway: who is asking
     UNKNOWN_SANDBOX = "unknown_sandbox"
     # gateway: names and addresses
@@ -48,6 +54,7 @@ class Decision:
     rule: str | None = None
     policy: str | None = None
     policy_version: str | None = None
+    grant: Grant | None = None   # limits and injections of the allowing rule
 
     @property
     def allowed(self) -> bool:
@@ -59,5 +66,5 @@ def deny(reason: Reason, *, rule: str | None = None, policy: str | None = None,
     return Decision(Verdict.DENY, reason, rule, policy, policy_version)
 
 
-def allow(rule: str, *, policy: str, policy_version: str) -> Decision:
-    return Decision(Verdict.ALLOW, Reason.ALLOWED_BY_RULE, rule, policy, policy_version)
+def allow(rule: str, *, policy: str, policy_version: str, grant: Grant | None = None) -> Decision:
+    return Decision(Verdict.ALLOW, Reason.ALLOWED_BY_RULE, rule, policy, policy_version, grant)

@@ -1,9 +1,14 @@
-"""Loading policy files: every problem in one pass, each as FILE:LINE:COL: rule <id>: message."""
+"""Loading policy files: every problem in one pass, each as FILE:LINE:COL: rule <id>: message.
+
+`extends` names other policies by their `name`; they are looked up among the policy files
+in the same directory as the file that extends them.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +16,7 @@ from pydantic import ValidationError
 
 from policies import yamlsource
 from policies.matcher import CompiledPolicy
-from policies.schema import PolicySpec
+from policies.schema import PolicySpec, RuleSpec
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 
@@ -37,35 +42,165 @@ class PolicyError(Exception):
         self.errors = errors
 
 
+@dataclass
+class Source:
+    """One policy file, parsed and validated on its own (before `extends` is resolved)."""
+
+    path: str
+    text: str
+    located: yamlsource.Located | None = None
+    spec: PolicySpec | None = None
+    errors: list[LoadError] = field(default_factory=list)
+
+    def error(self, loc: tuple[str | int, ...], message: str, rule: str | None = None) -> LoadError:
+        pos = self.located.position(loc) if self.located else yamlsource.Position(1, 1)
+        return LoadError(self.path, pos.line, pos.col, message, rule)
+
+
 def version_of(text: str) -> str:
-    """The policy version: a hash of the file's content."""
+    """A policy version: a hash of the content it was built from."""
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def load_text(text: str, source: str) -> CompiledPolicy:
-    """Parse, validate and compile one policy document; raise PolicyError listing all problems."""
+def parse(text: str, path: str) -> Source:
+    source = Source(path, text)
     try:
-        located = yamlsource.load(text)
+        source.located = yamlsource.load(text)
     except yamlsource.YamlSyntaxError as e:
-        raise PolicyError([LoadError(source, e.position.line, e.position.col, str(e))]) from None
-    if not isinstance(located.data, dict):
-        raise PolicyError([LoadError(source, 1, 1, "a policy file must be a YAML mapping "
-                                     "with `version`, `name` and `rules`")])
-    errors = _validation_errors(located, source) + _duplicate_rule_ids(located, source)
+        source.errors.append(LoadError(path, e.position.line, e.position.col, str(e)))
+        return source
+    data = source.located.data
+    if not isinstance(data, dict):
+        source.errors.append(LoadError(path, 1, 1, "a policy file must be a YAML mapping with "
+                                                   "`version`, `name` and `rules`"))
+        return source
+    source.errors = _validation_errors(source) + _duplicate_rule_ids(source)
+    source.errors.sort(key=lambda e: (e.line, e.col))
+    if not source.errors:
+        source.spec = PolicySpec.model_validate(data)
+    return source
+
+
+def read(path: Path) -> Source:
+    try:
+        return parse(path.read_text(encoding="utf-8"), str(path))
+    except FileNotFoundError:
+        return Source(str(path), "", errors=[LoadError(str(path), 0, 0, "no such policy file")])
+    except (OSError, UnicodeDecodeError) as e:
+        return Source(str(path), "", errors=[LoadError(str(path), 0, 0,
+                                                       f"cannot read policy file: {e}")])
+
+
+type Resolver = Callable[[str], Source | list[Source] | None]
+
+
+def compose(source: Source, resolve: Resolver) -> CompiledPolicy:
+    """Resolve `extends` and compile. Raises PolicyError with every problem found."""
+    errors: list[LoadError] = []
+    rules: list[tuple[RuleSpec, str]] = []
+    versions: list[str] = []
+    _collect(source, resolve, (), set(), rules, versions, errors)
     if errors:
-        errors.sort(key=lambda e: (e.line, e.col))
         raise PolicyError(errors)
-    return CompiledPolicy(PolicySpec.model_validate(located.data), version_of(text))
+    assert source.spec is not None
+    return CompiledPolicy(source.spec, version_of("\0".join(versions)), rules)
+
+
+def _collect(source: Source, resolve: Resolver, stack: tuple[str, ...], seen: set[str],
+             rules: list[tuple[RuleSpec, str]], versions: list[str],
+             errors: list[LoadError]) -> None:
+    if source.spec is None:
+        errors.extend(source.errors)
+        return
+    spec = source.spec
+    seen.add(spec.name)
+    versions.append(source.text)
+    rules.extend((rule, spec.name) for rule in spec.rules)
+    for i, target in enumerate(spec.extends):
+        loc = ("extends", i)
+        if target == spec.name or target in stack:
+            chain = " -> ".join((*stack, spec.name, target))
+            errors.append(source.error(loc, f"`extends` cycle: {chain}; remove one link"))
+            continue
+        if target in seen:
+            continue  # already included through another path
+        found = resolve(target)
+        if isinstance(found, list):
+            files = ", ".join(s.path for s in found)
+            errors.append(source.error(loc, f"policy {target!r} is defined more than once "
+                                            f"({files}); give each policy a unique name"))
+        elif found is None:
+            errors.append(source.error(loc, f"`extends`: no policy named {target!r} next to "
+                                            f"this file"))
+        else:
+            _collect(found, resolve, (*stack, spec.name), seen, rules, versions, errors)
+
+
+def directory_resolver(directory: Path, exclude: str | None = None) -> Resolver:
+    """Look policies up by name among the policy files of `directory` (read once, lazily)."""
+    by_name: dict[str, list[Source]] | None = None
+
+    def resolve(name: str) -> Source | list[Source] | None:
+        nonlocal by_name
+        if by_name is None:
+            by_name = {}
+            for path in policy_files(directory):
+                if exclude is not None and str(path) == exclude:
+                    continue
+                source = read(path)
+                if source.spec is not None:
+                    by_name.setdefault(source.spec.name, []).append(source)
+        found = by_name.get(name)
+        if not found:
+            return None
+        return found[0] if len(found) == 1 else found
+
+    return resolve
+
+
+def policy_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.suffix in POLICY_SUFFIXES and p.is_file())
+
+
+def load_text(text: str, source: str, resolve: Resolver | None = None) -> CompiledPolicy:
+    """Parse, validate and compile one policy document; raise PolicyError listing all problems."""
+    return compose(parse(text, source), resolve or (lambda _name: None))
 
 
 def load_file(path: Path) -> CompiledPolicy:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PolicyError([LoadError(str(path), 0, 0, "no such policy file")]) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise PolicyError([LoadError(str(path), 0, 0, f"cannot read policy file: {e}")]) from None
-    return load_text(text, str(path))
+    source = read(path)
+    return compose(source, directory_resolver(path.parent, exclude=str(path)))
+
+
+def load_directory(directory: Path) -> tuple[dict[str, CompiledPolicy], list[LoadError]]:
+    """Every policy of a directory, and every problem with any of them."""
+    sources = [read(p) for p in policy_files(directory)]
+    by_name: dict[str, list[Source]] = {}
+    errors: list[LoadError] = []
+    for source in sources:
+        if source.spec is None:
+            errors.extend(source.errors)
+        else:
+            by_name.setdefault(source.spec.name, []).append(source)
+
+    def resolve(name: str) -> Source | list[Source] | None:
+        found = by_name.get(name)
+        return None if not found else found[0] if len(found) == 1 else found
+
+    policies: dict[str, CompiledPolicy] = {}
+    for name, group in by_name.items():
+        if len(group) > 1:
+            for dup in group[1:]:
+                errors.append(dup.error(("name",), f"policy name {name!r} is already used by "
+                                                   f"{group[0].path}"))
+            continue
+        try:
+            policies[name] = compose(group[0], resolve)
+        except PolicyError as e:
+            errors.extend(err for err in e.errors if err not in errors)
+    return policies, errors
 
 
 def _rule_id(data: Any, loc: tuple[Any, ...]) -> str | None:
@@ -80,37 +215,54 @@ def _rule_id(data: Any, loc: tuple[Any, ...]) -> str | None:
 def _message(error: Any) -> str:
     loc = error["loc"]
     names = [str(p) for p in loc if not isinstance(p, int)]
-    field = names[-1] if names else "policy"
+    field_name = names[-1] if names else "policy"
     kind = error["type"]
     if kind == "extra_forbidden":
         return f"unknown key {loc[-1]!r}; check its spelling against docs/POLICY.md"
     if kind == "missing":
         return f"missing required key {loc[-1]!r}"
+    if kind == "union_tag_invalid":
+        return (f"unknown secret form {error['input'].get('as')!r}; use one of bearer, header, "
+                "basic, query, aws-sigv4")
+    if kind == "union_tag_not_found":
+        return "an inject entry needs `as: bearer | header | basic | query | aws-sigv4`"
     message = str(error["msg"]).removeprefix("Value error, ")
     if kind == "literal_error" and loc == ("version",):
         return "`version` must be 1"
-    return f"{field}: {message}"
+    return f"{field_name}: {message}"
 
 
-def _validation_errors(located: yamlsource.Located, source: str) -> list[LoadError]:
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop pydantic's union-member and validator markers from an error location."""
+    return tuple(p for p in loc if not (isinstance(p, str) and
+                                        (p.startswith("function-") or p in _INJECT_TAGS)))
+
+
+_INJECT_TAGS = {"bearer", "header", "basic", "query", "aws-sigv4"}
+
+
+def _validation_errors(source: Source) -> list[LoadError]:
+    assert source.located is not None
+    data = source.located.data
     try:
-        PolicySpec.model_validate(located.data)
+        PolicySpec.model_validate(data)
     except ValidationError as e:
         errors = []
         for error in e.errors():
-            loc = tuple(error["loc"])
+            loc = _clean_loc(tuple(error["loc"]))
+            error = {**error, "loc": loc}
             if error["type"] == "extra_forbidden":
-                pos = located.position((*loc[:-1], "<key>", loc[-1]))
+                key_loc = (*loc[:-1], "<key>", loc[-1])
+                errors.append(source.error(key_loc, _message(error), _rule_id(data, loc)))
             else:
-                pos = located.position(loc)
-            errors.append(LoadError(source, pos.line, pos.col, _message(error),
-                                    _rule_id(located.data, loc)))
+                errors.append(source.error(loc, _message(error), _rule_id(data, loc)))
         return errors
     return []
 
 
-def _duplicate_rule_ids(located: yamlsource.Located, source: str) -> list[LoadError]:
-    rules = located.data.get("rules")
+def _duplicate_rule_ids(source: Source) -> list[LoadError]:
+    assert source.located is not None
+    rules = source.located.data.get("rules")
     if not isinstance(rules, list):
         return []
     seen: dict[str, int] = {}
@@ -120,10 +272,9 @@ def _duplicate_rule_ids(located: yamlsource.Located, source: str) -> list[LoadEr
         if not isinstance(rule_id, str):
             continue
         if rule_id in seen:
-            pos = located.position(("rules", i, "id"))
-            errors.append(LoadError(source, pos.line, pos.col,
-                                    f"duplicate rule id (first used by rule #{seen[rule_id] + 1})",
-                                    rule_id))
+            first = seen[rule_id] + 1
+            errors.append(source.error(("rules", i, "id"),
+                                       f"duplicate rule id (first used by rule #{first})", rule_id))
         else:
             seen[rule_id] = i
     return errors

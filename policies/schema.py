@@ -1,12 +1,25 @@
-"""The YAML shape of a policy file (version 1). Separate from the compiled model in matcher.py."""
+"""The YAML shape of a policy file (version 1). Separate from the compiled model in matcher.py.
+
+Unknown keys are errors everywhere: a misspelt condition must never silently widen a rule.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from policies.hosts import HostPattern, parse_pattern
+from policies.paths import parse_path_glob
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+SECRET_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"  # noqa: S105 - a pattern, not a secret
+HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
+PROTOCOLS = ("http", "https", "tcp", "tls")
 
 
 def _host(text: str) -> str:
@@ -19,27 +32,137 @@ def _port(port: int) -> int:
     return port
 
 
+def _address(text: str) -> str:
+    try:
+        network = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address or CIDR "
+                         "(host names go under `hosts`)") from None
+    if network.version != 4:
+        raise ValueError(f"{text!r}: sandboxes speak IPv4 only; IPv6 addresses cannot match")
+    return str(network)
+
+
+def _method(text: str) -> str:
+    upper = text.strip().upper()
+    if upper not in METHODS:
+        raise ValueError(f"unknown HTTP method {text!r}; use one of {', '.join(METHODS)}")
+    return upper
+
+
+def _path(text: str) -> str:
+    parse_path_glob(text)  # raises ValueError with the fix
+    return text
+
+
+def _header_name(text: str) -> str:
+    if not HEADER_NAME.match(text):
+        raise ValueError(f"{text!r} is not a valid HTTP header name")
+    return text.lower()
+
+
 HostText = Annotated[str, AfterValidator(_host)]
 Port = Annotated[int, AfterValidator(_port)]
+AddressText = Annotated[str, AfterValidator(_address)]
+Method = Annotated[str, AfterValidator(_method)]
+PathGlob = Annotated[str, AfterValidator(_path)]
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+SecretName = Annotated[str, Field(pattern=SECRET_NAME, max_length=128)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Limits(_Strict):
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    bytes_per_minute: int | None = Field(default=None, ge=1)
+
+
+# Credential injection forms (the vault consumes these; see docs/POLICY.md).
+class _Inject(_Strict):
+    secret: SecretName
+
+
+class InjectBearer(_Inject):
+    form: Literal["bearer"] = Field(alias="as")
+
+
+class InjectHeader(_Inject):
+    form: Literal["header"] = Field(alias="as")
+    header: HeaderName
+    template: str = "{value}"
+
+    @model_validator(mode="after")
+    def _template(self) -> InjectHeader:
+        if self.template.count("{value}") != 1:
+            raise ValueError("template must contain {value} exactly once")
+        return self
+
+
+class InjectBasic(_Inject):
+    form: Literal["basic"] = Field(alias="as")
+    username: str | None = None       # fixed user name; the secret is the password
+    username_secret: SecretName | None = None  # or the user name is a secret too
+
+
+class InjectQuery(_Inject):
+    form: Literal["query"] = Field(alias="as")
+    param: str = Field(min_length=1)
+
+
+class InjectSigV4(_Inject):
+    """`secret` holds the secret access key; `access_key_id` names the secret that holds the
+    access key id. The sandbox signs with placeholders; the gateway re-signs."""
+
+    form: Literal["aws-sigv4"] = Field(alias="as")
+    access_key_id: SecretName
+
+
+Inject = Annotated[InjectBearer | InjectHeader | InjectBasic | InjectQuery | InjectSigV4,
+                   Field(discriminator="form")]
 
 
 class RuleSpec(_Strict):
-    id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    id: str = Field(min_length=1, max_length=100, pattern=RULE_ID)
     description: str = ""
     action: Literal["allow", "deny"] = "allow"
     hosts: list[HostText] = Field(default_factory=list)
+    addresses: list[AddressText] = Field(default_factory=list)
     ports: list[Port] = Field(default_factory=list)
+    protocols: list[Literal["http", "https", "tcp", "tls"]] = Field(default_factory=list)
+    methods: list[Method] = Field(default_factory=list)
+    paths: list[PathGlob] = Field(default_factory=list)
+    query: dict[str, str] = Field(default_factory=dict)
+    headers: dict[HeaderName, str] = Field(default_factory=dict)
+    limits: Limits | None = None
+    inject: list[Inject] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> RuleSpec:
+        if not self.hosts and not self.addresses:
+            raise ValueError("a rule needs `hosts` or `addresses` (deny first: an empty rule "
+                             "would match nothing)")
+        http_only = self.methods or self.paths or self.query or self.headers or self.inject
+        if http_only and self.protocols and not set(self.protocols) & {"http", "https"}:
+            raise ValueError("methods, paths, query, headers and inject apply to HTTP; "
+                             "add http or https to `protocols`")
+        if self.inject and self.action == "deny":
+            raise ValueError("a deny rule cannot inject credentials")
+        return self
 
     def host_patterns(self) -> list[HostPattern]:
         return [parse_pattern(h) for h in self.hosts]
 
+    @property
+    def http_only(self) -> bool:
+        return bool(self.methods or self.paths or self.query or self.headers or self.inject)
+
 
 class PolicySpec(_Strict):
     version: Literal[1]
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(min_length=1, max_length=100, pattern=NAME)
     description: str = ""
+    mode: Literal["enforce", "monitor"] = "enforce"
+    extends: list[Annotated[str, Field(pattern=NAME)]] = Field(default_factory=list)
     rules: list[RuleSpec] = Field(default_factory=list)

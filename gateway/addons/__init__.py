@@ -7,6 +7,7 @@ from gateway.addons.audit_trail import AuditTrail
 from gateway.addons.dns_answer import DnsAnswer
 from gateway.addons.http_policy import HttpPolicy
 from gateway.addons.identify import Identify
+from gateway.addons.rate_meter import RateMeter
 from gateway.addons.tcp_policy import TcpPolicy
 from gateway.addons.tls_guard import TlsGuard
 from gateway.addons.upstream_connect import UpstreamConnect
@@ -23,5 +24,6 @@ def pipeline(state: GatewayState, *, dns_ttl: int = 60) -> list[object]:
         HttpPolicy(state),          # Host must name the dialed host; policy; 403 JSON
         TcpPolicy(state),           # policy for non-HTTP streams
         UpstreamConnect(state),     # dial only vetted addresses
+        RateMeter(state),           # bytes-per-minute limits
         AuditTrail(state),          # one row per request / stream
     ]

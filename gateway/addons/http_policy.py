@@ -8,11 +8,13 @@ import json
 
 from mitmproxy import http
 
-from gateway.authorize import authorize
-from gateway.flowstate import METADATA_KEY, FlowVerdict, GatewayState
+from gateway.authorize import authorize, request_for
+from gateway.flowstate import METADATA_KEY, Conn, FlowVerdict, GatewayState
 from policies.decision import Reason
 from policies.hosts import HostError, normalise_name
+from policies.matcher import Request
 
+STATUS = {Reason.UPSTREAM_UNRESOLVABLE: 502, Reason.RATE_LIMITED: 429}
 HINTS = {
     Reason.NO_MATCHING_RULE: "no rule of policy {policy} allows {host}:{port}; ask the "
                              "policy owners to add one (sandgate policy test shows the effect)",
@@ -23,6 +25,8 @@ HINTS = {
     Reason.REFUSED_ADDRESS: "{host} resolves to an address the gateway refuses to dial "
                             "(private, loopback, link-local or metadata)",
     Reason.UPSTREAM_UNRESOLVABLE: "{host} could not be resolved upstream",
+    Reason.RATE_LIMITED: "rule {rule} of policy {policy} limits this rate; retry later",
+    Reason.AMBIGUOUS_PATH: "encoded '/' or '\\' in a path is refused; send the path plainly",
 }
 
 
@@ -38,6 +42,16 @@ def _host_of(flow: http.HTTPFlow) -> str | None:
         return None
 
 
+def _request(conn: Conn, flow: http.HTTPFlow) -> Request:
+    request = flow.request
+    query: dict[str, list[str]] = {}
+    for key, value in request.query.items(multi=True):
+        query.setdefault(key, []).append(value)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    return request_for(conn, "https" if flow.client_conn.tls else "http",
+                       method=request.method, path=request.path, query=query, headers=headers)
+
+
 def denial_response(verdict: FlowVerdict) -> http.Response:
     d = verdict.decision
     hint = HINTS.get(d.reason, "this request is not allowed by the sandbox's egress policy")
@@ -50,7 +64,7 @@ def denial_response(verdict: FlowVerdict) -> http.Response:
         "reason": str(d.reason),
         "hint": hint.format(policy=d.policy, rule=d.rule, host=verdict.host, port=verdict.port),
     }
-    status = 502 if d.reason == Reason.UPSTREAM_UNRESOLVABLE else 403
+    status = STATUS.get(d.reason, 403)
     return http.Response.make(status, json.dumps(body) + "\n",
                               {"content-type": "application/json",
                                "x-sandgate-reason": str(d.reason)})
@@ -65,9 +79,9 @@ class HttpPolicy:
         if conn is None:
             flow.kill()
             return
-        verdict = await authorize(self.state, conn)
+        verdict = await authorize(self.state, conn, _request(conn, flow))
         named = _host_of(flow)
-        if verdict.decision.allowed and named != conn.name:
+        if verdict.decision.allowed and named != (conn.name or conn.dialed_ip):
             # Host fronting: credentials and policy follow the dialed name, so a request
             # naming another host is refused rather than silently re-targeted.
             verdict = FlowVerdict(conn.sandbox.policy.refuse(Reason.HOST_MISMATCH),

@@ -11,6 +11,7 @@ import time
 from mitmproxy import connection
 from mitmproxy.proxy import mode_specs
 
+from gateway.authorize import request_for
 from gateway.flowstate import Conn, GatewayState, peer_ip
 from policies.decision import Reason, deny
 
@@ -49,9 +50,7 @@ class Identify:
             return
         # The sandbox connected but never sent enough for a protocol decision: still an
         # egress attempt, so it gets a row, decided on name and port alone.
-        policy = conn.sandbox.policy
-        decision = (policy.decide(conn.name, conn.dialed_port) if conn.name
-                    else policy.refuse(Reason.NOT_FROM_GATEWAY_DNS))
+        decision = conn.sandbox.policy.decide(request_for(conn, "tcp"))
         self.state.record(decision, sandbox_id=conn.sandbox.id, protocol="tcp",
                           host=conn.target, port=conn.dialed_port,
                           duration_ms=round((time.time() - conn.started) * 1000, 3),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from mitmproxy import tcp
 
-from gateway.authorize import authorize
+from gateway.authorize import authorize, request_for
 from gateway.flowstate import METADATA_KEY, GatewayState
 
 
@@ -18,7 +18,8 @@ class TcpPolicy:
         conn = self.state.conns.get(flow.client_conn.id)
         if conn is None:
             return
-        verdict = await authorize(self.state, conn)
+        protocol = "tls" if flow.client_conn.tls else "tcp"
+        verdict = await authorize(self.state, conn, request_for(conn, protocol))
         flow.metadata[METADATA_KEY] = verdict
         if not verdict.decision.allowed:
             # drop any permit an earlier HTTP request on this connection may have left

@@ -36,9 +36,12 @@ class TlsGuard:
 
 
 def _check(name: str | None, sni: str | None, policy: CompiledPolicy) -> Decision | None:
-    """The refusal for this ClientHello, or None when the SNI names the dialed host."""
+    """The refusal for this ClientHello, or None when the SNI names the dialed host.
+
+    An IP-literal destination (no name) passes here: only an address rule can allow it, and
+    the HTTP or TCP decision that follows consults those."""
     if name is None:
-        return policy.refuse(Reason.NOT_FROM_GATEWAY_DNS)
+        return None
     if not sni:
         return policy.refuse(Reason.MISSING_SNI)
     try:

@@ -24,7 +24,7 @@ class UpstreamConnect:
             data.server.error = "sandgate: connection refused by policy"
             return
         ip, port = peer_ip(address), int(address[1])
-        vetted = conn.permits.get((conn.name, conn.dialed_port)) if conn.name else None
+        vetted = conn.permits.get((conn.target, conn.dialed_port))
         # The HTTP addon points allowed requests at the vetted address (so upstream
         # connections are reused); a raw stream still names the dialed synthetic address.
         if vetted is None or port != conn.dialed_port or \
@@ -34,4 +34,6 @@ class UpstreamConnect:
                         ip, port, conn.sandbox.id)
             return
         data.server.address = (str(vetted.address), port)
-        data.server.sni = vetted.name
+        # SNI is the name behind the dialed address, whatever the client sent; an allowed
+        # IP-literal destination gets none (an IP is not a server name).
+        data.server.sni = conn.name

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from policies.decision import Reason, Verdict
 from policies.loader import load_text
+from policies.matcher import Request
 
 P = load_text("""version: 1
 name: t
@@ -32,7 +33,7 @@ rules:
     ("github.test.evil.test", 443, "deny", "no_matching_rule", None),
 ])
 def test_decide(name: str, port: int, verdict: str, reason: str, rule: str | None) -> None:
-    d = P.decide(name, port)
+    d = P.decide(Request(port, "https", host=name))
     assert (d.verdict, d.reason, d.rule) == (verdict, reason, rule)
     assert (d.policy, d.policy_version) == ("t", P.version)
 
@@ -45,7 +46,7 @@ def test_dns_question_hides_wholly_denied_names() -> None:
 
 def test_empty_policy_denies_everything() -> None:
     empty = load_text("version: 1\nname: e\n", "e.yaml")
-    assert empty.decide("a.test", 443).verdict == Verdict.DENY
+    assert empty.decide(Request(443, "https", host="a.test")).verdict == Verdict.DENY
     assert empty.decide_name("a.test").verdict == Verdict.DENY
 
 
@@ -63,7 +64,7 @@ def test_properties(rules: list[tuple[str, list[int], bool]], name: str, port: i
         for i, (host, ports_, is_deny) in enumerate(rules))
     p = load_text("version: 1\nname: h\nrules:\n" + (text or "  []\n"), "h.yaml")
     matching = [(h, ps, d) for h, ps, d in rules if h == name and (not ps or port in ps)]
-    decision = p.decide(name, port)
+    decision = p.decide(Request(port, "tcp", host=name))
     if not any(not d for _, _, d in matching):
         assert decision.verdict == Verdict.DENY      # no allow rule matches: denied
     if any(d for _, _, d in matching):
