@@ -53,6 +53,10 @@ def create_app(service: SandboxService, is_ready: Callable[[], bool]) -> FastAPI
         argv = service.runtime.exec_command(spec, body.cmd, env=body.env, cwd=body.cwd)
         return {"argv": argv}
 
+    @app.get("/v1/policies/status")
+    def policy_status() -> dict[str, Any]:
+        return service.policies.status()
+
     @app.get("/v1/audit")
     def get_audit(
         sandbox: str | None = None, host: str | None = None, decision: str | None = None,

@@ -11,34 +11,23 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
-from pydantic import ValidationError
 
+from gateway.cli_common import (
+    EXIT_USAGE,
+    fail,
+    load_policy,
+    make_settings,
+    policy_path,
+    print_table,
+)
+from gateway.cli_policy import policy_group
 from gateway.errors import BadRequest, NotReady, SandgateError
-from gateway.policy_store import PolicyStore
 from gateway.settings import Settings
-from policies.loader import PolicyError, load_file
 
-EXIT_USAGE = 2
 RUNTIMES = ("gvisor",)
-
-
-def fail(message: str, hint: str | None = None) -> NoReturn:
-    click.echo(f"sandgate: error: {message}" + (f" ({hint})" if hint else ""), err=True)
-    sys.exit(EXIT_USAGE)
-
-
-def make_settings(**overrides: Any) -> Settings:
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        fail(f"bad setting {where}: {first['msg'].removeprefix('Value error, ')}",
-             "check the flag or the SANDGATE_* variable")
 
 
 upstream_options = [
@@ -97,25 +86,6 @@ def _check_host(settings: Settings) -> None:
         fail(str(e))
 
 
-def _check_policy(ref: str, settings: Settings) -> str:
-    path = Path(ref)
-    if "/" in ref or ref.endswith((".yaml", ".yml")) or path.exists():
-        if not path.is_file():
-            fail(f"policy file {ref} does not exist", "pass --policy PATH to a YAML policy")
-        try:
-            load_file(path)
-        except PolicyError as e:
-            for error in e.errors:
-                click.echo(f"sandgate: error: {error}", err=True)
-            fail(f"policy {ref} is invalid", "fix the lines above")
-        return str(path.resolve())
-    try:
-        PolicyStore(settings.policy_dir).load(ref)
-    except SandgateError as e:
-        fail(e.message, e.hint)
-    return ref
-
-
 @cli.command(context_settings={"allow_interspersed_args": False})
 @click.option("--policy", required=True, metavar="FILE|NAME",
               help="policy file (or the name of a policy in the policy directory)")
@@ -137,7 +107,8 @@ def run(policy: str, env_pairs: tuple[str, ...], runtime: str, upstream_resolver
         fail(f"upstream CA file {settings.upstream_ca} does not exist")
     env = _parse_env(env_pairs)
     _check_host(settings)
-    policy_ref = _check_policy(policy, settings)
+    load_policy(policy, settings)  # every problem reported now, before a sandbox exists
+    policy_ref = str(policy_path(policy, settings))
     with gateway(settings) as client:
         code = _run_in_sandbox(client, runtime, policy_ref, env, list(cmd))
     sys.exit(code if code >= 0 else 128 - code)
@@ -242,17 +213,12 @@ def audit(as_json: bool, sandbox: str | None, host: str | None, decision: str | 
         for row in rows:
             click.echo(json.dumps(row))
         return
-    _print_table(rows)
+    for row in rows:
+        row["time"] = row["time"][:23].replace("T", " ")
+    print_table(rows, COLUMNS)
 
 
-def _print_table(rows: list[dict[str, Any]]) -> None:
-    cells = [[("" if r[c] is None else str(r[c]))[:60] for c in COLUMNS] for r in rows]
-    for row in cells:
-        row[0] = row[0][:23].replace("T", " ")
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(COLUMNS)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(COLUMNS, widths, strict=True)).rstrip())
-    for row in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+cli.add_command(policy_group)
 
 
 def main() -> None:

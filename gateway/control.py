@@ -81,6 +81,10 @@ class ControlClient:
                             json={"cmd": cmd, "env": env, "cwd": cwd})
         return list(result["argv"])
 
+    def policy_status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/v1/policies/status")
+        return result
+
     def audit(self, **params: Any) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = self._call(
             "GET", "/v1/audit", params={k: v for k, v in params.items() if v is not None})

@@ -1,46 +1,138 @@
-"""Where policies come from: by name from the policy directory, or by file path."""
+"""Where sandboxes' policies come from, and hot reload.
+
+A sandbox refers to a policy by name (a file in the policy directory) or by file path. All
+sandboxes on the same file share one PolicyHandle; `refresh` (called about twice a second by
+the gateway) reloads a handle when its file or a sibling it may extend changes. A valid change
+replaces `handle.policy` in one assignment, so every new connection and request sees either
+the old or the new version; an invalid one is rejected, the last good version stays active,
+and the error is kept for `sandgate policy status`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gateway.errors import BadRequest, NotFound
-from policies.loader import POLICY_SUFFIXES, PolicyError, load_file
+from policies.loader import PolicyError, load_directory, load_file, policy_files, read
 from policies.matcher import CompiledPolicy
 
+logger = logging.getLogger(__name__)
 
-@dataclass(frozen=True, slots=True)
-class LoadedPolicy:
+type Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def fingerprint(directory: Path) -> Fingerprint:
+    """Cheap change detection: name, mtime and size of every policy file in `directory`."""
+    entries = []
+    for path in policy_files(directory):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        entries.append((path.name, stat.st_mtime_ns, stat.st_size))
+    return tuple(entries)
+
+
+@dataclass
+class PolicyHandle:
+    path: Path
     policy: CompiledPolicy
-    source: Path
+    fingerprint: Fingerprint
+    error: str | None = None
+    loaded_at: float = field(default_factory=time.time)
+
+    def status(self) -> dict[str, Any]:
+        return {"name": self.policy.name, "version": self.policy.version,
+                "source": str(self.path), "mode": self.policy.spec.mode,
+                "loaded_at": self.loaded_at, "error": self.error}
 
 
 class PolicyStore:
     def __init__(self, policy_dir: Path) -> None:
         self.policy_dir = policy_dir
+        self._handles: dict[Path, PolicyHandle] = {}
+        self._lock = threading.Lock()
+        self._directory_errors: list[str] = []
+        self._directory_print: Fingerprint | None = None
 
-    def files(self) -> list[Path]:
-        if not self.policy_dir.is_dir():
-            return []
-        return sorted(p for p in self.policy_dir.iterdir() if p.suffix in POLICY_SUFFIXES)
-
-    def load(self, ref: str) -> LoadedPolicy:
+    def path_for(self, ref: str) -> Path:
         """`ref` is a policy file path (contains a slash or ends in .yaml) or a policy name."""
-        if "/" in ref or ref.endswith(POLICY_SUFFIXES):
-            return self._load_path(Path(ref))
-        for path in self.files():
-            loaded = self._load_path(path, quiet=True)
-            if loaded is not None and loaded.policy.name == ref:
-                return loaded
+        if "/" in ref or ref.endswith((".yaml", ".yml")):
+            return Path(ref).resolve()
+        for path in policy_files(self.policy_dir):
+            source = read(path)
+            if source.spec is not None and source.spec.name == ref:
+                return path.resolve()
         raise NotFound(f"no policy named {ref!r} in {self.policy_dir}",
-                       "list policies with: ls " + str(self.policy_dir))
+                       f"add {ref}.yaml there, or pass a policy file path")
 
-    def _load_path(self, path: Path, quiet: bool = False) -> LoadedPolicy:
+    def acquire(self, ref: str) -> PolicyHandle:
+        """The shared handle for `ref`, loading it if needed. Raises BadRequest/NotFound."""
+        path = self.path_for(ref)
+        with self._lock:
+            handle = self._handles.get(path)
+            if handle is not None:
+                return handle
+            print_ = fingerprint(path.parent)
+            try:
+                policy = load_file(path)
+            except PolicyError as e:
+                raise BadRequest(f"invalid policy:\n{e}",
+                                 "fix the listed problems; `sandgate policy check` shows them"
+                                 ) from e
+            handle = self._handles[path] = PolicyHandle(path, policy, print_)
+            return handle
+
+    def refresh(self) -> list[PolicyHandle]:
+        """Reload changed policies; return the handles whose active version changed."""
+        changed = []
+        with self._lock:
+            handles = list(self._handles.values())
+        for handle in handles:
+            current = fingerprint(handle.path.parent)
+            if current == handle.fingerprint:
+                continue
+            handle.fingerprint = current
+            if self._reload(handle):
+                changed.append(handle)
+        self._check_directory()
+        return changed
+
+    def _reload(self, handle: PolicyHandle) -> bool:
+        if not handle.path.exists():
+            handle.error = f"{handle.path}: file removed; the last good version stays active"
+            logger.error("policy %s", handle.error)
+            return False
         try:
-            return LoadedPolicy(load_file(path), path.resolve())
+            policy = load_file(handle.path)
         except PolicyError as e:
-            if quiet:
-                return None  # type: ignore[return-value]
-            raise BadRequest(f"invalid policy:\n{e}",
-                             "fix the listed problems; `sandgate policy check` shows them") from e
+            handle.error = str(e)
+            logger.error("policy change rejected, keeping version %s:\n%s",
+                         handle.policy.version, e)
+            return False
+        handle.error = None
+        if policy.version == handle.policy.version:
+            return False
+        handle.policy = policy  # one assignment: requests see the old or the new version
+        handle.loaded_at = time.time()
+        logger.info("policy %s now at version %s", policy.name, policy.version)
+        return True
+
+    def _check_directory(self) -> None:
+        current = fingerprint(self.policy_dir)
+        if current == self._directory_print:
+            return
+        self._directory_print = current
+        _, errors = load_directory(self.policy_dir)
+        self._directory_errors = [str(e) for e in errors]
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            handles = [h.status() for h in self._handles.values()]
+        return {"policy_dir": str(self.policy_dir), "active": handles,
+                "directory_errors": list(self._directory_errors)}

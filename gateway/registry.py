@@ -8,6 +8,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from gateway.policy_store import PolicyHandle
 from policies.matcher import CompiledPolicy
 
 
@@ -54,9 +55,14 @@ class SyntheticPool:
 class SandboxContext:
     id: str
     ip: str
-    policy: CompiledPolicy
+    handle: PolicyHandle        # shared with every sandbox on the same policy file
     pool: SyntheticPool
     env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def policy(self) -> CompiledPolicy:
+        """The policy's active version, read afresh for every decision (hot reload)."""
+        return self.handle.policy
 
 
 class Registry:

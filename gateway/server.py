@@ -70,6 +70,18 @@ def write_ca_bundle(settings: Settings) -> Path:
     return bundle
 
 
+POLICY_RELOAD_INTERVAL = 0.5  # seconds; documented in docs/POLICY.md
+
+
+async def _watch_policies(policies: PolicyStore) -> None:
+    while True:
+        await asyncio.sleep(POLICY_RELOAD_INTERVAL)
+        try:
+            await asyncio.to_thread(policies.refresh)
+        except Exception:
+            logger.exception("policy reload failed; the active versions stay")
+
+
 class _ApiServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -97,8 +109,9 @@ async def _serve_locked(settings: Settings) -> None:
     state = GatewayState(registry, resolver, writer)
     proxy = build_master(settings, state)
     runtime = GVisorRuntime(settings.runsc_dir, platform=settings.runsc_platform)
+    policies = PolicyStore(settings.policy_dir)
     service = SandboxService(settings, engine, registry, runtime,
-                             PolicyStore(settings.policy_dir), writer, write_ca_bundle(settings),
+                             policies, writer, write_ca_bundle(settings),
                              open_connections=state.open_connections)
     await asyncio.to_thread(service.reconcile)
     socket_path = settings.control_socket
@@ -113,6 +126,7 @@ async def _serve_locked(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
+    reload_task = asyncio.ensure_future(_watch_policies(policies))
     try:
         tasks = [asyncio.ensure_future(proxy.run()), asyncio.ensure_future(api.serve())]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -121,6 +135,7 @@ async def _serve_locked(settings: Settings) -> None:
         for task in done:
             task.result()
     finally:
+        reload_task.cancel()
         await asyncio.to_thread(service.shutdown)
         writer.close()
         firewall.remove(settings.firewall)

@@ -21,7 +21,7 @@ from sqlmodel import Session, select
 
 from gateway.audit import AuditWriter
 from gateway.errors import BadRequest, NotFound, NotReady
-from gateway.policy_store import PolicyStore
+from gateway.policy_store import PolicyHandle, PolicyStore
 from gateway.registry import Registry, SandboxContext, SyntheticPool
 from gateway.sandboxes import SandboxCreate, SandboxPublic, SandboxRecord
 from gateway.settings import Settings
@@ -60,17 +60,17 @@ class SandboxService:
     def create(self, request: SandboxCreate) -> SandboxPublic:
         if request.runtime != self.runtime.name:
             raise BadRequest(f"unknown runtime {request.runtime!r}", "use runtime 'gvisor'")
-        loaded = self.policies.load(request.policy)
+        handle = self.policies.acquire(request.policy)
         for key in request.env:
             if not key or "=" in key or "\0" in key:
                 raise BadRequest(f"invalid environment variable name {key!r}")
         sandbox_id = new_sandbox_id()
         record = SandboxRecord(id=sandbox_id, runtime=request.runtime,
-                               policy=loaded.policy.name, policy_source=str(loaded.source),
+                               policy=handle.policy.name, policy_source=str(handle.path),
                                state="creating")
         self._save(record)
         try:
-            spec = self._build(sandbox_id, request, loaded.policy, record)
+            spec = self._build(sandbox_id, request, handle, record)
         except BaseException:
             self._destroy(sandbox_id)
             raise
@@ -79,7 +79,7 @@ class SandboxService:
         self._save(record)
         return self._public(record)
 
-    def _build(self, sandbox_id: str, request: SandboxCreate, policy: object,
+    def _build(self, sandbox_id: str, request: SandboxCreate, handle: PolicyHandle,
                record: SandboxRecord) -> SandboxSpec:
         naming, fw = self.settings.naming, self.settings.firewall
         try:
@@ -107,7 +107,7 @@ class SandboxService:
             masked_dirs=self._masked_dirs(),
         )
         self.registry.add(SandboxContext(
-            id=sandbox_id, ip=str(addresses.sandbox_ip), policy=policy,  # type: ignore[arg-type]
+            id=sandbox_id, ip=str(addresses.sandbox_ip), handle=handle,
             pool=SyntheticPool(addresses.synthetic), env=spec.env))
         try:
             self.runtime.start(spec)
