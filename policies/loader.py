@@ -214,9 +214,11 @@ def _rule_id(data: Any, loc: tuple[Any, ...]) -> str | None:
 
 def _message(error: Any) -> str:
     loc = error["loc"]
-    names = [str(p) for p in loc if not isinstance(p, int)]
-    field_name = names[-1] if names else "policy"
     kind = error["type"]
+    names = [str(p) for p in loc if not isinstance(p, int)]
+    # a problem with a rule as a whole, or with a mapping key, needs no field prefix
+    whole_rule = len(loc) == 2 and loc[0] == "rules"
+    prefix = "" if whole_rule or kind == "bad_key" or not names else f"{names[-1]}: "
     if kind == "extra_forbidden":
         return f"unknown key {loc[-1]!r}; check its spelling against docs/POLICY.md"
     if kind == "missing":
@@ -226,19 +228,28 @@ def _message(error: Any) -> str:
                 "basic, query, aws-sigv4")
     if kind == "union_tag_not_found":
         return "an inject entry needs `as: bearer | header | basic | query | aws-sigv4`"
-    message = str(error["msg"]).removeprefix("Value error, ")
     if kind == "literal_error" and loc == ("version",):
         return "`version` must be 1"
-    return f"{field_name}: {message}"
-
-
-def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Drop pydantic's union-member and validator markers from an error location."""
-    return tuple(p for p in loc if not (isinstance(p, str) and
-                                        (p.startswith("function-") or p in _INJECT_TAGS)))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if kind == "literal_error":
+        return f"{prefix}{error['input']!r}: {message}"
+    return prefix + message
 
 
 _INJECT_TAGS = {"bearer", "header", "basic", "query", "aws-sigv4"}
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop pydantic's markers from an error location: the union tag that follows an inject
+    index, and validator names."""
+    cleaned: list[Any] = []
+    for i, part in enumerate(loc):
+        is_tag = (i >= 2 and loc[i - 2] == "inject" and isinstance(loc[i - 1], int)
+                  and part in _INJECT_TAGS)
+        if is_tag or (isinstance(part, str) and part.startswith("function-")):
+            continue
+        cleaned.append(part)
+    return tuple(cleaned)
 
 
 def _validation_errors(source: Source) -> list[LoadError]:
@@ -250,6 +261,13 @@ def _validation_errors(source: Source) -> list[LoadError]:
         errors = []
         for error in e.errors():
             loc = _clean_loc(tuple(error["loc"]))
+            if loc and loc[-1] == "[key]":  # a bad mapping key: point at the key itself
+                loc = loc[:-1]
+                error = {**error, "loc": loc, "type": "bad_key"}
+                errors.append(source.error((*loc[:-1], "<key>", loc[-1]),
+                                           f"{loc[-2]}: {_message(error)}",
+                                           _rule_id(data, loc)))
+                continue
             error = {**error, "loc": loc}
             if error["type"] == "extra_forbidden":
                 key_loc = (*loc[:-1], "<key>", loc[-1])

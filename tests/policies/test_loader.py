@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from policies.loader import PolicyError, load_file, load_text
+from policies.loader import PolicyError, load_directory, load_file, load_text
 
 TESTDATA = Path(__file__).parent / "testdata"
 
@@ -70,3 +70,74 @@ def test_version_is_content_hash() -> None:
     a = load_text("version: 1\nname: x\n", "p")
     b = load_text("version: 1\nname: x\n# comment\n", "p")
     assert a.version != b.version and len(a.version) == 12
+
+
+def test_rule_level_errors_each_with_exact_position() -> None:
+    assert errors_of(TESTDATA / "bad_rules.yaml") == [
+        "7:9: rule forms: unknown secret form 'cookie'; use one of bearer, header, basic, "
+        "query, aws-sigv4",
+        "9:9: rule forms: missing required key 'header'",
+        "13:13: rule globs: paths: path 'repos/**' must start with '/'",
+        "13:25: rule globs: paths: path '/a/b**': '**' must be a whole segment, as in /a/**/b",
+        "13:35: rule globs: paths: path '/a?x=1': match the query with `query`, not in the path",
+        "14:15: rule globs: methods: unknown HTTP method 'FETCH'; use one of GET, HEAD, POST, "
+        "PUT, PATCH, DELETE, OPTIONS, CONNECT, TRACE",
+        "16:17: rule addrs: addresses: '10.0.0.0/33' is not an IP address or CIDR (host names "
+        "go under `hosts`)",
+        "16:32: rule addrs: addresses: 'example.com' is not an IP address or CIDR (host names "
+        "go under `hosts`)",
+        "16:47: rule addrs: addresses: '2001:db8::/32': sandboxes speak IPv4 only; IPv6 "
+        "addresses cannot match",
+        "17:5: rule tcp-with-paths: methods, paths, query, headers and inject apply to HTTP; "
+        "add http or https to `protocols`",
+        "21:5: rule deny-inject: a deny rule cannot inject credentials",
+        "29:17: rule nothing: protocols: 'gopher': Input should be 'http', 'https', 'tcp' or "
+        "'tls'",
+        "33:7: rule headers: headers: 'bad header' is not a valid HTTP header name",
+    ]
+
+
+def test_extends_cycle_is_reported_where_it_closes() -> None:
+    with pytest.raises(PolicyError) as info:
+        load_file(TESTDATA / "extends" / "a.yaml")
+    assert [str(e) for e in info.value.errors] == [
+        f"{TESTDATA / 'extends' / 'c.yaml'}:3:11: `extends` cycle: a -> b -> c -> a; "
+        "remove one link"]
+
+
+def test_extends_missing_target() -> None:
+    assert errors_of(TESTDATA / "extends" / "lonely.yaml") == [
+        "3:11: `extends`: no policy named 'nowhere' next to this file"]
+
+
+def test_extends_composes_in_order_with_qualified_ids() -> None:
+    policy = load_file(TESTDATA / "compose" / "team.yaml")
+    assert [r.id for r in policy.rules] == ["no-admin", "base/web", "extra/db"]  # base once
+    assert [r.origin for r in policy.rules] == ["team", "base", "extra"]
+    assert policy.monitor
+
+
+def test_version_covers_extended_policies(tmp_path: Path) -> None:
+    for name in ("team", "base", "extra"):
+        (tmp_path / f"{name}.yaml").write_text((TESTDATA / "compose" / f"{name}.yaml").read_text())
+    before = load_file(tmp_path / "team.yaml").version
+    (tmp_path / "base.yaml").write_text((tmp_path / "base.yaml").read_text() + "# edit\n")
+    assert load_file(tmp_path / "team.yaml").version != before
+
+
+def test_directory_reports_duplicate_names(tmp_path: Path) -> None:
+    (tmp_path / "one.yaml").write_text("version: 1\nname: same\n")
+    (tmp_path / "two.yaml").write_text("version: 1\nname: same\n")
+    policies, errors = load_directory(tmp_path)
+    assert list(policies) == []
+    assert [str(e) for e in errors] == [
+        f"{tmp_path / 'two.yaml'}:2:7: policy name 'same' is already used by "
+        f"{tmp_path / 'one.yaml'}"]
+
+
+def test_shipped_policies_and_examples_are_valid() -> None:
+    root = Path(__file__).resolve().parents[2] / "policies"
+    for directory in (root, root / "examples"):
+        policies, errors = load_directory(directory)
+        assert errors == [] and policies
+    assert len(load_directory(root / "examples")[0]) >= 8

@@ -1,0 +1,90 @@
+"""Hot reload with a running sandbox: a valid edit decides its next request; an invalid edit
+is rejected, the last good version keeps deciding, and `policy status` shows the error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import Gateway
+from tests.topology import Topology
+
+pytestmark = pytest.mark.integration
+
+ALLOW = """version: 1
+name: reload
+rules:
+  - id: www
+    hosts: [www.upstream.test]
+    ports: [80]
+"""
+DENY_PATH = ALLOW + """  - id: no-private
+    action: deny
+    hosts: [www.upstream.test]
+    paths: ["/private/**"]
+"""
+BROKEN = ALLOW + "  - id: oops\n    hostz: [x.test]\n"
+
+
+def status(gateway: Gateway) -> tuple[int, dict[str, Any]]:
+    result = gateway.sandgate("policy", "status")
+    with gateway.client() as c:
+        report = c.get("/v1/policies/status").json()
+    return result.returncode, {"text": result.stdout, **report}
+
+
+def wait_until(condition: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def active(gateway: Gateway, path: Path) -> dict[str, Any]:
+    _, report = status(gateway)
+    return next(h for h in report["active"] if h["source"] == str(path))
+
+
+def test_edit_applies_to_the_running_sandbox(gateway: Gateway, topology: Topology) -> None:
+    path = gateway.policy_dir / "reload.yaml"
+    path.write_text(ALLOW)
+    with gateway.client() as c:
+        sandbox = c.post("/v1/sandboxes", json={"policy": str(path)}).json()
+        argv = c.post(f"/v1/sandboxes/{sandbox['id']}/local-exec", json={"cmd": [
+            "curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}",
+            "http://www.upstream.test/private/x"]}).json()["argv"]
+
+    def fetch() -> tuple[str, str]:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
+        body, code = out.rsplit("\n", 1)
+        return code, body
+
+    try:
+        assert fetch()[0] == "200"
+        first = active(gateway, path)["version"]
+
+        path.write_text(BROKEN)
+        rejected = wait_until(lambda: active(gateway, path)["error"])
+        assert f"{path}:8:5: rule oops: unknown key 'hostz'" in rejected
+        assert fetch()[0] == "200"                 # the last good version still decides
+        code, report = status(gateway)
+        assert code == 1 and "REJECTED CHANGE" in report["text"]
+        assert active(gateway, path)["version"] == first
+
+        path.write_text(DENY_PATH)
+        wait_until(lambda: active(gateway, path)["version"] != first)
+        assert active(gateway, path)["error"] is None
+        code, body = fetch()
+        assert code == "403"
+        assert json.loads(body)["rule"] == "no-private"
+    finally:
+        with gateway.client() as c:
+            c.delete(f"/v1/sandboxes/{sandbox['id']}")
+        path.unlink()
