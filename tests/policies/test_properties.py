@@ -42,6 +42,7 @@ def test_matching_deny_always_wins(host: str, method: str, path: str) -> None:
 
 @given(label, label)
 def test_wildcard_never_matches_lookalikes(evil: str, prefix: str) -> None:
+    assume(evil != "a")  # a.test.a.test really is below a.test
     p = load_text("version: 1\nname: w\nrules:\n  - id: w\n    hosts: ['*.a.test']\n", "w")
     for name in (f"a.test.{evil}.test", f"{prefix}a.test", "a.test", f"{evil}.xa.test"):
         assert p.decide_name(name).verdict == Verdict.DENY, name
