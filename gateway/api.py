@@ -53,6 +53,11 @@ def create_app(service: SandboxService, is_ready: Callable[[], bool]) -> FastAPI
         argv = service.runtime.exec_command(spec, body.cmd, env=body.env, cwd=body.cwd)
         return {"argv": argv}
 
+    @app.post("/v1/vault/rotate-master")
+    async def rotate_master() -> dict[str, Any]:
+        key_id, count = await run_in_threadpool(service.rotate_master_key)
+        return {"master_key_id": key_id, "rewrapped": count}
+
     @app.get("/v1/policies/status")
     def policy_status() -> dict[str, Any]:
         return service.policies.status()

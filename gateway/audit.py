@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 FIELDS = ("id", "time", "sandbox_id", "policy", "policy_version", "rule", "decision", "reason",
           "protocol", "method", "scheme", "host", "port", "path", "status", "bytes_up",
-          "bytes_down", "duration_ms", "upstream", "sni", "error")
+          "bytes_down", "duration_ms", "upstream", "sni", "secrets", "error")
 
 
 def utcnow() -> datetime:
@@ -49,6 +49,7 @@ class AuditEvent(SQLModel, table=True):
     duration_ms: float | None = None
     upstream: str | None = None
     sni: str | None = None
+    secrets: str | None = None      # names (never values) of secrets injected or caught
     error: str | None = None
 
     def as_json(self) -> dict[str, Any]:

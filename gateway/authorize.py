@@ -26,6 +26,9 @@ async def authorize(state: GatewayState, conn: Conn, request: Request) -> FlowVe
     port = conn.dialed_port
     if conn.refused is not None:
         return FlowVerdict(conn.refused, conn.target, port)
+    if conn.sandbox.quarantined:
+        return FlowVerdict(policy.refuse(Reason.QUARANTINED), conn.target, port,
+                           error="quarantined after a secret-exfiltration attempt")
     decision = policy.decide(request)
     if not decision.allowed:
         return FlowVerdict(decision, conn.target, port)

@@ -24,8 +24,10 @@ from gateway.cli_common import (
     print_table,
 )
 from gateway.cli_policy import policy_group
+from gateway.cli_secret import secret_group, vault_group
 from gateway.errors import BadRequest, NotReady, SandgateError
 from gateway.settings import Settings
+from vault.crypto import VaultError
 
 RUNTIMES = ("gvisor",)
 
@@ -91,11 +93,14 @@ def _check_host(settings: Settings) -> None:
               help="policy file (or the name of a policy in the policy directory)")
 @click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
               help="environment variable for the command (repeatable)")
+@click.option("--secret", "secrets", multiple=True, metavar="NAME",
+              help="give the sandbox a placeholder for vault secret NAME, in env var NAME "
+                   "(repeatable); the gateway swaps in the value where a policy rule says so")
 @click.option("--runtime", default="gvisor", show_default=True, help="sandbox runtime")
 @with_upstream
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(policy: str, env_pairs: tuple[str, ...], runtime: str, upstream_resolver: str | None,
-        upstream_ca: str | None, cmd: tuple[str, ...]) -> None:
+def run(policy: str, env_pairs: tuple[str, ...], secrets: tuple[str, ...], runtime: str,
+        upstream_resolver: str | None, upstream_ca: str | None, cmd: tuple[str, ...]) -> None:
     """Run CMD in a new sandbox whose only way out is the gateway; exit with its status."""
     from gateway.control import gateway
 
@@ -110,7 +115,7 @@ def run(policy: str, env_pairs: tuple[str, ...], runtime: str, upstream_resolver
     load_policy(policy, settings)  # every problem reported now, before a sandbox exists
     policy_ref = str(policy_path(policy, settings))
     with gateway(settings) as client:
-        code = _run_in_sandbox(client, runtime, policy_ref, env, list(cmd))
+        code = _run_in_sandbox(client, runtime, policy_ref, env, list(secrets), list(cmd))
     sys.exit(code if code >= 0 else 128 - code)
 
 
@@ -118,14 +123,15 @@ INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _run_in_sandbox(client: Any, runtime: str, policy: str, env: dict[str, str],
-                    cmd: list[str]) -> int:
+                    secrets: list[str], cmd: list[str]) -> int:
     """Create, run, delete. Interrupts are held back while the sandbox is being created and
     deleted, so a Ctrl-C can never leave a sandbox whose id we do not know."""
     sandbox: dict[str, Any] | None = None
     attached: Attached | None = None
     signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
     try:
-        sandbox = client.create_sandbox(runtime=runtime, policy=policy, env=env)
+        sandbox = client.create_sandbox(runtime=runtime, policy=policy, env=env,
+                                        secrets=secrets)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)  # a pending Ctrl-C lands here
         attached = Attached(client.local_exec(sandbox["id"], cmd, env={}, cwd="/tmp"))
         return attached.wait()
@@ -219,6 +225,8 @@ def audit(as_json: bool, sandbox: str | None, host: str | None, decision: str | 
 
 
 cli.add_command(policy_group)
+cli.add_command(secret_group)
+cli.add_command(vault_group)
 
 
 def main() -> None:
@@ -231,6 +239,8 @@ def main() -> None:
         sys.exit(EXIT_USAGE)
     except (BadRequest, NotReady, SandgateError) as e:
         fail(e.message, e.hint)
+    except VaultError as e:
+        fail(str(e))
     except KeyboardInterrupt:
         sys.exit(130)
 

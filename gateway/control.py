@@ -81,6 +81,10 @@ class ControlClient:
                             json={"cmd": cmd, "env": env, "cwd": cwd})
         return list(result["argv"])
 
+    def rotate_master(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/v1/vault/rotate-master")
+        return result
+
     def policy_status(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/v1/policies/status")
         return result

@@ -12,6 +12,7 @@ from gateway.limits import RateLimiter
 from gateway.registry import Registry, SandboxContext
 from gateway.upstream import UpstreamResolver, Vetted
 from policies.decision import Decision
+from vault.store import Vault
 
 METADATA_KEY = "sandgate"
 
@@ -44,6 +45,7 @@ class FlowVerdict:
     port: int
     upstream: str | None = None
     error: str | None = None
+    secrets: tuple[str, ...] = ()     # names of secrets injected (or caught leaking)
 
 
 class GatewayState:
@@ -55,6 +57,8 @@ class GatewayState:
         self.conns: dict[str, Conn] = {}
         self.limiter = RateLimiter()
         self.ready = False  # set once the proxy listens
+        self.vault: Vault | None = None
+        self.quarantine_on_exfil = True
 
     def open_connections(self, sandbox_id: str) -> int:
         """How many client connections of a sandbox the proxy still tracks (any thread)."""

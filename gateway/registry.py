@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from gateway.policy_store import PolicyHandle
 from policies.matcher import CompiledPolicy
+from vault.placeholders import PlaceholderIndex
 
 
 class SyntheticPool:
@@ -58,6 +59,8 @@ class SandboxContext:
     handle: PolicyHandle        # shared with every sandbox on the same policy file
     pool: SyntheticPool
     env: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)   # secret name -> placeholder
+    quarantined: bool = False   # set by a secret-exfiltration attempt: nothing more goes out
 
     @property
     def policy(self) -> CompiledPolicy:
@@ -73,6 +76,7 @@ class Registry:
         self._lock = threading.Lock()
         self._by_ip: dict[str, SandboxContext] = {}
         self._by_id: dict[str, SandboxContext] = {}
+        self.placeholders = PlaceholderIndex()
 
     def add(self, sandbox: SandboxContext) -> None:
         with self._lock:
@@ -80,12 +84,14 @@ class Registry:
                 raise ValueError(f"address {sandbox.ip} is already registered")
             self._by_ip[sandbox.ip] = sandbox
             self._by_id[sandbox.id] = sandbox
+            self.placeholders.bind(sandbox.id, sandbox.secrets)
 
     def remove(self, sandbox_id: str) -> SandboxContext | None:
         with self._lock:
             sandbox = self._by_id.pop(sandbox_id, None)
             if sandbox is not None:
                 self._by_ip.pop(sandbox.ip, None)
+                self.placeholders.unbind(sandbox_id)
             return sandbox
 
     def by_ip(self, ip: str) -> SandboxContext | None:

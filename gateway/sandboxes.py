@@ -37,6 +37,8 @@ class SandboxCreate(BaseModel):
     policy: str = Field(min_length=1, description="policy name, or a policy file path "
                                                    "(local control socket only)")
     env: dict[str, str] = Field(default_factory=dict)
+    secrets: list[str] = Field(default_factory=list, description="names of vault secrets; the "
+                               "sandbox gets a placeholder for each in its environment")
 
 
 class SandboxPublic(BaseModel):

@@ -27,6 +27,7 @@ from gateway.settings import Settings
 from gateway.upstream import UpstreamResolver
 from sandbox_net import firewall, links
 from sandbox_net.runtime.gvisor import GVisorRuntime
+from vault.keyring import open_vault
 
 logger = logging.getLogger(__name__)
 
@@ -107,11 +108,13 @@ async def _serve_locked(settings: Settings) -> None:
     resolver = UpstreamResolver(settings.upstream_resolver,
                                 own_addresses=[ipaddress.IPv4Address(a) for a in own])
     state = GatewayState(registry, resolver, writer)
+    state.vault = open_vault(engine, settings.key_source, create=True)
+    state.quarantine_on_exfil = settings.quarantine_on_exfil
     proxy = build_master(settings, state)
     runtime = GVisorRuntime(settings.runsc_dir, platform=settings.runsc_platform)
     policies = PolicyStore(settings.policy_dir)
     service = SandboxService(settings, engine, registry, runtime,
-                             policies, writer, write_ca_bundle(settings),
+                             policies, writer, write_ca_bundle(settings), vault=state.vault,
                              open_connections=state.open_connections)
     await asyncio.to_thread(service.reconcile)
     socket_path = settings.control_socket
@@ -136,6 +139,7 @@ async def _serve_locked(settings: Settings) -> None:
             task.result()
     finally:
         reload_task.cancel()
+        state.vault.flush_usage()
         await asyncio.to_thread(service.shutdown)
         writer.close()
         firewall.remove(settings.firewall)

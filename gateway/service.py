@@ -9,6 +9,7 @@ Any failure while creating undoes every step taken.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import threading
 import time
@@ -29,6 +30,10 @@ from sandbox_net import firewall, links, slots
 from sandbox_net.errors import FirewallError, NetError, RuntimeFailure
 from sandbox_net.names import new_sandbox_id
 from sandbox_net.runtime.base import FileMount, Runtime, SandboxSpec
+from vault.crypto import VaultError
+from vault.keyring import rotate_master_key
+from vault.placeholders import new_placeholder
+from vault.store import NAME_PATTERN, Vault
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +49,7 @@ class SandboxService:
     def __init__(self, settings: Settings, engine: Engine, registry: Registry,
                  runtime: Runtime, policies: PolicyStore, audit: AuditWriter,
                  ca_bundle: Path, open_connections: Callable[[str], int] = lambda _id: 0,
-                 ) -> None:
+                 vault: Vault | None = None) -> None:
         self.settings = settings
         self.engine = engine
         self.registry = registry
@@ -53,6 +58,7 @@ class SandboxService:
         self.audit = audit
         self.ca_bundle = ca_bundle
         self.open_connections = open_connections
+        self.vault = vault
         self._lock = threading.Lock()
         self._specs: dict[str, SandboxSpec] = {}
 
@@ -64,6 +70,7 @@ class SandboxService:
         for key in request.env:
             if not key or "=" in key or "\0" in key:
                 raise BadRequest(f"invalid environment variable name {key!r}")
+        self._check_secrets(request.secrets)
         sandbox_id = new_sandbox_id()
         record = SandboxRecord(id=sandbox_id, runtime=request.runtime,
                                policy=handle.policy.name, policy_source=str(handle.path),
@@ -98,17 +105,20 @@ class SandboxService:
         record.ip = str(addresses.sandbox_ip)
         workdir = self.settings.sandboxes_dir / sandbox_id
         workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The sandbox gets a fresh placeholder per secret, never the value.
+        secrets = {name: new_placeholder() for name in request.secrets}
         spec = SandboxSpec(
             sandbox_id=sandbox_id,
             netns_path=link.netns_path,
             workdir=workdir,
-            env={**{k: "/etc/ssl/certs/ca-certificates.crt" for k in CA_ENV}, **request.env},
+            env={**{k: "/etc/ssl/certs/ca-certificates.crt" for k in CA_ENV}, **request.env,
+                 **secrets},
             files=self._files(workdir, str(addresses.host_ip)),
             masked_dirs=self._masked_dirs(),
         )
         self.registry.add(SandboxContext(
             id=sandbox_id, ip=str(addresses.sandbox_ip), handle=handle,
-            pool=SyntheticPool(addresses.synthetic), env=spec.env))
+            pool=SyntheticPool(addresses.synthetic), env=spec.env, secrets=secrets))
         try:
             self.runtime.start(spec)
         except RuntimeFailure as e:
@@ -126,6 +136,23 @@ class SandboxService:
                   FileMount(self.ca_bundle, str(SYSTEM_BUNDLE))]
         mounts += [FileMount(empty, f) for f in MASKED_FILES if Path(f).exists()]
         return tuple(mounts)
+
+    def _check_secrets(self, names: list[str]) -> None:
+        for name in names:
+            if not re.match(NAME_PATTERN, name):
+                raise BadRequest(f"invalid secret name {name!r}",
+                                 "names are letters, digits and '_', not starting with a digit")
+            if self.vault is None or not self.vault.exists(name):
+                raise BadRequest(f"no secret named {name!r}",
+                                 f"set it first: sandgate secret set {name}")
+
+    def rotate_master_key(self) -> tuple[str, int]:
+        if self.vault is None:
+            raise NotReady("the vault is not open")
+        try:
+            return rotate_master_key(self.vault, self.settings.key_source)
+        except VaultError as e:
+            raise BadRequest(str(e)) from e
 
     def _masked_dirs(self) -> tuple[str, ...]:
         candidates = {Path(d) for d in (*MASKED_DIRS, str(self.settings.home))}

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sandbox_net.firewall import FirewallSpec
 from sandbox_net.names import Naming
+from vault.crypto import KeySource
 
 PACKAGE_POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
@@ -28,9 +29,12 @@ class Settings(BaseSettings):
     upstream_resolver: str | None = None
     upstream_ca: Path | None = None
     runsc_platform: str = "ptrace"
+    master_key: str | None = Field(default=None, repr=False)  # base64; else the key file
+    master_key_file: Path | None = None
+    quarantine_on_exfil: bool = True
     synthetic_ttl: int = 60
 
-    @field_validator("home", "policy_dir", "upstream_ca")
+    @field_validator("home", "policy_dir", "upstream_ca", "master_key_file")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
@@ -91,6 +95,12 @@ class Settings(BaseSettings):
     @property
     def lock_file(self) -> Path:
         return self.home / "gateway.lock"
+
+    @property
+    def key_source(self) -> KeySource:
+        if self.master_key:
+            return KeySource(text=self.master_key)
+        return KeySource(path=self.master_key_file or self.home / "master.key")
 
     def as_env(self) -> dict[str, str]:
         """These settings as SANDGATE_* variables, for a child process."""

@@ -39,6 +39,11 @@ class Reason(enum.StrEnum):
     REFUSED_ADDRESS = "refused_address"
     UPSTREAM_UNRESOLVABLE = "upstream_unresolvable"
     UNSUPPORTED_PROTOCOL = "unsupported_protocol"
+    # gateway: credentials
+    SECRET_EXFIL_ATTEMPT = "secret_exfil_attempt"  # noqa: S105 - a reason code
+    QUARANTINED = "quarantined"
+    SIGV4_UNVERIFIED = "sigv4_unverified"
+    RESPONSE_UNSCANNABLE = "response_unscannable"
     # gateway: the conversation itself
     CLIENT_TLS_FAILED = "client_tls_failed"
     UPSTREAM_ERROR = "upstream_error"

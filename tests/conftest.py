@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Gateway
+from tests.harness import AWS_KEY_ID, AWS_SECRET, REAL_SECRETS, Gateway
 from tests.topology import Topology
 
 
@@ -85,8 +85,9 @@ def ip_forwarding(require_root: None) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def topology(tmp_path_factory: pytest.TempPathFactory, ip_forwarding: None) -> Iterator[Topology]:
     prefix = new_prefix()
-    topo = Topology(prefix, tmp_path_factory.mktemp("inet"), traps=["169.254.169.254",
-                                                                      "10.99.0.1"])
+    topo = Topology(prefix, tmp_path_factory.mktemp("inet"),
+                    traps=["169.254.169.254", "10.99.0.1"],
+                    sigv4_keys={AWS_KEY_ID: AWS_SECRET})
     try:
         topo.start()
         yield topo
@@ -109,6 +110,17 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, topology: Topology) -> Ite
         force_clean(prefix)
         assert not remaining, f"gateway left {remaining} behind"
         assert not stray, f"gateway left runsc processes {stray} behind"
+        assert_no_secret_in(gw.home)
+
+
+def assert_no_secret_in(directory: Path) -> None:
+    """No real secret value in any file the gateway wrote: database, WAL, logs, CA, state."""
+    needles = [s.encode() for s in REAL_SECRETS]
+    for path in directory.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            leaked = [n for n in needles if n in data]
+            assert not leaked, f"{path} holds a real secret value"
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,6 +23,12 @@ from gateway.control import socket_accepts
 from tests.topology import DNS_IP, Topology
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Every real secret value a test stores; the gateway fixture searches its data dir for them.
+REAL_SECRETS: list[str] = []
+AWS_KEY_ID = "AKIASANDGATETEST0001"
+AWS_SECRET = "real-aws-secret-" + secrets.token_hex(12)
+REAL_SECRETS += [AWS_KEY_ID, AWS_SECRET]
 SANDGATE = [sys.executable, "-m", "gateway.cli"]
 
 
@@ -121,6 +128,13 @@ class Gateway:
     def python(self, policy: Path | str, code: str,
                timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return self.run(policy, "/usr/bin/python3", "-c", code, timeout=timeout)
+
+    def set_secret(self, name: str, value: str) -> None:
+        REAL_SECRETS.append(value)
+        result = subprocess.run([*SANDGATE, "secret", "set", name], input=value, env=self.env,
+                                cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert value not in result.stdout + result.stderr
 
     def last_audit_id(self) -> int:
         rows = self.audit_rows(limit=1)

@@ -51,6 +51,7 @@ class Topology:
     prefix: str
     workdir: Path
     traps: list[str] = field(default_factory=list)
+    sigv4_keys: dict[str, str] = field(default_factory=dict)   # the upstream's "real" keys
     ca: TestCA | None = None
     process: subprocess.Popen[str] | None = None
 
@@ -114,6 +115,7 @@ class Topology:
             "dns": {"address": DNS_IP, "zone": zone},
             "echo": [{"address": ECHO_IP, "port": 7}, {"address": ECHO_IP, "port": 7001}],
             "udp": [{"address": UDP_IP, "port": 9999}],
+            "sigv4_keys": self.sigv4_keys,
         }
         config_path = self.workdir / "upstreams.json"
         config_path.write_text(json.dumps(config))

@@ -10,6 +10,7 @@ Usage: python upstreams.py CONFIG.json
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import socketserver
@@ -21,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import brotli
 from dnslib import QTYPE, RCODE, RR, A
 from dnslib.server import BaseResolver, DNSServer
 
@@ -65,9 +67,13 @@ def make_handler(log: Log, scheme: str) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length) if length else b""
             local = self.connection.getsockname()
             entry = {"scheme": scheme, "method": self.command, "path": self.path,
-                     "headers": dict(self.headers.items()), "local": list(local[:2]),
+                     "headers": {k.lower(): v for k, v in self.headers.items()},
+                     "local": list(local[:2]),
                      "peer": self.client_address[0], "body_len": len(body),
                      "sni": getattr(self.connection, "sni", None)}
+            encoding = None
+            if self.path.startswith("/sigv4"):
+                entry["sigv4"] = verify_sigv4(self, body, SIGV4_KEYS)
             log.write("http", **entry)
             if self.path.startswith("/bytes/"):
                 payload = b"x" * int(self.path.split("/")[2])
@@ -75,8 +81,19 @@ def make_handler(log: Log, scheme: str) -> type[BaseHTTPRequestHandler]:
             else:
                 payload = json.dumps(entry).encode()
                 ctype = "application/json"
+            if self.path.startswith("/echo-gzip"):
+                payload, encoding = gzip.compress(payload), "gzip"
+            elif self.path.startswith("/echo-br"):
+                payload, encoding = brotli.compress(payload), "br"
+            elif self.path.startswith("/bad-encoding"):
+                encoding = "x-sandgate-unknown"
             self.send_response(200)
             self.send_header("content-type", ctype)
+            if encoding:
+                self.send_header("content-encoding", encoding)
+            # echo the credential headers back too, so scrubbing of headers is exercised
+            if "authorization" in self.headers:
+                self.send_header("x-echo-authorization", self.headers["authorization"])
             self.send_header("content-length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
@@ -84,6 +101,38 @@ def make_handler(log: Log, scheme: str) -> type[BaseHTTPRequestHandler]:
         do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
     return Handler
+
+
+SIGV4_KEYS: dict[str, str] = {}  # access key id -> secret access key (the real ones)
+
+
+def verify_sigv4(handler: BaseHTTPRequestHandler, body: bytes, keys: dict[str, str]) -> str:
+    """Check the request's SigV4 signature the way AWS would, with botocore (an
+    implementation independent of the gateway's)."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    auth = handler.headers.get("authorization", "")
+    try:
+        credential = auth.split("Credential=")[1].split(",")[0]
+        key_id, _date, region, service, _ = credential.split("/")
+        signed = auth.split("SignedHeaders=")[1].split(",")[0].split(";")
+        signature = auth.split("Signature=")[1].strip()
+    except (IndexError, ValueError):
+        return "malformed"
+    if key_id not in keys:
+        return "unknown-key"
+    host = handler.headers["host"]
+    request = AWSRequest(method=handler.command, url=f"https://{host}{handler.path}",
+                         data=body,
+                         headers={k: handler.headers[k] for k in signed if k in handler.headers})
+    request.context["timestamp"] = handler.headers["x-amz-date"]
+    signer = S3SigV4Auth(Credentials(key_id, keys[key_id]), service, region)
+    signer._modify_request_before_signing = lambda r: None  # type: ignore[method-assign]
+    canonical = signer.canonical_request(request)
+    expected = signer.signature(signer.string_to_sign(request, canonical), request)
+    return "valid" if expected == signature else "invalid"
 
 
 def serve_http(log: Log, address: str, port: int, tls: dict[str, str] | None) -> HTTPServer:
@@ -152,6 +201,7 @@ def serve_udp_sink(log: Log, address: str, port: int) -> None:
 def main(config_path: str) -> None:
     config = json.loads(Path(config_path).read_text())
     log = Log(config["log"])
+    SIGV4_KEYS.update(config.get("sigv4_keys", {}))
     for server in config["http"]:
         serve_http(log, server["address"], server["port"], server.get("tls"))
     dns = config["dns"]

@@ -4,6 +4,7 @@ mitmproxy's own addons."""
 from __future__ import annotations
 
 from gateway.addons.audit_trail import AuditTrail
+from gateway.addons.credentials import Credentials
 from gateway.addons.dns_answer import DnsAnswer
 from gateway.addons.http_policy import HttpPolicy
 from gateway.addons.identify import Identify
@@ -22,6 +23,7 @@ def pipeline(state: GatewayState, *, dns_ttl: int = 60) -> list[object]:
         DnsAnswer(state, dns_ttl),  # synthetic answers for allowed names, NXDOMAIN otherwise
         TlsGuard(state),            # SNI must name the dialed host
         HttpPolicy(state),          # Host must name the dialed host; policy; 403 JSON
+        Credentials(state),         # placeholders -> secrets where bound; tripwire; scrubbing
         TcpPolicy(state),           # policy for non-HTTP streams
         UpstreamConnect(state),     # dial only vetted addresses
         RateMeter(state),           # bytes-per-minute limits

@@ -61,6 +61,7 @@ class AuditTrail:
             duration_ms=round((end - request.timestamp_start) * 1000, 3),
             upstream=_upstream(flow) if decision.allowed else None,
             sni=flow.client_conn.sni,
+            secrets=",".join(verdict.secrets) if verdict and verdict.secrets else None,
             error=error or (verdict.error if verdict else None),
         )
 

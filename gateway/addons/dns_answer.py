@@ -13,6 +13,7 @@ from gateway.flowstate import GatewayState, peer_ip
 from gateway.registry import SandboxContext
 from policies.decision import Decision, Reason, deny
 from policies.hosts import HostError, normalise_name
+from vault import placeholders
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,13 @@ class DnsAnswer:
             self._record(sandbox, refusal, request, question.name)
             return
         decision = sandbox.policy.decide_name(name)
+        leaked = self.state.registry.placeholders.lookup_all(
+            placeholders.find(question.name.lower()))
+        if leaked:
+            # A placeholder spelt into a DNS label: never answered, never forwarded.
+            decision = sandbox.policy.refuse(Reason.SECRET_EXFIL_ATTEMPT)
+            if self.state.quarantine_on_exfil:
+                sandbox.quarantined = True
         if not decision.allowed:
             flow.response = request.fail(response_codes.NXDOMAIN)
         elif question.type == types.A:
@@ -53,11 +61,13 @@ class DnsAnswer:
             # The sandbox speaks IPv4 to synthetic addresses only: AAAA, TXT, MX, ANY... get
             # an empty answer, never upstream data.
             flow.response = request.succeed([])
-        self._record(sandbox, decision, request, name)
+        self._record(sandbox, decision, request, name,
+                     ",".join(sorted({b.secret for b in leaked.values()})) or None)
 
     def _record(self, sandbox: SandboxContext | None, decision: Decision,
-                request: dns.DNSMessage, name: str | None) -> None:
+                request: dns.DNSMessage, name: str | None, secrets: str | None = None) -> None:
         first = request.questions[0] if request.questions else None
         self.state.record(decision, sandbox_id=sandbox.id if sandbox else None,
                           protocol="dns", method=types.to_str(first.type) if first else None,
-                          host=name or (first.name if first else None), port=53)
+                          host=name or (first.name if first else None), port=53,
+                          secrets=secrets)

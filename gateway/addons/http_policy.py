@@ -26,6 +26,10 @@ HINTS = {
                             "(private, loopback, link-local or metadata)",
     Reason.UPSTREAM_UNRESOLVABLE: "{host} could not be resolved upstream",
     Reason.RATE_LIMITED: "rule {rule} of policy {policy} limits this rate; retry later",
+    Reason.SECRET_EXFIL_ATTEMPT: "a secret placeholder may only go to the hosts its rule "
+                                 "names; this sandbox is now quarantined",
+    Reason.QUARANTINED: "this sandbox is quarantined after a secret-exfiltration attempt",
+    Reason.SIGV4_UNVERIFIED: "sign AWS requests with the sandbox's AWS_* placeholders",
     Reason.AMBIGUOUS_PATH: "encoded '/' or '\\' in a path is refused; send the path plainly",
 }
 

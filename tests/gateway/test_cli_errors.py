@@ -94,3 +94,32 @@ def test_missing_upstream_ca(tmp_path: Path) -> None:
 
 def test_audit_without_data(tmp_path: Path) -> None:
     assert_one_line_error(sandgate("audit", home=tmp_path / "empty"), "no audit log")
+
+
+def test_loose_master_key_file_is_refused(tmp_path: Path) -> None:
+    key = tmp_path / "master.key"
+    key.write_text("A" * 43 + "=\n")
+    key.chmod(0o644)
+    result = sandgate("secret", "list", home=tmp_path,
+                      env={"SANDGATE_MASTER_KEY_FILE": str(key)})
+    assert_one_line_error(result, "mode 0644", "chmod 600")
+
+
+def test_secret_value_never_from_argv(tmp_path: Path) -> None:
+    result = sandgate("secret", "set", "TOKEN", "the-value", home=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "the-value" not in result.stderr and "never taken from the command line" in result.stderr
+
+
+def test_secret_set_reads_stdin(tmp_path: Path) -> None:
+    full_env = {**os.environ, "SANDGATE_HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "secret", "set", "TOKEN"],
+                            input="from-stdin\n", env=full_env, cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    assert (result.returncode, result.stdout.strip()) == (0, "stored TOKEN version 1")
+    assert (tmp_path / "master.key").stat().st_mode & 0o777 == 0o600
+    listing = sandgate("secret", "list", home=tmp_path)
+    assert "TOKEN" in listing.stdout and "from-stdin" not in listing.stdout
+    removed = sandgate("secret", "rm", "TOKEN", home=tmp_path)
+    assert removed.returncode == 0
+    assert_one_line_error(sandgate("secret", "rm", "TOKEN", home=tmp_path), "no secret named")

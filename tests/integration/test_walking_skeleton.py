@@ -43,7 +43,7 @@ def test_allowed_https_get_succeeds(gateway: Gateway, topology: Topology,
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert body["path"] == "/hello?x=1"
-    assert body["headers"]["Host"] == "secure.upstream.test"
+    assert body["headers"]["host"] == "secure.upstream.test"
     seen = topology.events(mark, "http")
     assert len(seen) == 1 and seen[0]["sni"] == "secure.upstream.test"
     assert seen[0]["local"] == [HTTPS_IP, 443]

@@ -1,0 +1,180 @@
+"""Write-only secret storage in the project's database. Values go in; only the injector
+gets them out (as SecretValue); every other interface sees metadata."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, Session, SQLModel, col, select
+
+from vault.crypto import MasterKey, VaultError, seal, unseal
+from vault.secret import SecretValue
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+MAX_VALUE_BYTES = 64 * 1024
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SecretRecord(SQLModel, table=True):
+    """One row per secret: its current version and when it was last used."""
+
+    __tablename__ = "secret"
+
+    name: str = Field(primary_key=True)
+    version: int
+    created_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=_now)
+    last_used_at: datetime | None = None
+
+
+class SecretVersion(SQLModel, table=True):
+    """One row per version: the sealed value and its wrapped data key."""
+
+    __tablename__ = "secret_version"
+
+    name: str = Field(primary_key=True)
+    version: int = Field(primary_key=True)
+    wrapped_key: bytes
+    ciphertext: bytes
+    master_key_id: str
+    created_at: datetime = Field(default_factory=_now)
+
+
+def _value_aad(name: str, version: int) -> bytes:
+    return f"sandgate-secret:{name}:{version}".encode()
+
+
+def _key_aad(name: str, version: int) -> bytes:
+    return f"sandgate-data-key:{name}:{version}".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class SecretInfo:
+    name: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime | None
+
+
+class Vault:
+    """Thread-safe. Decrypted values are cached per (name, version) in memory only."""
+
+    def __init__(self, engine: Engine, master: MasterKey) -> None:
+        self.engine = engine
+        self._master = master
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, int], SecretValue] = {}
+        self._used: dict[str, float] = {}
+        self._used_flushed = time.monotonic()
+
+    @property
+    def master_key_id(self) -> str:
+        return self._master.id
+
+    def put(self, name: str, value: str) -> int:
+        """Store a new version of `name`; return its version number."""
+        data = value.encode()
+        if not data:
+            raise VaultError("a secret cannot be empty")
+        if len(data) > MAX_VALUE_BYTES:
+            raise VaultError(f"a secret is at most {MAX_VALUE_BYTES} bytes")
+        with self._lock, Session(self.engine) as session:
+            record = session.get(SecretRecord, name)
+            version = record.version + 1 if record else 1
+            data_key, ciphertext = seal(data, _value_aad(name, version))
+            session.add(SecretVersion(
+                name=name, version=version, ciphertext=ciphertext,
+                wrapped_key=self._master.wrap(data_key, _key_aad(name, version)),
+                master_key_id=self._master.id))
+            if record is None:
+                record = SecretRecord(name=name, version=version)
+            else:
+                record.version, record.updated_at = version, _now()
+            session.add(record)
+            session.commit()
+        return version
+
+    def delete(self, name: str) -> bool:
+        with self._lock, Session(self.engine) as session:
+            record = session.get(SecretRecord, name)
+            if record is None:
+                return False
+            for row in session.exec(select(SecretVersion).where(SecretVersion.name == name)):
+                session.delete(row)
+            session.delete(record)
+            session.commit()
+            self._cache = {k: v for k, v in self._cache.items() if k[0] != name}
+        return True
+
+    def exists(self, name: str) -> bool:
+        with Session(self.engine) as session:
+            return session.get(SecretRecord, name) is not None
+
+    def current_version(self, name: str) -> int | None:
+        with Session(self.engine) as session:
+            record = session.get(SecretRecord, name)
+            return record.version if record else None
+
+    def reveal(self, name: str) -> SecretValue:
+        """The current value of `name` (the injector's and scrubber's call only)."""
+        version = self.current_version(name)
+        if version is None:
+            raise VaultError(f"no secret named {name!r}")
+        cached = self._cache.get((name, version))
+        if cached is not None:
+            return cached
+        with Session(self.engine) as session:
+            row = session.get(SecretVersion, (name, version))
+        if row is None:
+            raise VaultError(f"secret {name!r} version {version} is missing")
+        data_key = self._master.unwrap(row.wrapped_key, _key_aad(name, version))
+        value = SecretValue(unseal(data_key, row.ciphertext, _value_aad(name, version))
+                            .decode())
+        self._cache[(name, version)] = value
+        return value
+
+    def mark_used(self, name: str) -> None:
+        """Remember a use; written to the database at most every few seconds."""
+        self._used[name] = time.time()
+        if time.monotonic() - self._used_flushed > 5:
+            self.flush_usage()
+
+    def flush_usage(self) -> None:
+        used, self._used = self._used, {}
+        self._used_flushed = time.monotonic()
+        if not used:
+            return
+        with Session(self.engine) as session:
+            for name, when in used.items():
+                record = session.get(SecretRecord, name)
+                if record is not None:
+                    record.last_used_at = datetime.fromtimestamp(when, UTC)
+                    session.add(record)
+            session.commit()
+
+    def list(self) -> list[SecretInfo]:
+        with Session(self.engine) as session:
+            rows = session.exec(select(SecretRecord).order_by(col(SecretRecord.name)))
+            return [SecretInfo(r.name, r.version, r.created_at, r.updated_at, r.last_used_at)
+                    for r in rows]
+
+    def rotate_master(self, new: MasterKey) -> int:
+        """Re-wrap every data key with `new` in one transaction; return how many."""
+        with self._lock, Session(self.engine) as session:
+            rows = list(session.exec(select(SecretVersion)))
+            for row in rows:
+                data_key = self._master.unwrap(row.wrapped_key, _key_aad(row.name, row.version))
+                row.wrapped_key = new.wrap(data_key, _key_aad(row.name, row.version))
+                row.master_key_id = new.id
+                session.add(row)
+            session.commit()
+            self._master = new
+        return len(rows)
