@@ -148,3 +148,20 @@ def test_secret_commands_never_print_values(gateway: Gateway, cred_policy: Path)
     assert TOKEN not in listing.stdout and AWS_SECRET not in listing.stdout
     status = gateway.sandgate("audit", "--json", "--limit=100000")
     assert TOKEN not in status.stdout
+
+
+def test_master_key_rotates_while_the_gateway_runs(gateway: Gateway, topology: Topology,
+                                                   cred_policy: Path) -> None:
+    key_file = gateway.home / "master.key"
+    before = key_file.read_text()
+    rotated = gateway.sandgate("vault", "rotate-master")
+    assert rotated.returncode == 0, rotated.stderr
+    assert "re-wrapped" in rotated.stdout and key_file.read_text() != before
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    gateway.set_secret("API_TOKEN", TOKEN)  # a new version, sealed under the new key
+    mark = topology.mark()
+    sandboxed(gateway, cred_policy, """
+        curl -sS --max-time 10 -o /dev/null -H "Authorization: Bearer $API_TOKEN" \\
+             https://secure.upstream.test/after-rotation""")
+    (seen,) = topology.events(mark, "http")
+    assert seen["headers"]["authorization"] == f"Bearer {TOKEN}"
