@@ -3,7 +3,6 @@ never a traceback."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -57,6 +56,8 @@ def cli() -> None:
 @with_upstream
 def serve(upstream_resolver: str | None, upstream_ca: str | None) -> None:
     """Run the gateway and the control API until interrupted."""
+    import asyncio
+
     from gateway import server
 
     settings = make_settings(upstream_resolver=upstream_resolver, upstream_ca=upstream_ca)

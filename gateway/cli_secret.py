@@ -9,6 +9,7 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,13 +17,19 @@ from gateway.cli_common import fail, make_settings, print_table
 from gateway.settings import Settings
 from policies.loader import load_directory
 from vault.crypto import VaultError
-from vault.keyring import open_vault, rotate_master_key
-from vault.store import NAME_PATTERN, Vault
+
+if TYPE_CHECKING:
+    from vault.store import Vault
+
+# the vault's database layer loads only for the commands that need it (start-up time of
+# `sandgate run` matters)
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 
 @contextmanager
 def _vault(settings: Settings, *, create: bool = False) -> Iterator[Vault]:
     from gateway.db import make_engine
+    from vault.keyring import open_vault
 
     if not create and not settings.home.exists() and settings.database_url is None:
         fail(f"no data directory {settings.home}", "set SANDGATE_HOME, or store a secret first")
@@ -138,6 +145,8 @@ def rotate_master() -> None:
             key_id, count = result["master_key_id"], result["rewrapped"]
         else:
             with _vault(settings) as vault:
+                from vault.keyring import rotate_master_key
+
                 try:
                     key_id, count = rotate_master_key(vault, settings.key_source)
                 except VaultError as e:

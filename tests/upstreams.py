@@ -43,6 +43,9 @@ class QuietHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients (load generators) drop connections; not news
+
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls getfqdn(), a DNS lookup: not in this namespace.
         socketserver.TCPServer.server_bind(self)

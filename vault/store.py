@@ -14,7 +14,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 from vault.crypto import MasterKey, VaultError, seal, unseal
 from vault.secret import SecretValue
 
-NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"  # also in gateway/cli_secret.py
 MAX_VALUE_BYTES = 64 * 1024
 
 
