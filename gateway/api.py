@@ -4,16 +4,46 @@ responses in one place. This app is served on the local control socket (root onl
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from gateway import audit
-from gateway.errors import SandgateError
+from gateway.audit_query import AuditFilter, page, parse_time
+from gateway.errors import BadRequest, SandgateError
 from gateway.sandboxes import LocalExec, SandboxCreate, SandboxPublic
 from gateway.service import SandboxService
+
+
+class AuditParams(BaseModel):
+    """Filters and cursor of GET /v1/audit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: str | None = None
+    until: str | None = None
+    sandbox: str | None = None
+    host: str | None = None
+    decision: Literal["allow", "deny", "would_deny", "error"] | None = None
+    reason: str | None = None
+    rule: str | None = None
+    status: int | None = None
+    secret: str | None = None
+    cursor: int | None = Field(default=None, description="next_cursor of the previous page")
+    limit: int = Field(default=100, ge=1, le=10000)
+
+    def to_filter(self) -> AuditFilter:
+        try:
+            since = parse_time(self.since) if self.since else None
+            until = parse_time(self.until) if self.until else None
+        except ValueError as e:
+            raise BadRequest(str(e)) from e
+        return AuditFilter(since=since, until=until, sandbox_id=self.sandbox, host=self.host,
+                           decision=self.decision, reason=self.reason, rule=self.rule,
+                           status=self.status, secret=self.secret, after_id=self.cursor,
+                           limit=self.limit)
 
 
 def create_app(service: SandboxService, is_ready: Callable[[], bool]) -> FastAPI:
@@ -62,13 +92,13 @@ def create_app(service: SandboxService, is_ready: Callable[[], bool]) -> FastAPI
     def policy_status() -> dict[str, Any]:
         return service.policies.status()
 
+    @app.post("/v1/audit/flush", status_code=204)
+    async def flush_audit() -> None:
+        await run_in_threadpool(service.audit.flush)
+
     @app.get("/v1/audit")
-    def get_audit(
-        sandbox: str | None = None, host: str | None = None, decision: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=10000)] = 100,
-    ) -> list[dict[str, Any]]:
-        service.audit.flush()
-        rows = audit.query(service.engine, audit.AuditQuery(sandbox, host, decision, limit))
-        return [r.as_json() for r in rows]
+    def get_audit(f: Annotated[AuditParams, Query()]) -> dict[str, Any]:
+        rows, cursor = page(service.engine, f.to_filter())
+        return {"rows": [r.as_json() for r in rows], "next_cursor": cursor}
 
     return app

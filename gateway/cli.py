@@ -3,7 +3,7 @@ never a traceback."""
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import signal
 import subprocess
@@ -14,13 +14,13 @@ from typing import Any
 
 import click
 
+from gateway.cli_audit import audit_group
 from gateway.cli_common import (
     EXIT_USAGE,
     fail,
     load_policy,
     make_settings,
     policy_path,
-    print_table,
 )
 from gateway.cli_policy import policy_group
 from gateway.cli_secret import secret_group, vault_group
@@ -61,6 +61,9 @@ def serve(upstream_resolver: str | None, upstream_ca: str | None) -> None:
     from gateway import server
 
     settings = make_settings(upstream_resolver=upstream_resolver, upstream_ca=upstream_ca)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mitmproxy").setLevel(logging.WARNING)  # a line per connection otherwise
     click.echo(f"sandgate: data in {settings.home}, policies from {settings.policy_dir}, "
                f"control socket {settings.control_socket}", err=True)
     asyncio.run(server.serve(settings))
@@ -188,43 +191,7 @@ def _relay(source: Any, sink: Any) -> None:
             sink.flush()
 
 
-COLUMNS = ("time", "sandbox_id", "decision", "reason", "protocol", "method", "host", "port",
-           "path", "status", "rule")
-
-
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
-@click.option("--sandbox", help="only this sandbox id")
-@click.option("--host", help="only this host")
-@click.option("--decision", type=click.Choice(["allow", "deny", "would_deny", "error"]))
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100000))
-def audit(as_json: bool, sandbox: str | None, host: str | None, decision: str | None,
-          limit: int) -> None:
-    """Show recent egress attempts, oldest first."""
-    from gateway import audit as audit_store
-    from gateway.control import ControlClient
-    from gateway.db import make_engine
-
-    settings = make_settings()
-    client = ControlClient(settings)
-    if client.healthy():
-        rows = client.audit(sandbox=sandbox, host=host, decision=decision, limit=limit)
-    else:
-        if not (settings.home / "sandgate.db").exists() and settings.database_url is None:
-            fail(f"no audit log in {settings.home}", "set SANDGATE_HOME to the data directory")
-        engine = make_engine(settings.db_url)
-        query = audit_store.AuditQuery(sandbox, host, decision, limit)
-        rows = [r.as_json() for r in audit_store.query(engine, query)]
-    client.close()
-    if as_json:
-        for row in rows:
-            click.echo(json.dumps(row))
-        return
-    for row in rows:
-        row["time"] = row["time"][:23].replace("T", " ")
-    print_table(rows, COLUMNS)
-
-
+cli.add_command(audit_group)
 cli.add_command(policy_group)
 cli.add_command(secret_group)
 cli.add_command(vault_group)

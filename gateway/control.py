@@ -89,10 +89,8 @@ class ControlClient:
         result: dict[str, Any] = self._call("GET", "/v1/policies/status")
         return result
 
-    def audit(self, **params: Any) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self._call(
-            "GET", "/v1/audit", params={k: v for k, v in params.items() if v is not None})
-        return rows
+    def flush_audit(self) -> None:
+        self._call("POST", "/v1/audit/flush")
 
 
 @contextlib.contextmanager

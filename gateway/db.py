@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
-from sqlmodel import SQLModel, create_engine
+from sqlmodel import create_engine
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -18,16 +21,33 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine and every table that is missing."""
-    # Import the table modules so their metadata is registered before create_all.
-    from gateway import audit, sandboxes  # noqa: F401
-    from sandbox_net import slots  # noqa: F401
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
+
+def make_engine(url: str, *, migrate: bool = True) -> Engine:
+    """Create the engine and bring the schema to the newest revision (keeping every row)."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
-    SQLModel.metadata.create_all(engine)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    if migrate:
+        upgrade(engine)
     return engine
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply Alembic migrations up to `revision`, under a lock where the database has one."""
+    # Import the table modules so their metadata is registered for the migrations.
+    from gateway import audit, sandboxes  # noqa: F401
+    from sandbox_net import slots  # noqa: F401
+    from vault import store  # noqa: F401
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # several gateways may start at once against one database
+            connection.execute(text("SELECT pg_advisory_xact_lock(7312001)"))
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)

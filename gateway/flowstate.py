@@ -15,6 +15,7 @@ from policies.decision import Decision
 from vault.store import Vault
 
 METADATA_KEY = "sandgate"
+QUERY_KEY = "sandgate.query"      # the query as the sandbox sent it (before injection), redacted
 
 
 @dataclass
@@ -68,6 +69,8 @@ class GatewayState:
                conn: Conn | None = None, **fields: Any) -> None:
         if conn is not None:
             conn.audited = True
+        if conn is not None:
+            fields.setdefault("owner", conn.sandbox.owner)
         self.audit.record(
             sandbox_id=sandbox_id,
             policy=decision.policy,

@@ -61,6 +61,7 @@ class SandboxContext:
     env: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)   # secret name -> placeholder
     quarantined: bool = False   # set by a secret-exfiltration attempt: nothing more goes out
+    owner: str | None = None
 
     @property
     def policy(self) -> CompiledPolicy:

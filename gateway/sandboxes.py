@@ -25,6 +25,7 @@ class SandboxRecord(SQLModel, table=True):
     policy: str
     policy_source: str
     state: str = SQLField(index=True)          # creating | running | deleted
+    owner: str | None = None
     ip: str | None = None
     created_at: datetime = SQLField(default_factory=_now)
     deleted_at: datetime | None = None
@@ -46,6 +47,7 @@ class SandboxPublic(BaseModel):
     runtime: str
     policy: str
     state: str
+    owner: str | None = None
     ip: str | None
     netns: str | None = None
     created_at: datetime

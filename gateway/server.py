@@ -9,16 +9,20 @@ import ipaddress
 import logging
 import os
 import signal
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvicorn
+from sqlalchemy.engine import Engine
 
 from gateway.api import create_app
 from gateway.audit import AuditWriter
+from gateway.audit_chain import HeadSigner, apply_retention, record_signed_head
 from gateway.db import make_engine
 from gateway.errors import NotReady
 from gateway.flowstate import GatewayState
+from gateway.otlp import OtlpExporter
 from gateway.policy_store import PolicyStore
 from gateway.proxy import CA_CERT, CA_KEY, build_master
 from gateway.registry import Registry
@@ -72,6 +76,43 @@ def write_ca_bundle(settings: Settings) -> Path:
 
 
 POLICY_RELOAD_INTERVAL = 0.5  # seconds; documented in docs/POLICY.md
+HEAD_SIGNING_INTERVAL = 10.0  # seconds between signed audit chain heads
+
+
+def _audit_exporters(settings: Settings, engine: Engine,
+                     writer: AuditWriter) -> list[Callable[[], None]]:
+    """Signed chain heads and OTLP export, fed after each committed batch; returns what to
+    call at shut-down."""
+    closers: list[Callable[[], None]] = []
+    if settings.audit_signing_key_file is not None:
+        signer = HeadSigner.from_file(settings.audit_signing_key_file)
+        last = [0.0]
+
+        def sign(_rows: list[dict[str, object]]) -> None:
+            if time.monotonic() - last[0] >= HEAD_SIGNING_INTERVAL:
+                last[0] = time.monotonic()
+                record_signed_head(engine, signer, writer.gateway_id, *writer.head)
+
+        writer.after_commit.append(sign)
+        closers.append(lambda: record_signed_head(engine, signer, writer.gateway_id,
+                                                  *writer.head))
+    if settings.otlp_endpoint:
+        exporter = OtlpExporter(settings.otlp_endpoint, writer.gateway_id)
+        exporter.start()
+        writer.after_commit.append(exporter.submit)
+        closers.append(exporter.close)
+    return closers
+
+
+async def _retention(engine: Engine, days: int | None) -> None:
+    while days is not None:
+        try:
+            deleted = await asyncio.to_thread(apply_retention, engine, days)
+            if deleted:
+                logger.info("audit retention: %d rows older than %d days deleted", deleted, days)
+        except Exception:
+            logger.exception("audit retention failed")
+        await asyncio.sleep(3600)
 
 
 async def _watch_policies(policies: PolicyStore) -> None:
@@ -100,8 +141,9 @@ async def serve(settings: Settings) -> None:
 async def _serve_locked(settings: Settings) -> None:
     engine = make_engine(settings.db_url)
     firewall.apply(settings.firewall)
-    writer = AuditWriter(engine)
+    writer = AuditWriter(engine, gateway_id=settings.gateway_id, spool=settings.spool_file)
     writer.start()
+    exporters = _audit_exporters(settings, engine, writer)
     registry = Registry()
     # pyroute2's synchronous API runs its own event loop: call it from a worker thread.
     own = [a for a in await asyncio.to_thread(links.host_addresses) if not a.startswith("127.")]
@@ -130,6 +172,7 @@ async def _serve_locked(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
     reload_task = asyncio.ensure_future(_watch_policies(policies))
+    retention_task = asyncio.ensure_future(_retention(engine, settings.audit_retain_days))
     try:
         tasks = [asyncio.ensure_future(proxy.run()), asyncio.ensure_future(api.serve())]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -139,8 +182,11 @@ async def _serve_locked(settings: Settings) -> None:
             task.result()
     finally:
         reload_task.cancel()
+        retention_task.cancel()
         state.vault.flush_usage()
         await asyncio.to_thread(service.shutdown)
         writer.close()
+        for close in exporters:
+            close()
         firewall.remove(settings.firewall)
         socket_path.unlink(missing_ok=True)

@@ -4,6 +4,7 @@ starts a process (CLI, tests), never at import."""
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,13 @@ class Settings(BaseSettings):
     master_key: str | None = Field(default=None, repr=False)  # base64; else the key file
     master_key_file: Path | None = None
     quarantine_on_exfil: bool = True
+    audit_signing_key_file: Path | None = None
+    audit_retain_days: int | None = Field(default=None, ge=1)
+    otlp_endpoint: str | None = None
     synthetic_ttl: int = 60
 
-    @field_validator("home", "policy_dir", "upstream_ca", "master_key_file")
+    @field_validator("home", "policy_dir", "upstream_ca", "master_key_file",
+                     "audit_signing_key_file")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
@@ -91,6 +96,19 @@ class Settings(BaseSettings):
     @property
     def runsc_dir(self) -> Path:
         return self.home / "runsc"
+
+    @property
+    def spool_file(self) -> Path:
+        return self.home / "audit-spool.jsonl"
+
+    @property
+    def gateway_id(self) -> str:
+        """This data dir's gateway identity: the name of its audit hash chain."""
+        path = self.home / "gateway.id"
+        if not path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(6) + "\n")
+        return path.read_text().strip()
 
     @property
     def lock_file(self) -> Path:

@@ -4,12 +4,25 @@ connection-level refusals are recorded where they are decided."""
 
 from __future__ import annotations
 
+import json
 import time
 
 from mitmproxy import http, tcp, tls
+from mitmproxy.http import Headers
 
-from gateway.flowstate import METADATA_KEY, FlowVerdict, GatewayState, peer_ip
+from gateway.flowstate import METADATA_KEY, QUERY_KEY, FlowVerdict, GatewayState, peer_ip
 from policies.decision import Decision, Reason, Verdict, deny
+
+# Header values worth keeping; every other header is recorded by name only.
+HEADER_VALUES_KEPT = frozenset({"content-type", "content-length", "content-encoding",
+                                "user-agent", "accept", "server", "cache-control",
+                                "x-sandgate-reason"})
+
+
+def header_summary(headers: Headers) -> str:
+    """JSON list of header names, with values only for the allow-listed ones."""
+    return json.dumps([f"{name.lower()}: {value}" if name.lower() in HEADER_VALUES_KEPT
+                       else name.lower() for name, value in headers.items(multi=True)])
 
 
 def _verdict(flow: http.HTTPFlow | tcp.TCPFlow) -> FlowVerdict | None:
@@ -55,6 +68,9 @@ class AuditTrail:
             host=verdict.host if verdict else (conn.target if conn else None),
             port=verdict.port if verdict else request.port,
             path=request.path.split("?", 1)[0][:2048],
+            query=flow.metadata.get(QUERY_KEY),
+            request_headers=header_summary(request.headers),
+            response_headers=header_summary(response.headers) if response else None,
             status=response.status_code if response else None,
             bytes_up=len(request.raw_content or b""),
             bytes_down=len(response.raw_content or b"") if response else 0,

@@ -9,10 +9,11 @@ import json
 from mitmproxy import http
 
 from gateway.authorize import authorize, request_for
-from gateway.flowstate import METADATA_KEY, Conn, FlowVerdict, GatewayState
+from gateway.flowstate import METADATA_KEY, QUERY_KEY, Conn, FlowVerdict, GatewayState
 from policies.decision import Reason
 from policies.hosts import HostError, normalise_name
 from policies.matcher import Request
+from vault.redact import redact_query
 
 STATUS = {Reason.UPSTREAM_UNRESOLVABLE: 502, Reason.RATE_LIMITED: 429}
 HINTS = {
@@ -83,6 +84,8 @@ class HttpPolicy:
         if conn is None:
             flow.kill()
             return
+        raw_query = flow.request.path.partition("?")[2]
+        flow.metadata[QUERY_KEY] = redact_query(raw_query) or None
         verdict = await authorize(self.state, conn, _request(conn, flow))
         named = _host_of(flow)
         if verdict.decision.allowed and named != (conn.name or conn.dialed_ip):
