@@ -7,7 +7,7 @@ import csv
 import io
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -107,8 +107,7 @@ def iterate(engine: Engine, f: AuditFilter, batch: int = 1000) -> Iterator[Audit
     """Every matching row, oldest first, in pages (for export)."""
     cursor = f.after_id
     while True:
-        rows, cursor = page(engine, AuditFilter(**{**f.__dict__, "after_id": cursor,
-                                                   "limit": batch}))
+        rows, cursor = page(engine, replace(f, after_id=cursor, limit=batch))
         yield from rows
         if cursor is None:
             return
@@ -116,7 +115,7 @@ def iterate(engine: Engine, f: AuditFilter, batch: int = 1000) -> Iterator[Audit
 
 def summary(engine: Engine, f: AuditFilter, top: int = 10) -> dict[str, list[dict[str, Any]]]:
     """Top denied hosts, and counts per sandbox and per rule, for rows matching `f`."""
-    base = _statement(AuditFilter(**{**f.__dict__, "limit": 0})).subquery()
+    base = _statement(f).subquery()
 
     def grouped(column: str, where: Any = None) -> list[dict[str, Any]]:
         stmt = select(base.c[column], func.count().label("n")).group_by(base.c[column])

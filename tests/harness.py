@@ -46,6 +46,7 @@ class Gateway:
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
+        self.extra_env: dict[str, str] = {}
         self.transparent_port = free_port()
         self.dns_port = free_port()
         self.policy_dir = self.home / "policies"
@@ -60,6 +61,7 @@ class Gateway:
             "SANDGATE_TRANSPARENT_PORT": str(self.transparent_port),
             "SANDGATE_DNS_PORT": str(self.dns_port),
             "SANDGATE_POLICY_DIR": str(self.policy_dir),
+            **self.extra_env,
         }
         if self.topology is not None:
             assert self.topology.ca is not None
