@@ -118,5 +118,6 @@ def test_kill_9_loses_at_most_the_last_second(load_gateway: Gateway) -> None:
     answered = {p: t for o in outcome for p, t in o["done"].items()}
     assert len(answered) > 500, "the load did not get going before the kill"
     missing = {p: t for p, t in answered.items() if p not in audited}
-    assert all(t > kill_time - LOSS_WINDOW_S for t in missing.values()), \
-        f"{len(missing)} answered requests unaudited, oldest {kill_time - min(missing.values())} s before the kill"
+    late = [kill_time - t for t in missing.values() if t <= kill_time - LOSS_WINDOW_S]
+    assert not late, f"{len(late)} requests answered over {LOSS_WINDOW_S} s before the kill " \
+                     "have no audit row"
