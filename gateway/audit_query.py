@@ -46,6 +46,7 @@ class AuditFilter:
     rule: str | None = None
     status: int | None = None
     secret: str | None = None
+    owner: str | None = None         # only rows of sandboxes with this owner
     after_id: int | None = None      # cursor: rows with a larger id
     limit: int = 100
 
@@ -79,6 +80,8 @@ def _statement(f: AuditFilter) -> Any:
                               names.like(f"{name},%", escape="\\"),
                               names.like(f"%,{name}", escape="\\"),
                               names.like(f"%,{name},%", escape="\\")))
+    if f.owner is not None:
+        stmt = stmt.where(AuditEvent.owner == f.owner)
     if f.after_id is not None:
         stmt = stmt.where(col(AuditEvent.id) > f.after_id)
     return stmt

@@ -24,6 +24,7 @@ from gateway.cli_common import (
 )
 from gateway.cli_policy import policy_group
 from gateway.cli_secret import secret_group, vault_group
+from gateway.cli_token import token_group
 from gateway.errors import BadRequest, NotReady, SandgateError
 from gateway.settings import Settings
 from vault.crypto import VaultError
@@ -53,19 +54,26 @@ def cli() -> None:
 
 
 @cli.command()
+@click.option("--host", "api_host", metavar="ADDRESS",
+              help="control API address (default 127.0.0.1; env SANDGATE_API_HOST)")
+@click.option("--port", "api_port", type=int, metavar="PORT",
+              help="control API port (default 8700; env SANDGATE_API_PORT)")
 @with_upstream
-def serve(upstream_resolver: str | None, upstream_ca: str | None) -> None:
+def serve(api_host: str | None, api_port: int | None, upstream_resolver: str | None,
+          upstream_ca: str | None) -> None:
     """Run the gateway and the control API until interrupted."""
     import asyncio
 
     from gateway import server
 
-    settings = make_settings(upstream_resolver=upstream_resolver, upstream_ca=upstream_ca)
+    settings = make_settings(upstream_resolver=upstream_resolver, upstream_ca=upstream_ca,
+                             api_host=api_host, api_port=api_port)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mitmproxy").setLevel(logging.WARNING)  # a line per connection otherwise
     click.echo(f"sandgate: data in {settings.home}, policies from {settings.policy_dir}, "
-               f"control socket {settings.control_socket}", err=True)
+               f"control socket {settings.control_socket}, API http://{settings.api_host}:"
+               f"{settings.api_port} (audit view /audit)", err=True)
     asyncio.run(server.serve(settings))
 
 
@@ -192,6 +200,7 @@ def _relay(source: Any, sink: Any) -> None:
 
 
 cli.add_command(audit_group)
+cli.add_command(token_group)
 cli.add_command(policy_group)
 cli.add_command(secret_group)
 cli.add_command(vault_group)

@@ -47,7 +47,7 @@ class ControlClient:
         if not socket_accepts(self.settings.control_socket):
             return False
         try:
-            return self._http.get("/healthz", timeout=2).status_code == 200
+            return self._http.get("/readyz", timeout=2).status_code == 200
         except httpx.TransportError:
             return False
 

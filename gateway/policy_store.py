@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,8 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import BadRequest, NotFound
-from policies.loader import PolicyError, load_directory, load_file, policy_files, read
+from policies.loader import (
+    PolicyError,
+    compose,
+    directory_resolver,
+    load_directory,
+    load_file,
+    parse,
+    policy_files,
+    read,
+    version_of,
+)
 from policies.matcher import CompiledPolicy
+from policies.report import request_from_url
+from policies.schema import NAME
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +155,67 @@ class PolicyStore:
         self._directory_print = current
         _, errors = load_directory(self.policy_dir)
         self._directory_errors = [str(e) for e in errors]
+
+    # the policy directory as a store (the control API's /v1/policies)
+    def catalogue(self) -> list[dict[str, Any]]:
+        """Every policy file in the directory, valid or not."""
+        policies, errors = load_directory(self.policy_dir)
+        entries = [{"name": p.name, "version": p.version, "mode": p.spec.mode,
+                    "description": p.spec.description, "rules": len(p.rules), "error": None}
+                   for p in policies.values()]
+        failed: dict[str, list[str]] = {}
+        for error in errors:
+            failed.setdefault(Path(error.file).stem, []).append(str(error))
+        entries += [{"name": name, "version": None, "error": "\n".join(lines)}
+                    for name, lines in failed.items() if name not in policies]
+        return sorted(entries, key=lambda e: str(e["name"]))
+
+    def _file(self, name: str) -> Path:
+        if not re.match(NAME, name):
+            raise BadRequest(f"invalid policy name {name!r}",
+                             "letters, digits, '.', '_' and '-', starting with a letter or digit")
+        return self.policy_dir / f"{name}.yaml"
+
+    def get(self, name: str) -> dict[str, Any]:
+        path = self.path_for(name)
+        text = path.read_text()
+        return {"name": name, "yaml": text, "version": version_of(text), "file": str(path)}
+
+    def put(self, name: str, text: str) -> dict[str, Any]:
+        """Validate with the same errors as `sandgate policy check` (422 listing them), then
+        write atomically; running sandboxes on it pick the change up by hot reload."""
+        path = self._file(name)
+        source = f"{name}.yaml"
+        try:
+            policy = compose(parse(text, source), directory_resolver(self.policy_dir,
+                                                                     exclude=str(path)))
+        except PolicyError as e:
+            raise BadRequest(f"invalid policy:\n{e}", "fix the listed problems") from e
+        if policy.name != name:
+            raise BadRequest(f"the policy's `name` is {policy.name!r}, not {name!r}",
+                             f"set `name: {name}` in the YAML or PUT it to its own name")
+        self.policy_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        return {"name": name, "version": policy.version, "rules": len(policy.rules)}
+
+    def delete(self, name: str) -> None:
+        path = self._file(name)
+        if not path.exists():
+            raise NotFound(f"no policy named {name!r}")
+        path.unlink()
+
+    def test(self, name: str, method: str, url: str) -> dict[str, Any]:
+        policy = self.acquire(name).policy
+        try:
+            request = request_from_url(method, url)
+        except ValueError as e:
+            raise BadRequest(str(e)) from e
+        decision = policy.decide(request)
+        return {"decision": str(decision.verdict), "rule": decision.rule,
+                "reason": str(decision.reason), "policy": policy.name,
+                "version": policy.version}
 
     def status(self) -> dict[str, Any]:
         with self._lock:

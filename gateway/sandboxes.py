@@ -61,3 +61,27 @@ class LocalExec(BaseModel):
     cmd: list[str] = Field(min_length=1)
     env: dict[str, str] = Field(default_factory=dict)
     cwd: str = "/tmp"
+
+
+class ExecRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cmd: list[str] = Field(min_length=1, description="argv; not run through a shell")
+    stdin: str | None = Field(default=None, max_length=16 * 1024 * 1024)
+    cwd: str = "/tmp"
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout_seconds: float = Field(default=60, gt=0, le=3600)
+
+
+class ExecResult(BaseModel):
+    exit_code: int
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+
+
+class FileUpload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, max_length=4096)
+    content_base64: str = Field(max_length=90 * 1024 * 1024)

@@ -161,12 +161,18 @@ async def _serve_locked(settings: Settings) -> None:
     await asyncio.to_thread(service.reconcile)
     socket_path = settings.control_socket
     socket_path.unlink(missing_ok=True)
-    api = _ApiServer(uvicorn.Config(create_app(service, lambda: state.ready), uds=str(socket_path),
-                                    log_level="warning", lifespan="off"))
+    apis = [
+        _ApiServer(uvicorn.Config(create_app(service, lambda: state.ready, local=True),
+                                  uds=str(socket_path), log_level="warning", lifespan="off")),
+        _ApiServer(uvicorn.Config(create_app(service, lambda: state.ready, local=False),
+                                  host=settings.api_host, port=settings.api_port,
+                                  log_level="warning", lifespan="off")),
+    ]
 
     def stop() -> None:
         proxy.shutdown()
-        api.should_exit = True
+        for api in apis:
+            api.should_exit = True
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -174,7 +180,8 @@ async def _serve_locked(settings: Settings) -> None:
     reload_task = asyncio.ensure_future(_watch_policies(policies))
     retention_task = asyncio.ensure_future(_retention(engine, settings.audit_retain_days))
     try:
-        tasks = [asyncio.ensure_future(proxy.run()), asyncio.ensure_future(api.serve())]
+        tasks = [asyncio.ensure_future(proxy.run()),
+                 *(asyncio.ensure_future(api.serve()) for api in apis)]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         stop()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -8,14 +8,17 @@ Any failure while creating undoes every step taken.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import logging
 import re
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -24,12 +27,19 @@ from gateway.audit import AuditWriter
 from gateway.errors import BadRequest, NotFound, NotReady
 from gateway.policy_store import PolicyHandle, PolicyStore
 from gateway.registry import Registry, SandboxContext, SyntheticPool
-from gateway.sandboxes import SandboxCreate, SandboxPublic, SandboxRecord
+from gateway.sandboxes import (
+    ExecRequest,
+    ExecResult,
+    FileUpload,
+    SandboxCreate,
+    SandboxPublic,
+    SandboxRecord,
+)
 from gateway.settings import Settings
 from sandbox_net import firewall, links, slots
 from sandbox_net.errors import FirewallError, NetError, RuntimeFailure
 from sandbox_net.names import new_sandbox_id
-from sandbox_net.runtime.base import FileMount, Runtime, SandboxSpec
+from sandbox_net.runtime.base import FileMount, Runtime, SandboxSpec, run_exec
 from vault.crypto import VaultError
 from vault.keyring import rotate_master_key
 from vault.placeholders import new_placeholder
@@ -63,7 +73,7 @@ class SandboxService:
         self._specs: dict[str, SandboxSpec] = {}
 
     # create
-    def create(self, request: SandboxCreate) -> SandboxPublic:
+    def create(self, request: SandboxCreate, owner: str = "local") -> SandboxPublic:
         if request.runtime != self.runtime.name:
             raise BadRequest(f"unknown runtime {request.runtime!r}", "use runtime 'gvisor'")
         handle = self.policies.acquire(request.policy)
@@ -74,7 +84,7 @@ class SandboxService:
         sandbox_id = new_sandbox_id()
         record = SandboxRecord(id=sandbox_id, runtime=request.runtime,
                                policy=handle.policy.name, policy_source=str(handle.path),
-                               state="creating")
+                               state="creating", owner=owner)
         self._save(record)
         try:
             spec = self._build(sandbox_id, request, handle, record)
@@ -118,7 +128,8 @@ class SandboxService:
         )
         self.registry.add(SandboxContext(
             id=sandbox_id, ip=str(addresses.sandbox_ip), handle=handle,
-            pool=SyntheticPool(addresses.synthetic), env=spec.env, secrets=secrets))
+            pool=SyntheticPool(addresses.synthetic), env=spec.env, secrets=secrets,
+            owner=record.owner))
         try:
             self.runtime.start(spec)
         except RuntimeFailure as e:
@@ -139,9 +150,7 @@ class SandboxService:
 
     def _check_secrets(self, names: list[str]) -> None:
         for name in names:
-            if not re.match(NAME_PATTERN, name):
-                raise BadRequest(f"invalid secret name {name!r}",
-                                 "names are letters, digits and '_', not starting with a digit")
+            self._check_name(name)
             if self.vault is None or not self.vault.exists(name):
                 raise BadRequest(f"no secret named {name!r}",
                                  f"set it first: sandgate secret set {name}")
@@ -206,6 +215,13 @@ class SandboxService:
             raise NotFound(f"no sandbox {sandbox_id}")
         return self._public(record)
 
+    def get_any(self, sandbox_id: str) -> SandboxPublic:
+        """Also a deleted sandbox (its audit stays readable)."""
+        record = self._record(sandbox_id)
+        if record is None:
+            raise NotFound(f"no sandbox {sandbox_id}")
+        return self._public(record)
+
     def all(self) -> list[SandboxPublic]:
         with Session(self.engine) as session:
             rows = session.exec(select(SandboxRecord).where(SandboxRecord.state != "deleted"))
@@ -216,6 +232,125 @@ class SandboxService:
         if spec is None:
             raise NotFound(f"no running sandbox {sandbox_id}")
         return spec
+
+    # running commands and moving files
+    def exec(self, sandbox_id: str, request: ExecRequest) -> ExecResult:
+        result = run_exec(self.runtime, self.spec(sandbox_id), request.cmd,
+                          stdin=request.stdin.encode() if request.stdin is not None else None,
+                          env=request.env, cwd=request.cwd, timeout=request.timeout_seconds)
+        return ExecResult(exit_code=result.exit_code,
+                          stdout=result.stdout.decode(errors="replace"),
+                          stderr=result.stderr.decode(errors="replace"),
+                          timed_out=result.timed_out)
+
+    async def exec_stream(self, sandbox_id: str,
+                          request: ExecRequest) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(event, data) pairs: stdout/stderr chunks (base64) as they come, then exit."""
+        command = self.runtime.exec_command(self.spec(sandbox_id), request.cmd,
+                                            env=request.env, cwd=request.cwd)
+        process = await asyncio.create_subprocess_exec(
+            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        assert process.stdin and process.stdout and process.stderr
+        process.stdin.write((request.stdin or "").encode())
+        process.stdin.close()
+        events: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+
+        async def pump(name: str, stream: asyncio.StreamReader) -> None:
+            while chunk := await stream.read(65536):
+                await events.put((name, {"data": base64.b64encode(chunk).decode()}))
+            await events.put(None)
+
+        pumps = [asyncio.ensure_future(pump("stdout", process.stdout)),
+                 asyncio.ensure_future(pump("stderr", process.stderr))]
+        finished, timed_out = 0, False
+        deadline = time.monotonic() + request.timeout_seconds
+        try:
+            while finished < 2:
+                try:
+                    item = await asyncio.wait_for(events.get(),
+                                                  max(deadline - time.monotonic(), 0.01))
+                except TimeoutError:
+                    timed_out = True
+                    process.kill()
+                    break
+                if item is None:
+                    finished += 1
+                else:
+                    yield item
+            code = await process.wait()
+        finally:
+            for task in pumps:
+                task.cancel()
+            if process.returncode is None:
+                process.kill()
+        yield "exit", {"exit_code": 124 if timed_out else code, "timed_out": timed_out}
+
+    def upload(self, sandbox_id: str, upload: FileUpload) -> None:
+        try:
+            data = base64.b64decode(upload.content_base64, validate=True)
+        except ValueError:
+            raise BadRequest("content_base64 is not valid base64") from None
+        result = run_exec(self.runtime, self.spec(sandbox_id),
+                          ["/bin/sh", "-c", 'cat > "$1"', "sh", upload.path], stdin=data,
+                          env={}, cwd="/", timeout=120)
+        if result.exit_code != 0:
+            raise BadRequest(f"cannot write {upload.path}: "
+                             f"{result.stderr.decode(errors='replace').strip()}",
+                             "the sandbox's root is read-only; write below /tmp")
+
+    def download(self, sandbox_id: str, path: str) -> bytes:
+        result = run_exec(self.runtime, self.spec(sandbox_id), ["/bin/cat", "--", path],
+                          stdin=None, env={}, cwd="/", timeout=120)
+        if result.exit_code != 0:
+            raise NotFound(f"cannot read {path}: "
+                           f"{result.stderr.decode(errors='replace').strip()}")
+        return result.stdout
+
+    def list_files(self, sandbox_id: str, path: str) -> list[dict[str, Any]]:
+        script = ('for f in "$1"/* "$1"/.[!.]*; do [ -e "$f" ] || continue; '
+                  'if [ -d "$f" ]; then t=dir; else t=file; fi; '
+                  'printf "%s\\t%s\\t%s\\n" "$t" "$(wc -c < "$f" 2>/dev/null || echo 0)" '
+                  '"${f##*/}"; done')
+        result = run_exec(self.runtime, self.spec(sandbox_id),
+                          ["/bin/sh", "-c", f'[ -d "$1" ] || exit 3; {script}', "sh", path],
+                          stdin=None, env={}, cwd="/", timeout=60)
+        if result.exit_code != 0:
+            raise NotFound(f"{path} is not a directory in the sandbox")
+        entries = []
+        for line in result.stdout.decode(errors="replace").splitlines():
+            kind, size, name = line.split("\t", 2)
+            entries.append({"name": name, "type": kind,
+                            "size": int(size) if kind == "file" and size.isdigit() else None})
+        return entries
+
+    # secrets (values in, never out)
+    def put_secret(self, name: str, value: str) -> int:
+        self._check_name(name)
+        if self.vault is None:
+            raise NotReady("the vault is not open")
+        try:
+            return self.vault.put(name, value)
+        except VaultError as e:
+            raise BadRequest(str(e)) from e
+
+    def list_secrets(self) -> list[dict[str, Any]]:
+        if self.vault is None:
+            return []
+        return [{"name": i.name, "version": i.version, "created_at": i.created_at,
+                 "updated_at": i.updated_at, "last_used_at": i.last_used_at}
+                for i in self.vault.list()]
+
+    def delete_secret(self, name: str) -> None:
+        self._check_name(name)
+        if self.vault is None or not self.vault.delete(name):
+            raise NotFound(f"no secret named {name!r}")
+
+    @staticmethod
+    def _check_name(name: str) -> None:
+        if not re.match(NAME_PATTERN, name):
+            raise BadRequest(f"invalid secret name {name!r}",
+                             "names are letters, digits and '_', not starting with a digit")
 
     # start-up and shut-down hygiene
     def reconcile(self) -> list[str]:
@@ -249,6 +384,7 @@ class SandboxService:
     def _public(self, record: SandboxRecord) -> SandboxPublic:
         return SandboxPublic(
             id=record.id, runtime=record.runtime, policy=record.policy, state=record.state,
+            owner=record.owner,
             ip=record.ip, created_at=record.created_at,
             netns=self.settings.naming.netns(record.id) if record.state != "deleted" else None,
         )

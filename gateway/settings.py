@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     policy_dir: Path = PACKAGE_POLICIES
     database_url: str | None = None
     name_prefix: str = "sg"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8700
     transparent_port: int = 15001
     dns_port: int = 15053
     upstream_resolver: str | None = None
@@ -60,7 +62,7 @@ class Settings(BaseSettings):
         Naming(value)  # raises ValueError with the rule
         return value
 
-    @field_validator("transparent_port", "dns_port")
+    @field_validator("transparent_port", "dns_port", "api_port")
     @classmethod
     def _port(cls, value: int) -> int:
         if not 1 <= value <= 65535:

@@ -48,6 +48,7 @@ class Gateway:
     def __post_init__(self) -> None:
         self.extra_env: dict[str, str] = {}
         self.transparent_port = free_port()
+        self.api_port = free_port()
         self.dns_port = free_port()
         self.policy_dir = self.home / "policies"
         self.policy_dir.mkdir(parents=True, exist_ok=True)
@@ -60,6 +61,7 @@ class Gateway:
             "SANDGATE_NAME_PREFIX": self.prefix,
             "SANDGATE_TRANSPARENT_PORT": str(self.transparent_port),
             "SANDGATE_DNS_PORT": str(self.dns_port),
+            "SANDGATE_API_PORT": str(self.api_port),
             "SANDGATE_POLICY_DIR": str(self.policy_dir),
             **self.extra_env,
         }
@@ -102,12 +104,22 @@ class Gateway:
         return httpx.Client(transport=httpx.HTTPTransport(uds=str(self.home / "control.sock")),
                             base_url="http://sandgate", timeout=120)
 
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def token(self, role: str, name: str | None = None) -> str:
+        args = ["token", "create", f"--role={role}", *([f"--name={name}"] if name else [])]
+        result = self.sandgate(*args)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip().splitlines()[-1]
+
     def healthy(self) -> bool:
         if not socket_accepts(self.home / "control.sock"):
             return False
         try:
             with self.client() as c:
-                return c.get("/healthz", timeout=2).status_code == 200
+                return c.get("/readyz", timeout=2).status_code == 200
         except httpx.TransportError:
             return False
 

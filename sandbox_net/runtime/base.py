@@ -57,3 +57,25 @@ class Runtime(ABC):
     @abstractmethod
     def stop(self, spec: SandboxSpec) -> None:
         """Kill every process of the sandbox and free the runtime's state. Idempotent."""
+
+
+OUTPUT_LIMIT = 16 * 1024 * 1024
+
+
+def run_exec(runtime: Runtime, spec: SandboxSpec, argv: list[str], *, stdin: bytes | None,
+             env: dict[str, str], cwd: str, timeout: float) -> ExecResult:
+    """Run `argv` in the sandbox, capturing output (each stream cut at OUTPUT_LIMIT)."""
+    import subprocess
+
+    command = runtime.exec_command(spec, argv, env=env, cwd=cwd)
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as process:
+        try:
+            out, err = process.communicate(stdin or b"", timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+            timed_out = True
+    return ExecResult(124 if timed_out else process.returncode, out[:OUTPUT_LIMIT],
+                      err[:OUTPUT_LIMIT], timed_out)
