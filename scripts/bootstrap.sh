@@ -19,6 +19,10 @@ SYSTEM_PACKAGES=(
     "nsenter:util-linux"
     "curl:curl"
     "wrk:wrk"
+    "runuser:util-linux"
+    "pg_ctlcluster:postgresql"       # the audit tests run against a real PostgreSQL too
+    "chromium:chromium"              # the audit web view is tested in a real browser
+    "chromedriver:chromium-driver"
 )
 
 apt_install() {
