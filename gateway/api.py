@@ -229,6 +229,7 @@ def _sandbox_routes(service: SandboxService, Caller: Any,
         if not (caller.may(Scope.AUDIT) or (caller.may(Scope.OWN_AUDIT)
                                             and sandbox.owner == caller.name)):
             raise Forbidden(f"the audit of sandbox {sandbox_id} is not yours to read")
+        service.audit.flush(timeout=2)  # read your own writes
         rows, cursor = page(service.engine, replace(f.to_filter(), sandbox_id=sandbox_id))
         return {"rows": [r.as_json() for r in rows], "next_cursor": cursor}
 
@@ -321,6 +322,7 @@ def _audit_routes(service: SandboxService, Caller: Any,
     @router.get("")
     def get_audit(caller: Caller, f: Annotated[AuditParams, Query()]) -> dict[str, Any]:
         query = scoped(caller, f.to_filter())
+        service.audit.flush(timeout=2)  # read your own writes
         if f.latest:
             rows = latest(service.engine, query)
             return {"rows": [r.as_json() for r in rows],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -62,6 +63,7 @@ class SandboxContext:
     secrets: dict[str, str] = field(default_factory=dict)   # secret name -> placeholder
     quarantined: bool = False   # set by a secret-exfiltration attempt: nothing more goes out
     owner: str | None = None
+    last_active: float = field(default_factory=time.time)   # egress or exec, for idle timeout
 
     @property
     def policy(self) -> CompiledPolicy:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
-RuntimeName = Literal["gvisor"]
+RuntimeName = Literal["gvisor", "microvm"]
 
 
 def _now() -> datetime:
@@ -27,6 +27,14 @@ class SandboxRecord(SQLModel, table=True):
     state: str = SQLField(index=True)          # creating | running | deleted
     owner: str | None = None
     ip: str | None = None
+    ttl_seconds: int | None = None
+    expires_at: datetime | None = None
+    idle_timeout_seconds: int | None = None
+    last_active_at: datetime | None = None
+    memory_mb: int | None = None
+    cpus: float | None = None
+    max_pids: int | None = None
+    end_reason: str | None = None           # deleted | expired | idle | gateway-stopped ...
     created_at: datetime = SQLField(default_factory=_now)
     deleted_at: datetime | None = None
 
@@ -40,6 +48,14 @@ class SandboxCreate(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     secrets: list[str] = Field(default_factory=list, description="names of vault secrets; the "
                                "sandbox gets a placeholder for each in its environment")
+    ttl_seconds: int = Field(default=3600, ge=1, le=7 * 86400,
+                             description="hard wall-clock limit; then it is killed and removed")
+    idle_timeout_seconds: int | None = Field(
+        default=None, ge=1, le=7 * 86400,
+        description="removed after this long without exec calls or network traffic")
+    memory_mb: int = Field(default=512, ge=64, le=65536)
+    cpus: float = Field(default=1.0, gt=0, le=64)
+    max_pids: int = Field(default=256, ge=8, le=65536)
 
 
 class SandboxPublic(BaseModel):
@@ -48,9 +64,15 @@ class SandboxPublic(BaseModel):
     policy: str
     state: str
     owner: str | None = None
+    expires_at: datetime | None = None
+    memory_mb: int | None = None
+    cpus: float | None = None
+    max_pids: int | None = None
+    end_reason: str | None = None
     ip: str | None
     netns: str | None = None
     created_at: datetime
+    deleted_at: datetime | None = None
 
 
 class LocalExec(BaseModel):

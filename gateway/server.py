@@ -104,6 +104,18 @@ def _audit_exporters(settings: Settings, engine: Engine,
     return closers
 
 
+REAP_INTERVAL = 0.25  # seconds: a sandbox outlives its deadline by at most this much (+ teardown)
+
+
+async def _reap(service: SandboxService) -> None:
+    while True:
+        await asyncio.sleep(REAP_INTERVAL)
+        try:
+            await asyncio.to_thread(service.reap)
+        except Exception:
+            logger.exception("removing expired sandboxes failed; will retry")
+
+
 async def _retention(engine: Engine, days: int | None) -> None:
     while days is not None:
         try:
@@ -179,6 +191,7 @@ async def _serve_locked(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop)
     reload_task = asyncio.ensure_future(_watch_policies(policies))
     retention_task = asyncio.ensure_future(_retention(engine, settings.audit_retain_days))
+    reaper_task = asyncio.ensure_future(_reap(service))
     try:
         tasks = [asyncio.ensure_future(proxy.run()),
                  *(asyncio.ensure_future(api.serve()) for api in apis)]
@@ -190,6 +203,7 @@ async def _serve_locked(settings: Settings) -> None:
     finally:
         reload_task.cancel()
         retention_task.cancel()
+        reaper_task.cancel()
         state.vault.flush_usage()
         await asyncio.to_thread(service.shutdown)
         writer.close()

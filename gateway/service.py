@@ -16,7 +16,8 @@ import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from gateway.sandboxes import (
     SandboxRecord,
 )
 from gateway.settings import Settings
-from sandbox_net import firewall, links, slots
+from sandbox_net import cgroups, firewall, links, slots
 from sandbox_net.errors import FirewallError, NetError, RuntimeFailure
 from sandbox_net.names import new_sandbox_id
 from sandbox_net.runtime.base import FileMount, Runtime, SandboxSpec, run_exec
@@ -55,6 +56,12 @@ MASKED_DIRS = ("/root", "/home", "/etc/ssh", "/var/lib", "/var/backups", "/run",
 MASKED_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers")
 
 
+@dataclass(frozen=True, slots=True)
+class _Deadline:
+    expires: float              # time.time() of the hard limit
+    idle: int | None            # seconds without activity allowed
+
+
 class SandboxService:
     def __init__(self, settings: Settings, engine: Engine, registry: Registry,
                  runtime: Runtime, policies: PolicyStore, audit: AuditWriter,
@@ -71,6 +78,7 @@ class SandboxService:
         self.vault = vault
         self._lock = threading.Lock()
         self._specs: dict[str, SandboxSpec] = {}
+        self._deadlines: dict[str, _Deadline] = {}
 
     # create
     def create(self, request: SandboxCreate, owner: str = "local") -> SandboxPublic:
@@ -82,9 +90,14 @@ class SandboxService:
                 raise BadRequest(f"invalid environment variable name {key!r}")
         self._check_secrets(request.secrets)
         sandbox_id = new_sandbox_id()
-        record = SandboxRecord(id=sandbox_id, runtime=request.runtime,
-                               policy=handle.policy.name, policy_source=str(handle.path),
-                               state="creating", owner=owner)
+        now = datetime.now(UTC)
+        record = SandboxRecord(
+            id=sandbox_id, runtime=request.runtime, policy=handle.policy.name,
+            policy_source=str(handle.path), state="creating", owner=owner,
+            ttl_seconds=request.ttl_seconds,
+            expires_at=now + timedelta(seconds=request.ttl_seconds),
+            idle_timeout_seconds=request.idle_timeout_seconds, last_active_at=now,
+            memory_mb=request.memory_mb, cpus=request.cpus, max_pids=request.max_pids)
         self._save(record)
         try:
             spec = self._build(sandbox_id, request, handle, record)
@@ -92,6 +105,8 @@ class SandboxService:
             self._destroy(sandbox_id)
             raise
         self._specs[sandbox_id] = spec
+        self._deadlines[sandbox_id] = _Deadline(
+            time.time() + request.ttl_seconds, request.idle_timeout_seconds)
         record.state = "running"
         self._save(record)
         return self._public(record)
@@ -125,6 +140,7 @@ class SandboxService:
                  **secrets},
             files=self._files(workdir, str(addresses.host_ip)),
             masked_dirs=self._masked_dirs(),
+            memory_mb=request.memory_mb, max_pids=request.max_pids, cpus=request.cpus,
         )
         self.registry.add(SandboxContext(
             id=sandbox_id, ip=str(addresses.sandbox_ip), handle=handle,
@@ -175,10 +191,31 @@ class SandboxService:
     def delete(self, sandbox_id: str) -> None:
         if self._record(sandbox_id) is None:
             raise NotFound(f"no sandbox {sandbox_id}")
-        self._destroy(sandbox_id)
+        self._destroy(sandbox_id, "deleted")
 
-    def _destroy(self, sandbox_id: str) -> None:
+    def reap(self) -> list[str]:
+        """Kill and remove sandboxes past their time to live or idle timeout."""
+        now = time.time()
+        ended = []
+        for sandbox_id, deadline in list(self._deadlines.items()):
+            context = self.registry.by_id(sandbox_id)
+            idle = context is not None and deadline.idle is not None and \
+                now - context.last_active > deadline.idle
+            if now >= deadline.expires or idle:
+                reason = "expired" if now >= deadline.expires else "idle"
+                logger.info("sandbox %s %s; removing it", sandbox_id, reason)
+                self._destroy(sandbox_id, reason)
+                ended.append(sandbox_id)
+        return ended
+
+    def touch(self, sandbox_id: str) -> None:
+        context = self.registry.by_id(sandbox_id)
+        if context is not None:
+            context.last_active = time.time()
+
+    def _destroy(self, sandbox_id: str, reason: str = "deleted") -> None:
         with self._lock:
+            self._deadlines.pop(sandbox_id, None)
             spec = self._specs.pop(sandbox_id, None) or self._spec_guess(sandbox_id)
             try:
                 self.runtime.stop(spec)
@@ -193,6 +230,7 @@ class SandboxService:
             if record is not None and record.state != "deleted":
                 record.state = "deleted"
                 record.deleted_at = datetime.now(UTC)
+                record.end_reason = reason
                 self._save(record)
         self.audit.flush()
 
@@ -235,6 +273,7 @@ class SandboxService:
 
     # running commands and moving files
     def exec(self, sandbox_id: str, request: ExecRequest) -> ExecResult:
+        self.touch(sandbox_id)
         result = run_exec(self.runtime, self.spec(sandbox_id), request.cmd,
                           stdin=request.stdin.encode() if request.stdin is not None else None,
                           env=request.env, cwd=request.cwd, timeout=request.timeout_seconds)
@@ -246,6 +285,7 @@ class SandboxService:
     async def exec_stream(self, sandbox_id: str,
                           request: ExecRequest) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """(event, data) pairs: stdout/stderr chunks (base64) as they come, then exit."""
+        self.touch(sandbox_id)
         command = self.runtime.exec_command(self.spec(sandbox_id), request.cmd,
                                             env=request.env, cwd=request.cwd)
         process = await asyncio.create_subprocess_exec(
@@ -292,7 +332,8 @@ class SandboxService:
         except ValueError:
             raise BadRequest("content_base64 is not valid base64") from None
         result = run_exec(self.runtime, self.spec(sandbox_id),
-                          ["/bin/sh", "-c", 'cat > "$1"', "sh", upload.path], stdin=data,
+                          ["/bin/sh", "-c", 'mkdir -p "$(dirname "$1")" && cat > "$1"', "sh",
+                           upload.path], stdin=data,
                           env={}, cwd="/", timeout=120)
         if result.exit_code != 0:
             raise BadRequest(f"cannot write {upload.path}: "
@@ -309,9 +350,8 @@ class SandboxService:
 
     def list_files(self, sandbox_id: str, path: str) -> list[dict[str, Any]]:
         script = ('for f in "$1"/* "$1"/.[!.]*; do [ -e "$f" ] || continue; '
-                  'if [ -d "$f" ]; then t=dir; else t=file; fi; '
-                  'printf "%s\\t%s\\t%s\\n" "$t" "$(wc -c < "$f" 2>/dev/null || echo 0)" '
-                  '"${f##*/}"; done')
+                  'if [ -d "$f" ]; then t=dir; s=-; else t=file; s=$(wc -c < "$f"); fi; '
+                  'printf "%s\\t%s\\t%s\\n" "$t" "$s" "${f##*/}"; done')
         result = run_exec(self.runtime, self.spec(sandbox_id),
                           ["/bin/sh", "-c", f'[ -d "$1" ] || exit 3; {script}', "sh", path],
                           stdin=None, env={}, cwd="/", timeout=60)
@@ -362,14 +402,16 @@ class SandboxService:
                 select(SandboxRecord).where(SandboxRecord.state != "deleted"))}
         if self.settings.sandboxes_dir.is_dir():
             stale |= {p.name for p in self.settings.sandboxes_dir.iterdir()}
+        stale |= {i for name in cgroups.existing(naming.prefix)
+                  if (i := naming.id_from_netns(name))}
         for sandbox_id in sorted(stale):
             logger.warning("removing leftover sandbox %s", sandbox_id)
-            self._destroy(sandbox_id)
+            self._destroy(sandbox_id, "reconciled-after-restart")
         return sorted(stale)
 
     def shutdown(self) -> None:
         for sandbox_id in list(self._specs):
-            self._destroy(sandbox_id)
+            self._destroy(sandbox_id, "gateway-stopped")
 
     # storage helpers
     def _record(self, sandbox_id: str) -> SandboxRecord | None:
@@ -384,7 +426,9 @@ class SandboxService:
     def _public(self, record: SandboxRecord) -> SandboxPublic:
         return SandboxPublic(
             id=record.id, runtime=record.runtime, policy=record.policy, state=record.state,
-            owner=record.owner,
+            owner=record.owner, expires_at=record.expires_at, memory_mb=record.memory_mb,
+            cpus=record.cpus, max_pids=record.max_pids, end_reason=record.end_reason,
+            deleted_at=record.deleted_at,
             ip=record.ip, created_at=record.created_at,
             netns=self.settings.naming.netns(record.id) if record.state != "deleted" else None,
         )

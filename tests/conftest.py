@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from sandbox_net import cgroups
 from tests.harness import AWS_KEY_ID, AWS_SECRET, REAL_SECRETS, Gateway
 from tests.topology import Topology
 
@@ -34,6 +35,7 @@ def leftovers(prefix: str) -> list[str]:
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
     found += [f"table {t.split()[-1]}" for t in tables.splitlines()
               if t.endswith(f"sandgate_{prefix}")]
+    found += [f"cgroup {name}" for name in sorted(cgroups.existing(prefix))]
     return found
 
 
@@ -42,7 +44,10 @@ def force_clean(prefix: str) -> None:
                 "table": ["nft", "delete", "table", "inet"]}
     for entry in leftovers(prefix):
         kind, name = entry.split()
-        subprocess.run([*commands[kind], name], check=False, capture_output=True)
+        if kind == "cgroup":
+            cgroups.destroy(name)
+        else:
+            subprocess.run([*commands[kind], name], check=False, capture_output=True)
 
 
 def kill_runsc(home: Path) -> list[int]:

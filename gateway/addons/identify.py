@@ -35,6 +35,7 @@ class Identify:
                               host=dialed_ip, port=dialed_port,
                               error=f"unknown source {source}")
             return
+        sandbox.last_active = time.time()
         if is_dns:
             return
         self.state.conns[client.id] = Conn(

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sandbox_net import cgroups
 from sandbox_net.errors import RuntimeFailure
 from sandbox_net.runtime.base import Runtime, SandboxSpec
 
@@ -69,10 +70,6 @@ def bundle_config(spec: SandboxSpec) -> dict[str, Any]:
             # No "network" entry: the sandbox must use the namespace runsc runs in (ours);
             # with one, gVisor's host network sees no routes.
             "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
-            "resources": {
-                "memory": {"limit": spec.memory_mb * 1024 * 1024},
-                "pids": {"limit": spec.max_pids},
-            },
         },
     }
 
@@ -107,6 +104,7 @@ class GVisorRuntime(Runtime):
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         bundle = self._bundle(spec)
         bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
+        cgroups.create(_cgroup(spec), cgroups.Limits(spec.memory_mb, spec.cpus, spec.max_pids))
         (bundle / "config.json").write_text(json.dumps(bundle_config(spec), indent=1))
         # The sandbox inherits runsc's stdout and stderr and keeps them open: give it a file,
         # not a pipe, or waiting for runsc would wait for the sandbox to end.
@@ -124,6 +122,9 @@ class GVisorRuntime(Runtime):
             tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
             raise RuntimeFailure(f"runsc could not start sandbox {spec.sandbox_id}: "
                                  + (tail[0] if tail else f"exit status {result.returncode}"))
+        # Before any command of the user's runs in it, the whole sandbox (sentry, gofer and
+        # the stubs that run its processes) goes into its cgroup.
+        cgroups.attach(_cgroup(spec), self._sandbox_pids(spec))
 
     def exec_command(self, spec: SandboxSpec, argv: list[str], *, env: dict[str, str],
                      cwd: str) -> list[str]:
@@ -147,6 +148,7 @@ class GVisorRuntime(Runtime):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         _wait_gone(pids, spec.sandbox_id)
+        cgroups.destroy(_cgroup(spec))
         self._forget(spec)
 
     def _has_state(self, spec: SandboxSpec) -> bool:
@@ -166,6 +168,10 @@ class GVisorRuntime(Runtime):
             with contextlib.suppress(OSError):
                 path.unlink()
         shutil.rmtree(self._bundle(spec), ignore_errors=True)
+
+
+def _cgroup(spec: SandboxSpec) -> str:
+    return Path(spec.netns_path).name  # the namespace name: unique, and carries the prefix
 
 
 def _is_runsc_of(pid: int, sandbox_id: str) -> bool:

@@ -46,10 +46,16 @@ def denied_lookup(gateway: Gateway, policy: Path, name: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def table(driver: webdriver.Chrome) -> list[list[str]]:
+    """(host, decision) of every row, read in one go (the table updates live)."""
+    rows: list[list[str]] = driver.execute_script(
+        "return [...document.querySelectorAll('#rows tr')].map(r => "
+        "[r.querySelector('td.host').textContent, r.querySelector('td.decision').textContent])")
+    return rows
+
+
 def rows_for(driver: webdriver.Chrome, host: str) -> list[str]:
-    cells = driver.find_elements(By.CSS_SELECTOR, "#rows tr td.host")
-    decisions = driver.find_elements(By.CSS_SELECTOR, "#rows tr td.decision")
-    return [d.text for c, d in zip(cells, decisions, strict=True) if c.text == host]
+    return [decision for shown, decision in table(driver) if shown == host]
 
 
 def test_audit_page_lists_filters_and_updates(gateway: Gateway,
@@ -77,8 +83,7 @@ def test_audit_page_lists_filters_and_updates(gateway: Gateway,
     host.send_keys("webview-*.upstream.test")
     browser.find_element(By.ID, "apply").click()
     wait.until(lambda d: rows_for(d, first))
-    shown = {c.text for c in browser.find_elements(By.CSS_SELECTOR, "#rows tr td.host")}
-    assert shown == {first}                             # the filter narrowed the table
+    assert {host for host, _ in table(browser)} == {first}  # the filter narrowed the table
     assert "host=webview-" in browser.current_url       # and the address can be shared
 
     second = f"webview-{secrets.token_hex(4)}.upstream.test"

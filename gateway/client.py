@@ -1,0 +1,180 @@
+"""Python client of the control API.
+
+    from gateway.client import Client
+
+    client = Client("http://127.0.0.1:8700", token="sgt_...")
+    with client.create(policy="pypi", secrets=["GITHUB_TOKEN"], ttl_seconds=600) as sandbox:
+        result = sandbox.exec(["python3", "-c", "print('hi')"])
+        print(result.exit_code, result.stdout)
+        for row in sandbox.audit():
+            print(row["decision"], row["host"])
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+__all__ = ["Client", "ExecResult", "Sandbox", "SandgateAPIError"]
+
+
+class SandgateAPIError(Exception):
+    def __init__(self, status: int, detail: str, hint: str | None = None) -> None:
+        super().__init__(f"{status}: {detail}" + (f" ({hint})" if hint else ""))
+        self.status = status
+        self.detail = detail
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+
+
+class Client:
+    def __init__(self, url: str = "http://127.0.0.1:8700", token: str | None = None,
+                 timeout: float = 120.0) -> None:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {"detail": response.text}
+            raise SandgateAPIError(response.status_code, str(body.get("detail")),
+                                   body.get("hint"))
+        if not response.content:
+            return None
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.content
+
+    # sandboxes
+    def create(self, policy: str, *, runtime: str = "gvisor", secrets: list[str] | None = None,
+               env: dict[str, str] | None = None, **limits: Any) -> Sandbox:
+        """A new sandbox. `limits`: ttl_seconds, idle_timeout_seconds, memory_mb, cpus,
+        max_pids."""
+        body = {"policy": policy, "runtime": runtime, "secrets": secrets or [],
+                "env": env or {}, **limits}
+        return Sandbox(self, self.request("POST", "/v1/sandboxes", json=body))
+
+    def sandboxes(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/v1/sandboxes")
+        return result
+
+    def sandbox(self, sandbox_id: str) -> Sandbox:
+        return Sandbox(self, self.request("GET", f"/v1/sandboxes/{sandbox_id}"))
+
+    # policies and secrets
+    def put_policy(self, name: str, yaml: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("PUT", f"/v1/policies/{name}",
+                                              json={"yaml": yaml})
+        return result
+
+    def test_policy(self, name: str, method: str, url: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", f"/v1/policies/{name}/test",
+                                              json={"method": method, "url": url})
+        return result
+
+    def put_secret(self, name: str, value: str) -> int:
+        return int(self.request("PUT", f"/v1/secrets/{name}", json={"value": value})["version"])
+
+    # audit
+    def audit(self, path: str = "/v1/audit", **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every matching audit row, oldest first, following the cursor."""
+        params = {k: v for k, v in filters.items() if v is not None}
+        while True:
+            page = self.request("GET", path, params=params)
+            yield from page["rows"]
+            if page["next_cursor"] is None:
+                return
+            params["cursor"] = page["next_cursor"]
+
+
+class Sandbox:
+    def __init__(self, client: Client, info: dict[str, Any]) -> None:
+        self._client = client
+        self.info = info
+        self.id: str = info["id"]
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.delete()
+
+    def refresh(self) -> dict[str, Any]:
+        self.info = self._client.request("GET", f"/v1/sandboxes/{self.id}")
+        return self.info
+
+    def exec(self, cmd: list[str], *, stdin: str | None = None, cwd: str = "/tmp",
+             env: dict[str, str] | None = None, timeout: float = 60) -> ExecResult:
+        body = {"cmd": cmd, "stdin": stdin, "cwd": cwd, "env": env or {},
+                "timeout_seconds": timeout}
+        return ExecResult(**self._client.request("POST", f"/v1/sandboxes/{self.id}/exec",
+                                                 json=body))
+
+    def exec_stream(self, cmd: list[str], *, stdin: str | None = None, cwd: str = "/tmp",
+                    env: dict[str, str] | None = None,
+                    timeout: float = 60) -> Iterator[tuple[str, Any]]:
+        """("stdout" | "stderr", bytes) as output arrives, then ("exit", exit code)."""
+        body = {"cmd": cmd, "stdin": stdin, "cwd": cwd, "env": env or {},
+                "timeout_seconds": timeout}
+        with self._client._http.stream("POST", f"/v1/sandboxes/{self.id}/exec/stream",
+                                       json=body) as response:
+            event = None
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event:
+                    data = json.loads(line[6:])
+                    if event == "exit":
+                        yield "exit", data["exit_code"]
+                    else:
+                        yield event, base64.b64decode(data["data"])
+
+    def upload(self, path: str, content: bytes) -> None:
+        self._client.request("PUT", f"/v1/sandboxes/{self.id}/files", json={
+            "path": path, "content_base64": base64.b64encode(content).decode()})
+
+    def download(self, path: str) -> bytes:
+        data: bytes = self._client.request("GET", f"/v1/sandboxes/{self.id}/files",
+                                           params={"path": path})
+        return data
+
+    def files(self, path: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._client.request(
+            "GET", f"/v1/sandboxes/{self.id}/files", params={"path": path, "list": "true"})
+        return result
+
+    def audit(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        return self._client.audit(f"/v1/sandboxes/{self.id}/audit", **filters)
+
+    def delete(self) -> None:
+        try:
+            self._client.request("DELETE", f"/v1/sandboxes/{self.id}")
+        except SandgateAPIError as e:
+            if e.status != 404:
+                raise
