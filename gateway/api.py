@@ -237,7 +237,8 @@ def _sandbox_routes(service: SandboxService, Caller: Any,
         @router.post("/{sandbox_id}/local-exec", include_in_schema=False)
         def local_exec(sandbox_id: str, body: LocalExec) -> dict[str, list[str]]:
             spec = service.spec(sandbox_id)
-            argv = service.runtime.exec_command(spec, body.cmd, env=body.env, cwd=body.cwd)
+            runtime = service.runtime_of(sandbox_id)
+            argv = runtime.exec_command(spec, body.cmd, env=body.env, cwd=body.cwd)
             return {"argv": argv}
 
     return router

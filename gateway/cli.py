@@ -29,7 +29,7 @@ from gateway.errors import BadRequest, NotReady, SandgateError
 from gateway.settings import Settings
 from vault.crypto import VaultError
 
-RUNTIMES = ("gvisor",)
+RUNTIMES = ("gvisor", "microvm")
 
 
 upstream_options = [
@@ -118,7 +118,7 @@ def run(policy: str, env_pairs: tuple[str, ...], secrets: tuple[str, ...], runti
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if runtime not in RUNTIMES:
-        fail(f"unknown runtime {runtime!r}", "use --runtime gvisor")
+        fail(f"unknown runtime {runtime!r}", "use --runtime gvisor or --runtime microvm")
     settings = make_settings(upstream_resolver=upstream_resolver, upstream_ca=upstream_ca)
     if settings.upstream_ca is not None and not settings.upstream_ca.is_file():
         fail(f"upstream CA file {settings.upstream_ca} does not exist")

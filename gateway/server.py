@@ -30,7 +30,9 @@ from gateway.service import SYSTEM_BUNDLE, SandboxService
 from gateway.settings import Settings
 from gateway.upstream import UpstreamResolver
 from sandbox_net import firewall, links
+from sandbox_net.runtime.base import Runtime
 from sandbox_net.runtime.gvisor import GVisorRuntime
+from sandbox_net.runtime.microvm import MicroVMRuntime
 from vault.keyring import open_vault
 
 logger = logging.getLogger(__name__)
@@ -165,9 +167,12 @@ async def _serve_locked(settings: Settings) -> None:
     state.vault = open_vault(engine, settings.key_source, create=True)
     state.quarantine_on_exfil = settings.quarantine_on_exfil
     proxy = build_master(settings, state)
-    runtime = GVisorRuntime(settings.runsc_dir, platform=settings.runsc_platform)
+    runtimes: dict[str, Runtime] = {
+        "gvisor": GVisorRuntime(settings.runsc_dir, platform=settings.runsc_platform),
+        "microvm": MicroVMRuntime(settings.home / "microvm"),
+    }
     policies = PolicyStore(settings.policy_dir)
-    service = SandboxService(settings, engine, registry, runtime,
+    service = SandboxService(settings, engine, registry, runtimes,
                              policies, writer, write_ca_bundle(settings), vault=state.vault,
                              open_connections=state.open_connections)
     await asyncio.to_thread(service.reconcile)

@@ -40,7 +40,7 @@ from gateway.settings import Settings
 from sandbox_net import cgroups, firewall, links, slots
 from sandbox_net.errors import FirewallError, NetError, RuntimeFailure
 from sandbox_net.names import new_sandbox_id
-from sandbox_net.runtime.base import FileMount, Runtime, SandboxSpec, run_exec
+from sandbox_net.runtime.base import FileMount, Runtime, SandboxSpec, bounded, run_exec
 from vault.crypto import VaultError
 from vault.keyring import rotate_master_key
 from vault.placeholders import new_placeholder
@@ -64,13 +64,14 @@ class _Deadline:
 
 class SandboxService:
     def __init__(self, settings: Settings, engine: Engine, registry: Registry,
-                 runtime: Runtime, policies: PolicyStore, audit: AuditWriter,
+                 runtimes: dict[str, Runtime], policies: PolicyStore, audit: AuditWriter,
                  ca_bundle: Path, open_connections: Callable[[str], int] = lambda _id: 0,
                  vault: Vault | None = None) -> None:
         self.settings = settings
         self.engine = engine
         self.registry = registry
-        self.runtime = runtime
+        self.runtimes = runtimes
+        self._runtime_of: dict[str, str] = {}
         self.policies = policies
         self.audit = audit
         self.ca_bundle = ca_bundle
@@ -82,8 +83,14 @@ class SandboxService:
 
     # create
     def create(self, request: SandboxCreate, owner: str = "local") -> SandboxPublic:
-        if request.runtime != self.runtime.name:
-            raise BadRequest(f"unknown runtime {request.runtime!r}", "use runtime 'gvisor'")
+        runtime = self.runtimes.get(request.runtime)
+        if runtime is None:
+            raise BadRequest(f"runtime {request.runtime!r} is not available here",
+                             f"use one of: {', '.join(sorted(self.runtimes))}")
+        try:
+            runtime.preflight()
+        except RuntimeFailure as e:
+            raise NotReady(str(e)) from e
         handle = self.policies.acquire(request.policy)
         for key in request.env:
             if not key or "=" in key or "\0" in key:
@@ -105,8 +112,10 @@ class SandboxService:
             self._destroy(sandbox_id)
             raise
         self._specs[sandbox_id] = spec
-        self._deadlines[sandbox_id] = _Deadline(
-            time.time() + request.ttl_seconds, request.idle_timeout_seconds)
+        # The time to live counts from the request, boot included (the record says so too).
+        assert record.expires_at is not None
+        self._deadlines[sandbox_id] = _Deadline(record.expires_at.timestamp(),
+                                                request.idle_timeout_seconds)
         record.state = "running"
         self._save(record)
         return self._public(record)
@@ -141,13 +150,15 @@ class SandboxService:
             files=self._files(workdir, str(addresses.host_ip)),
             masked_dirs=self._masked_dirs(),
             memory_mb=request.memory_mb, max_pids=request.max_pids, cpus=request.cpus,
+            ip=str(addresses.sandbox_ip), gateway_ip=str(addresses.host_ip),
         )
         self.registry.add(SandboxContext(
             id=sandbox_id, ip=str(addresses.sandbox_ip), handle=handle,
             pool=SyntheticPool(addresses.synthetic), env=spec.env, secrets=secrets,
             owner=record.owner))
         try:
-            self.runtime.start(spec)
+            self._runtime_of[sandbox_id] = request.runtime
+            self.runtimes[request.runtime].start(spec)
         except RuntimeFailure as e:
             raise NotReady(str(e)) from e
         return spec
@@ -217,10 +228,14 @@ class SandboxService:
         with self._lock:
             self._deadlines.pop(sandbox_id, None)
             spec = self._specs.pop(sandbox_id, None) or self._spec_guess(sandbox_id)
-            try:
-                self.runtime.stop(spec)
-            except RuntimeFailure:
-                logger.exception("stopping sandbox %s", sandbox_id)
+            name = self._runtime_of.pop(sandbox_id, None)
+            # A sandbox left by a crash may be of either kind: every runtime's stop is
+            # idempotent, so all are asked.
+            for runtime in [self.runtimes[name]] if name else list(self.runtimes.values()):
+                try:
+                    runtime.stop(spec)
+                except RuntimeFailure:
+                    logger.exception("stopping sandbox %s", sandbox_id)
             self._wait_drained(sandbox_id)
             self.registry.remove(sandbox_id)
             links.destroy(self.settings.naming, sandbox_id)
@@ -265,6 +280,12 @@ class SandboxService:
             rows = session.exec(select(SandboxRecord).where(SandboxRecord.state != "deleted"))
             return [self._public(r) for r in rows]
 
+    def runtime_of(self, sandbox_id: str) -> Runtime:
+        name = self._runtime_of.get(sandbox_id)
+        if name is None:
+            raise NotFound(f"no running sandbox {sandbox_id}")
+        return self.runtimes[name]
+
     def spec(self, sandbox_id: str) -> SandboxSpec:
         spec = self._specs.get(sandbox_id)
         if spec is None:
@@ -274,7 +295,7 @@ class SandboxService:
     # running commands and moving files
     def exec(self, sandbox_id: str, request: ExecRequest) -> ExecResult:
         self.touch(sandbox_id)
-        result = run_exec(self.runtime, self.spec(sandbox_id), request.cmd,
+        result = run_exec(self.runtime_of(sandbox_id), self.spec(sandbox_id), request.cmd,
                           stdin=request.stdin.encode() if request.stdin is not None else None,
                           env=request.env, cwd=request.cwd, timeout=request.timeout_seconds)
         return ExecResult(exit_code=result.exit_code,
@@ -286,7 +307,8 @@ class SandboxService:
                           request: ExecRequest) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """(event, data) pairs: stdout/stderr chunks (base64) as they come, then exit."""
         self.touch(sandbox_id)
-        command = self.runtime.exec_command(self.spec(sandbox_id), request.cmd,
+        command = self.runtime_of(sandbox_id).exec_command(
+            self.spec(sandbox_id), bounded(request.cmd, request.timeout_seconds),
                                             env=request.env, cwd=request.cwd)
         process = await asyncio.create_subprocess_exec(
             *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -331,7 +353,7 @@ class SandboxService:
             data = base64.b64decode(upload.content_base64, validate=True)
         except ValueError:
             raise BadRequest("content_base64 is not valid base64") from None
-        result = run_exec(self.runtime, self.spec(sandbox_id),
+        result = run_exec(self.runtime_of(sandbox_id), self.spec(sandbox_id),
                           ["/bin/sh", "-c", 'mkdir -p "$(dirname "$1")" && cat > "$1"', "sh",
                            upload.path], stdin=data,
                           env={}, cwd="/", timeout=120)
@@ -341,8 +363,8 @@ class SandboxService:
                              "the sandbox's root is read-only; write below /tmp")
 
     def download(self, sandbox_id: str, path: str) -> bytes:
-        result = run_exec(self.runtime, self.spec(sandbox_id), ["/bin/cat", "--", path],
-                          stdin=None, env={}, cwd="/", timeout=120)
+        result = run_exec(self.runtime_of(sandbox_id), self.spec(sandbox_id),
+                          ["/bin/cat", "--", path], stdin=None, env={}, cwd="/", timeout=120)
         if result.exit_code != 0:
             raise NotFound(f"cannot read {path}: "
                            f"{result.stderr.decode(errors='replace').strip()}")
@@ -352,7 +374,7 @@ class SandboxService:
         script = ('for f in "$1"/* "$1"/.[!.]*; do [ -e "$f" ] || continue; '
                   'if [ -d "$f" ]; then t=dir; s=-; else t=file; s=$(wc -c < "$f"); fi; '
                   'printf "%s\\t%s\\t%s\\n" "$t" "$s" "${f##*/}"; done')
-        result = run_exec(self.runtime, self.spec(sandbox_id),
+        result = run_exec(self.runtime_of(sandbox_id), self.spec(sandbox_id),
                           ["/bin/sh", "-c", f'[ -d "$1" ] || exit 3; {script}', "sh", path],
                           stdin=None, env={}, cwd="/", timeout=60)
         if result.exit_code != 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -141,3 +142,23 @@ def host_addresses() -> list[str]:
     """IPv4 addresses assigned in the host's namespace (the gateway refuses to dial them)."""
     with _netlink_errors("listing addresses"), IPRoute() as ipr:
         return [str(msg.get_attr("IFA_ADDRESS")) for msg in ipr.get_addr(family=2)]
+
+
+def bridge_for_vm(netns_name: str, tap: str = "tap0") -> None:
+    """Inside a sandbox namespace, join eth0 and a new tap device with a bridge, so a VM on
+    the tap takes the sandbox address (eth0 gives it up)."""
+    created = subprocess.run(["nsenter", f"--net={NETNS_DIR / netns_name}", "ip", "tuntap",
+                              "add", "dev", tap, "mode", "tap"], capture_output=True, text=True,
+                             check=False)
+    if created.returncode != 0:
+        raise NetError(f"creating {tap} in {netns_name}: {created.stderr.strip()}")
+    with _netlink_errors(f"bridging {tap} in {netns_name}"), IPRoute(netns=netns_name) as ns:
+        (eth0,) = ns.link_lookup(ifname="eth0")
+        ns.flush_addr(index=eth0)
+        ns.link("add", ifname="br0", kind="bridge")
+        (bridge,) = ns.link_lookup(ifname="br0")
+        (tap_index,) = ns.link_lookup(ifname=tap)
+        for member in (eth0, tap_index):
+            ns.link("set", index=member, master=bridge)
+        for link in (bridge, tap_index, eth0):
+            ns.link("set", index=link, state="up")

@@ -1,12 +1,14 @@
 """The test topology of DESIGN.md: an `inet` namespace standing in for the internet.
 
-    host ── {prefix}i0 203.0.113.1/24 ═══ eth0 203.0.113.2/24 ── inet namespace
-                                                 + service addresses 198.51.100.0/24
-                                                 + trap addresses (private, metadata...)
+    host ── {prefix}i0 198.51.100.249/30 ═══ eth0 198.51.100.250/30 ── inet namespace
+                                                   + service addresses (/32 each)
+                                                   + trap addresses (private, metadata...)
 
-The host reaches the service and trap addresses through routes via {prefix}i0, so a packet
-to any of them lands in the inet namespace we built, never on a real network. The inet
-namespace has no default route, and its servers make no name lookups.
+The host reaches exactly the addresses we create, by one /32 route each via {prefix}i0, so a
+packet to any of them lands in the inet namespace we built, never on a real network; and no
+wider route of ours shadows an address the host's own network uses (this machine's package
+mirror sits in 203.0.113.0/24, its own address in 192.0.2.0/24). The inet namespace has no
+default route, and its servers make no name lookups.
 """
 
 from __future__ import annotations
@@ -26,15 +28,15 @@ from tests.certs import TestCA, make_ca
 
 HERE = Path(__file__).resolve().parent
 
-LINK_HOST = "203.0.113.1"
-LINK_INET = "203.0.113.2"
+LINK_HOST = "198.51.100.249"
+LINK_INET = "198.51.100.250"
+LINK_PREFIX = 30
 HTTP_IP = "198.51.100.10"
 HTTPS_IP = "198.51.100.11"
 OTHER_IP = "198.51.100.12"
 ECHO_IP = "198.51.100.20"
 UDP_IP = "198.51.100.30"
 DNS_IP = "198.51.100.53"
-SERVICE_NET = "198.51.100.0/24"
 
 ZONE = {
     "www.upstream.test": HTTP_IP,
@@ -83,15 +85,14 @@ class Topology:
             ipr.link("add", ifname=self.host_link, kind="veth",
                      peer={"ifname": f"{self.prefix}i1", "net_ns_fd": self.netns})
             (index,) = ipr.link_lookup(ifname=self.host_link)
-            ipr.addr("add", index=index, address=LINK_HOST, prefixlen=24)
+            ipr.addr("add", index=index, address=LINK_HOST, prefixlen=LINK_PREFIX)
             ipr.link("set", index=index, state="up")
-            ipr.route("add", dst=SERVICE_NET, gateway=LINK_INET, oif=index)
-            for trap in self.traps:
-                ipr.route("add", dst=f"{trap}/32", gateway=LINK_INET, oif=index)
+            for address in self._service_addresses():
+                ipr.route("add", dst=f"{address}/32", gateway=LINK_INET, oif=index)
         with IPRoute(netns=self.netns) as ns:
             (inner,) = ns.link_lookup(ifname=f"{self.prefix}i1")
             ns.link("set", index=inner, ifname="eth0")
-            ns.addr("add", index=inner, address=LINK_INET, prefixlen=24)
+            ns.addr("add", index=inner, address=LINK_INET, prefixlen=LINK_PREFIX)
             for address in self._service_addresses():
                 ns.addr("add", index=inner, address=address, prefixlen=32)
             ns.link("set", index=inner, state="up")

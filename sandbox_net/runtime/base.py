@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import subprocess
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,8 @@ class SandboxSpec:
     memory_mb: int = 512
     max_pids: int = 256
     cpus: float = 1.0
+    ip: str = ""             # the sandbox's address (a VM takes it on its own interface)
+    gateway_ip: str = ""     # the host side of its link: default route and DNS
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,20 +67,28 @@ class Runtime(ABC):
 OUTPUT_LIMIT = 16 * 1024 * 1024
 
 
+KILLED = 137  # what `timeout -s KILL` leaves
+
+
+def bounded(argv: list[str], timeout: float) -> list[str]:
+    """`argv` under `timeout -s KILL` inside the sandbox: killing the host-side exec client
+    would leave the command running in there."""
+    return ["timeout", "-s", "KILL", str(max(math.ceil(timeout), 1)), *argv]
+
+
 def run_exec(runtime: Runtime, spec: SandboxSpec, argv: list[str], *, stdin: bytes | None,
              env: dict[str, str], cwd: str, timeout: float) -> ExecResult:
     """Run `argv` in the sandbox, capturing output (each stream cut at OUTPUT_LIMIT)."""
-    import subprocess
-
-    command = runtime.exec_command(spec, argv, env=env, cwd=cwd)
+    command = runtime.exec_command(spec, bounded(argv, timeout), env=env, cwd=cwd)
+    started = time.monotonic()
     with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE) as process:
         try:
-            out, err = process.communicate(stdin or b"", timeout=timeout)
-            timed_out = False
-        except subprocess.TimeoutExpired:
+            out, err = process.communicate(stdin or b"", timeout=timeout + 30)
+        except subprocess.TimeoutExpired:  # the sandbox did not even answer
             process.kill()
             out, err = process.communicate()
-            timed_out = True
-    return ExecResult(124 if timed_out else process.returncode, out[:OUTPUT_LIMIT],
-                      err[:OUTPUT_LIMIT], timed_out)
+    code = process.returncode
+    timed_out = code < 0 or (code == KILLED and time.monotonic() - started >= timeout - 0.5)
+    return ExecResult(124 if timed_out else code, out[:OUTPUT_LIMIT], err[:OUTPUT_LIMIT],
+                      timed_out)

@@ -48,9 +48,9 @@ def own_gateway(tmp_path: Path, topology: Topology) -> Iterator[Gateway]:
         force_clean(gw.prefix)
 
 
-def create(gw: Gateway, policy: Path) -> dict[str, str]:
+def create(gw: Gateway, policy: Path, runtime: str = "gvisor") -> dict[str, str]:
     with gw.client() as c:
-        response = c.post("/v1/sandboxes", json={"policy": str(policy)})
+        response = c.post("/v1/sandboxes", json={"policy": str(policy), "runtime": runtime})
         assert response.status_code == 201, response.text
         return dict(response.json())
 
@@ -70,8 +70,10 @@ def probe(argv: list[str]) -> dict[str, str]:
 
 
 def runsc_processes(sandbox_id: str) -> list[str]:
+    """The host processes of a sandbox: runsc's, or QEMU's for a microVM."""
     ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
-    return [line for line in ps.splitlines() if "runsc" in line and sandbox_id in line]
+    return [line for line in ps.splitlines()
+            if ("runsc" in line or "qemu-system" in line) and sandbox_id in line]
 
 
 def test_killed_gateway_means_no_egress_and_restart_cleans_up(
@@ -80,6 +82,7 @@ def test_killed_gateway_means_no_egress_and_restart_cleans_up(
     gw.start()
     policy = gw.policy("www", [{"id": "www", "hosts": ["www.upstream.test"], "ports": [80]}])
     sandbox = create(gw, policy)
+    vm = create(gw, policy, "microvm")  # killed with the gateway too; must not linger
     synthetic = probe(probe_command(gw, sandbox["id"], "0.0.0.0"))["resolved"]
     assert synthetic.startswith("198.18.")
     argv = probe_command(gw, sandbox["id"], synthetic)
@@ -102,6 +105,7 @@ def test_killed_gateway_means_no_egress_and_restart_cleans_up(
     gw.stop()
     assert leftovers(gw.prefix) == []
     assert runsc_processes(sandbox["id"]) == []
+    assert runsc_processes(vm["id"]) == []
 
 
 def test_stopping_the_gateway_removes_every_sandbox(own_gateway: Gateway) -> None:

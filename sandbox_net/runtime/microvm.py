@@ -1,0 +1,135 @@
+"""microVM runtime: QEMU's `microvm` machine, under KVM when it works and software emulation
+(TCG) when it does not (here: nested virtualisation hangs, so TCG), in the sandbox's network
+namespace.
+
+Inside the namespace the veth's sandbox end and QEMU's tap device are joined by a bridge, and
+the guest takes the sandbox address: the host's nftables rules on the veth apply to the VM
+exactly as to a gVisor sandbox. Commands run through the guest agent (vm_agent.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sandbox_net import cgroups, links
+from sandbox_net.errors import RuntimeFailure
+from sandbox_net.runtime import vm_agent
+from sandbox_net.runtime.base import Runtime, SandboxSpec
+from sandbox_net.runtime.microvm_image import build
+
+QEMU = "qemu-system-x86_64"
+QEMU_OVERHEAD_MB = 160
+MIN_MEMORY_MB = 128
+DEFAULT_PATH = "/bin:/sbin:/usr/bin:/usr/sbin"
+
+
+def _timing_arguments(hz: int) -> str:
+    """Under software emulation on a busy host the guest's TSC calibration against its PIT
+    fails, and the kernel then hangs before init (seen here in about one boot in four with
+    both cores loaded). The emulated TSC counts at the host's rate, so tell the kernel that
+    rate instead of letting it measure (and skip the delay-loop calibration too)."""
+    khz = _host_tsc_khz()
+    if khz is None:
+        return "no_timer_check"
+    return f"tsc_early_khz={khz} lpj={khz * 1000 // hz} tsc=reliable no_timer_check"
+
+
+def _host_tsc_khz() -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        return int(Path("/sys/devices/system/cpu/cpu0/tsc_freq_khz").read_text())
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return int(float(line.split(":")[1]) * 1000)
+    return None
+
+
+def _accelerator() -> str:
+    """KVM only when asked for and usable; TCG otherwise (KVM hangs under nested
+    virtualisation on hosts like this one). SANDGATE_MICROVM_ACCEL=kvm opts in."""
+    wanted = os.environ.get("SANDGATE_MICROVM_ACCEL", "tcg")
+    if wanted == "kvm" and os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "kvm"
+    return "tcg"
+
+
+class MicroVMRuntime(Runtime):
+    name = "microvm"
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.cache_dir = cache_dir
+
+    def preflight(self) -> None:
+        for tool, package in ((QEMU, "qemu-system-x86"), ("busybox", "busybox-static"),
+                              ("cpio", "cpio"), ("nsenter", "util-linux"), ("ip", "iproute2")):
+            if shutil.which(tool) is None:
+                raise RuntimeFailure(f"{tool} not found; install {package}")
+
+    def _socket(self, spec: SandboxSpec) -> Path:
+        return spec.workdir / "agent.sock"
+
+    def start(self, spec: SandboxSpec) -> None:
+        self.preflight()
+        image = build(self.cache_dir)
+        spec.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        links.bridge_for_vm(Path(spec.netns_path).name, tap="tap0")
+        name = _cgroup(spec)
+        cgroups.create(name, cgroups.Limits(spec.memory_mb + QEMU_OVERHEAD_MB, spec.cpus,
+                                            spec.max_pids))
+        memory = max(spec.memory_mb, MIN_MEMORY_MB)
+        argv = [
+            "nsenter", f"--net={spec.netns_path}", QEMU,
+            "-M", f"microvm,accel={_accelerator()}", "-m", str(memory), "-smp", "1",
+            "-nodefaults", "-no-user-config", "-nographic",
+            "-kernel", str(image.kernel), "-initrd", str(image.initrd),
+            "-append", f"console=ttyS0 quiet panic=-1 {_timing_arguments(image.hz)} "
+                       f"sg.ip={spec.ip} sg.gw={spec.gateway_ip}",
+            "-serial", f"file:{spec.workdir / 'console.log'}",
+            "-netdev", "tap,id=net0,ifname=tap0,script=no,downscript=no",
+            "-device", "virtio-net-device,netdev=net0",
+            "-device", "virtio-serial-device",
+            "-chardev", f"socket,id=agent,path={self._socket(spec)},server=on,wait=off",
+            "-device", "virtserialport,chardev=agent,name=sandgate.agent",
+            "-name", f"sandgate-{spec.sandbox_id}",
+        ]
+        with open(spec.workdir / "qemu.log", "ab") as log:
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                       start_new_session=True)
+        (spec.workdir / "qemu.pid").write_text(str(process.pid))
+        cgroups.attach(name, [process.pid])
+        try:
+            vm_agent.wait_ready(self._socket(spec), timeout=90)
+        except RuntimeFailure:
+            log_tail = (spec.workdir / "qemu.log").read_text(errors="replace")[-300:]
+            raise RuntimeFailure(f"microVM {spec.sandbox_id} did not boot: {log_tail}") from None
+
+    def exec_command(self, spec: SandboxSpec, argv: list[str], *, env: dict[str, str],
+                     cwd: str) -> list[str]:
+        merged = {"PATH": DEFAULT_PATH, "HOME": "/tmp", **spec.env, **env}
+        request = spec.workdir / f"exec-{os.getpid()}-{time.monotonic_ns()}.json"
+        request.write_text(json.dumps({"argv": argv, "env": merged, "cwd": cwd}))
+        return [sys.executable, "-m", "sandbox_net.runtime.vm_agent",
+                str(self._socket(spec)), str(request)]
+
+    def stop(self, spec: SandboxSpec) -> None:
+        pid_file = spec.workdir / "qemu.pid"
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pid_file.read_text())
+            if spec.sandbox_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+        cgroups.destroy(_cgroup(spec))
+        for leftover in ("agent.sock", "agent.sock.lock", "qemu.pid"):
+            with contextlib.suppress(OSError):
+                (spec.workdir / leftover).unlink()
+
+
+def _cgroup(spec: SandboxSpec) -> str:
+    return Path(spec.netns_path).name

@@ -1,0 +1,125 @@
+"""The microVM runtime (QEMU microvm, software emulation here) through the same API and the
+same gateway: its lifecycle, and the core egress checks from inside the guest (busybox:
+nslookup, nc), each with the upstream's and the audit log's view."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+
+from gateway.client import Client, Sandbox, SandgateAPIError
+from tests.harness import Gateway
+from tests.topology import ECHO_IP, HTTP_IP, UDP_IP, Topology
+
+pytestmark = pytest.mark.integration
+
+POLICY = """version: 1
+name: vm-web
+rules:
+  - id: www
+    hosts: [www.upstream.test]
+    ports: [80]
+  - id: echo
+    hosts: [echo.upstream.test]
+    ports: [7]
+"""
+
+
+@pytest.fixture(scope="module")
+def admin(gateway: Gateway) -> Iterator[Client]:
+    client = Client(gateway.api_url, gateway.token("admin", "vm-admin"))
+    client.put_policy("vm-web", POLICY)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def vm(admin: Client) -> Iterator[Sandbox]:
+    with admin.create(policy="vm-web", runtime="microvm", ttl_seconds=900) as sandbox:
+        yield sandbox
+
+
+def sh(sandbox: Sandbox, script: str, timeout: float = 30) -> str:
+    result = sandbox.exec(["/bin/sh", "-c", script], timeout=timeout)
+    return result.stdout
+
+
+def test_exec_files_and_limits(vm: Sandbox) -> None:
+    assert vm.info["runtime"] == "microvm"
+    result = vm.exec(["/bin/sh", "-c", 'echo "$GREETING" out; echo err >&2; exit 7'],
+                     env={"GREETING": "hello"})
+    assert (result.exit_code, result.stdout, result.stderr) == (7, "hello out\n", "err\n")
+    assert vm.exec(["cat"], stdin="piped").stdout == "piped"
+    assert sh(vm, "uname -r").strip().endswith("cloud-amd64")  # a real, separate kernel
+    slow = vm.exec(["sleep", "20"], timeout=2)
+    assert slow.timed_out
+    vm.upload("/tmp/in/data.bin", bytes(range(256)) * 8)
+    assert vm.download("/tmp/in/data.bin") == bytes(range(256)) * 8
+    assert {"name": "data.bin", "type": "file", "size": 2048} in vm.files("/tmp/in")
+    events = list(vm.exec_stream(["/bin/sh", "-c", "echo a; echo b >&2"]))
+    assert (b"".join(d for k, d in events if k == "stdout"), events[-1]) == (b"a\n", ("exit", 0))
+
+
+def test_allowed_request_goes_through_the_gateway(vm: Sandbox, topology: Topology,
+                                                  gateway: Gateway) -> None:
+    mark, last = topology.mark(), gateway.last_audit_id()
+    out = sh(vm, "(printf 'GET /from-vm HTTP/1.0\\r\\nHost: www.upstream.test\\r\\n\\r\\n'; "
+                 "sleep 5) | nc www.upstream.test 80")
+    assert out.startswith("HTTP/1.") and " 200 " in out.splitlines()[0]
+    (seen,) = topology.events(mark, "http")
+    assert (seen["path"], seen["local"]) == ("/from-vm", [HTTP_IP, 80])
+    rows = [r for r in gateway.audit_rows(last) if r["protocol"] == "http"]
+    assert [(r["sandbox_id"], r["decision"], r["rule"], r["status"]) for r in rows] == \
+        [(vm.id, "allow", "www", 200)]
+
+
+def test_denied_name_never_leaves(vm: Sandbox, topology: Topology) -> None:
+    mark = topology.mark()
+    out = sh(vm, "nslookup other.upstream.test 2>&1; true")
+    assert "NXDOMAIN" in out or "can't find" in out
+    assert topology.events(mark) == []
+
+
+def test_ip_literals_tcp_and_udp_get_nothing(vm: Sandbox, topology: Topology) -> None:
+    mark = topology.mark()
+    literal = sh(vm, f"(printf 'GET / HTTP/1.0\\r\\nHost: {HTTP_IP}\\r\\n\\r\\n'; sleep 5) | "
+                     f"nc {HTTP_IP} 80; true")
+    assert " 403 " in literal.splitlines()[0] and "not_from_gateway_dns" in literal
+    echo = sh(vm, "(echo ping; sleep 2) | nc echo.upstream.test 7; echo; "
+                  "(echo ping; sleep 2) | nc echo.upstream.test 7001; echo end")
+    assert echo.splitlines()[0] == "ping" and "ping" not in echo.splitlines()[1:]
+    sh(vm, f"echo leak | nc -u -w 1 {UDP_IP} 9999; true")
+    reached = topology.events(mark)
+    assert [e["local"] for e in reached if e["kind"] == "tcp"] == [[ECHO_IP, 7]]
+    assert [e for e in reached if e["kind"] in ("udp", "http")] == []
+
+
+def qemu_of(sandbox_id: str) -> list[str]:
+    ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
+    return [line for line in ps.splitlines() if "qemu-system" in line and sandbox_id in line]
+
+
+def test_ttl_ends_a_microvm_on_time(admin: Client) -> None:
+    sandbox = admin.create(policy="vm-web", runtime="microvm", ttl_seconds=10)
+    expires = datetime.fromisoformat(sandbox.info["expires_at"]).timestamp()
+    assert qemu_of(sandbox.id)
+    deadline = time.monotonic() + 20
+    while qemu_of(sandbox.id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not qemu_of(sandbox.id)
+    assert time.time() - expires < 1.0
+    with pytest.raises(SandgateAPIError):
+        while time.monotonic() < deadline:
+            sandbox.refresh()
+            time.sleep(0.05)
+
+
+def test_cli_runs_a_command_in_a_microvm(gateway: Gateway) -> None:
+    result = gateway.sandgate("run", "--runtime=microvm", f"--policy={gateway.policy_dir}"
+                              "/vm-web.yaml", "--", "/bin/sh", "-c",
+                              "echo vm-out; echo vm-err >&2; exit 4")
+    assert (result.returncode, result.stdout, result.stderr) == (4, "vm-out\n", "vm-err\n")
