@@ -1,8 +1,11 @@
-"""Cold start: median wall time of `sandgate run -- true` (10 runs) against a running
-gateway, beside bare `runsc run` of the same command in a fresh namespace (the baseline:
-what gVisor itself costs) measured in the same invocation.
+"""Cold start, measured in one invocation:
 
-    .venv/bin/python bench/coldstart.py [--runs N]
+- median wall time of `sandgate run -- true` (the CLI, against a running gateway);
+- median create-to-first-exec through the control API, for gvisor and microvm;
+- the baseline: bare `runsc run` of the same command in a fresh namespace (what gVisor
+  itself costs).
+
+    .venv/bin/python bench/coldstart.py [--runs N] [--vm-runs N]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from common import median_ms, report, topology_and_gateway
 
 from sandbox_net.runtime.base import SandboxSpec
 from sandbox_net.runtime.gvisor import bundle_config
+from tests.harness import Gateway
 
 
 def bare_runsc(runs: int) -> list[float]:
@@ -43,9 +47,26 @@ def bare_runsc(runs: int) -> list[float]:
     return samples
 
 
+def create_to_first_exec(gw: Gateway, runtime: str, runs: int) -> list[float]:
+    from gateway.client import Client
+
+    samples = []
+    with Client(gw.api_url, gw.token("admin", f"bench-{runtime}")) as client:
+        client.put_policy("bench-none", "version: 1\nname: bench-none\n")
+        for _ in range(runs):
+            start = time.perf_counter()
+            sandbox = client.create(policy="bench-none", runtime=runtime)
+            result = sandbox.exec(["true"])
+            samples.append(time.perf_counter() - start)
+            assert result.exit_code == 0, result
+            sandbox.delete()
+    return samples
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--vm-runs", type=int, default=10)
     args = parser.parse_args()
     baseline = bare_runsc(args.runs)
     with topology_and_gateway() as (_topo, gw):
@@ -56,10 +77,15 @@ def main() -> None:
             result = gw.run(policy, "true")
             samples.append(time.perf_counter() - start)
             assert result.returncode == 0, result.stderr
+        gvisor = create_to_first_exec(gw, "gvisor", args.runs)
+        microvm = create_to_first_exec(gw, "microvm", args.vm_runs) if args.vm_runs else []
     report("coldstart_sandgate_run_true_median_ms", median_ms(samples))
+    report("coldstart_gvisor_create_to_first_exec_median_ms", median_ms(gvisor))
+    if microvm:
+        report("coldstart_microvm_create_to_first_exec_median_ms", median_ms(microvm))
     report("coldstart_bare_runsc_true_median_ms", median_ms(baseline))
-    report("coldstart_sandgate_vs_bare_runsc_ratio",
-           round(median_ms(samples) / median_ms(baseline), 2))
+    report("coldstart_gvisor_vs_bare_runsc_ratio",
+           round(median_ms(gvisor) / median_ms(baseline), 2))
 
 
 if __name__ == "__main__":

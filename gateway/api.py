@@ -126,6 +126,12 @@ def create_app(service: SandboxService, is_ready: Callable[[], bool], *,
                             content={"error": type(exc).__name__, "detail": exc.message,
                                      "hint": exc.hint})
 
+    @app.exception_handler(UnicodeEncodeError)
+    async def _not_text(_request: Request, _exc: UnicodeEncodeError) -> JSONResponse:
+        # JSON can carry lone surrogates, which are not text; no value reaches a 500
+        return JSONResponse(status_code=422, content={
+            "error": "invalid_request", "detail": "strings must be valid UTF-8 text"})
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         fields = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}

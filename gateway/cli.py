@@ -179,7 +179,9 @@ class Attached:
     def wait(self) -> int:
         code = self.process.wait()
         for relay in self.relays:
-            relay.join(timeout=1)  # output still in flight; background children may linger
+            # gVisor may hold its copies of the pipes a moment longer; whatever is still in
+            # flight is collected by drain(), once the sandbox is gone.
+            relay.join(timeout=0.05)
         return code
 
     def kill(self) -> None:

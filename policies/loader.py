@@ -63,6 +63,11 @@ def version_of(text: str) -> str:
 
 
 def parse(text: str, path: str) -> Source:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # e.g. a lone surrogate that came in through JSON
+        return Source(path, "", errors=[LoadError(path, 1, 1, f"not valid UTF-8 text "
+                                                              f"(character {e.start})")])
     source = Source(path, text)
     try:
         source.located = yamlsource.load(text)

@@ -65,6 +65,12 @@ def load(text: str) -> Located:
         mark = e.problem_mark or e.context_mark
         position = Position(mark.line + 1, mark.column + 1) if mark else Position(1, 1)
         raise YamlSyntaxError(f"YAML syntax: {e.problem or e}", position) from None
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow
+        before = text[: e.position]
+        position = Position(before.count("\n") + 1, len(before) - before.rfind("\n"))
+        character = chr(e.character) if isinstance(e.character, int) else e.character
+        raise YamlSyntaxError(f"YAML: character {character!r} is not allowed in YAML",
+                              position) from None
     positions: dict[Path, Position] = {}
     if root is None:
         return Located(None, {(): Position(1, 1)})

@@ -23,6 +23,9 @@ SYSTEM_PACKAGES=(
     "pg_ctlcluster:postgresql"       # the audit tests run against a real PostgreSQL too
     "chromium:chromium"              # the audit web view is tested in a real browser
     "chromedriver:chromium-driver"
+    "qemu-system-x86_64:qemu-system-x86"   # the microVM runtime
+    "busybox:busybox-static"
+    "cpio:cpio"
 )
 
 apt_install() {

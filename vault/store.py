@@ -81,7 +81,10 @@ class Vault:
 
     def put(self, name: str, value: str) -> int:
         """Store a new version of `name`; return its version number."""
-        data = value.encode()
+        try:
+            data = value.encode()
+        except UnicodeEncodeError:
+            raise VaultError("a secret must be valid UTF-8 text") from None
         if not data:
             raise VaultError("a secret cannot be empty")
         if len(data) > MAX_VALUE_BYTES:

@@ -141,3 +141,13 @@ def test_shipped_policies_and_examples_are_valid() -> None:
         policies, errors = load_directory(directory)
         assert errors == [] and policies
     assert len(load_directory(root / "examples")[0]) >= 8
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("version: 1\nname: x\x88\n", "2:8: YAML: character '\\x88' is not allowed in YAML"),
+    ("version: 1\nname: \udb79\n", "1:1: not valid UTF-8 text (character 17)"),
+])
+def test_text_yaml_cannot_read(text: str, message: str) -> None:
+    with pytest.raises(PolicyError) as info:
+        load_text(text, "p.yaml")
+    assert [str(e) for e in info.value.errors] == [f"p.yaml:{message}"]
