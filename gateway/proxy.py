@@ -47,6 +47,8 @@ def build_master(settings: Settings, state: GatewayState) -> master.Master:
         "confdir": str(settings.ca_dir),
         "http2": True,
         "rawtcp": True,
+        # A hard ceiling for any buffered body (policies set lower per-sandbox limits).
+        "body_size_limit": "256m",
     }
     if settings.upstream_ca is not None:
         updates["ssl_verify_upstream_trusted_ca"] = str(settings.upstream_ca)

@@ -30,6 +30,7 @@ from gateway.service import SYSTEM_BUNDLE, SandboxService
 from gateway.settings import Settings
 from gateway.upstream import UpstreamResolver
 from sandbox_net import firewall, links
+from sandbox_net.errors import FirewallError
 from sandbox_net.runtime.base import Runtime
 from sandbox_net.runtime.gvisor import GVisorRuntime
 from sandbox_net.runtime.microvm import MicroVMRuntime
@@ -118,6 +119,23 @@ async def _reap(service: SandboxService) -> None:
             logger.exception("removing expired sandboxes failed; will retry")
 
 
+async def _watch_firewall(settings: Settings) -> None:
+    """Reinstall the nftables table when it is changed or deleted (an operator's mistake).
+    Meanwhile new sandboxes are refused (creation verifies the table) and existing links do
+    not forward (per-link forwarding is off), so no sandbox gains direct egress."""
+    interval = settings.firewall_check_interval
+    while interval:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(firewall.verify, settings.firewall)
+        except FirewallError as e:
+            logger.error("egress rules changed or missing (%s); reinstalling them", e)
+            try:
+                await asyncio.to_thread(firewall.apply, settings.firewall)
+            except FirewallError:
+                logger.exception("could not reinstall the egress rules; will retry")
+
+
 async def _retention(engine: Engine, days: int | None) -> None:
     while days is not None:
         try:
@@ -197,6 +215,7 @@ async def _serve_locked(settings: Settings) -> None:
     reload_task = asyncio.ensure_future(_watch_policies(policies))
     retention_task = asyncio.ensure_future(_retention(engine, settings.audit_retain_days))
     reaper_task = asyncio.ensure_future(_reap(service))
+    firewall_task = asyncio.ensure_future(_watch_firewall(settings))
     try:
         tasks = [asyncio.ensure_future(proxy.run()),
                  *(asyncio.ensure_future(api.serve()) for api in apis)]
@@ -209,6 +228,7 @@ async def _serve_locked(settings: Settings) -> None:
         reload_task.cancel()
         retention_task.cancel()
         reaper_task.cancel()
+        firewall_task.cancel()
         state.vault.flush_usage()
         await asyncio.to_thread(service.shutdown)
         writer.close()

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     audit_signing_key_file: Path | None = None
     audit_retain_days: int | None = Field(default=None, ge=1)
     otlp_endpoint: str | None = None
+    firewall_check_interval: float = Field(default=0.5, ge=0)  # 0: no watchdog
     synthetic_ttl: int = 60
 
     @field_validator("home", "policy_dir", "upstream_ca", "master_key_file",

@@ -39,6 +39,9 @@ class Reason(enum.StrEnum):
     REFUSED_ADDRESS = "refused_address"
     UPSTREAM_UNRESOLVABLE = "upstream_unresolvable"
     UNSUPPORTED_PROTOCOL = "unsupported_protocol"
+    PROTOCOL_ERROR = "protocol_error"          # malformed or ambiguous (smuggling) requests
+    CONNECTION_LIMIT = "connection_limit"
+    BODY_TOO_LARGE = "body_too_large"
     # gateway: credentials
     SECRET_EXFIL_ATTEMPT = "secret_exfil_attempt"  # noqa: S105 - a reason code
     QUARANTINED = "quarantined"

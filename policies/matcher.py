@@ -16,6 +16,10 @@ from policies.hosts import HostIndex
 from policies.paths import AmbiguousPath, normalise_path, path_matches
 from policies.schema import Inject, Limits, PolicySpec, RuleSpec
 
+# What a rule without `protocols` speaks. Raw TCP is not among them: an opaque stream escapes
+# every HTTP-level check, so it must be asked for by name (`protocols: [tcp]`).
+DEFAULT_PROTOCOLS = frozenset({"http", "https", "tls"})
+
 # Denials that monitor mode turns into `would_deny`: the policy's own judgement. The gateway's
 # structural checks (fronting, refused addresses, unknown sandboxes) stay enforced.
 MONITORABLE = frozenset({Reason.NO_MATCHING_RULE, Reason.DENIED_BY_RULE,
@@ -66,7 +70,7 @@ class CompiledRule:
         s = self.spec
         if self.ports and request.port not in self.ports:
             return False
-        if self.protocols and request.protocol not in self.protocols:
+        if request.protocol not in self.protocols:
             return False
         if not request.is_http:
             return not s.http_only
@@ -85,6 +89,13 @@ class CompiledRule:
 
     def permits_address(self, address: ipaddress.IPv4Address) -> bool:
         return any(address in n for n in self.networks)
+
+
+def _protocols(rule: RuleSpec) -> frozenset[str]:
+    if rule.protocols:
+        return frozenset(rule.protocols)
+    # HTTP conditions make an HTTP rule; otherwise the default set
+    return frozenset({"http", "https"}) if rule.http_only else DEFAULT_PROTOCOLS
 
 
 class AddressIndex:
@@ -124,6 +135,7 @@ class CompiledPolicy:
         self.name = spec.name
         self.version = version
         self.monitor = spec.mode == "monitor"
+        self.limits = spec.limits
         ordered = rules if rules is not None else [(r, spec.name) for r in spec.rules]
         self.rules = [self._compile(i, rule, origin) for i, (rule, origin) in enumerate(ordered)]
         self._hosts: HostIndex[CompiledRule] = HostIndex()
@@ -139,7 +151,7 @@ class CompiledPolicy:
         return CompiledRule(
             index=index, spec=rule, origin=origin,
             id=rule.id if origin == self.name else f"{origin}/{rule.id}",
-            ports=frozenset(rule.ports), protocols=frozenset(rule.protocols),
+            ports=frozenset(rule.ports), protocols=_protocols(rule),
             methods=frozenset(rule.methods),
             networks=tuple(ipaddress.IPv4Network(a) for a in rule.addresses),
         )

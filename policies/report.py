@@ -70,7 +70,7 @@ def explain_rows(policy: CompiledPolicy) -> list[dict[str, str]]:
         rows.append({
             "rule": rule.id, "action": s.action,
             "destinations": _join([*s.hosts, *s.addresses]),
-            "ports": _join(s.ports), "protocols": _join(s.protocols),
+            "ports": _join(s.ports), "protocols": ",".join(sorted(rule.protocols)),
             "methods": _join(s.methods), "paths": _join(s.paths) if s.paths else "**",
             "also": "; ".join(extra), "from": rule.origin,
         })
@@ -104,7 +104,7 @@ def _atoms(rule: CompiledRule) -> set[Atom]:
         Atom(s.action, dest, port, proto, method, path, conditions)
         for dest in [*s.hosts, *s.addresses]
         for port in ([str(p) for p in s.ports] or ["*"])
-        for proto in ([str(p) for p in s.protocols] or ["*"])
+        for proto in sorted(rule.protocols)
         for method in (s.methods or ["*"])
         for path in (s.paths or ["**"])
     }

@@ -79,6 +79,14 @@ class Limits(_Strict):
     bytes_per_minute: int | None = Field(default=None, ge=1)
 
 
+class SandboxLimits(_Strict):
+    """Per sandbox, whatever the rule: bounds on what one sandbox can make the gateway hold,
+    so a misbehaving sandbox cannot stall the others. Safe defaults apply when absent."""
+
+    connections: int = Field(default=256, ge=1, le=100_000)
+    request_body_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
+
+
 # Credential injection forms (the vault consumes these; see docs/POLICY.md).
 class _Inject(_Strict):
     secret: SecretName
@@ -165,4 +173,5 @@ class PolicySpec(_Strict):
     description: str = ""
     mode: Literal["enforce", "monitor"] = "enforce"
     extends: list[Annotated[str, Field(pattern=NAME)]] = Field(default_factory=list)
+    limits: SandboxLimits = Field(default_factory=SandboxLimits)
     rules: list[RuleSpec] = Field(default_factory=list)

@@ -90,6 +90,9 @@ def create(naming: Naming, sandbox_id: str, addresses: SlotAddresses) -> Sandbox
             ipr.link("add", ifname=link.host_link, kind="veth",
                      peer={"ifname": peer, "net_ns_fd": link.netns})
             Path(f"/proc/sys/net/ipv6/conf/{link.host_link}/disable_ipv6").write_text("1")
+            # Never forward what arrives on this link, even if the nftables table is gone
+            # (deleted by mistake): the forward-chain drop and this do not share a failure.
+            Path(f"/proc/sys/net/ipv4/conf/{link.host_link}/forwarding").write_text("0")
             (index,) = ipr.link_lookup(ifname=link.host_link)
             ipr.addr("add", index=index, address=str(addresses.host_ip), prefixlen=prefix)
         with _netlink_errors(f"configuring {link.netns}"), IPRoute(netns=link.netns) as ns:

@@ -72,6 +72,10 @@ def require_root() -> None:
         pytest.fail("the integration suites need root (namespaces, nftables, runsc)")
 
 
+# Addresses the gateway must refuse to dial; each hosts a trap server in the inet namespace
+# (so even a buggy gateway reaches only our own trap): trap-<i>.upstream.test in DNS.
+TRAPS = ["10.99.0.1", "169.254.169.254", "100.64.0.1", "172.16.5.5", "192.168.7.7"]
+
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
 
@@ -91,7 +95,7 @@ def ip_forwarding(require_root: None) -> Iterator[None]:
 def topology(tmp_path_factory: pytest.TempPathFactory, ip_forwarding: None) -> Iterator[Topology]:
     prefix = new_prefix()
     topo = Topology(prefix, tmp_path_factory.mktemp("inet"),
-                    traps=["169.254.169.254", "10.99.0.1"],
+                    traps=TRAPS,
                     sigv4_keys={AWS_KEY_ID: AWS_SECRET})
     try:
         topo.start()

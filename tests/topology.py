@@ -45,6 +45,7 @@ ZONE = {
     "denied.upstream.test": OTHER_IP,
     "echo.upstream.test": ECHO_IP,
 }
+TRAPS_FIRST = "10.99.0.1"   # the first trap of the session topology (tests/conftest.TRAPS)
 TLS_NAMES = ["secure.upstream.test", "other.upstream.test", "www.upstream.test"]
 
 
@@ -102,7 +103,14 @@ class Topology:
     def _start_servers(self) -> None:
         assert self.ca is not None
         tls = {"cert": str(self.ca.server_cert), "key": str(self.ca.server_key)}
-        zone = {**ZONE, **{f"trap-{i}.upstream.test": t for i, t in enumerate(self.traps)}}
+        zone: dict[str, str | list[str]] = {
+            **ZONE, **{f"trap-{i}.upstream.test": t for i, t in enumerate(self.traps)},
+            # names an attacker would make resolve to places the gateway must not dial
+            "loop.upstream.test": "127.0.0.1",
+            "sandboxes.upstream.test": "10.77.0.1",
+            "gateway-own.upstream.test": LINK_HOST,
+            "rebind.upstream.test": [HTTP_IP, *self.traps[:1]],
+        }
         config = {
             "log": str(self.log_path),
             "http": [
@@ -115,7 +123,8 @@ class Topology:
             ],
             "dns": {"address": DNS_IP, "zone": zone},
             "echo": [{"address": ECHO_IP, "port": 7}, {"address": ECHO_IP, "port": 7001}],
-            "udp": [{"address": UDP_IP, "port": 9999}],
+            "udp": [{"address": UDP_IP, "port": 9999}, {"address": HTTPS_IP, "port": 443}],
+            "websocket": [{"address": HTTP_IP, "port": 8765}],
             "sigv4_keys": self.sigv4_keys,
         }
         config_path = self.workdir / "upstreams.json"

@@ -18,6 +18,7 @@ import ssl
 import sys
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,13 @@ def make_handler(log: Log, scheme: str) -> type[BaseHTTPRequestHandler]:
             if self.path.startswith("/sigv4"):
                 entry["sigv4"] = verify_sigv4(self, body, SIGV4_KEYS)
             log.write("http", **entry)
+            if self.path.startswith("/redirect"):
+                target = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)["to"][0]
+                self.send_response(302)
+                self.send_header("location", target)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
             if self.path.startswith("/bytes/"):
                 payload = b"x" * int(self.path.split("/")[2])
                 ctype = "application/octet-stream"
@@ -156,21 +164,60 @@ def serve_http(log: Log, address: str, port: int, tls: dict[str, str] | None) ->
 
 
 class ZoneResolver(BaseResolver):  # type: ignore[misc]
-    def __init__(self, log: Log, zone: dict[str, str]) -> None:
+    """Answers from a zone; a name with several addresses answers them in turn (DNS
+    rebinding: the first lookup gets one address, the next another)."""
+
+    def __init__(self, log: Log, zone: dict[str, str | list[str]]) -> None:
         self.log = log
-        self.zone = {k.lower().rstrip("."): v for k, v in zone.items()}
+        self.zone = {k.lower().rstrip("."): v if isinstance(v, list) else [v]
+                     for k, v in zone.items()}
+        self.turns: dict[str, int] = {}
 
     def resolve(self, request: Any, handler: Any) -> Any:
         reply = request.reply()
         qname = str(request.q.qname).rstrip(".").lower()
         self.log.write("dns", name=qname, qtype=QTYPE[request.q.qtype],
                        transport=handler.protocol)
-        address = self.zone.get(qname)
+        addresses = self.zone.get(qname)
+        address = None
+        if addresses:
+            turn = self.turns.get(qname, 0)
+            if request.q.qtype in (QTYPE.A, QTYPE.ANY):  # AAAA lookups do not take a turn
+                self.turns[qname] = turn + 1
+            address = addresses[turn % len(addresses)]
         if address is None:
             reply.header.rcode = RCODE.NXDOMAIN
         elif request.q.qtype in (QTYPE.A, QTYPE.ANY):
-            reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(address), ttl=5))
+            # a rebinding name must not be cached: each lookup gets the next address
+            ttl = 0 if len(addresses or ()) > 1 else 5
+            reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(address), ttl=ttl))
         return reply
+
+
+def serve_websocket(log: Log, address: str, port: int) -> None:
+    """A WebSocket echo server (wsproto, the library mitmproxy itself uses)."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            ws = WSConnection(ConnectionType.SERVER)
+            while data := self.request.recv(65536):
+                ws.receive_data(data)
+                for event in ws.events():
+                    if isinstance(event, Request):
+                        log.write("ws", local=[address, port], path=event.target,
+                                  host=event.host)
+                        self.request.sendall(ws.send(AcceptConnection()))
+                    elif isinstance(event, TextMessage):
+                        log.write("ws-message", local=[address, port], text=event.data)
+                        self.request.sendall(ws.send(TextMessage(data="echo:" + event.data)))
+                    elif isinstance(event, CloseConnection):
+                        self.request.sendall(ws.send(event.response()))
+                        return
+
+    server = EchoServer((address, port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
 
 
 class EchoHandler(socketserver.BaseRequestHandler):
@@ -218,6 +265,8 @@ def main(config_path: str) -> None:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     for sink in config["udp"]:
         serve_udp_sink(log, sink["address"], sink["port"])
+    for ws in config.get("websocket", []):
+        serve_websocket(log, ws["address"], ws["port"])
     print("ready", flush=True)
     threading.Event().wait()
 

@@ -62,7 +62,8 @@ class AuditTrail:
             decision,
             sandbox_id=conn.sandbox.id if conn else None,
             conn=conn,
-            protocol="h2" if request.is_http2 else "http",
+            protocol="ws" if flow.websocket is not None else
+                     "h2" if request.is_http2 else "http",
             method=request.method,
             scheme=request.scheme,
             host=verdict.host if verdict else (conn.target if conn else None),

@@ -36,6 +36,16 @@ class DnsAnswer:
             self._record(sandbox, refusal, request, None)
             return
         question = request.questions[0]
+        leaked = self.state.registry.placeholders.lookup_all(
+            placeholders.find(question.name.lower()))
+        if leaked:
+            # A placeholder spelt into a DNS label: never answered, never forwarded.
+            if self.state.quarantine_on_exfil:
+                sandbox.quarantined = True
+            flow.response = request.fail(response_codes.NXDOMAIN)
+            self._record(sandbox, sandbox.policy.refuse(Reason.SECRET_EXFIL_ATTEMPT), request,
+                         question.name, ",".join(sorted({b.secret for b in leaked.values()})))
+            return
         try:
             name = normalise_name(question.name)
         except HostError:
@@ -44,13 +54,6 @@ class DnsAnswer:
             self._record(sandbox, refusal, request, question.name)
             return
         decision = sandbox.policy.decide_name(name)
-        leaked = self.state.registry.placeholders.lookup_all(
-            placeholders.find(question.name.lower()))
-        if leaked:
-            # A placeholder spelt into a DNS label: never answered, never forwarded.
-            decision = sandbox.policy.refuse(Reason.SECRET_EXFIL_ATTEMPT)
-            if self.state.quarantine_on_exfil:
-                sandbox.quarantined = True
         if not decision.allowed:
             flow.response = request.fail(response_codes.NXDOMAIN)
         elif question.type == types.A:
@@ -61,8 +64,7 @@ class DnsAnswer:
             # The sandbox speaks IPv4 to synthetic addresses only: AAAA, TXT, MX, ANY... get
             # an empty answer, never upstream data.
             flow.response = request.succeed([])
-        self._record(sandbox, decision, request, name,
-                     ",".join(sorted({b.secret for b in leaked.values()})) or None)
+        self._record(sandbox, decision, request, name)
 
     def _record(self, sandbox: SandboxContext | None, decision: Decision,
                 request: dns.DNSMessage, name: str | None, secrets: str | None = None) -> None:

@@ -15,7 +15,8 @@ from policies.hosts import HostError, normalise_name
 from policies.matcher import Request
 from vault.redact import redact_query
 
-STATUS = {Reason.UPSTREAM_UNRESOLVABLE: 502, Reason.RATE_LIMITED: 429}
+STATUS = {Reason.UPSTREAM_UNRESOLVABLE: 502, Reason.RATE_LIMITED: 429,
+          Reason.BODY_TOO_LARGE: 413}
 HINTS = {
     Reason.NO_MATCHING_RULE: "no rule of policy {policy} allows {host}:{port}; ask the "
                              "policy owners to add one (sandgate policy test shows the effect)",
@@ -31,6 +32,7 @@ HINTS = {
                                  "names; this sandbox is now quarantined",
     Reason.QUARANTINED: "this sandbox is quarantined after a secret-exfiltration attempt",
     Reason.SIGV4_UNVERIFIED: "sign AWS requests with the sandbox's AWS_* placeholders",
+    Reason.BODY_TOO_LARGE: "the request body is larger than policy {policy} allows",
     Reason.AMBIGUOUS_PATH: "encoded '/' or '\\' in a path is refused; send the path plainly",
 }
 
@@ -45,6 +47,35 @@ def _host_of(flow: http.HTTPFlow) -> str | None:
         return normalise_name(host.strip("[]"))
     except HostError:
         return None
+
+
+LARGE_BODY = 64 * 1024
+
+
+def _refuse(flow: http.HTTPFlow, verdict: FlowVerdict) -> None:
+    """Answer with the denial. A refused request that announces a large (or chunked) body is
+    cut off instead: mitmproxy would read the whole body before answering, and a refused
+    body is not worth holding."""
+    headers = flow.request.headers
+    length = headers.get("content-length", "")
+    if (length.isdigit() and int(length) > LARGE_BODY) or \
+            "chunked" in headers.get("transfer-encoding", "").lower():
+        flow.kill()
+        return
+    flow.response = denial_response(verdict)
+
+
+def _authority_agrees(flow: http.HTTPFlow, host: str | None) -> bool:
+    """An absolute-form request line (GET http://other/ HTTP/1.1) must name the same host as
+    the Host header: some upstreams route on one, some on the other."""
+    authority = flow.request.authority
+    if not authority or flow.request.is_http2:
+        return True  # origin form; for HTTP/2, :authority is what host_header already read
+    try:
+        named = normalise_name(authority.rsplit(":", 1)[0].strip("[]"))
+    except HostError:
+        return False
+    return named == host
 
 
 def _request(conn: Conn, flow: http.HTTPFlow) -> Request:
@@ -86,9 +117,25 @@ class HttpPolicy:
             return
         raw_query = flow.request.path.partition("?")[2]
         flow.metadata[QUERY_KEY] = redact_query(raw_query) or None
+        policy = conn.sandbox.policy
+        if flow.error is not None:
+            # mitmproxy refused it already (CONNECT in transparent mode, ambiguous framing
+            # that could smuggle a second request): record it as such.
+            flow.metadata[METADATA_KEY] = FlowVerdict(
+                policy.refuse(Reason.PROTOCOL_ERROR), conn.target, conn.dialed_port,
+                error=flow.error.msg)
+            return
+        length = flow.request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > policy.limits.request_body_bytes:
+            verdict = FlowVerdict(policy.refuse(Reason.BODY_TOO_LARGE), conn.target,
+                                  conn.dialed_port, error=f"request body of {length} bytes")
+            flow.metadata[METADATA_KEY] = verdict
+            _refuse(flow, verdict)
+            return
         verdict = await authorize(self.state, conn, _request(conn, flow))
         named = _host_of(flow)
-        if verdict.decision.allowed and named != (conn.name or conn.dialed_ip):
+        if verdict.decision.allowed and (named != (conn.name or conn.dialed_ip)
+                                         or not _authority_agrees(flow, named)):
             # Host fronting: credentials and policy follow the dialed name, so a request
             # naming another host is refused rather than silently re-targeted.
             verdict = FlowVerdict(conn.sandbox.policy.refuse(Reason.HOST_MISMATCH),
@@ -97,7 +144,7 @@ class HttpPolicy:
                                         f"to {conn.target}")
         flow.metadata[METADATA_KEY] = verdict
         if not verdict.decision.allowed:
-            flow.response = denial_response(verdict)
+            _refuse(flow, verdict)
         elif verdict.upstream:
             # Dial the vetted address for this and later requests on the connection, so the
             # upstream connection is reused; the Host header stays as the client sent it.

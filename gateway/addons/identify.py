@@ -38,6 +38,14 @@ class Identify:
         sandbox.last_active = time.time()
         if is_dns:
             return
+        limit = sandbox.policy.limits.connections
+        if self.state.open_connections(sandbox.id) >= limit:
+            # One sandbox must not make the gateway hold unbounded connections for it.
+            client.error = "sandgate: connection limit"
+            self.state.record(sandbox.policy.refuse(Reason.CONNECTION_LIMIT),
+                              sandbox_id=sandbox.id, protocol="tcp", host=dialed_ip,
+                              port=dialed_port, error=f"over {limit} open connections")
+            return
         self.state.conns[client.id] = Conn(
             sandbox=sandbox,
             dialed_ip=dialed_ip,

@@ -26,6 +26,7 @@ rules:
   - id: echo
     hosts: [echo.upstream.test]
     ports: [7]
+    protocols: [tcp]
 """
 
 

@@ -31,7 +31,7 @@ def web_policy(gateway: Gateway) -> Path:
     return gateway.policy("web", [
         {"id": "secure", "hosts": ["secure.upstream.test"], "ports": [443]},
         {"id": "www", "hosts": ["www.upstream.test"], "ports": [80]},
-        {"id": "echo", "hosts": ["echo.upstream.test"], "ports": [7]},
+        {"id": "echo", "hosts": ["echo.upstream.test"], "ports": [7], "protocols": ["tcp"]},
     ])
 
 

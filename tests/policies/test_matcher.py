@@ -64,7 +64,7 @@ def test_properties(rules: list[tuple[str, list[int], bool]], name: str, port: i
         for i, (host, ports_, is_deny) in enumerate(rules))
     p = load_text("version: 1\nname: h\nrules:\n" + (text or "  []\n"), "h.yaml")
     matching = [(h, ps, d) for h, ps, d in rules if h == name and (not ps or port in ps)]
-    decision = p.decide(Request(port, "tcp", host=name))
+    decision = p.decide(Request(port, "https", host=name))
     if not any(not d for _, _, d in matching):
         assert decision.verdict == Verdict.DENY      # no allow rule matches: denied
     if any(d for _, _, d in matching):

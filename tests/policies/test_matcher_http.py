@@ -44,6 +44,7 @@ rules:
   - id: printer
     addresses: ["203.0.113.7"]
     ports: [631]
+    protocols: [tcp]
 """, "http.yaml")
 
 
@@ -74,6 +75,7 @@ CASES = [
      "deny", None),
     ("tcp stream", Request(5432, "tcp", host="db.test"), "allow", "db"),
     ("tls stream on tcp rule", Request(5432, "tls", host="db.test"), "deny", None),
+    ("raw tcp needs a tcp rule", Request(443, "tcp", host="api.test"), "deny", None),
     ("http rule never matches a stream", Request(443, "tls", host="api.test"), "deny", None),
     ("address rule", Request(631, "tcp", address=ipaddress.IPv4Address("203.0.113.7")),
      "allow", "printer"),

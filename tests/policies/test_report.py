@@ -52,8 +52,11 @@ def test_diff_names_what_opens_and_closes() -> None:
                     "    ports: [443]\n    methods: [GET, POST]\n  - id: no\n    action: deny\n"
                     "    hosts: [b.test]\n", "new")
     assert diff(old, new) == [
-        "+ opens: allow *://a.test:443 POST **",
-        "+ closes (new deny): deny *://b.test:*",
+        "+ opens: allow http://a.test:443 POST **",
+        "+ opens: allow https://a.test:443 POST **",
+        "+ closes (new deny): deny http://b.test:*",
+        "+ closes (new deny): deny https://b.test:*",
+        "+ closes (new deny): deny tls://b.test:*",
         "~ mode: enforce -> monitor",
     ]
     assert diff(old, old) == []
