@@ -32,6 +32,27 @@ REAL_SECRETS += [AWS_KEY_ID, AWS_SECRET]
 SANDGATE = [sys.executable, "-m", "gateway.cli"]
 
 
+def nft_counter(table: str, chain: str, comment: str) -> int:
+    """Packets counted by the rule carrying `comment` in the gateway's nftables table."""
+    listing = subprocess.run(["nft", "-j", "list", "chain", "inet", table, chain],
+                             capture_output=True, text=True, check=True).stdout
+    for item in json.loads(listing)["nftables"]:
+        rule = item.get("rule")
+        if rule and rule.get("comment") == comment:
+            for expr in rule["expr"]:
+                if "counter" in expr:
+                    return int(expr["counter"]["packets"])
+    raise AssertionError(f"no counter on {chain}/{comment}")
+
+
+def unforwardable_packets() -> int:
+    """The kernel's count of packets it refused to route (InAddrErrors): what a link with
+    forwarding switched off does to a packet for elsewhere, before nftables sees it."""
+    lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()
+             if line.startswith("Ip:")]
+    return int(dict(zip(lines[0], lines[1], strict=True))["InAddrErrors"])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("0.0.0.0", 0))

@@ -1,5 +1,7 @@
-"""An operator deletes the nftables table by mistake: no sandbox gains direct egress at any
-moment, new sandboxes are refused while it is missing, and the watchdog reinstalls it."""
+"""One layer of the egress rules fails: an operator deletes the nftables table by mistake (no
+sandbox gains direct egress at any moment, new sandboxes are refused while it is missing, the
+watchdog reinstalls it), or forwarding is switched back on for a sandbox's link (nftables
+alone still drops)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from gateway.client import Client, SandgateAPIError
+from sandbox_net.names import Naming
 from tests.conftest import force_clean, kill_runsc, new_prefix
-from tests.harness import Gateway
+from tests.harness import Gateway, nft_counter
+from tests.security.conftest import Seat
 from tests.topology import HTTP_IP, UDP_IP, Topology
 
 pytestmark = pytest.mark.integration
@@ -89,3 +93,24 @@ def test_watchdog_reinstalls_the_table(gateways: list[Gateway], tmp_path: Path,
         time.sleep(0.05)
     assert table_present(gw)
     assert "reinstalling" in gw.log_tail(50)
+
+
+UDP_BURST = f"""
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(5):
+    s.sendto(b'leak', ('{UDP_IP}', 9999))
+out['sent'] = 5
+"""
+
+
+def test_forwarding_switched_back_on_still_drops(fresh_seat: Seat, gateway: Gateway) -> None:
+    """`sysctl net.ipv4.ip_forward=1` switches forwarding back on for every interface,
+    the sandbox's link included: nftables alone must then hold."""
+    link = Naming(gateway.prefix).host_link(fresh_seat.sandbox.id)
+    Path(f"/proc/sys/net/ipv4/conf/{link}/forwarding").write_text("1")
+    table = f"sandgate_{gateway.prefix}"
+    before = nft_counter(table, "forward", "drop-from-sandbox")
+    mark = fresh_seat.mark()
+    assert fresh_seat.run(UDP_BURST)["sent"] == 5
+    assert fresh_seat.seen(mark) == []
+    assert nft_counter(table, "forward", "drop-from-sandbox") >= before + 5

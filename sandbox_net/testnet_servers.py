@@ -1,11 +1,11 @@
-"""The 'internet' of the test topology: run inside the inet namespace by tests/topology.py.
+"""The servers of the throw-away internet: run inside its namespace by testnet.py.
 
 Serves, on documentation-range addresses it was given, an HTTP server, an HTTPS server (own
 test CA), a DNS server answering the test names, a TCP echo server and a UDP sink. Every
 request each server sees is appended as one JSON line to the log file, so tests can assert
 what reached (or did not reach) the internet. Prints "ready" when everything listens.
 
-Usage: python upstreams.py CONFIG.json
+Usage: python -m sandbox_net.testnet_servers CONFIG.json
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def verify_sigv4(handler: BaseHTTPRequestHandler, body: bytes, keys: dict[str, s
                          headers={k: handler.headers[k] for k in signed if k in handler.headers})
     request.context["timestamp"] = handler.headers["x-amz-date"]
     signer = S3SigV4Auth(Credentials(key_id, keys[key_id]), service, region)
-    signer._modify_request_before_signing = lambda r: None  # type: ignore[method-assign]
+    signer._modify_request_before_signing = lambda r: None  # type: ignore[method-assign,unused-ignore]
     canonical = signer.canonical_request(request)
     expected = signer.signature(signer.string_to_sign(request, canonical), request)
     return "valid" if expected == signature else "invalid"
@@ -157,7 +157,7 @@ def serve_http(log: Log, address: str, port: int, tls: dict[str, str] | None) ->
         def remember_sni(sock: ssl.SSLSocket, name: str | None, _ctx: Any) -> None:
             sock.sni = name  # type: ignore[attr-defined]
 
-        context.sni_callback = remember_sni
+        context.sni_callback = remember_sni  # type: ignore[assignment,unused-ignore]
         server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

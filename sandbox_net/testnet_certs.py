@@ -1,4 +1,4 @@
-"""A throw-away CA and server certificate for the test upstreams."""
+"""A throw-away CA and server certificate for the throw-away internet's upstreams."""
 
 from __future__ import annotations
 
