@@ -14,5 +14,4 @@ test: bootstrap
 
 lint: bootstrap
 	.venv/bin/ruff check .
-	.venv/bin/ruff format --check .
 	.venv/bin/mypy

@@ -87,9 +87,9 @@ def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
     return env
 
 
-def _check_host(settings: Settings) -> None:
+def _check_host(settings: Settings, command: str = "sandgate run") -> None:
     if os.geteuid() != 0:
-        fail("sandgate run must run as root (it creates namespaces and nftables rules)",
+        fail(f"{command} must run as root (it creates namespaces and nftables rules)",
              "run it with sudo")
     from sandbox_net.errors import RuntimeFailure
     from sandbox_net.runtime.gvisor import GVisorRuntime
@@ -129,6 +129,24 @@ def run(policy: str, env_pairs: tuple[str, ...], secrets: tuple[str, ...], runti
     with gateway(settings) as client:
         code = _run_in_sandbox(client, runtime, policy_ref, env, list(secrets), list(cmd))
     sys.exit(code if code >= 0 else 128 - code)
+
+
+@cli.command()
+@click.option("--policy", required=True, metavar="FILE|NAME",
+              help="the policy to check (a file, or a name in the policy directory)")
+def selftest(policy: str) -> None:
+    """Attack your policy from a real sandbox in a throw-away world of its own.
+
+    Builds its own namespaces, internet (DNS and web servers for the policy's names, traps on
+    private and metadata addresses) and gateway; no packet leaves the machine and a running
+    gateway is not touched. Prints a line per check; exits 0 when all pass, 1 otherwise."""
+    from gateway.selftest.run import selftest as run_selftest
+
+    settings = make_settings()
+    _check_host(settings, "sandgate selftest")
+    compiled = load_policy(policy, settings)
+    if not run_selftest(compiled, policy_path(policy, settings), click.echo):
+        sys.exit(1)
 
 
 INTERRUPTS = {signal.SIGINT, signal.SIGTERM}

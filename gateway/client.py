@@ -42,9 +42,13 @@ class ExecResult:
 
 class Client:
     def __init__(self, url: str = "http://127.0.0.1:8700", token: str | None = None,
-                 timeout: float = 120.0) -> None:
+                 timeout: float = 120.0, *, uds: str | None = None) -> None:
+        """`uds`: the gateway's control socket instead of `url` (local administrator, no
+        token needed)."""
         headers = {"authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+        transport = httpx.HTTPTransport(uds=uds) if uds else None
+        self._http = httpx.Client(base_url="http://sandgate" if uds else url, headers=headers,
+                                  timeout=timeout, transport=transport)
 
     def close(self) -> None:
         self._http.close()

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +94,9 @@ class ControlClient:
 
 
 @contextlib.contextmanager
-def gateway(settings: Settings) -> Iterator[ControlClient]:
-    """A client of the running gateway, or of one started now and stopped on exit."""
+def gateway(settings: Settings, wrapper: Sequence[str] = ()) -> Iterator[ControlClient]:
+    """A client of the running gateway, or of one started now (through the `wrapper`
+    command, such as an nsenter) and stopped on exit."""
     client = ControlClient(settings)
     if client.healthy():
         try:
@@ -107,7 +108,7 @@ def gateway(settings: Settings) -> Iterator[ControlClient]:
     log_path = settings.home / "gateway.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve"],
+            [*wrapper, sys.executable, "-m", "gateway.cli", "serve"],
             env={**os.environ, **settings.as_env()}, stdin=subprocess.DEVNULL,
             stdout=log, stderr=log, start_new_session=True,  # Ctrl-C is ours to handle
         )

@@ -44,7 +44,11 @@ ZONE = {
     "denied.upstream.test": OTHER_IP,
     "echo.upstream.test": ECHO_IP,
 }
-TRAPS_FIRST = "10.99.0.1"   # the first trap of the session topology (tests/conftest.TRAPS)
+# Addresses a gateway must refuse to dial (private, metadata, CGNAT); each hosts a trap
+# server, so even a buggy gateway reaches only our own trap: trap-<i>.upstream.test in DNS.
+TRAPS = ["10.99.0.1", "169.254.169.254", "100.64.0.1", "172.16.5.5", "192.168.7.7"]
+TRAPS_FIRST = TRAPS[0]
+METADATA_IP = "169.254.169.254"
 TLS_NAMES = ["secure.upstream.test", "other.upstream.test", "www.upstream.test"]
 
 
@@ -56,6 +60,8 @@ class Topology:
     sigv4_keys: dict[str, str] = field(default_factory=dict)   # the upstream's "real" keys
     extra_zone: dict[str, str | list[str]] = field(default_factory=dict)
     tls_names: list[str] = field(default_factory=list)         # more names for the cert
+    host_netns: str | None = None   # where the "host" side lives; None: the real host
+    dns_ttl: int = 5                # of single-address answers
     ca: TestCA | None = None
     process: subprocess.Popen[str] | None = None
 
@@ -84,7 +90,7 @@ class Topology:
 
     def _build_network(self) -> None:
         netns.create(self.netns)
-        with IPRoute() as ipr:
+        with IPRoute(netns=self.host_netns) as ipr:
             ipr.link("add", ifname=self.host_link, kind="veth",
                      peer={"ifname": f"{self.prefix}i1", "net_ns_fd": self.netns})
             (index,) = ipr.link_lookup(ifname=self.host_link)
@@ -101,6 +107,12 @@ class Topology:
             ns.link("set", index=inner, state="up")
             (lo,) = ns.link_lookup(ifname="lo")
             ns.link("set", index=lo, state="up")
+
+    def rezone(self, extra_zone: dict[str, str | list[str]]) -> None:
+        """Restart the servers with other extra DNS answers (the event log carries on)."""
+        self._stop_servers()
+        self.extra_zone = extra_zone
+        self._start_servers()
 
     def _start_servers(self) -> None:
         assert self.ca is not None
@@ -124,7 +136,7 @@ class Topology:
                 {"address": OTHER_IP, "port": 443, "tls": tls},
                 *({"address": t, "port": 80} for t in self.traps),
             ],
-            "dns": {"address": DNS_IP, "zone": zone},
+            "dns": {"address": DNS_IP, "zone": zone, "ttl": self.dns_ttl},
             "echo": [{"address": ECHO_IP, "port": 7}, {"address": ECHO_IP, "port": 7001}],
             "udp": [{"address": UDP_IP, "port": 9999}, {"address": HTTPS_IP, "port": 443}],
             "websocket": [{"address": HTTP_IP, "port": 8765}],
@@ -143,13 +155,17 @@ class Topology:
         if line.strip() != "ready":
             raise RuntimeError(f"upstream servers did not start: {line!r}")
 
-    def stop(self) -> None:
+    def _stop_servers(self) -> None:
         if self.process is not None:
             self.process.kill()
             self.process.wait()
             if self.process.stdout is not None:
                 self.process.stdout.close()
-        with IPRoute() as ipr:
+            self.process = None
+
+    def stop(self) -> None:
+        self._stop_servers()
+        with IPRoute(netns=self.host_netns) as ipr:
             for index in ipr.link_lookup(ifname=self.host_link):
                 with contextlib.suppress(NetlinkError):
                     ipr.link("del", index=index)

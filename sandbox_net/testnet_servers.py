@@ -167,8 +167,9 @@ class ZoneResolver(BaseResolver):  # type: ignore[misc]
     """Answers from a zone; a name with several addresses answers them in turn (DNS
     rebinding: the first lookup gets one address, the next another)."""
 
-    def __init__(self, log: Log, zone: dict[str, str | list[str]]) -> None:
+    def __init__(self, log: Log, zone: dict[str, str | list[str]], ttl: int) -> None:
         self.log = log
+        self.ttl = ttl
         self.zone = {k.lower().rstrip("."): v if isinstance(v, list) else [v]
                      for k, v in zone.items()}
         self.turns: dict[str, int] = {}
@@ -189,7 +190,7 @@ class ZoneResolver(BaseResolver):  # type: ignore[misc]
             reply.header.rcode = RCODE.NXDOMAIN
         elif request.q.qtype in (QTYPE.A, QTYPE.ANY):
             # a rebinding name must not be cached: each lookup gets the next address
-            ttl = 0 if len(addresses or ()) > 1 else 5
+            ttl = 0 if len(addresses or ()) > 1 else self.ttl
             reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(address), ttl=ttl))
         return reply
 
@@ -255,7 +256,7 @@ def main(config_path: str) -> None:
     for server in config["http"]:
         serve_http(log, server["address"], server["port"], server.get("tls"))
     dns = config["dns"]
-    resolver = ZoneResolver(log, dns["zone"])
+    resolver = ZoneResolver(log, dns["zone"], dns.get("ttl", 5))
     for tcp in (False, True):
         DNSServer(resolver, address=dns["address"], port=53, tcp=tcp,
                   logger=_SilentDnsLogger()).start_thread()

@@ -16,7 +16,7 @@ import pytest
 
 from sandbox_net import cgroups
 from tests.harness import AWS_KEY_ID, AWS_SECRET, REAL_SECRETS, Gateway
-from tests.topology import Topology
+from tests.topology import TRAPS, Topology
 
 
 def new_prefix() -> str:
@@ -71,10 +71,6 @@ def require_root() -> None:
     if os.geteuid() != 0:
         pytest.fail("the integration suites need root (namespaces, nftables, runsc)")
 
-
-# Addresses the gateway must refuse to dial; each hosts a trap server in the inet namespace
-# (so even a buggy gateway reaches only our own trap): trap-<i>.upstream.test in DNS.
-TRAPS = ["10.99.0.1", "169.254.169.254", "100.64.0.1", "172.16.5.5", "192.168.7.7"]
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 

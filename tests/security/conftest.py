@@ -7,14 +7,12 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
-from gateway.client import Client, ExecResult, Sandbox
+from gateway.client import Client
+from gateway.selftest.seat import Seat
 from tests.harness import Gateway
-from tests.security.probes import parse, program
 from tests.topology import Topology
 
 SECURITY_POLICY = {
@@ -36,42 +34,6 @@ SECURITY_POLICY = {
 SEC_TOKEN = "real-security-token-" + secrets.token_hex(10)
 
 
-@dataclass
-class Seat:
-    """One attacking sandbox and what it takes to judge an attempt."""
-
-    gateway: Gateway
-    topology: Topology
-    client: Client
-    sandbox: Sandbox
-
-    def run(self, body: str, timeout: float = 60) -> dict[str, Any]:
-        result = self.sandbox.exec(["/usr/bin/python3", "-c", program(body)], timeout=timeout)
-        assert result.exit_code == 0, result.stderr[-2000:]
-        return parse(result.stdout)
-
-    def sh(self, script: str, timeout: float = 60) -> ExecResult:
-        return self.sandbox.exec(["/bin/sh", "-c", script], timeout=timeout)
-
-    def mark(self) -> tuple[int, int]:
-        page = self.client.request("GET", "/v1/audit", params={
-            "sandbox": self.sandbox.id, "latest": "true", "limit": 1})
-        return self.topology.mark(), (page["rows"][-1]["id"] if page["rows"] else 0)
-
-    def seen(self, mark: tuple[int, int], kind: str | None = None) -> list[dict[str, Any]]:
-        return self.topology.events(mark[0], kind)
-
-    def rows(self, mark: tuple[int, int]) -> list[dict[str, Any]]:
-        return [r for r in self.client.audit(sandbox=self.sandbox.id) if r["id"] > mark[1]]
-
-    def reasons(self, mark: tuple[int, int], protocol: str | None = None) -> list[str]:
-        return [r["reason"] for r in self.rows(mark)
-                if protocol is None or r["protocol"] in protocol.split("|")]
-
-    def synthetic(self, name: str) -> str:
-        return str(self.run(f"out['ip'] = socket.gethostbyname({name!r})")["ip"])
-
-
 @pytest.fixture(scope="session")
 def security_client(gateway: Gateway) -> Iterator[Client]:
     client = Client(gateway.api_url, gateway.token("admin", "security-suite"))
@@ -84,20 +46,20 @@ def security_client(gateway: Gateway) -> Iterator[Client]:
     client.close()
 
 
-def _seat(gateway: Gateway, topology: Topology, client: Client) -> Iterator[Seat]:
+def _seat(topology: Topology, client: Client) -> Iterator[Seat]:
     with client.create(policy="security-suite", secrets=["SEC_TOKEN"],
                        ttl_seconds=3600) as sandbox:
-        yield Seat(gateway, topology, client, sandbox)
+        yield Seat(topology, client, sandbox)
 
 
 @pytest.fixture(scope="module")
 def seat(gateway: Gateway, topology: Topology, security_client: Client) -> Iterator[Seat]:
     """Shared by the attempts that leave the sandbox usable."""
-    yield from _seat(gateway, topology, security_client)
+    yield from _seat(topology, security_client)
 
 
 @pytest.fixture
 def fresh_seat(gateway: Gateway, topology: Topology,
                security_client: Client) -> Iterator[Seat]:
     """For attempts that quarantine or exhaust their sandbox."""
-    yield from _seat(gateway, topology, security_client)
+    yield from _seat(topology, security_client)

@@ -9,10 +9,9 @@ import json
 import pytest
 
 from gateway.client import Client
-from tests.conftest import TRAPS
+from gateway.selftest.seat import Seat
 from tests.harness import Gateway
-from tests.security.conftest import Seat
-from tests.topology import HTTP_IP, TRAPS_FIRST, Topology
+from tests.topology import HTTP_IP, TRAPS, TRAPS_FIRST, Topology
 
 pytestmark = pytest.mark.integration
 

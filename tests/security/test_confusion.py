@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.security.conftest import Seat
+from gateway.selftest.seat import Seat
 
 pytestmark = pytest.mark.integration
 

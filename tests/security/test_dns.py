@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.security.conftest import Seat
+from gateway.selftest.seat import Seat
 from tests.topology import DNS_IP, TRAPS_FIRST
 
 pytestmark = pytest.mark.integration

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from gateway.client import Client, SandgateAPIError
+from gateway.selftest.seat import Seat
 from sandbox_net.names import Naming
 from tests.conftest import force_clean, kill_runsc, new_prefix
 from tests.harness import Gateway, nft_counter
-from tests.security.conftest import Seat
 from tests.topology import HTTP_IP, UDP_IP, Topology
 
 pytestmark = pytest.mark.integration

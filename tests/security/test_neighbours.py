@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from gateway.client import Client
+from gateway.selftest.seat import Seat
 from tests.harness import Gateway
-from tests.security.conftest import Seat
 from tests.topology import TRAPS_FIRST
 
 pytestmark = pytest.mark.integration

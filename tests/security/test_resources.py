@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.security.conftest import Seat
+from gateway.selftest.seat import Seat
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,7 @@
 """What an attacker runs inside the sandbox: small Python programs (the host's python3, seen
 read-only inside gVisor) that try one way out each and print a JSON verdict of their own.
-Kept as source text: they run in the sandbox, not in the test process."""
+Kept as source text: they run in the sandbox, not in the process that sends them (the
+security suite, `sandgate selftest`)."""
 
 from __future__ import annotations
 
@@ -29,10 +30,13 @@ def dns_query(name, qtype, server=None, tcp=False):
         reply = s.recv(4096)
     flags, _, answers = struct.unpack(">HHH", reply[2:8])
     return {"rcode": flags & 0xF, "answers": answers}
-def http_raw(address, port, request, wait=5.0):
-    """Send raw bytes, return what comes back (decoded) or the error name."""
+def http_raw(address, port, request, wait=5.0, sni=None):
+    """Send raw bytes (over TLS with server name `sni` when given), return what comes back
+    (decoded) or the error name."""
     try:
         s = socket.create_connection((address, port), timeout=wait)
+        if sni is not None:
+            s = ssl.create_default_context().wrap_socket(s, server_hostname=sni)
         s.sendall(request)
         s.settimeout(wait)
         data = b""
