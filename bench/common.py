@@ -12,6 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests import leases
 from tests.conftest import force_clean, new_prefix
 from tests.harness import Gateway
 from tests.topology import Topology
@@ -21,6 +22,7 @@ from tests.topology import Topology
 def topology_and_gateway() -> Iterator[tuple[Topology, Gateway]]:
     if os.geteuid() != 0:
         sys.exit("benchmarks need root (namespaces, nftables, runsc)")
+    leases.sweep_dead_runs(force_clean)
     with tempfile.TemporaryDirectory(prefix="sandgate-bench-") as tmp:
         topo = Topology(new_prefix(), Path(tmp) / "inet")
         gw = Gateway(new_prefix(), Path(tmp) / "gw", topo)

@@ -15,6 +15,7 @@ default route, and its servers make no name lookups.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import subprocess
 import sys
@@ -97,7 +98,15 @@ class Topology:
             ipr.addr("add", index=index, address=LINK_HOST, prefixlen=LINK_PREFIX)
             ipr.link("set", index=index, state="up")
             for address in self._service_addresses():
-                ipr.route("add", dst=f"{address}/32", gateway=LINK_INET, oif=index)
+                try:
+                    ipr.route("add", dst=f"{address}/32", gateway=LINK_INET, oif=index)
+                except NetlinkError as error:
+                    if error.code != errno.EEXIST:
+                        raise
+                    raise RuntimeError(
+                        f"a route to {address} already exists: another test topology is "
+                        "running on this host (they cannot run concurrently) or a dead run "
+                        "left it behind") from error
         with IPRoute(netns=self.netns) as ns:
             (inner,) = ns.link_lookup(ifname=f"{self.prefix}i1")
             ns.link("set", index=inner, ifname="eth0")

@@ -5,9 +5,7 @@ the end, also when tests fail."""
 from __future__ import annotations
 
 import os
-import secrets
 import signal
-import string
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from sandbox_net import cgroups
+from tests import leases
 from tests.harness import AWS_KEY_ID, AWS_SECRET, REAL_SECRETS, Gateway
 from tests.topology import TRAPS, Topology
 
 
 def new_prefix() -> str:
-    """A per-run name prefix: a letter and three random characters (names stay <= 15 bytes)."""
-    return "t" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(3))
+    """A per-run name prefix, leased to this process (see tests/leases.py)."""
+    return leases.lease_prefix()
 
 
 def leftovers(prefix: str) -> list[str]:
@@ -70,6 +69,8 @@ def kill_runsc(home: Path) -> list[int]:
 def require_root() -> None:
     if os.geteuid() != 0:
         pytest.fail("the integration suites need root (namespaces, nftables, runsc)")
+    for prefix in leases.sweep_dead_runs(force_clean):
+        print(f"removed leftovers of a dead test run: {prefix}")
 
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
