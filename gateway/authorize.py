@@ -34,7 +34,8 @@ async def authorize(state: GatewayState, conn: Conn, request: Request) -> FlowVe
         return FlowVerdict(decision, conn.target, port)
     grant = decision.grant
     rule = decision.rule or ""
-    if grant is not None and not state.limiter.admit(conn.sandbox.id, rule, grant.limits):
+    if grant is not None and grant.limits is not None and \
+            not await state.coord.admit(conn.sandbox.id, rule, grant.limits):
         return FlowVerdict(policy.refuse(Reason.RATE_LIMITED, decision.rule), conn.target, port)
     vetted = conn.permits.get((conn.target, port))
     if vetted is None:

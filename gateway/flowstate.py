@@ -7,8 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.audit import AuditWriter
-from gateway.limits import RateLimiter
+from gateway.coordination import Coordinator
 from gateway.registry import Registry, SandboxContext
 from gateway.upstream import UpstreamResolver, Vetted
 from policies.decision import Decision
@@ -50,28 +49,32 @@ class FlowVerdict:
 
 
 class GatewayState:
+    """What one proxy process's addons share; what all processes share goes through
+    `coord` (gateway.coordination)."""
+
     def __init__(self, registry: Registry, resolver: UpstreamResolver,
-                 audit: AuditWriter) -> None:
+                 coord: Coordinator) -> None:
         self.registry = registry
         self.resolver = resolver
-        self.audit = audit
+        self.coord = coord
         self.conns: dict[str, Conn] = {}
-        self.limiter = RateLimiter()
         self.ready = False  # set once the proxy listens
         self.vault: Vault | None = None
         self.quarantine_on_exfil = True
 
-    def open_connections(self, sandbox_id: str) -> int:
-        """How many client connections of a sandbox the proxy still tracks (any thread)."""
-        return sum(1 for conn in list(self.conns.values()) if conn.sandbox.id == sandbox_id)
+    def quarantine(self, sandbox: SandboxContext) -> None:
+        """After a secret-exfiltration attempt: nothing more goes out, here at once and in
+        every other process as soon as it hears."""
+        if self.quarantine_on_exfil:
+            sandbox.quarantined = True
+            self.coord.quarantine(sandbox.id)
 
     def record(self, decision: Decision, *, protocol: str, sandbox_id: str | None,
                conn: Conn | None = None, **fields: Any) -> None:
         if conn is not None:
             conn.audited = True
-        if conn is not None:
             fields.setdefault("owner", conn.sandbox.owner)
-        self.audit.record(
+        self.coord.record(dict(
             sandbox_id=sandbox_id,
             policy=decision.policy,
             policy_version=decision.policy_version,
@@ -80,7 +83,7 @@ class GatewayState:
             reason=str(decision.reason),
             protocol=protocol,
             **fields,
-        )
+        ))
 
 
 def peer_ip(peername: tuple[Any, ...] | None) -> str:

@@ -10,6 +10,7 @@ and the error is kept for `sandgate policy status`.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -222,3 +223,16 @@ class PolicyStore:
             handles = [h.status() for h in self._handles.values()]
         return {"policy_dir": str(self.policy_dir), "active": handles,
                 "directory_errors": list(self._directory_errors)}
+
+
+POLICY_RELOAD_INTERVAL = 0.5  # seconds; documented in docs/POLICY.md
+
+
+async def watch(policies: PolicyStore) -> None:
+    """Reload changed policy files every POLICY_RELOAD_INTERVAL, forever."""
+    while True:
+        await asyncio.sleep(POLICY_RELOAD_INTERVAL)
+        try:
+            await asyncio.to_thread(policies.refresh)
+        except Exception:
+            logger.exception("policy reload failed; the active versions stay")

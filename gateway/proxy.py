@@ -1,7 +1,10 @@
-"""mitmproxy embedded as the gateway: transparent mode for TCP and a DNS server, in one
-process, with the gateway's addons first and only the built-in addons it needs."""
+"""mitmproxy embedded as the gateway: transparent mode for TCP and a DNS server (in one
+process, or DNS in the main process and TCP in each proxy worker), with the gateway's addons
+first and only the built-in addons it needs."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from mitmproxy import master, options
 from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconfig
@@ -27,22 +30,28 @@ def builtin_addons() -> list[object]:
 
 
 class Ready:
-    """Marks the gateway ready once mitmproxy's servers listen (the `running` hook)."""
+    """Calls `on_ready` once mitmproxy's servers listen (the `running` hook)."""
 
-    def __init__(self, state: GatewayState) -> None:
-        self.state = state
+    def __init__(self, on_ready: Callable[[], None]) -> None:
+        self.on_ready = on_ready
 
     def running(self) -> None:
-        self.state.ready = True
+        self.on_ready()
 
 
-def build_master(settings: Settings, state: GatewayState) -> master.Master:
+def build_master(settings: Settings, state: GatewayState, *, dns: bool, tcp_port: int | None,
+                 on_ready: Callable[[], None]) -> master.Master:
+    """The DNS server (main process), a TCP proxy on `tcp_port` (worker), or both."""
     opts = options.Options()
     proxy = master.Master(opts)
-    proxy.addons.add(*pipeline(state, dns_ttl=settings.synthetic_ttl), *builtin_addons(),
-                     Ready(state))
+    proxy.addons.add(*pipeline(state, dns_ttl=settings.synthetic_ttl, dns=dns,
+                               tcp=tcp_port is not None),
+                     *builtin_addons(), Ready(on_ready))
+    modes = [f"transparent@{tcp_port}"] if tcp_port is not None else []
+    if dns:
+        modes.append(f"dns@{settings.dns_port}")
     updates: dict[str, object] = {
-        "mode": [f"transparent@{settings.transparent_port}", f"dns@{settings.dns_port}"],
+        "mode": modes,
         "connection_strategy": "lazy",
         "confdir": str(settings.ca_dir),
         "http2": True,

@@ -7,6 +7,7 @@ import ipaddress
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.policy_store import PolicyHandle
@@ -25,6 +26,7 @@ class SyntheticPool:
         self._free = list(reversed(list(network.hosts())))
         self._by_name: OrderedDict[str, ipaddress.IPv4Address] = OrderedDict()
         self._by_address: dict[ipaddress.IPv4Address, str] = {}
+        self.on_assign: Callable[[ipaddress.IPv4Address, str], None] | None = None
 
     def address_for(self, name: str) -> ipaddress.IPv4Address:
         address = self._by_name.get(name)
@@ -38,7 +40,21 @@ class SyntheticPool:
             del self._by_address[address]
         self._by_name[name] = address
         self._by_address[address] = name
+        if self.on_assign is not None:
+            self.on_assign(address, name)
         return address
+
+    def learn(self, address: str, name: str) -> None:
+        """A replica takes an assignment made by the pool's owner."""
+        ip = ipaddress.IPv4Address(address)
+        old = self._by_address.get(ip)
+        if old is not None:
+            self._by_name.pop(old, None)
+        self._by_address[ip] = name
+        self._by_name[name] = ip
+
+    def assignments(self) -> dict[str, str]:
+        return {str(address): name for address, name in self._by_address.items()}
 
     def name_for(self, address: str | ipaddress.IPv4Address) -> str | None:
         try:
@@ -71,6 +87,18 @@ class SandboxContext:
         return self.handle.policy
 
 
+class RegistryListener:
+    """Told of every change, after it is made (the hub forwards them to proxy workers)."""
+
+    def added(self, sandbox: SandboxContext) -> None: ...
+
+    def removed(self, sandbox: SandboxContext) -> None: ...
+
+    def quarantined(self, sandbox: SandboxContext) -> None: ...
+
+    def assigned(self, sandbox: SandboxContext, address: str, name: str) -> None: ...
+
+
 class Registry:
     """Thread-safe: the control API registers sandboxes from worker threads while the proxy
     reads from its event loop."""
@@ -80,6 +108,7 @@ class Registry:
         self._by_ip: dict[str, SandboxContext] = {}
         self._by_id: dict[str, SandboxContext] = {}
         self.placeholders = PlaceholderIndex()
+        self.listener = RegistryListener()
 
     def add(self, sandbox: SandboxContext) -> None:
         with self._lock:
@@ -88,6 +117,9 @@ class Registry:
             self._by_ip[sandbox.ip] = sandbox
             self._by_id[sandbox.id] = sandbox
             self.placeholders.bind(sandbox.id, sandbox.secrets)
+        sandbox.pool.on_assign = lambda address, name: self.listener.assigned(
+            sandbox, str(address), name)
+        self.listener.added(sandbox)
 
     def remove(self, sandbox_id: str) -> SandboxContext | None:
         with self._lock:
@@ -95,7 +127,15 @@ class Registry:
             if sandbox is not None:
                 self._by_ip.pop(sandbox.ip, None)
                 self.placeholders.unbind(sandbox_id)
-            return sandbox
+        if sandbox is not None:
+            self.listener.removed(sandbox)
+        return sandbox
+
+    def quarantine(self, sandbox: SandboxContext) -> None:
+        """Nothing more goes out for this sandbox (a secret-exfiltration attempt)."""
+        if not sandbox.quarantined:
+            sandbox.quarantined = True
+            self.listener.quarantined(sandbox)
 
     def by_ip(self, ip: str) -> SandboxContext | None:
         return self._by_ip.get(ip)

@@ -19,16 +19,19 @@ from sqlalchemy.engine import Engine
 from gateway.api import create_app
 from gateway.audit import AuditWriter
 from gateway.audit_chain import HeadSigner, apply_retention, record_signed_head
+from gateway.coordination import Authority, LocalCoordinator
 from gateway.db import make_engine
 from gateway.errors import NotReady
 from gateway.flowstate import GatewayState
+from gateway.hub import Hub
 from gateway.otlp import OtlpExporter
-from gateway.policy_store import PolicyStore
+from gateway.policy_store import PolicyStore, watch
 from gateway.proxy import CA_CERT, CA_KEY, build_master
 from gateway.registry import Registry
 from gateway.service import SYSTEM_BUNDLE, SandboxService
 from gateway.settings import Settings
 from gateway.upstream import UpstreamResolver
+from gateway.workers import WorkerPool
 from sandbox_net import firewall, links
 from sandbox_net.errors import FirewallError
 from sandbox_net.runtime.base import Runtime
@@ -78,7 +81,6 @@ def write_ca_bundle(settings: Settings) -> Path:
     return bundle
 
 
-POLICY_RELOAD_INTERVAL = 0.5  # seconds; documented in docs/POLICY.md
 HEAD_SIGNING_INTERVAL = 10.0  # seconds between signed audit chain heads
 
 
@@ -119,6 +121,16 @@ async def _reap(service: SandboxService) -> None:
             logger.exception("removing expired sandboxes failed; will retry")
 
 
+async def _keep_warm(service: SandboxService) -> None:
+    while service.settings.warm_pool:
+        await asyncio.sleep(REAP_INTERVAL)
+        try:
+            await asyncio.to_thread(service.keep_warm)
+        except Exception:
+            logger.exception("starting a warm sandbox failed; retrying in 5 s")
+            await asyncio.sleep(5)
+
+
 async def _watch_firewall(settings: Settings) -> None:
     """Reinstall the nftables table when it is changed or deleted (an operator's mistake).
     Meanwhile new sandboxes are refused (creation verifies the table) and existing links do
@@ -147,15 +159,6 @@ async def _retention(engine: Engine, days: int | None) -> None:
         await asyncio.sleep(3600)
 
 
-async def _watch_policies(policies: PolicyStore) -> None:
-    while True:
-        await asyncio.sleep(POLICY_RELOAD_INTERVAL)
-        try:
-            await asyncio.to_thread(policies.refresh)
-        except Exception:
-            logger.exception("policy reload failed; the active versions stay")
-
-
 class _ApiServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -181,10 +184,19 @@ async def _serve_locked(settings: Settings) -> None:
     own = [a for a in await asyncio.to_thread(links.host_addresses) if not a.startswith("127.")]
     resolver = UpstreamResolver(settings.upstream_resolver,
                                 own_addresses=[ipaddress.IPv4Address(a) for a in own])
-    state = GatewayState(registry, resolver, writer)
+    authority = Authority(registry, writer)
+    state = GatewayState(registry, resolver, LocalCoordinator(authority))
     state.vault = open_vault(engine, settings.key_source, create=True)
     state.quarantine_on_exfil = settings.quarantine_on_exfil
-    proxy = build_master(settings, state)
+    # One worker: this process proxies TCP too. More: they do, and this one serves DNS.
+    hub = Hub(authority, registry, settings.hub_socket) if settings.workers > 1 else None
+    proxy = build_master(settings, state, dns=True,
+                         tcp_port=None if hub else settings.transparent_port,
+                         on_ready=lambda: setattr(state, "ready", True))
+
+    def ready() -> bool:
+        return state.ready and (hub is None or hub.ready_workers() == settings.workers)
+
     runtimes: dict[str, Runtime] = {
         "gvisor": GVisorRuntime(settings.runsc_dir, platform=settings.runsc_platform),
         "microvm": MicroVMRuntime(settings.home / "microvm"),
@@ -192,14 +204,19 @@ async def _serve_locked(settings: Settings) -> None:
     policies = PolicyStore(settings.policy_dir)
     service = SandboxService(settings, engine, registry, runtimes,
                              policies, writer, write_ca_bundle(settings), vault=state.vault,
-                             open_connections=state.open_connections)
+                             open_connections=authority.open_connections)
     await asyncio.to_thread(service.reconcile)
+    workers = WorkerPool(settings)
+    if hub is not None:
+        service.after_vault_rotation = hub.vault_changed
+        await hub.start()
+        workers.start()
     socket_path = settings.control_socket
     socket_path.unlink(missing_ok=True)
     apis = [
-        _ApiServer(uvicorn.Config(create_app(service, lambda: state.ready, local=True),
+        _ApiServer(uvicorn.Config(create_app(service, ready, local=True),
                                   uds=str(socket_path), log_level="warning", lifespan="off")),
-        _ApiServer(uvicorn.Config(create_app(service, lambda: state.ready, local=False),
+        _ApiServer(uvicorn.Config(create_app(service, ready, local=False),
                                   host=settings.api_host, port=settings.api_port,
                                   log_level="warning", lifespan="off")),
     ]
@@ -212,10 +229,9 @@ async def _serve_locked(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
-    reload_task = asyncio.ensure_future(_watch_policies(policies))
-    retention_task = asyncio.ensure_future(_retention(engine, settings.audit_retain_days))
-    reaper_task = asyncio.ensure_future(_reap(service))
-    firewall_task = asyncio.ensure_future(_watch_firewall(settings))
+    background = [asyncio.ensure_future(c) for c in (
+        watch(policies), _retention(engine, settings.audit_retain_days), _reap(service),
+        _watch_firewall(settings), workers.supervise(), _keep_warm(service))]
     try:
         tasks = [asyncio.ensure_future(proxy.run()),
                  *(asyncio.ensure_future(api.serve()) for api in apis)]
@@ -225,12 +241,13 @@ async def _serve_locked(settings: Settings) -> None:
         for task in done:
             task.result()
     finally:
-        reload_task.cancel()
-        retention_task.cancel()
-        reaper_task.cancel()
-        firewall_task.cancel()
+        for task in background:
+            task.cancel()
         state.vault.flush_usage()
         await asyncio.to_thread(service.shutdown)
+        await workers.stop()
+        if hub is not None:
+            await hub.close()
         writer.close()
         for close in exporters:
             close()

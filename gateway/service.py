@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import ipaddress
 import logging
 import re
 import shutil
@@ -49,11 +51,20 @@ from vault.store import NAME_PATTERN, Vault
 logger = logging.getLogger(__name__)
 
 SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+WARM_LIMITS = ("memory_mb", "cpus", "max_pids")   # a warm sandbox has the default ones
 CA_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
 # Host paths a sandbox must not read through its read-only view of the host's root:
 # credentials, keys, other users' data, and runtime state (the data dir is added too).
 MASKED_DIRS = ("/root", "/home", "/etc/ssh", "/var/lib", "/var/backups", "/run", "/srv")
 MASKED_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers")
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A sandbox's network and spec, before the gateway knows it."""
+
+    spec: SandboxSpec
+    synthetic: ipaddress.IPv4Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +88,12 @@ class SandboxService:
         self.ca_bundle = ca_bundle
         self.open_connections = open_connections
         self.vault = vault
+        self.after_vault_rotation: Callable[[], None] = lambda: None   # tell proxy workers
         self._lock = threading.Lock()
         self._specs: dict[str, SandboxSpec] = {}
         self._deadlines: dict[str, _Deadline] = {}
+        self._warm: list[_Prepared] = []
+        self._stopping = False
 
     # create
     def create(self, request: SandboxCreate, owner: str = "local") -> SandboxPublic:
@@ -96,7 +110,8 @@ class SandboxService:
             if not key or "=" in key or "\0" in key:
                 raise BadRequest(f"invalid environment variable name {key!r}")
         self._check_secrets(request.secrets)
-        sandbox_id = new_sandbox_id()
+        warm = self._claim_warm(request)
+        sandbox_id = warm.spec.sandbox_id if warm else new_sandbox_id()
         now = datetime.now(UTC)
         record = SandboxRecord(
             id=sandbox_id, runtime=request.runtime, policy=handle.policy.name,
@@ -107,7 +122,8 @@ class SandboxService:
             memory_mb=request.memory_mb, cpus=request.cpus, max_pids=request.max_pids)
         self._save(record)
         try:
-            spec = self._build(sandbox_id, request, handle, record)
+            spec = (self._adopt(warm, request, handle, record) if warm
+                    else self._build(sandbox_id, request, handle, record))
         except BaseException:
             self._destroy(sandbox_id)
             raise
@@ -122,6 +138,15 @@ class SandboxService:
 
     def _build(self, sandbox_id: str, request: SandboxCreate, handle: PolicyHandle,
                record: SandboxRecord) -> SandboxSpec:
+        prepared = self._prepare(sandbox_id, request.memory_mb, request.cpus, request.max_pids)
+        record.ip = prepared.spec.ip
+        spec = self._register(prepared, request, handle, record)
+        self._start(spec, request.runtime)
+        return spec
+
+    def _prepare(self, sandbox_id: str, memory_mb: int, cpus: float,
+                 max_pids: int) -> _Prepared:
+        """The sandbox's network (up only once its rules are verified) and spec."""
         naming, fw = self.settings.naming, self.settings.firewall
         try:
             addresses = slots.allocate(self.engine, sandbox_id)
@@ -136,32 +161,71 @@ class SandboxService:
                            "restart the gateway (sandgate serve) to reinstall them") from e
         except NetError as e:
             raise NotReady(f"sandbox network setup failed: {e}") from e
-        record.ip = str(addresses.sandbox_ip)
         workdir = self.settings.sandboxes_dir / sandbox_id
         workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # The sandbox gets a fresh placeholder per secret, never the value.
-        secrets = {name: new_placeholder() for name in request.secrets}
-        spec = SandboxSpec(
+        return _Prepared(SandboxSpec(
             sandbox_id=sandbox_id,
             netns_path=link.netns_path,
             workdir=workdir,
-            env={**{k: "/etc/ssl/certs/ca-certificates.crt" for k in CA_ENV}, **request.env,
-                 **secrets},
+            env={k: "/etc/ssl/certs/ca-certificates.crt" for k in CA_ENV},
             files=self._files(workdir, str(addresses.host_ip)),
             masked_dirs=self._masked_dirs(),
-            memory_mb=request.memory_mb, max_pids=request.max_pids, cpus=request.cpus,
+            memory_mb=memory_mb, max_pids=max_pids, cpus=cpus,
             ip=str(addresses.sandbox_ip), gateway_ip=str(addresses.host_ip),
-        )
+        ), addresses.synthetic)
+
+    def _register(self, prepared: _Prepared, request: SandboxCreate, handle: PolicyHandle,
+                  record: SandboxRecord) -> SandboxSpec:
+        """The gateway learns the sandbox: from here its egress is decided by its policy."""
+        # The sandbox gets a fresh placeholder per secret, never the value.
+        secrets = {name: new_placeholder() for name in request.secrets}
+        spec = dataclasses.replace(prepared.spec,
+                                   env={**prepared.spec.env, **request.env, **secrets})
         self.registry.add(SandboxContext(
-            id=sandbox_id, ip=str(addresses.sandbox_ip), handle=handle,
-            pool=SyntheticPool(addresses.synthetic), env=spec.env, secrets=secrets,
-            owner=record.owner))
+            id=spec.sandbox_id, ip=spec.ip, handle=handle,
+            pool=SyntheticPool(prepared.synthetic), env=spec.env,
+            secrets=secrets, owner=record.owner))
+        return spec
+
+    def _start(self, spec: SandboxSpec, runtime: str) -> None:
         try:
-            self._runtime_of[sandbox_id] = request.runtime
-            self.runtimes[request.runtime].start(spec)
+            self._runtime_of[spec.sandbox_id] = runtime
+            self.runtimes[runtime].start(spec)
         except RuntimeFailure as e:
             raise NotReady(str(e)) from e
-        return spec
+
+    # warm pool: gVisor sandboxes started ahead, not registered (so refused any egress)
+    # until a create call with the default limits claims one
+    def _claim_warm(self, request: SandboxCreate) -> _Prepared | None:
+        defaults = SandboxCreate.model_fields
+        if request.runtime != "gvisor" or any(
+                getattr(request, f) != defaults[f].default for f in WARM_LIMITS):
+            return None
+        with self._lock:
+            return self._warm.pop(0) if self._warm else None
+
+    def _adopt(self, warm: _Prepared, request: SandboxCreate, handle: PolicyHandle,
+               record: SandboxRecord) -> SandboxSpec:
+        record.ip = warm.spec.ip
+        return self._register(warm, request, handle, record)
+
+    def keep_warm(self) -> None:
+        """Start gVisor sandboxes until `warm_pool` wait unclaimed (from a background loop)."""
+        defaults = SandboxCreate.model_fields
+        while not self._stopping and len(self._warm) < self.settings.warm_pool:
+            sandbox_id = new_sandbox_id()
+            try:
+                prepared = self._prepare(sandbox_id,
+                                         *(defaults[f].default for f in WARM_LIMITS))
+                self._start(prepared.spec, "gvisor")
+            except BaseException:
+                self._destroy(sandbox_id, "warm-pool-failed")
+                raise
+            with self._lock:
+                if not self._stopping:
+                    self._warm.append(prepared)
+                    continue
+            self._destroy(sandbox_id, "gateway-stopped")   # shut-down began meanwhile
 
     def _files(self, workdir: Path, nameserver: str) -> tuple[FileMount, ...]:
         resolv = workdir / "resolv.conf"
@@ -186,9 +250,11 @@ class SandboxService:
         if self.vault is None:
             raise NotReady("the vault is not open")
         try:
-            return rotate_master_key(self.vault, self.settings.key_source)
+            rotated = rotate_master_key(self.vault, self.settings.key_source)
         except VaultError as e:
             raise BadRequest(str(e)) from e
+        self.after_vault_rotation()
+        return rotated
 
     def _masked_dirs(self) -> tuple[str, ...]:
         candidates = {Path(d) for d in (*MASKED_DIRS, str(self.settings.home))}
@@ -432,7 +498,10 @@ class SandboxService:
         return sorted(stale)
 
     def shutdown(self) -> None:
-        for sandbox_id in list(self._specs):
+        with self._lock:
+            self._stopping = True
+            warm, self._warm = self._warm, []
+        for sandbox_id in [*list(self._specs), *(w.spec.sandbox_id for w in warm)]:
             self._destroy(sandbox_id, "gateway-stopped")
 
     # storage helpers

@@ -4,11 +4,12 @@ starts a process (CLI, tests), never at import."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import secrets
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sandbox_net.firewall import FirewallSpec
@@ -40,6 +41,10 @@ class Settings(BaseSettings):
     otlp_endpoint: str | None = None
     firewall_check_interval: float = Field(default=0.5, ge=0)  # 0: no watchdog
     synthetic_ttl: int = 60
+    # gVisor sandboxes started ahead for create calls with the default limits
+    warm_pool: int = Field(default=0, ge=0, le=64)
+    # TCP proxy processes; 1: the main process proxies too. Default: one per core.
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
 
     @field_validator("home", "policy_dir", "upstream_ca", "master_key_file",
                      "audit_signing_key_file")
@@ -70,6 +75,17 @@ class Settings(BaseSettings):
             raise ValueError(f"port {value} is out of range 1-65535")
         return value
 
+    @model_validator(mode="after")
+    def _worker_ports(self) -> Settings:
+        last = self.transparent_port + self.workers - 1
+        if last > 65535:
+            raise ValueError(f"{self.workers} workers need transparent ports "
+                             f"{self.transparent_port}-{last}, beyond 65535")
+        if self.transparent_port <= self.dns_port <= last:
+            raise ValueError(f"the DNS port {self.dns_port} is one of the workers' transparent "
+                             f"ports {self.transparent_port}-{last}")
+        return self
+
     # derived paths and objects
     @property
     def naming(self) -> Naming:
@@ -78,7 +94,7 @@ class Settings(BaseSettings):
     @property
     def firewall(self) -> FirewallSpec:
         return FirewallSpec(self.naming.table, self.naming.link_glob,
-                            self.transparent_port, self.dns_port)
+                            self.transparent_port, self.dns_port, self.workers)
 
     @property
     def db_url(self) -> str:
@@ -91,6 +107,11 @@ class Settings(BaseSettings):
     @property
     def control_socket(self) -> Path:
         return self.home / "control.sock"
+
+    @property
+    def hub_socket(self) -> Path:
+        """Where proxy workers reach the main process (gateway.hub)."""
+        return self.home / "hub.sock"
 
     @property
     def sandboxes_dir(self) -> Path:

@@ -22,6 +22,19 @@ class FirewallSpec:
     link_glob: str
     transparent_port: int
     dns_port: int
+    workers: int = 1    # proxy workers listen on transparent_port, transparent_port + 1, ...
+
+    @property
+    def transparent_ports(self) -> list[int]:
+        return [self.transparent_port + i for i in range(self.workers)]
+
+    def spread(self) -> str:
+        """The redirect target: one port, or new connections spread over the workers by a
+        hash of the source address and port (each connection stays with one worker)."""
+        if self.workers == 1:
+            return f":{self.transparent_port}"
+        targets = ", ".join(f"{i} : {p}" for i, p in enumerate(self.transparent_ports))
+        return f":jhash ip saddr . tcp sport mod {self.workers} map {{ {targets} }}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +48,8 @@ class _Chain:
 
 def _chains(spec: FirewallSpec) -> tuple[_Chain, ...]:
     links = f'iifname "{spec.link_glob}"'
-    gw, dns = spec.transparent_port, spec.dns_port
+    ports = ", ".join(str(p) for p in spec.transparent_ports)
+    dns = spec.dns_port
     return (
         _Chain("prerouting", "nat", "prerouting", "dstnat", (
             # DNS first: port 53 to the gateway's DNS server, over UDP and TCP.
@@ -43,17 +57,17 @@ def _chains(spec: FirewallSpec) -> tuple[_Chain, ...]:
             ("dns-tcp", f"{links} meta nfproto ipv4 tcp dport 53 redirect to :{dns}"),
             # Every other TCP port goes to the transparent proxy, which knows the dialed
             # address from conntrack (SO_ORIGINAL_DST).
-            ("tcp", f"{links} meta nfproto ipv4 meta l4proto tcp redirect to :{gw}"),
+            ("tcp", f"{links} meta nfproto ipv4 meta l4proto tcp redirect to {spec.spread()}"),
         )),
         _Chain("input", "filter", "input", "filter", (
-            ("gateway-tcp", f"{links} meta nfproto ipv4 tcp dport {gw} accept"),
+            ("gateway-tcp", f"{links} meta nfproto ipv4 tcp dport {{ {ports} }} accept"),
             ("gateway-dns", f"{links} meta nfproto ipv4 meta l4proto {{ tcp, udp }} "
                             f"th dport {dns} accept"),
             # Anything else a sandbox sends to the host (control API, sshd, ICMP, IPv6...)
             ("drop-input", f"{links} counter drop"),
             # The proxy ports serve sandboxes only: not the host's other networks.
             ("gateway-ports-private", f'iifname != "{spec.link_glob}" iifname != "lo" '
-                                      f"meta l4proto {{ tcp, udp }} th dport {{ {gw}, {dns} }} "
+                                      f"meta l4proto {{ tcp, udp }} th dport {{ {ports}, {dns} }} "
                                       "drop"),
         )),
         # IP forwarding is on: the host must never route a sandbox packet anywhere.

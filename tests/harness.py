@@ -4,6 +4,7 @@ CLI the way a user would."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -53,10 +54,29 @@ def unforwardable_packets() -> int:
     return int(dict(zip(lines[0], lines[1], strict=True))["InAddrErrors"])
 
 
+MAX_WORKERS = 4   # transparent ports reserved per test gateway
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("0.0.0.0", 0))
         return int(s.getsockname()[1])
+
+
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports (proxy workers listen on a run of ports)."""
+    while True:
+        first = free_port()
+        if first + count > 65535:
+            continue
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in range(first + 1, first + count):
+                    s = stack.enter_context(socket.socket())
+                    s.bind(("0.0.0.0", port))
+            return first
+        except OSError:
+            continue
 
 
 @dataclass
@@ -68,7 +88,7 @@ class Gateway:
 
     def __post_init__(self) -> None:
         self.extra_env: dict[str, str] = {}
-        self.transparent_port = free_port()
+        self.transparent_port = free_ports(MAX_WORKERS)
         self.api_port = free_port()
         self.dns_port = free_port()
         self.policy_dir = self.home / "policies"
@@ -84,6 +104,7 @@ class Gateway:
             "SANDGATE_DNS_PORT": str(self.dns_port),
             "SANDGATE_API_PORT": str(self.api_port),
             "SANDGATE_POLICY_DIR": str(self.policy_dir),
+            "SANDGATE_WORKERS": "2",   # the multi-process path, whatever the machine's cores
             **self.extra_env,
         }
         if self.topology is not None:

@@ -17,15 +17,20 @@ from gateway.flowstate import GatewayState
 __all__ = ["pipeline"]
 
 
-def pipeline(state: GatewayState, *, dns_ttl: int = 60) -> list[object]:
-    return [
-        Identify(state),            # source address -> sandbox; unknown sources refused
-        DnsAnswer(state, dns_ttl),  # synthetic answers for allowed names, NXDOMAIN otherwise
-        TlsGuard(state),            # SNI must name the dialed host
-        HttpPolicy(state),          # Host must name the dialed host; policy; 403 JSON
-        Credentials(state),         # placeholders -> secrets where bound; tripwire; scrubbing
-        TcpPolicy(state),           # policy for non-HTTP streams
-        UpstreamConnect(state),     # dial only vetted addresses
-        RateMeter(state),           # bytes-per-minute limits
-        AuditTrail(state),          # one row per request / stream
-    ]
+def pipeline(state: GatewayState, *, dns_ttl: int = 60, dns: bool = True,
+             tcp: bool = True) -> list[object]:
+    """The addons for a process serving DNS, TCP (a proxy worker), or both."""
+    addons: list[object] = [Identify(state)]   # source address -> sandbox; unknown refused
+    if dns:
+        addons.append(DnsAnswer(state, dns_ttl))  # synthetic answers for allowed names
+    if tcp:
+        addons += [
+            TlsGuard(state),            # SNI must name the dialed host
+            HttpPolicy(state),          # Host must name the dialed host; policy; 403 JSON
+            Credentials(state),         # placeholders -> secrets where bound; tripwire; scrubbing
+            TcpPolicy(state),           # policy for non-HTTP streams
+            UpstreamConnect(state),     # dial only vetted addresses
+            RateMeter(state),           # bytes-per-minute limits
+            AuditTrail(state),          # one row per request / stream
+        ]
+    return addons

@@ -108,8 +108,7 @@ class Credentials:
                  + (" (a placeholder of another sandbox)" if foreign else ""))
         logger.warning("sandbox %s: %s", conn.sandbox.id, error)
         self._refuse(flow, conn, Reason.SECRET_EXFIL_ATTEMPT, error, names)
-        if self.state.quarantine_on_exfil:
-            conn.sandbox.quarantined = True
+        self.state.quarantine(conn.sandbox)
 
     def _inject(self, flow: http.HTTPFlow, conn: Conn, specs: list[Inject],
                 verdict: FlowVerdict) -> None:

@@ -40,8 +40,7 @@ class DnsAnswer:
             placeholders.find(question.name.lower()))
         if leaked:
             # A placeholder spelt into a DNS label: never answered, never forwarded.
-            if self.state.quarantine_on_exfil:
-                sandbox.quarantined = True
+            self.state.quarantine(sandbox)
             flow.response = request.fail(response_codes.NXDOMAIN)
             self._record(sandbox, sandbox.policy.refuse(Reason.SECRET_EXFIL_ATTEMPT), request,
                          question.name, ",".join(sorted({b.secret for b in leaked.values()})))

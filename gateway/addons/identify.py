@@ -22,7 +22,7 @@ class Identify:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
 
-    def client_connected(self, client: connection.Client) -> None:
+    async def client_connected(self, client: connection.Client) -> None:
         source = peer_ip(client.peername)
         sandbox = self.state.registry.by_ip(source)
         is_dns = isinstance(client.proxy_mode, mode_specs.DnsMode)
@@ -35,32 +35,34 @@ class Identify:
                               host=dialed_ip, port=dialed_port,
                               error=f"unknown source {source}")
             return
-        sandbox.last_active = time.time()
+        self.state.coord.active(sandbox.id)
         if is_dns:
             return
         limit = sandbox.policy.limits.connections
-        if self.state.open_connections(sandbox.id) >= limit:
+        if not await self.state.coord.acquire(sandbox.id, limit):
             # One sandbox must not make the gateway hold unbounded connections for it.
             client.error = "sandgate: connection limit"
             self.state.record(sandbox.policy.refuse(Reason.CONNECTION_LIMIT),
                               sandbox_id=sandbox.id, protocol="tcp", host=dialed_ip,
                               port=dialed_port, error=f"over {limit} open connections")
             return
-        self.state.conns[client.id] = Conn(
-            sandbox=sandbox,
-            dialed_ip=dialed_ip,
-            dialed_port=dialed_port,
-            name=sandbox.pool.name_for(dialed_ip),
-        )
+        name = sandbox.pool.name_for(dialed_ip)
+        if name is None and dialed_ip in sandbox.pool:
+            name = await self.state.coord.name_for(sandbox.id, dialed_ip)  # not heard yet
+        self.state.conns[client.id] = Conn(sandbox=sandbox, dialed_ip=dialed_ip,
+                                           dialed_port=dialed_port, name=name)
 
     def client_disconnected(self, client: connection.Client) -> None:
         conn = self.state.conns.pop(client.id, None)
-        if conn is None or conn.audited:
+        if conn is None:
             return
-        # The sandbox connected but never sent enough for a protocol decision: still an
-        # egress attempt, so it gets a row, decided on name and port alone.
-        decision = conn.sandbox.policy.decide(request_for(conn, "tcp"))
-        self.state.record(decision, sandbox_id=conn.sandbox.id, protocol="tcp",
-                          host=conn.target, port=conn.dialed_port,
-                          duration_ms=round((time.time() - conn.started) * 1000, 3),
-                          error="closed before sending data")
+        if not conn.audited:
+            # The sandbox connected but never sent enough for a protocol decision: still an
+            # egress attempt, so it gets a row, decided on name and port alone.
+            decision = conn.sandbox.policy.decide(request_for(conn, "tcp"))
+            self.state.record(decision, sandbox_id=conn.sandbox.id, protocol="tcp",
+                              host=conn.target, port=conn.dialed_port,
+                              duration_ms=round((time.time() - conn.started) * 1000, 3),
+                              error="closed before sending data")
+        # After the row: once the count drops, a deletion may flush the audit log.
+        self.state.coord.release(conn.sandbox.id)

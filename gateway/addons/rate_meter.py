@@ -19,8 +19,8 @@ class RateMeter:
             return
         grant = verdict.decision.grant
         if grant is not None and grant.limits is not None and verdict.decision.rule:
-            self.state.limiter.charge_bytes(conn.sandbox.id, verdict.decision.rule,
-                                            grant.limits, size)
+            self.state.coord.charge(conn.sandbox.id, verdict.decision.rule, grant.limits,
+                                    size)
 
     def response(self, flow: http.HTTPFlow) -> None:
         body_up = len(flow.request.raw_content or b"")

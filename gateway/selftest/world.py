@@ -56,7 +56,7 @@ def zone_for(plan: Plan, address_of: dict[str, str] | None = None) -> dict[str, 
 @contextlib.contextmanager
 def world(plan: Plan, workdir: Path) -> Iterator[World]:
     prefix = new_prefix()
-    with _host_namespace(host_netns(prefix)):
+    with host_namespace(host_netns(prefix)):
         topology = Topology(prefix, workdir / "inet", traps=TRAPS, extra_zone=zone_for(plan),
                             tls_names=[p.host for p in plan.probes],
                             host_netns=host_netns(prefix), dns_ttl=0)
@@ -76,7 +76,7 @@ def world(plan: Plan, workdir: Path) -> Iterator[World]:
 
 
 @contextlib.contextmanager
-def _host_namespace(name: str) -> Iterator[None]:
+def host_namespace(name: str) -> Iterator[None]:
     """A namespace standing in for the host, forwarding on (the worst case: only the
     gateway's drop rules stand between a sandbox and the network)."""
     netns.create(name)

@@ -169,9 +169,12 @@ def dropped(table: str) -> int:
 
 def test_audit_cli_filters_and_table(gateway: Gateway, web_policy: Path) -> None:
     last = gateway.last_audit_id()
-    gateway.run(web_policy, "curl", "-sS", "--max-time", "10", "https://other.upstream.test/")
+    run = gateway.run(web_policy, "curl", "-sS", "--max-time", "10",
+                      "https://other.upstream.test/")
+    assert run.returncode == 6, run.stdout + run.stderr   # curl: could not resolve host
     denied = gateway.audit_rows(last, decision="deny", host="other.upstream.test")
-    assert denied and all(r["decision"] == "deny" for r in denied)
+    assert denied and all(r["decision"] == "deny" for r in denied), \
+        gateway.audit_rows(last)
     sandbox = denied[0]["sandbox_id"]
     assert all(r["sandbox_id"] == sandbox for r in gateway.audit_rows(last, sandbox=sandbox))
     table = gateway.sandgate("audit", f"--sandbox={sandbox}")

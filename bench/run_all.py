@@ -1,0 +1,138 @@
+"""Every gateway benchmark in one invocation, each figure against its baseline measured in the
+same run, in a throw-away world of its own (bench/world.py). Prints `name: value` lines.
+
+    .venv/bin/python bench/run_all.py [--quick]
+
+Load comes from wrk inside a namespace: the host namespace for the direct baseline, a plain
+client namespace redirected to a bare mitmproxy for that baseline, and a real sandbox's
+namespace for the gateway. The upstream is a trivial asyncio server (bench/upstream.py), so
+the figures are the proxies' costs, not the upstream's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from overhead import wrk
+from world import PLAIN_PORT, TLS_PORT, World, gateway_in, world
+
+from gateway.client import Client, Sandbox
+from sandbox_net.testnet import HTTP_IP, HTTPS_IP
+
+SECRET = "bench-token-value"
+POLICY = f"""version: 1
+name: bench
+rules:
+  - id: plain
+    hosts: [www.upstream.test]
+    ports: [{PLAIN_PORT}]
+    inject: [{{secret: BENCH_TOKEN, as: bearer}}]
+  - id: tls
+    hosts: [secure.upstream.test]
+    ports: [{TLS_PORT}]
+    inject: [{{secret: BENCH_TOKEN, as: bearer}}]
+"""
+EMPTY_POLICY = "version: 1\nname: bench-none\n"
+
+
+def report(name: str, value: float) -> None:
+    print(f"{name}: {value}", flush=True)
+
+
+class Load:
+    """wrk runs from three places against the same upstream."""
+
+    def __init__(self, the_world: World, seconds: int) -> None:
+        self.world = the_world
+        self.seconds = seconds
+
+    def direct(self, path: str, tls: bool = False, **kw: object) -> tuple[float, float]:
+        url = (f"https://{HTTPS_IP}:{TLS_PORT}{path}" if tls
+               else f"http://{HTTP_IP}:{PLAIN_PORT}{path}")
+        return wrk(url, self.seconds, netns=self.world.host, **kw)  # type: ignore[arg-type]
+
+    def bare(self, path: str, **kw: object) -> tuple[float, float]:
+        return wrk(f"http://{HTTP_IP}:{PLAIN_PORT}{path}", self.seconds,
+                   netns=self.world.bare_client, **kw)  # type: ignore[arg-type]
+
+    def gateway(self, sandbox: Sandbox, path: str, placeholder: str, tls: bool = False,
+                headers: list[str] | None = None, **kw: object) -> tuple[float, float]:
+        url = (f"https://secure.upstream.test:{TLS_PORT}{path}" if tls
+               else f"http://www.upstream.test:{PLAIN_PORT}{path}")
+        return wrk(url, self.seconds, netns=sandbox.info["netns"],  # type: ignore[arg-type]
+                   headers=[f"Authorization: Bearer {placeholder}", *(headers or [])], **kw)
+
+
+def bench_sandbox(client: Client) -> tuple[Sandbox, str]:
+    client.put_policy("bench", POLICY)
+    client.put_secret("BENCH_TOKEN", SECRET)
+    sandbox = client.create(policy="bench", secrets=["BENCH_TOKEN"])
+    placeholder = sandbox.exec(["printenv", "BENCH_TOKEN"]).stdout.strip()
+    return sandbox, placeholder
+
+
+def create_to_first_exec(client: Client, runs: int) -> float:
+    """Median milliseconds from the create call to the end of a first `true`."""
+    client.put_policy("bench-none", EMPTY_POLICY)
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        sandbox = client.create(policy="bench-none")
+        sandbox.exec(["true"])
+        samples.append(time.perf_counter() - start)
+        sandbox.delete()
+    return round(statistics.median(samples) * 1000, 1)
+
+
+def latencies(load: Load, sandbox: Sandbox, placeholder: str) -> None:
+    """Added median latency over HTTPS, one connection at a time (no queueing in it)."""
+    cases = {"": ("/", []), "_new_connection": ("/", ["Connection: close"]),
+             "_1mib": ("/1m", [])}
+    for suffix, (path, headers) in cases.items():
+        _, direct = load.direct(path, tls=True, connections=1,
+                                headers=["Host: secure.upstream.test", *headers])
+        _, gated = load.gateway(sandbox, path, placeholder, tls=True, connections=1,
+                                headers=headers)
+        report(f"direct_p50_ms{suffix}", direct)
+        report(f"gateway_added_p50_ms{suffix}", round(gated - direct, 3))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="about 60 s in all")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("benchmarks need root (namespaces, nftables, runsc)")
+    seconds, runs = (2, 3) if args.quick else (8, 10)
+    with tempfile.TemporaryDirectory(prefix="sandgate-bench-") as tmp, world(Path(tmp)) as w:
+        load = Load(w, seconds)
+        direct_rps, _ = load.direct("/", connections=4, headers=["Host: www.upstream.test"])
+        bare_rps, _ = load.bare("/", connections=4, headers=["Host: www.upstream.test"])
+        report("direct_rps", round(direct_rps))
+        report("bare_mitmproxy_rps", round(bare_rps))
+        with gateway_in(w, workers=1) as client:
+            sandbox, placeholder = bench_sandbox(client)
+            full_rps, _ = load.gateway(sandbox, "/", placeholder, connections=4)
+            report("full_path_rps", round(full_rps))
+            report("full_vs_bare_mitmproxy_ratio", round(full_rps / bare_rps, 3))
+            latencies(load, sandbox, placeholder)
+            one_worker, _ = load.gateway(sandbox, "/", placeholder, connections=8, threads=2)
+            report("coldstart_gvisor_ms", create_to_first_exec(client, runs))
+        with gateway_in(w, workers=2) as client:
+            sandbox, placeholder = bench_sandbox(client)
+            two_workers, _ = load.gateway(sandbox, "/", placeholder, connections=8, threads=2)
+        report("workers1_rps", round(one_worker))
+        report("workers2_rps", round(two_workers))
+        report("workers2_vs_1_ratio", round(two_workers / one_worker, 3))
+
+
+if __name__ == "__main__":
+    main()
