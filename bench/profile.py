@@ -1,5 +1,5 @@
-"""Where the full path spends its time: py-spy samples the gateway (one process, workers=1)
-while wrk drives keep-alive HTTP with credential injection through it from a sandbox, then
+"""Where the full path spends its time: py-spy samples the proxy worker (workers=1) while
+wrk drives keep-alive HTTP with credential injection through it from a sandbox, then
 prints the functions with the most samples, own and inclusive.
 
     .venv/bin/python bench/profile.py [--seconds N] [--top N]
@@ -23,8 +23,18 @@ from run_all import bench_sandbox
 from world import PLAIN_PORT, gateway_in, world
 
 
-def gateway_pid(home: Path) -> int:
-    return int((home / "gateway.lock").read_text().strip())
+def worker_pid(home: Path) -> int:
+    """The gateway's (only) proxy worker."""
+    main = (home / "gateway.lock").read_text().strip()
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text()
+            argv = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[1] == main and b"gateway.worker" in argv:
+            return int(proc.name)
+    raise SystemExit("no proxy worker found")
 
 
 def collapse(raw: Path) -> tuple[collections.Counter[str], collections.Counter[str], int]:
@@ -49,21 +59,21 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    with tempfile.TemporaryDirectory(prefix="sandgate-profile-") as tmp, world(Path(tmp)) as w:
-        with gateway_in(w, workers=1) as client:
-            sandbox, placeholder = bench_sandbox(client)
-            raw = Path(tmp) / "profile.txt"
-            pid = gateway_pid(w.workdir / "gateway-1")
-            recorder = threading.Thread(target=subprocess.run, args=([
-                spy, "record", "--pid", str(pid), "--duration", str(args.seconds),
-                "--format", "raw", "--output", str(raw), "--nonblocking", "--threads"],),
-                kwargs={"capture_output": True})
-            recorder.start()
-            rps, p50 = wrk(f"http://www.upstream.test:{PLAIN_PORT}/", args.seconds,
-                           netns=sandbox.info["netns"],
-                           headers=[f"Authorization: Bearer {placeholder}"])
-            recorder.join()
-    own, inclusive, total = collapse(raw)
+    with tempfile.TemporaryDirectory(prefix="sandgate-profile-") as tmp, \
+            world(Path(tmp)) as w, gateway_in(w, workers=1) as client:
+        sandbox, placeholder = bench_sandbox(client)
+        raw = Path(tmp) / "profile.txt"
+        pid = worker_pid(w.workdir / "gateway-1")
+        recorder = threading.Thread(target=subprocess.run, args=([
+            spy, "record", "--pid", str(pid), "--duration", str(args.seconds),
+            "--format", "raw", "--output", str(raw), "--rate", "200"],),
+            kwargs={"capture_output": True})
+        recorder.start()
+        rps, p50 = wrk(f"http://www.upstream.test:{PLAIN_PORT}/", args.seconds,
+                       netns=sandbox.info["netns"],
+                       headers=[f"Authorization: Bearer {placeholder}"])
+        recorder.join()
+        own, inclusive, total = collapse(raw)
     print(f"full path under load: {rps:.0f} req/s, p50 {p50:.2f} ms; {total} samples")
     for title, counter in (("own", own), ("inclusive", inclusive)):
         print(f"\ntop {args.top} by {title} samples:")

@@ -188,14 +188,14 @@ async def _serve_locked(settings: Settings) -> None:
     state = GatewayState(registry, resolver, LocalCoordinator(authority))
     state.vault = open_vault(engine, settings.key_source, create=True)
     state.quarantine_on_exfil = settings.quarantine_on_exfil
-    # One worker: this process proxies TCP too. More: they do, and this one serves DNS.
-    hub = Hub(authority, registry, settings.hub_socket) if settings.workers > 1 else None
-    proxy = build_master(settings, state, dns=True,
-                         tcp_port=None if hub else settings.transparent_port,
+    # TCP is proxied by worker processes; this one serves DNS, the API and the audit writer
+    # (in a process of its own, the writer never holds a proxy's GIL).
+    hub = Hub(authority, registry, settings.hub_socket)
+    proxy = build_master(settings, state, dns=True, tcp_port=None,
                          on_ready=lambda: setattr(state, "ready", True))
 
     def ready() -> bool:
-        return state.ready and (hub is None or hub.ready_workers() == settings.workers)
+        return state.ready and hub.ready_workers() == settings.workers
 
     runtimes: dict[str, Runtime] = {
         "gvisor": GVisorRuntime(settings.runsc_dir, platform=settings.runsc_platform),
@@ -207,10 +207,9 @@ async def _serve_locked(settings: Settings) -> None:
                              open_connections=authority.open_connections)
     await asyncio.to_thread(service.reconcile)
     workers = WorkerPool(settings)
-    if hub is not None:
-        service.after_vault_rotation = hub.vault_changed
-        await hub.start()
-        workers.start()
+    service.after_vault_change = hub.vault_changed
+    await hub.start()
+    workers.start()
     socket_path = settings.control_socket
     socket_path.unlink(missing_ok=True)
     apis = [
@@ -246,8 +245,7 @@ async def _serve_locked(settings: Settings) -> None:
         state.vault.flush_usage()
         await asyncio.to_thread(service.shutdown)
         await workers.stop()
-        if hub is not None:
-            await hub.close()
+        await hub.close()
         writer.close()
         for close in exporters:
             close()

@@ -88,7 +88,7 @@ class SandboxService:
         self.ca_bundle = ca_bundle
         self.open_connections = open_connections
         self.vault = vault
-        self.after_vault_rotation: Callable[[], None] = lambda: None   # tell proxy workers
+        self.after_vault_change: Callable[[], None] = lambda: None   # tell proxy workers
         self._lock = threading.Lock()
         self._specs: dict[str, SandboxSpec] = {}
         self._deadlines: dict[str, _Deadline] = {}
@@ -253,7 +253,7 @@ class SandboxService:
             rotated = rotate_master_key(self.vault, self.settings.key_source)
         except VaultError as e:
             raise BadRequest(str(e)) from e
-        self.after_vault_rotation()
+        self.after_vault_change()
         return rotated
 
     def _masked_dirs(self) -> tuple[str, ...]:
@@ -458,9 +458,11 @@ class SandboxService:
         if self.vault is None:
             raise NotReady("the vault is not open")
         try:
-            return self.vault.put(name, value)
+            version = self.vault.put(name, value)
         except VaultError as e:
             raise BadRequest(str(e)) from e
+        self.after_vault_change()
+        return version
 
     def list_secrets(self) -> list[dict[str, Any]]:
         if self.vault is None:
@@ -473,6 +475,7 @@ class SandboxService:
         self._check_name(name)
         if self.vault is None or not self.vault.delete(name):
             raise NotFound(f"no secret named {name!r}")
+        self.after_vault_change()
 
     @staticmethod
     def _check_name(name: str) -> None:

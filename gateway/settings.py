@@ -43,7 +43,8 @@ class Settings(BaseSettings):
     synthetic_ttl: int = 60
     # gVisor sandboxes started ahead for create calls with the default limits
     warm_pool: int = Field(default=0, ge=0, le=64)
-    # TCP proxy processes; 1: the main process proxies too. Default: one per core.
+    # TCP proxy processes (the main process serves DNS, the API, the audit log). Default: one
+    # per core.
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
 
     @field_validator("home", "policy_dir", "upstream_ca", "master_key_file",

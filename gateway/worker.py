@@ -1,5 +1,5 @@
-"""A proxy worker: `python -m gateway.worker INDEX`, started by `sandgate serve` when
-`workers` > 1. It serves transparent TCP on `transparent_port + INDEX` (nftables spreads new
+"""A proxy worker: `python -m gateway.worker INDEX`, one of the `workers` that `sandgate
+serve` starts. It serves transparent TCP on `transparent_port + INDEX` (nftables spreads new
 connections over the workers) with a replica of the main process's registry, and reaches the
 state all processes share through the hub (gateway.hub). It exits when the main process goes.
 """

@@ -64,6 +64,9 @@ class SecretInfo:
     last_used_at: datetime | None
 
 
+CURRENT_TTL = 1.0   # seconds; documented in docs/SECURITY.md
+
+
 class Vault:
     """Thread-safe. Decrypted values are cached per (name, version) in memory only."""
 
@@ -71,7 +74,8 @@ class Vault:
         self.engine = engine
         self._master = master
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, int], SecretValue] = {}
+        self._cache: dict[tuple[str, int, datetime], SecretValue] = {}
+        self._current: dict[str, tuple[tuple[int, datetime] | None, float]] = {}
         self._used: dict[str, float] = {}
         self._used_flushed = time.monotonic()
 
@@ -103,6 +107,7 @@ class Vault:
                 record.version, record.updated_at = version, _now()
             session.add(record)
             session.commit()
+            self._current.pop(name, None)
         return version
 
     def delete(self, name: str) -> bool:
@@ -115,6 +120,7 @@ class Vault:
             session.delete(record)
             session.commit()
             self._cache = {k: v for k, v in self._cache.items() if k[0] != name}
+            self._current.pop(name, None)
         return True
 
     def exists(self, name: str) -> bool:
@@ -122,16 +128,30 @@ class Vault:
             return session.get(SecretRecord, name) is not None
 
     def current_version(self, name: str) -> int | None:
+        current = self._read_current(name)
+        return current[0] if current else None
+
+    def _read_current(self, name: str) -> tuple[int, datetime] | None:
+        """(version, time it was written) of `name`, read from the database at most every
+        CURRENT_TTL seconds (changes made through this Vault apply at once). The time tells
+        a version 1 re-created after a deletion from the one before it."""
+        now = time.monotonic()
+        known = self._current.get(name)
+        if known is not None and now - known[1] < CURRENT_TTL:
+            return known[0]
         with Session(self.engine) as session:
             record = session.get(SecretRecord, name)
-            return record.version if record else None
+            current = (record.version, record.updated_at) if record else None
+        self._current[name] = (current, now)
+        return current
 
     def reveal(self, name: str) -> SecretValue:
         """The current value of `name` (the injector's and scrubber's call only)."""
-        version = self.current_version(name)
-        if version is None:
+        current = self._read_current(name)
+        if current is None:
             raise VaultError(f"no secret named {name!r}")
-        cached = self._cache.get((name, version))
+        version = current[0]
+        cached = self._cache.get((name, *current))
         if cached is not None:
             return cached
         with Session(self.engine) as session:
@@ -141,7 +161,7 @@ class Vault:
         data_key = self._master.unwrap(row.wrapped_key, _key_aad(name, version))
         value = SecretValue(unseal(data_key, row.ciphertext, _value_aad(name, version))
                             .decode())
-        self._cache[(name, version)] = value
+        self._cache[(name, *current)] = value
         return value
 
     def mark_used(self, name: str) -> None:
