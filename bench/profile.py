@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from overhead import wrk
+from load import wrk
 from run_all import bench_sandbox
 from world import PLAIN_PORT, gateway_in, world
 
@@ -57,12 +57,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--raw", help="keep the raw py-spy samples in this file")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     with tempfile.TemporaryDirectory(prefix="sandgate-profile-") as tmp, \
             world(Path(tmp)) as w, gateway_in(w, workers=1) as client:
         sandbox, placeholder = bench_sandbox(client)
-        raw = Path(tmp) / "profile.txt"
+        raw = Path(args.raw or Path(tmp) / "profile.txt")
         pid = worker_pid(w.workdir / "gateway-1")
         recorder = threading.Thread(target=subprocess.run, args=([
             spy, "record", "--pid", str(pid), "--duration", str(args.seconds),

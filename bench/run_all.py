@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from overhead import wrk
+from load import wrk
 from world import PLAIN_PORT, TLS_PORT, World, gateway_in, world
 
 from gateway.client import Client, Sandbox
@@ -59,15 +59,17 @@ class Load:
                else f"http://{HTTP_IP}:{PLAIN_PORT}{path}")
         return wrk(url, self.seconds, netns=self.world.host, **kw)  # type: ignore[arg-type]
 
-    def bare(self, path: str, **kw: object) -> tuple[float, float]:
-        return wrk(f"http://{HTTP_IP}:{PLAIN_PORT}{path}", self.seconds,
-                   netns=self.world.bare_client, **kw)  # type: ignore[arg-type]
+    def bare(self, path: str, tls: bool = False, **kw: object) -> tuple[float, float]:
+        url = (f"https://{HTTPS_IP}:{TLS_PORT}{path}" if tls
+               else f"http://{HTTP_IP}:{PLAIN_PORT}{path}")
+        return wrk(url, self.seconds, netns=self.world.bare_client, **kw)  # type: ignore[arg-type]
 
     def gateway(self, sandbox: Sandbox, path: str, placeholder: str, tls: bool = False,
-                headers: list[str] | None = None, **kw: object) -> tuple[float, float]:
+                headers: list[str] | None = None, seconds: int | None = None,
+                **kw: object) -> tuple[float, float]:
         url = (f"https://secure.upstream.test:{TLS_PORT}{path}" if tls
                else f"http://www.upstream.test:{PLAIN_PORT}{path}")
-        return wrk(url, self.seconds, netns=sandbox.info["netns"],  # type: ignore[arg-type]
+        return wrk(url, seconds or self.seconds, netns=sandbox.info["netns"],  # type: ignore[arg-type]
                    headers=[f"Authorization: Bearer {placeholder}", *(headers or [])], **kw)
 
 
@@ -79,11 +81,41 @@ def bench_sandbox(client: Client) -> tuple[Sandbox, str]:
     return sandbox, placeholder
 
 
-def create_to_first_exec(client: Client, runs: int) -> float:
-    """Median milliseconds from the create call to the end of a first `true`."""
+def gateway_cpu_seconds(home: Path) -> float:
+    """CPU time used so far by a gateway's processes: the main one and its proxy workers."""
+    main = (home / "gateway.lock").read_text().strip()
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            argv = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if proc.name == main or (fields[1] == main and b"gateway.worker" in argv):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def throughput(load: Load, home: Path, sandbox: Sandbox, placeholder: str) -> tuple[float, float]:
+    """(requests per second, CPU cores the gateway used) under 8 keep-alive connections."""
+    cpu, start = gateway_cpu_seconds(home), time.monotonic()
+    rps, _ = load.gateway(sandbox, "/", placeholder, connections=8)
+    return rps, (gateway_cpu_seconds(home) - cpu) / (time.monotonic() - start)
+
+
+def wait_warm(client: Client) -> None:
+    while not client.request("GET", "/readyz")["warm_sandboxes"]:
+        time.sleep(0.02)
+
+
+def create_to_first_exec(client: Client, runs: int, warm: bool = False) -> float:
+    """Median milliseconds from the create call to the end of a first `true` (with `warm`,
+    each time once the pool has a started sandbox waiting)."""
     client.put_policy("bench-none", EMPTY_POLICY)
     samples = []
     for _ in range(runs):
+        if warm:
+            wait_warm(client)
         start = time.perf_counter()
         sandbox = client.create(policy="bench-none")
         sandbox.exec(["true"])
@@ -93,15 +125,18 @@ def create_to_first_exec(client: Client, runs: int) -> float:
 
 
 def latencies(load: Load, sandbox: Sandbox, placeholder: str) -> None:
-    """Added median latency over HTTPS, one connection at a time (no queueing in it)."""
+    """Added median latency over HTTPS, one connection at a time (no queueing in it), for
+    the gateway and for bare mitmproxy (both decrypt, re-encrypt and buffer the bodies)."""
     cases = {"": ("/", []), "_new_connection": ("/", ["Connection: close"]),
              "_1mib": ("/1m", [])}
     for suffix, (path, headers) in cases.items():
-        _, direct = load.direct(path, tls=True, connections=1,
-                                headers=["Host: secure.upstream.test", *headers])
+        named = ["Host: secure.upstream.test", *headers]
+        _, direct = load.direct(path, tls=True, connections=1, headers=named)
+        _, bare = load.bare(path, tls=True, connections=1, headers=named)
         _, gated = load.gateway(sandbox, path, placeholder, tls=True, connections=1,
                                 headers=headers)
         report(f"direct_p50_ms{suffix}", direct)
+        report(f"bare_mitmproxy_added_p50_ms{suffix}", round(bare - direct, 3))
         report(f"gateway_added_p50_ms{suffix}", round(gated - direct, 3))
 
 
@@ -120,17 +155,25 @@ def main() -> None:
         report("bare_mitmproxy_rps", round(bare_rps))
         with gateway_in(w, workers=1) as client:
             sandbox, placeholder = bench_sandbox(client)
+            load.gateway(sandbox, "/", placeholder, seconds=1)   # warm-up
             full_rps, _ = load.gateway(sandbox, "/", placeholder, connections=4)
+            one_worker, one_cores = throughput(load, w.workdir / "gateway-1", sandbox,
+                                               placeholder)
             report("full_path_rps", round(full_rps))
             report("full_vs_bare_mitmproxy_ratio", round(full_rps / bare_rps, 3))
             latencies(load, sandbox, placeholder)
-            one_worker, _ = load.gateway(sandbox, "/", placeholder, connections=8, threads=2)
             report("coldstart_gvisor_ms", create_to_first_exec(client, runs))
-        with gateway_in(w, workers=2) as client:
+        with gateway_in(w, workers=2, warm_pool=1) as client:
             sandbox, placeholder = bench_sandbox(client)
-            two_workers, _ = load.gateway(sandbox, "/", placeholder, connections=8, threads=2)
+            wait_warm(client)   # no sandbox starting during the load
+            load.gateway(sandbox, "/", placeholder, seconds=1)
+            two_workers, two_cores = throughput(load, w.workdir / "gateway-2", sandbox,
+                                                placeholder)
+            report("coldstart_gvisor_warm_pool_ms", create_to_first_exec(client, runs, warm=True))
         report("workers1_rps", round(one_worker))
+        report("workers1_gateway_cores", round(one_cores, 2))
         report("workers2_rps", round(two_workers))
+        report("workers2_gateway_cores", round(two_cores, 2))
         report("workers2_vs_1_ratio", round(two_workers / one_worker, 3))
 
 

@@ -148,7 +148,8 @@ def create_app(service: SandboxService, is_ready: Callable[[], bool], *,
     def readyz() -> JSONResponse:
         ready = is_ready()
         return JSONResponse(status_code=200 if ready else 503,
-                            content={"status": "ready" if ready else "starting"})
+                            content={"status": "ready" if ready else "starting",
+                                     "warm_sandboxes": service.warm_count()})
 
     app.include_router(_sandbox_routes(service, Caller, need, local))
     app.include_router(_policy_routes(service, Caller, need))

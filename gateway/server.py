@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -165,8 +166,14 @@ class _ApiServer(uvicorn.Server):
         yield  # signals are handled by serve(), which shuts both servers down in order
 
 
+GIL_SWITCH_INTERVAL = 0.0005  # seconds: workers wait on this loop while the audit thread runs
+
+
 async def serve(settings: Settings) -> None:
     preflight(settings)
+    # The event loop answers the proxy workers' questions (connection counts, rate buckets);
+    # with the default 5 ms interval an answer could wait that long behind the audit writer.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.home.chmod(0o700)
     with single_instance(settings.lock_file):

@@ -209,6 +209,9 @@ class SandboxService:
         record.ip = warm.spec.ip
         return self._register(warm, request, handle, record)
 
+    def warm_count(self) -> int:
+        return len(self._warm)
+
     def keep_warm(self) -> None:
         """Start gVisor sandboxes until `warm_pool` wait unclaimed (from a background loop)."""
         defaults = SandboxCreate.model_fields

@@ -9,6 +9,7 @@ Pattern forms (after normalisation):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ class HostError(ValueError):
     """A host name or pattern that cannot be used; the message says what to write instead."""
 
 
+@functools.lru_cache(maxsize=8192)   # the same few names arrive with every request
 def normalise_name(name: str) -> str:
     """Lower-case, drop one trailing dot, IDNA-encode. Raises HostError when not a DNS name."""
     text = name.strip()

@@ -79,6 +79,9 @@ def make_handler(log: Log, scheme: str) -> type[BaseHTTPRequestHandler]:
             if self.path.startswith("/sigv4"):
                 entry["sigv4"] = verify_sigv4(self, body, SIGV4_KEYS)
             log.write("http", **entry)
+            if self.path.startswith("/barrier/") and not self._barrier():
+                self.send_error(504, "barrier not reached")
+                return
             if self.path.startswith("/redirect"):
                 target = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)["to"][0]
                 self.send_response(302)
@@ -109,11 +112,25 @@ def make_handler(log: Log, scheme: str) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload)
 
+        def _barrier(self) -> bool:
+            """/barrier/N answers once N requests wait at once (for 10 s at most): a proxy
+            that serialised them would never get them all here together."""
+            parties = int(self.path.split("/")[2])
+            with BARRIERS_LOCK:
+                barrier = BARRIERS.setdefault(parties, threading.Barrier(parties, timeout=10))
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                return False
+            return True
+
         do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
     return Handler
 
 
+BARRIERS: dict[int, threading.Barrier] = {}
+BARRIERS_LOCK = threading.Lock()
 SIGV4_KEYS: dict[str, str] = {}  # access key id -> secret access key (the real ones)
 
 

@@ -94,3 +94,14 @@ def test_a_killed_worker_is_replaced_and_the_chain_verifies(gateway: Gateway) ->
     assert fetch_statuses(gateway, policy, 12) == ["200"] * 12
     verify = gateway.sandgate("audit", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_many_connections_to_one_upstream_are_not_serialised(gateway: Gateway) -> None:
+    """mitmproxy caps upstream connections per destination at 5 per client connection; each
+    sandbox connection is its own client connection, so twelve reach the upstream at once
+    (the barrier answers only when all twelve wait there together)."""
+    policy = gateway.policy("fanout", [{"id": "web", "hosts": ["www.upstream.test"]}])
+    result = gateway.run(policy, "/bin/sh", "-c",
+                         "for i in $(seq 12); do curl -sS --max-time 20 -o /dev/null "
+                         "-w '%{http_code}\\n' http://www.upstream.test/barrier/12 & done; wait")
+    assert result.stdout.split() == ["200"] * 12, result.stdout + result.stderr

@@ -1,20 +1,10 @@
-"""Gateway overhead: requests per second and median latency for the same upstream, direct
-from the host versus from inside a sandbox namespace through the gateway (policy, synthetic
-DNS, Host check, audit), measured in one invocation with wrk.
-
-    .venv/bin/python bench/overhead.py [--seconds N] [--connections N]
-"""
+"""wrk, the load generator every throughput and latency benchmark uses."""
 
 from __future__ import annotations
 
-import argparse
 import re
 import shutil
 import subprocess
-
-from common import report, topology_and_gateway
-
-from tests.topology import HTTP_IP
 
 
 def wrk(url: str, seconds: int, connections: int = 4, netns: str | None = None,
@@ -43,28 +33,3 @@ def wrk(url: str, seconds: int, connections: int = 4, netns: str | None = None,
     if "Non-2xx or 3xx responses" in out or failed:   # reads end at each close: expected
         raise SystemExit(f"wrk saw errors:\n{out}")
     return rps, float(p50.group(1)) * scale
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=4)
-    args = parser.parse_args()
-    with topology_and_gateway() as (_topo, gw):
-        policy = gw.policy("www", [{"id": "www", "hosts": ["www.upstream.test"], "ports": [80]}])
-        with gw.client() as c:
-            sandbox = c.post("/v1/sandboxes", json={"policy": str(policy)}).json()
-        direct = wrk(f"http://{HTTP_IP}/", args.seconds, args.connections,
-                     headers=["Host: www.upstream.test"])
-        gated = wrk("http://www.upstream.test/", args.seconds, args.connections,
-                    netns=sandbox["netns"])
-    report("direct_rps", round(direct[0]))
-    report("direct_p50_ms", round(direct[1], 3))
-    report("gateway_rps", round(gated[0]))
-    report("gateway_p50_ms", round(gated[1], 3))
-    report("gateway_vs_direct_rps_ratio", round(gated[0] / direct[0], 3))
-    report("gateway_added_p50_ms", round(gated[1] - direct[1], 3))
-
-
-if __name__ == "__main__":
-    main()
