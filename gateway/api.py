@@ -109,7 +109,9 @@ def _principal_factory(service: SandboxService, local: bool) -> Callable[..., An
 
 
 def create_app(service: SandboxService, is_ready: Callable[[], bool], *,
-               local: bool = True) -> FastAPI:
+               local: bool = True, sandboxes: bool = True) -> FastAPI:
+    """The control API; without `sandboxes`, only policies, secrets and the audit log (the
+    central API of a cluster: `sandgate api`)."""
     app = FastAPI(title="sandgate control API", version="1",
                   description="Sandboxes whose only way out is the sandgate egress gateway.")
     principal = _principal_factory(service, local)
@@ -151,7 +153,8 @@ def create_app(service: SandboxService, is_ready: Callable[[], bool], *,
                             content={"status": "ready" if ready else "starting",
                                      "warm_sandboxes": service.warm_count()})
 
-    app.include_router(_sandbox_routes(service, Caller, need, local))
+    if sandboxes:
+        app.include_router(_sandbox_routes(service, Caller, need, local))
     app.include_router(_policy_routes(service, Caller, need))
     app.include_router(_secret_routes(service, Caller, need))
     app.include_router(_audit_routes(service, Caller, need))

@@ -77,6 +77,29 @@ def serve(api_host: str | None, api_port: int | None, upstream_resolver: str | N
     asyncio.run(server.serve(settings))
 
 
+@cli.command("api")
+@click.option("--host", "api_host", metavar="ADDRESS",
+              help="address (default 127.0.0.1; env SANDGATE_API_HOST)")
+@click.option("--port", "api_port", type=int, metavar="PORT",
+              help="port (default 8700; env SANDGATE_API_PORT)")
+def api_command(api_host: str | None, api_port: int | None) -> None:
+    """Run the control API alone (policies, secrets, audit) on the shared database: the
+    central API of a cluster whose nodes run `sandgate serve`."""
+    import asyncio
+
+    from gateway import control_plane
+
+    settings = make_settings(api_host=api_host, api_port=api_port)
+    problem = control_plane.check_settings(settings)
+    if problem:
+        fail(problem)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    click.echo(f"sandgate api: http://{settings.api_host}:{settings.api_port}, policies "
+               f"mirrored in {settings.policy_dir}", err=True)
+    asyncio.run(control_plane.serve_api(settings))
+
+
 def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
     env = {}
     for pair in pairs:

@@ -17,6 +17,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,8 @@ class PolicyStore:
         self._lock = threading.Lock()
         self._directory_errors: list[str] = []
         self._directory_print: Fingerprint | None = None
+        # told of every change made through put/delete (gateway.policy_sync shares them)
+        self.publish: Callable[[str, str | None], object] = lambda _name, _text: None
 
     def path_for(self, ref: str) -> Path:
         """`ref` is a policy file path (contains a slash or ends in .yaml) or a policy name."""
@@ -195,6 +198,7 @@ class PolicyStore:
         if policy.name != name:
             raise BadRequest(f"the policy's `name` is {policy.name!r}, not {name!r}",
                              f"set `name: {name}` in the YAML or PUT it to its own name")
+        self.publish(name, text)   # first: if it cannot be shared, nothing changes
         self.policy_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text)
@@ -205,6 +209,7 @@ class PolicyStore:
         path = self._file(name)
         if not path.exists():
             raise NotFound(f"no policy named {name!r}")
+        self.publish(name, None)
         path.unlink()
 
     def test(self, name: str, method: str, url: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ class SandboxRecord(SQLModel, table=True):
     policy_source: str
     state: str = SQLField(index=True)          # creating | running | deleted
     owner: str | None = None
+    gateway_id: str | None = SQLField(default=None, index=True)   # the gateway running it
     ip: str | None = None
     ttl_seconds: int | None = None
     expires_at: datetime | None = None

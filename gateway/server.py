@@ -27,6 +27,7 @@ from gateway.flowstate import GatewayState
 from gateway.hub import Hub
 from gateway.otlp import OtlpExporter
 from gateway.policy_store import PolicyStore, watch
+from gateway.policy_sync import PolicySync, keep_synced
 from gateway.proxy import CA_CERT, CA_KEY, build_master
 from gateway.registry import Registry
 from gateway.service import SYSTEM_BUNDLE, SandboxService
@@ -209,6 +210,10 @@ async def _serve_locked(settings: Settings) -> None:
         "microvm": MicroVMRuntime(settings.home / "microvm"),
     }
     policies = PolicyStore(settings.policy_dir)
+    sync = PolicySync(engine, settings.policy_dir, settings.gateway_id,
+                      settings.home / "policy-sync.revision")
+    await asyncio.to_thread(sync.pull)   # what other gateways changed while this one was down
+    policies.publish = sync.publish
     service = SandboxService(settings, engine, registry, runtimes,
                              policies, writer, write_ca_bundle(settings), vault=state.vault,
                              open_connections=authority.open_connections)
@@ -236,8 +241,8 @@ async def _serve_locked(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
     background = [asyncio.ensure_future(c) for c in (
-        watch(policies), _retention(engine, settings.audit_retain_days), _reap(service),
-        _watch_firewall(settings), workers.supervise(), _keep_warm(service))]
+        watch(policies), keep_synced(sync), _retention(engine, settings.audit_retain_days),
+        _reap(service), _watch_firewall(settings), workers.supervise(), _keep_warm(service))]
     try:
         tasks = [asyncio.ensure_future(proxy.run()),
                  *(asyncio.ensure_future(api.serve()) for api in apis)]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, or_, select
 
 from gateway.audit import AuditWriter
 from gateway.errors import BadRequest, NotFound, NotReady
@@ -79,6 +79,7 @@ class SandboxService:
                  ca_bundle: Path, open_connections: Callable[[str], int] = lambda _id: 0,
                  vault: Vault | None = None) -> None:
         self.settings = settings
+        self.gateway_id = settings.gateway_id
         self.engine = engine
         self.registry = registry
         self.runtimes = runtimes
@@ -116,6 +117,7 @@ class SandboxService:
         record = SandboxRecord(
             id=sandbox_id, runtime=request.runtime, policy=handle.policy.name,
             policy_source=str(handle.path), state="creating", owner=owner,
+            gateway_id=self.gateway_id,
             ttl_seconds=request.ttl_seconds,
             expires_at=now + timedelta(seconds=request.ttl_seconds),
             idle_timeout_seconds=request.idle_timeout_seconds, last_active_at=now,
@@ -149,7 +151,7 @@ class SandboxService:
         """The sandbox's network (up only once its rules are verified) and spec."""
         naming, fw = self.settings.naming, self.settings.firewall
         try:
-            addresses = slots.allocate(self.engine, sandbox_id)
+            addresses = slots.allocate(self.engine, sandbox_id, self.gateway_id)
             firewall.verify(fw)
             link = links.create(naming, sandbox_id, addresses)
             # fail closed: the host forwards packets, so the link comes up only once the
@@ -346,7 +348,8 @@ class SandboxService:
 
     def all(self) -> list[SandboxPublic]:
         with Session(self.engine) as session:
-            rows = session.exec(select(SandboxRecord).where(SandboxRecord.state != "deleted"))
+            rows = session.exec(select(SandboxRecord).where(
+                SandboxRecord.state != "deleted", self._mine()))
             return [self._public(r) for r in rows]
 
     def runtime_of(self, sandbox_id: str) -> Runtime:
@@ -490,10 +493,11 @@ class SandboxService:
     def reconcile(self) -> list[str]:
         """Destroy whatever earlier runs left: records, slots, namespaces, links, runsc state."""
         naming = self.settings.naming
-        stale = set(links.existing_ids(naming)) | set(slots.allocated(self.engine))
+        stale = set(links.existing_ids(naming)) | set(slots.allocated(self.engine,
+                                                                      self.gateway_id))
         with Session(self.engine) as session:
             stale |= {r.id for r in session.exec(
-                select(SandboxRecord).where(SandboxRecord.state != "deleted"))}
+                select(SandboxRecord).where(SandboxRecord.state != "deleted", self._mine()))}
         if self.settings.sandboxes_dir.is_dir():
             stale |= {p.name for p in self.settings.sandboxes_dir.iterdir()}
         stale |= {i for name in cgroups.existing(naming.prefix)
@@ -512,8 +516,17 @@ class SandboxService:
 
     # storage helpers
     def _record(self, sandbox_id: str) -> SandboxRecord | None:
+        """This gateway's record of the sandbox (another gateway's sandboxes, on a shared
+        database, are that gateway's business)."""
         with Session(self.engine) as session:
-            return session.get(SandboxRecord, sandbox_id)
+            record = session.get(SandboxRecord, sandbox_id)
+        if record is None or record.gateway_id not in (None, self.gateway_id):
+            return None
+        return record
+
+    def _mine(self) -> Any:
+        return or_(SandboxRecord.gateway_id == self.gateway_id,
+                   SandboxRecord.gateway_id.is_(None))  # type: ignore[union-attr]
 
     def _save(self, record: SandboxRecord) -> None:
         with Session(self.engine) as session:

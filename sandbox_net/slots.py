@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, or_, select
 
 from sandbox_net.addressing import MAX_SLOTS, SlotAddresses, addresses_for
 from sandbox_net.errors import NetError
@@ -18,10 +18,13 @@ class NetSlot(SQLModel, table=True):
 
     slot: int = Field(primary_key=True)
     sandbox_id: str = Field(unique=True, index=True)
+    # The gateway that allocated it. Slots are unique across every gateway on the database,
+    # so gateways on one host never share an address.
+    gateway_id: str | None = Field(default=None, index=True)
     allocated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
-def allocate(engine: Engine, sandbox_id: str) -> SlotAddresses:
+def allocate(engine: Engine, sandbox_id: str, gateway_id: str | None = None) -> SlotAddresses:
     """Take the lowest free slot for `sandbox_id`. Raises NetError when none is left."""
     for _attempt in range(20):
         with Session(engine) as session:
@@ -29,7 +32,7 @@ def allocate(engine: Engine, sandbox_id: str) -> SlotAddresses:
             free = next((s for s in range(MAX_SLOTS) if s not in used), None)
             if free is None:
                 raise NetError(f"all {MAX_SLOTS} sandbox address slots are in use")
-            session.add(NetSlot(slot=free, sandbox_id=sandbox_id))
+            session.add(NetSlot(slot=free, sandbox_id=sandbox_id, gateway_id=gateway_id))
             try:
                 session.commit()
             except IntegrityError:
@@ -45,7 +48,11 @@ def release(engine: Engine, sandbox_id: str) -> None:
         session.commit()
 
 
-def allocated(engine: Engine) -> dict[str, SlotAddresses]:
+def allocated(engine: Engine, gateway_id: str | None = None) -> dict[str, SlotAddresses]:
+    """Slots in use; with `gateway_id`, those of that gateway (and of none)."""
+    query = select(NetSlot)
+    if gateway_id is not None:
+        query = query.where(or_(NetSlot.gateway_id == gateway_id,
+                                NetSlot.gateway_id.is_(None)))  # type: ignore[union-attr]
     with Session(engine) as session:
-        return {row.sandbox_id: addresses_for(row.slot)
-                for row in session.exec(select(NetSlot))}
+        return {row.sandbox_id: addresses_for(row.slot) for row in session.exec(query)}

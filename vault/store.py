@@ -64,7 +64,7 @@ class SecretInfo:
     last_used_at: datetime | None
 
 
-CURRENT_TTL = 1.0   # seconds; documented in docs/SECURITY.md
+CURRENT_TTL = 1.0   # seconds; documented in README.md (Secrets without secrets...)
 
 
 class Vault:

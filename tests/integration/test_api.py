@@ -53,7 +53,8 @@ def status_of(call: object) -> int:
 
 def test_health_needs_no_token(gateway: Gateway) -> None:
     assert httpx.get(f"{gateway.api_url}/healthz").json() == {"status": "ok"}
-    assert httpx.get(f"{gateway.api_url}/readyz").json() == {"status": "ready"}
+    assert httpx.get(f"{gateway.api_url}/readyz").json() == {"status": "ready",
+                                                             "warm_sandboxes": 0}
     assert "sandgate control API" in httpx.get(f"{gateway.api_url}/docs").text
 
 
