@@ -135,7 +135,7 @@ def latencies(load: Load, sandbox: Sandbox, placeholder: str) -> None:
         _, bare = load.bare(path, tls=True, connections=1, headers=named)
         _, gated = load.gateway(sandbox, path, placeholder, tls=True, connections=1,
                                 headers=headers)
-        report(f"direct_p50_ms{suffix}", direct)
+        report(f"direct_p50_ms{suffix}", round(direct, 3))
         report(f"bare_mitmproxy_added_p50_ms{suffix}", round(bare - direct, 3))
         report(f"gateway_added_p50_ms{suffix}", round(gated - direct, 3))
 
