@@ -64,7 +64,7 @@ def main() -> None:
             world(Path(tmp)) as w, gateway_in(w, workers=1) as client:
         sandbox, placeholder = bench_sandbox(client)
         raw = Path(args.raw or Path(tmp) / "profile.txt")
-        pid = worker_pid(w.workdir / "gateway-1")
+        pid = worker_pid(w.workdir / "gateway-0")
         recorder = threading.Thread(target=subprocess.run, args=([
             spy, "record", "--pid", str(pid), "--duration", str(args.seconds),
             "--format", "raw", "--output", str(raw), "--rate", "200"],),

@@ -59,10 +59,12 @@ class Load:
                else f"http://{HTTP_IP}:{PLAIN_PORT}{path}")
         return wrk(url, self.seconds, netns=self.world.host, **kw)  # type: ignore[arg-type]
 
-    def bare(self, path: str, tls: bool = False, **kw: object) -> tuple[float, float]:
+    def bare(self, path: str, tls: bool = False, seconds: int | None = None,
+             **kw: object) -> tuple[float, float]:
         url = (f"https://{HTTPS_IP}:{TLS_PORT}{path}" if tls
                else f"http://{HTTP_IP}:{PLAIN_PORT}{path}")
-        return wrk(url, self.seconds, netns=self.world.bare_client, **kw)  # type: ignore[arg-type]
+        return wrk(url, seconds or self.seconds, netns=self.world.bare_client,
+                   **kw)  # type: ignore[arg-type]
 
     def gateway(self, sandbox: Sandbox, path: str, placeholder: str, tls: bool = False,
                 headers: list[str] | None = None, seconds: int | None = None,
@@ -146,36 +148,42 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("benchmarks need root (namespaces, nftables, runsc)")
-    seconds, runs = (2, 3) if args.quick else (8, 10)
+    seconds, runs, rounds = (2, 3, 1) if args.quick else (6, 10, 3)
+    named = ["Host: www.upstream.test"]
     with tempfile.TemporaryDirectory(prefix="sandgate-bench-") as tmp, world(Path(tmp)) as w:
         load = Load(w, seconds)
-        direct_rps, _ = load.direct("/", connections=4, headers=["Host: www.upstream.test"])
-        bare_rps, _ = load.bare("/", connections=4, headers=["Host: www.upstream.test"])
+        direct_rps, _ = load.direct("/", connections=4, headers=named)
         report("direct_rps", round(direct_rps))
-        report("bare_mitmproxy_rps", round(bare_rps))
-        with gateway_in(w, workers=1) as client:
-            sandbox, placeholder = bench_sandbox(client)
-            load.gateway(sandbox, "/", placeholder, seconds=1)   # warm-up
-            full_rps, _ = load.gateway(sandbox, "/", placeholder, connections=4)
-            one_worker, one_cores = throughput(load, w.workdir / "gateway-1", sandbox,
-                                               placeholder)
+        with gateway_in(w, workers=1, slot=0) as one, \
+                gateway_in(w, workers=2, slot=1, warm_pool=1) as two:
+            sandbox, placeholder = bench_sandbox(one)
+            sandbox2, placeholder2 = bench_sandbox(two)
+            wait_warm(two)   # no sandbox starting during the loads
+            load.bare("/", seconds=1, headers=named)                 # warm-ups
+            load.gateway(sandbox, "/", placeholder, seconds=1)
+            load.gateway(sandbox2, "/", placeholder2, seconds=1)
+            # in turns: this shared machine's speed drifts over minutes
+            pairs = [(load.bare("/", connections=4, headers=named)[0],
+                      load.gateway(sandbox, "/", placeholder, connections=4)[0])
+                     for _ in range(rounds)]
+            bare_rps = statistics.median(b for b, _ in pairs)
+            full_rps = statistics.median(f for _, f in pairs)
+            report("bare_mitmproxy_rps", round(bare_rps))
             report("full_path_rps", round(full_rps))
             report("full_vs_bare_mitmproxy_ratio", round(full_rps / bare_rps, 3))
             latencies(load, sandbox, placeholder)
-            report("coldstart_gvisor_ms", create_to_first_exec(client, runs))
-        with gateway_in(w, workers=2, warm_pool=1) as client:
-            sandbox, placeholder = bench_sandbox(client)
-            wait_warm(client)   # no sandbox starting during the load
-            load.gateway(sandbox, "/", placeholder, seconds=1)
-            two_workers, two_cores = throughput(load, w.workdir / "gateway-2", sandbox,
-                                                placeholder)
-            report("coldstart_gvisor_warm_pool_ms", create_to_first_exec(client, runs, warm=True))
+            scaling = [(throughput(load, w.workdir / "gateway-0", sandbox, placeholder),
+                        throughput(load, w.workdir / "gateway-1", sandbox2, placeholder2))
+                       for _ in range(rounds)]
+            report("coldstart_gvisor_ms", create_to_first_exec(one, runs))
+            report("coldstart_gvisor_warm_pool_ms", create_to_first_exec(two, runs, warm=True))
+        one_worker = statistics.median(a[0] for a, _ in scaling)
+        two_workers = statistics.median(b[0] for _, b in scaling)
         report("workers1_rps", round(one_worker))
-        report("workers1_gateway_cores", round(one_cores, 2))
+        report("workers1_gateway_cores", round(statistics.median(a[1] for a, _ in scaling), 2))
         report("workers2_rps", round(two_workers))
-        report("workers2_gateway_cores", round(two_cores, 2))
+        report("workers2_gateway_cores", round(statistics.median(b[1] for _, b in scaling), 2))
         report("workers2_vs_1_ratio", round(two_workers / one_worker, 3))
-
 
 if __name__ == "__main__":
     main()

@@ -59,8 +59,9 @@ def _started(process: subprocess.Popen[str], what: str) -> subprocess.Popen[str]
 
 @contextlib.contextmanager
 def world(workdir: Path) -> Iterator[World]:
+    # three characters: each gateway adds a fourth (gateway_in)
     prefix = "b" + "".join(secrets.choice(string.ascii_lowercase + string.digits)
-                           for _ in range(3))
+                           for _ in range(2))
     host = f"{prefix}-host"
     processes: list[subprocess.Popen[str]] = []
     with host_namespace(host):
@@ -115,12 +116,18 @@ def _bare_client(world: World) -> None:
 
 
 @contextlib.contextmanager
-def gateway_in(world: World, workers: int, **settings: object) -> Iterator[Client]:
-    """A gateway with `workers` proxy workers in the world's host namespace."""
+def gateway_in(world: World, workers: int, slot: int = 0, **settings: object) -> Iterator[Client]:
+    """A gateway with `workers` proxy workers in the world's host namespace. Gateways in
+    different slots run side by side (own names and ports, one database: their sandbox
+    addresses never collide)."""
     assert world.topology.ca is not None
-    config = Settings(home=world.workdir / f"gateway-{workers}",
-                      policy_dir=world.workdir / "policies", name_prefix=world.prefix,
-                      upstream_resolver=DNS_IP, upstream_ca=world.topology.ca.ca_cert,
+    config = Settings(home=world.workdir / f"gateway-{slot}",
+                      policy_dir=world.workdir / f"policies-{slot}",
+                      name_prefix=f"{world.prefix}{slot}",
+                      database_url=f"sqlite:///{world.workdir / 'shared.db'}",
+                      transparent_port=15001 + 100 * slot, dns_port=15053 + 100 * slot,
+                      api_port=8700 + slot, upstream_resolver=DNS_IP,
+                      upstream_ca=world.topology.ca.ca_cert,
                       workers=workers, **settings)  # type: ignore[arg-type]
     config.policy_dir.mkdir(parents=True, exist_ok=True)
     with gateway(config, wrapper=["nsenter", f"--net=/run/netns/{world.host}"]), \

@@ -39,6 +39,9 @@ class Coordinator(Protocol):
     def active(self, sandbox_id: str) -> None:
         """The sandbox used the network (for the idle timeout)."""
 
+    async def drained(self) -> None:
+        """Wait while the audit log is behind (the proxy slows down rather than drop rows)."""
+
 
 class Authority:
     """The one holder of shared state, in the main process. Counts are kept per holder (a
@@ -122,3 +125,6 @@ class LocalCoordinator:
 
     def active(self, sandbox_id: str) -> None:
         self.authority.active(sandbox_id)
+
+    async def drained(self) -> None:
+        return None   # in the main process, recording itself blocks when the queue is full

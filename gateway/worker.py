@@ -91,6 +91,12 @@ class HubClient:
     def record(self, fields: dict[str, Any]) -> None:
         self.send({"op": "record", "fields": {**fields, "time": time.time()}})
 
+    async def drained(self) -> None:
+        # Returns at once unless the socket's buffer is over its high-water mark: the main
+        # process has stopped reading because its audit queue is full.
+        with contextlib.suppress(ConnectionError):   # gone: this worker is stopping anyway
+            await self.writer.drain()
+
     def active(self, sandbox_id: str) -> None:
         now = time.monotonic()
         if now - self._active.get(sandbox_id, 0.0) >= ACTIVE_EVERY:
@@ -128,6 +134,9 @@ class Replica:
     def _add(self, data: dict[str, Any]) -> None:
         registry = self.state.registry
         registry.remove(data["id"])
+        stale = registry.by_ip(data["ip"])
+        if stale is not None:   # its removal was missed (cannot happen in order; be sure)
+            registry.remove(stale.id)
         pool = SyntheticPool(ipaddress.IPv4Network(data["network"]))
         for address, name in data["assignments"].items():
             pool.learn(address, name)

@@ -57,6 +57,20 @@ def unforwardable_packets() -> int:
 MAX_WORKERS = 4   # transparent ports reserved per test gateway
 
 
+def worker_processes(home: Path) -> list[int]:
+    """Pids of proxy workers of the gateway whose data dir is `home` (parent alive or not)."""
+    marker = f"SANDGATE_HOME={home}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"gateway.worker" in (proc / "cmdline").read_bytes() \
+                    and marker in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("0.0.0.0", 0))

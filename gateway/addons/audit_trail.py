@@ -39,12 +39,14 @@ class AuditTrail:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
 
-    # HTTP
-    def response(self, flow: http.HTTPFlow) -> None:
+    # HTTP (each flow waits, after its row, while the audit log is behind)
+    async def response(self, flow: http.HTTPFlow) -> None:
         self._http(flow, error=None)
+        await self.state.coord.drained()
 
-    def error(self, flow: http.HTTPFlow) -> None:
+    async def error(self, flow: http.HTTPFlow) -> None:
         self._http(flow, error=flow.error.msg if flow.error else "error")
+        await self.state.coord.drained()
 
     def _http(self, flow: http.HTTPFlow, error: str | None) -> None:
         if flow.metadata.get("sandgate.audited"):
@@ -83,11 +85,13 @@ class AuditTrail:
         )
 
     # raw TCP
-    def tcp_end(self, flow: tcp.TCPFlow) -> None:
+    async def tcp_end(self, flow: tcp.TCPFlow) -> None:
         self._tcp(flow, error=None)
+        await self.state.coord.drained()
 
-    def tcp_error(self, flow: tcp.TCPFlow) -> None:
+    async def tcp_error(self, flow: tcp.TCPFlow) -> None:
         self._tcp(flow, error=flow.error.msg if flow.error else "error")
+        await self.state.coord.drained()
 
     def _tcp(self, flow: tcp.TCPFlow, error: str | None) -> None:
         verdict = _verdict(flow)

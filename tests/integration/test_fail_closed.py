@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import force_clean, kill_runsc, leftovers, new_prefix
-from tests.harness import Gateway
+from tests.harness import Gateway, worker_processes
 from tests.topology import HTTP_IP, UDP_IP, Topology
 
 pytestmark = pytest.mark.integration
@@ -91,7 +92,13 @@ def test_killed_gateway_means_no_egress_and_restart_cleans_up(
     assert before["direct"] == "HTTPError:403"        # and an IP literal is refused by it
     assert runsc_processes(sandbox["id"])
 
+    assert len(worker_processes(gw.home)) == 2
     gw.stop(signal.SIGKILL)
+    # the proxy workers notice their main process is gone and exit: none keeps a replica
+    deadline = time.monotonic() + 10
+    while worker_processes(gw.home):
+        assert time.monotonic() < deadline, "proxy workers outlived the gateway"
+        time.sleep(0.05)
     mark = topology.mark()
     after = probe(argv)
     assert after["resolved"] == "gaierror"            # no DNS without the gateway
@@ -118,6 +125,7 @@ def test_stopping_the_gateway_removes_every_sandbox(own_gateway: Gateway) -> Non
         assert f"netns {gw.prefix}-{sandbox_id}" in names
         assert runsc_processes(sandbox_id)
     assert gw.stop() == 0
+    assert worker_processes(gw.home) == []
     assert leftovers(gw.prefix) == []
     assert all(runsc_processes(i) == [] for i in ids)
     assert not (gw.home / "sandboxes").exists() or not any((gw.home / "sandboxes").iterdir())

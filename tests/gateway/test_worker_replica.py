@@ -1,0 +1,65 @@
+"""A proxy worker's replica of the registry, as the hub's messages shape it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gateway.flowstate import GatewayState
+from gateway.policy_store import PolicyStore
+from gateway.registry import Registry
+from gateway.settings import Settings
+from gateway.upstream import UpstreamResolver
+from gateway.worker import Replica
+
+
+def replica(tmp_path: Path) -> tuple[Replica, Registry]:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "web.yaml").write_text(
+        "version: 1\nname: web\nrules:\n  - id: web\n    hosts: [www.example.test]\n")
+    registry = Registry()
+    state = GatewayState(registry, UpstreamResolver("127.0.0.1"), coord=None)  # type: ignore[arg-type]
+    settings = Settings(home=tmp_path / "home", policy_dir=policies)
+    return Replica(state, PolicyStore(policies), settings), registry
+
+
+def sandbox(tmp_path: Path, sandbox_id: str, ip: str = "10.77.0.2") -> dict[str, Any]:
+    return {"op": "add", "sandbox": {
+        "id": sandbox_id, "ip": ip, "policy": str(tmp_path / "policies" / "web.yaml"),
+        "network": "198.18.0.0/24", "assignments": {"198.18.0.7": "www.example.test"},
+        "env": {}, "secrets": {"TOKEN": "sgp_x"}, "owner": "o", "quarantined": False}}
+
+
+def test_add_map_quarantine_remove(tmp_path: Path) -> None:
+    rep, registry = replica(tmp_path)
+    rep.apply(sandbox(tmp_path, "a"))
+    added = registry.by_ip("10.77.0.2")
+    assert added is not None and added.policy.name == "web"
+    assert added.pool.name_for("198.18.0.7") == "www.example.test"
+    binding = registry.placeholders.lookup("sgp_x")
+    assert binding is not None and binding.sandbox_id == "a"
+    rep.apply({"op": "map", "sandbox": "a", "address": "198.18.0.9", "name": "b.example.test"})
+    assert added.pool.name_for("198.18.0.9") == "b.example.test"
+    rep.apply({"op": "quarantine", "sandbox": "a"})
+    assert added.quarantined
+    rep.apply({"op": "remove", "sandbox": "a"})
+    assert registry.by_ip("10.77.0.2") is None and registry.by_id("a") is None
+    assert registry.placeholders.lookup("sgp_x") is None
+
+
+def test_a_new_sandbox_on_an_address_replaces_any_stale_one(tmp_path: Path) -> None:
+    rep, registry = replica(tmp_path)
+    rep.apply(sandbox(tmp_path, "old"))
+    rep.apply(sandbox(tmp_path, "new"))        # the old one's removal never arrived
+    current = registry.by_ip("10.77.0.2")
+    assert current is not None and current.id == "new"
+    assert registry.by_id("old") is None
+
+
+def test_a_policy_that_does_not_load_leaves_the_sandbox_unknown(tmp_path: Path) -> None:
+    rep, registry = replica(tmp_path)
+    broken = sandbox(tmp_path, "a")
+    broken["sandbox"]["policy"] = str(tmp_path / "policies" / "missing.yaml")
+    rep.apply(broken)
+    assert registry.by_ip("10.77.0.2") is None   # refused as an unknown source: fail closed
