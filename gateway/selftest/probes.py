@@ -24,10 +24,17 @@ def dns_query(name, qtype, server=None, tcp=False):
         s.sendall(struct.pack(">H", len(packet)) + packet)
         reply = s.recv(4096)[2:]
     else:
+        # like a stub resolver: a datagram may be lost, so ask up to three times
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.settimeout(5)
-        s.sendto(packet, (server, 53))
-        reply = s.recv(4096)
+        s.settimeout(2)
+        for attempt in range(3):
+            s.sendto(packet, (server, 53))
+            try:
+                reply = s.recv(4096)
+                break
+            except socket.timeout:
+                if attempt == 2:
+                    raise
     flags, _, answers = struct.unpack(">HHH", reply[2:8])
     return {"rcode": flags & 0xF, "answers": answers}
 def http_raw(address, port, request, wait=5.0, sni=None):
