@@ -7,13 +7,14 @@ session or a real gateway."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import secrets
 import string
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyroute2 import IPRoute, netns
@@ -36,6 +37,9 @@ class World:
     prefix: str
     topology: Topology
     workdir: Path
+    # one master key for the world's gateways: they share a database (docs/DEPLOY.md)
+    master_key: str = field(
+        default_factory=lambda: base64.b64encode(secrets.token_bytes(32)).decode())
 
     @property
     def host(self) -> str:
@@ -127,7 +131,7 @@ def gateway_in(world: World, workers: int, slot: int = 0, **settings: object) ->
                       database_url=f"sqlite:///{world.workdir / 'shared.db'}",
                       transparent_port=15001 + 100 * slot, dns_port=15053 + 100 * slot,
                       api_port=8700 + slot, upstream_resolver=DNS_IP,
-                      upstream_ca=world.topology.ca.ca_cert,
+                      upstream_ca=world.topology.ca.ca_cert, master_key=world.master_key,
                       workers=workers, **settings)  # type: ignore[arg-type]
     config.policy_dir.mkdir(parents=True, exist_ok=True)
     with gateway(config, wrapper=["nsenter", f"--net=/run/netns/{world.host}"]), \
