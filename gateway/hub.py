@@ -80,7 +80,12 @@ class Hub(RegistryListener):
     def ready_workers(self) -> int:
         return len({peer.index for peer in self.peers.values() if peer.ready})
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 10.0) -> None:
+        """After the workers stopped: read what they sent before they went (their last audit
+        rows), then stop listening."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.peers and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
         if self._server is not None:
             self._server.close()
         self.path.unlink(missing_ok=True)
