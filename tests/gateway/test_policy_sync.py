@@ -3,6 +3,7 @@ others in order, deletions included, a hand edit not undone by a restart."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,8 +15,10 @@ from gateway.policy_sync import PolicySync
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    return make_engine(f"sqlite:///{tmp_path / 'shared.db'}")
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'shared.db'}")
+    yield engine
+    engine.dispose()
 
 
 def gateway(engine: Engine, root: Path, name: str) -> PolicySync:

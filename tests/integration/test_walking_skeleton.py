@@ -135,7 +135,9 @@ def test_raw_tcp_only_where_the_policy_allows(gateway: Gateway, topology: Topolo
     assert outcome["7001"] != "ping"         # refused: closed or reset, never echoed
     reached = topology.events(mark, "tcp")
     assert [e["local"] for e in reached] == [[ECHO_IP, 7]]
-    tcp_rows = [r for r in gateway.audit_rows(last) if r["protocol"] == "tcp"]
+    # rows from two proxy workers arrive in either order: by port
+    tcp_rows = sorted((r for r in gateway.audit_rows(last) if r["protocol"] == "tcp"),
+                      key=lambda r: r["port"])
     assert [(r["port"], r["decision"], r["reason"]) for r in tcp_rows] == [
         (7, "allow", "allowed_by_rule"),
         (7001, "deny", "no_matching_rule"),
