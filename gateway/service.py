@@ -151,7 +151,8 @@ class SandboxService:
         """The sandbox's network (up only once its rules are verified) and spec."""
         naming, fw = self.settings.naming, self.settings.firewall
         try:
-            addresses = slots.allocate(self.engine, sandbox_id, self.gateway_id)
+            addresses = slots.allocate(self.engine, sandbox_id, self.gateway_id,
+                                       self.settings.host_id)
             firewall.verify(fw)
             link = links.create(naming, sandbox_id, addresses)
             # fail closed: the host forwards packets, so the link comes up only once the

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,14 @@ class Settings(BaseSettings):
             self.home.mkdir(parents=True, exist_ok=True)
             path.write_text(secrets.token_hex(6) + "\n")
         return path.read_text().strip()
+
+    @property
+    def host_id(self) -> str:
+        """This machine, for address slots (gateways on one host share their slot space)."""
+        try:
+            return Path("/etc/machine-id").read_text().strip() or socket.gethostname()
+        except OSError:
+            return socket.gethostname()
 
     @property
     def lock_file(self) -> Path:

@@ -16,23 +16,27 @@ from sandbox_net.errors import NetError
 class NetSlot(SQLModel, table=True):
     __tablename__ = "net_slot"
 
+    # A slot's addresses are links on one host: unique per host, so gateways on one host
+    # (sharing a database) never share an address, and hosts do not share one slot space.
+    host: str = Field(default="", primary_key=True)
     slot: int = Field(primary_key=True)
     sandbox_id: str = Field(unique=True, index=True)
-    # The gateway that allocated it. Slots are unique across every gateway on the database,
-    # so gateways on one host never share an address.
-    gateway_id: str | None = Field(default=None, index=True)
+    gateway_id: str | None = Field(default=None, index=True)   # the gateway that took it
     allocated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
-def allocate(engine: Engine, sandbox_id: str, gateway_id: str | None = None) -> SlotAddresses:
-    """Take the lowest free slot for `sandbox_id`. Raises NetError when none is left."""
+def allocate(engine: Engine, sandbox_id: str, gateway_id: str | None = None,
+             host: str = "") -> SlotAddresses:
+    """Take the lowest free slot of `host` for `sandbox_id`. Raises NetError when none is
+    left."""
     for _attempt in range(20):
         with Session(engine) as session:
-            used = set(session.exec(select(NetSlot.slot)).all())
+            used = set(session.exec(select(NetSlot.slot).where(NetSlot.host == host)).all())
             free = next((s for s in range(MAX_SLOTS) if s not in used), None)
             if free is None:
                 raise NetError(f"all {MAX_SLOTS} sandbox address slots are in use")
-            session.add(NetSlot(slot=free, sandbox_id=sandbox_id, gateway_id=gateway_id))
+            session.add(NetSlot(host=host, slot=free, sandbox_id=sandbox_id,
+                                gateway_id=gateway_id))
             try:
                 session.commit()
             except IntegrityError:

@@ -1,0 +1,34 @@
+"""Migration 0005 (several gateways on one database) keeps the rows it reshapes, on SQLite
+and on PostgreSQL, and goes back down."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+
+from gateway.db import MIGRATIONS, make_engine, upgrade
+from sandbox_net import slots
+
+
+def test_address_slots_become_per_host_and_keep_their_rows(database_url: str) -> None:
+    engine = make_engine(database_url, migrate=False)
+    upgrade(engine, "0004")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO net_slot (slot, sandbox_id, allocated_at) "
+                          "VALUES (0, 'old00000', '2026-01-01 00:00:00')"))
+    upgrade(engine)
+    assert set(slots.allocated(engine)) == {"old00000"}
+    # the old row is on host '': another host's slot space is its own
+    assert slots.allocate(engine, "aaaa0000", "gw1", host="").slot == 1
+    assert slots.allocate(engine, "bbbb0000", "gw2", host="other-host").slot == 0
+    assert set(slots.allocated(engine, "gw1")) == {"old00000", "aaaa0000"}
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0004")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT sandbox_id FROM net_slot ORDER BY slot")).all()
+    assert [r[0] for r in rows] == ["old00000", "aaaa0000"]   # host '' rows survive
+    engine.dispose()
