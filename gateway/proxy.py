@@ -1,12 +1,11 @@
-"""mitmproxy embedded as the gateway: transparent mode for TCP and a DNS server (in one
-process, or DNS in the main process and TCP in each proxy worker), with the gateway's addons
-first and only the built-in addons it needs."""
+"""mitmproxy embedded in each proxy worker: transparent mode for TCP, with the gateway's
+addons first and only the built-in addons it needs."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from mitmproxy import master, options
+from mitmproxy import certs, master, options
 from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconfig
 
 from gateway.addons import pipeline
@@ -15,6 +14,7 @@ from gateway.settings import Settings
 
 CA_CERT = "mitmproxy-ca-cert.pem"
 CA_KEY = "mitmproxy-ca.pem"
+CA_BASENAME = "mitmproxy"   # mitmproxy's own name for its CA files (tlsconfig.CONF_BASENAME)
 
 
 def builtin_addons() -> list[object]:
@@ -27,6 +27,13 @@ def builtin_addons() -> list[object]:
         next_layer.NextLayer(),
         tlsconfig.TlsConfig(),
     ]
+
+
+def ensure_ca(settings: Settings) -> None:
+    """Create the gateway's CA (mitmproxy's files in the data dir) if it does not exist yet:
+    once, in the main process, before the workers load it."""
+    certs.CertStore.from_store(path=settings.ca_dir, basename=CA_BASENAME,
+                               key_size=options.Options().key_size)
 
 
 class Sandgate:
@@ -47,19 +54,14 @@ class Ready:
         self.on_ready()
 
 
-def build_master(settings: Settings, state: GatewayState, *, dns: bool, tcp_port: int | None,
+def build_master(settings: Settings, state: GatewayState, *, tcp_port: int,
                  on_ready: Callable[[], None]) -> master.Master:
-    """The DNS server (main process), a TCP proxy on `tcp_port` (worker), or both."""
+    """A proxy worker's mitmproxy: transparent TCP on `tcp_port`."""
     opts = options.Options()
     proxy = master.Master(opts)
-    proxy.addons.add(Sandgate(pipeline(state, dns_ttl=settings.synthetic_ttl, dns=dns,
-                                       tcp=tcp_port is not None)),
-                     *builtin_addons(), Ready(on_ready))
-    modes = [f"transparent@{tcp_port}"] if tcp_port is not None else []
-    if dns:
-        modes.append(f"dns@{settings.dns_port}")
+    proxy.addons.add(Sandgate(pipeline(state)), *builtin_addons(), Ready(on_ready))
     updates: dict[str, object] = {
-        "mode": modes,
+        "mode": [f"transparent@{tcp_port}"],
         "connection_strategy": "lazy",
         "confdir": str(settings.ca_dir),
         "http2": True,

@@ -22,13 +22,14 @@ from gateway.audit import AuditWriter
 from gateway.audit_chain import HeadSigner, apply_retention, record_signed_head
 from gateway.coordination import Authority, LocalCoordinator
 from gateway.db import make_engine
+from gateway.dns_server import DnsServer
 from gateway.errors import NotReady
 from gateway.flowstate import GatewayState
 from gateway.hub import Hub
 from gateway.otlp import OtlpExporter
 from gateway.policy_store import PolicyStore, watch
 from gateway.policy_sync import PolicySync, keep_synced
-from gateway.proxy import CA_CERT, CA_KEY, build_master
+from gateway.proxy import CA_CERT, CA_KEY, ensure_ca
 from gateway.registry import Registry
 from gateway.service import SYSTEM_BUNDLE, SandboxService
 from gateway.settings import Settings
@@ -199,11 +200,12 @@ async def _serve_locked(settings: Settings) -> None:
     # TCP is proxied by worker processes; this one serves DNS, the API and the audit writer
     # (in a process of its own, the writer never holds a proxy's GIL).
     hub = Hub(authority, registry, settings.hub_socket)
-    proxy = build_master(settings, state, dns=True, tcp_port=None,
-                         on_ready=lambda: setattr(state, "ready", True))
+    ensure_ca(settings)
+    dns = DnsServer(state, settings.dns_port, settings.synthetic_ttl)
+    await dns.start()
 
     def ready() -> bool:
-        return state.ready and hub.ready_workers() == settings.workers
+        return hub.ready_workers() == settings.workers
 
     runtimes: dict[str, Runtime] = {
         "gvisor": GVisorRuntime(settings.runsc_dir, platform=settings.runsc_platform),
@@ -232,8 +234,10 @@ async def _serve_locked(settings: Settings) -> None:
                                   log_level="warning", lifespan="off")),
     ]
 
+    stopping = asyncio.Event()
+
     def stop() -> None:
-        proxy.shutdown()
+        stopping.set()
         for api in apis:
             api.should_exit = True
 
@@ -244,7 +248,7 @@ async def _serve_locked(settings: Settings) -> None:
         watch(policies), keep_synced(sync), _retention(engine, settings.audit_retain_days),
         _reap(service), _watch_firewall(settings), workers.supervise(), _keep_warm(service))]
     try:
-        tasks = [asyncio.ensure_future(proxy.run()),
+        tasks = [asyncio.ensure_future(stopping.wait()),
                  *(asyncio.ensure_future(api.serve()) for api in apis)]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         stop()
@@ -258,6 +262,7 @@ async def _serve_locked(settings: Settings) -> None:
         await asyncio.to_thread(service.shutdown)
         await workers.stop()
         await hub.close()
+        await dns.close()
         writer.close()
         for close in exporters:
             close()

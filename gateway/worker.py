@@ -179,8 +179,8 @@ async def run(settings: Settings, index: int) -> None:
         state.ready = True
         hub.send({"op": "ready"})
 
-    proxy = build_master(settings, state, dns=False,
-                         tcp_port=settings.transparent_port + index, on_ready=ready)
+    proxy = build_master(settings, state, tcp_port=settings.transparent_port + index,
+                         on_ready=ready)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, proxy.shutdown)

@@ -9,7 +9,6 @@ import logging
 import time
 
 from mitmproxy import connection
-from mitmproxy.proxy import mode_specs
 
 from gateway.authorize import request_for
 from gateway.flowstate import Conn, GatewayState, peer_ip
@@ -25,19 +24,16 @@ class Identify:
     async def client_connected(self, client: connection.Client) -> None:
         source = peer_ip(client.peername)
         sandbox = self.state.registry.by_ip(source)
-        is_dns = isinstance(client.proxy_mode, mode_specs.DnsMode)
         dialed_ip, dialed_port = peer_ip(client.sockname), int(client.sockname[1])
         if sandbox is None:
             client.error = "sandgate: unknown source"
             logger.warning("refused connection from unknown source %s", source)
             self.state.record(deny(Reason.UNKNOWN_SANDBOX), sandbox_id=None,
-                              protocol="dns" if is_dns else "tcp",
+                              protocol="tcp",
                               host=dialed_ip, port=dialed_port,
                               error=f"unknown source {source}")
             return
         self.state.coord.active(sandbox.id)
-        if is_dns:
-            return
         limit = sandbox.policy.limits.connections
         if not await self.state.coord.acquire(sandbox.id, limit):
             # One sandbox must not make the gateway hold unbounded connections for it.

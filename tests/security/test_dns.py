@@ -75,3 +75,27 @@ except OSError as e:
     assert str(got["got"]).startswith("error:") or got["got"] == ""
     assert seat.seen(mark, "http") == [] and seat.seen(mark, "tcp") == []
     assert set(seat.reasons(mark, "tls|tcp|http")) == {"no_matching_rule"}
+
+
+def test_a_resolver_that_keeps_its_port_is_still_answered_after_idling(seat: Seat) -> None:
+    """glibc keeps its resolver's socket, so an agent asks from one address and port all its
+    life. mitmproxy's DNS mode (which served DNS here before) kept a flow per address and
+    port and, once it had idled 20 s, never answered that address and port again."""
+    got = seat.run("""
+server = open("/etc/resolv.conf").read().split("nameserver")[1].split()[0]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+def ask():
+    question = b"".join(bytes([len(p)]) + p.encode() for p in "www.upstream.test".split("."))
+    s.sendto(struct.pack(">HHHHHH", random.randrange(65536), 0x0100, 1, 0, 0, 0) + question
+             + b"\\0" + struct.pack(">HH", 1, 1), (server, 53))
+    try:
+        return struct.unpack(">H", s.recv(4096)[6:8])[0]   # answers
+    except socket.timeout:
+        return "no answer"
+out["first"] = ask()
+time.sleep(21)
+out["after idling"] = ask()
+out["again"] = ask()
+""")
+    assert got == {"first": 1, "after idling": 1, "again": 1}
