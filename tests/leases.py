@@ -6,6 +6,7 @@ life of the process; the kernel drops the lock when the process dies, however it
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
 import re
@@ -45,6 +46,16 @@ def lease_prefix() -> str:
             return prefix
 
 
+@atexit.register
+def _release_all() -> None:
+    """A run that ends normally removes its lock files (a killed one leaves them to the
+    next sweep)."""
+    for prefix, fd in list(_held.items()):
+        (LEASES / f"{prefix}.lock").unlink(missing_ok=True)
+        os.close(fd)
+        del _held[prefix]
+
+
 def prefixes_in_use_on_host() -> set[str]:
     """Test prefixes named by a network namespace or an nftables table on this host."""
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
@@ -55,15 +66,19 @@ def prefixes_in_use_on_host() -> set[str]:
 
 
 def sweep_dead_runs(clean: Callable[[str], None]) -> list[str]:
-    """Clean every test prefix on the host whose lease no live process holds."""
+    """Clean every test prefix on the host whose lease no live process holds, and drop the
+    lock files of dead runs."""
     swept = []
-    for prefix in sorted(prefixes_in_use_on_host() - set(_held)):
+    on_disk = {p.stem for p in LEASES.glob("*.lock")} if LEASES.is_dir() else set()
+    in_use = prefixes_in_use_on_host()
+    for prefix in sorted((in_use | on_disk) - set(_held)):
         fd = _try_lock(prefix)
         if fd is None:
             continue   # a live run owns it
         try:
-            clean(prefix)
-            swept.append(prefix)
+            if prefix in in_use:
+                clean(prefix)
+                swept.append(prefix)
         finally:
             (LEASES / f"{prefix}.lock").unlink(missing_ok=True)
             os.close(fd)

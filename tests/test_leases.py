@@ -35,9 +35,11 @@ def test_only_dead_runs_are_swept(require_root: None) -> None:
         swept = leases.sweep_dead_runs(force_clean)
         assert dead_prefix in swept
         assert leftovers(dead_prefix) == []
+        assert not (leases.LEASES / f"{dead_prefix}.lock").exists()
         assert live_prefix not in swept
         assert leftovers(live_prefix) == [f"netns {live_prefix}-inet"]
     finally:
         live.communicate("\n")
         force_clean(live_prefix)
+    assert not (leases.LEASES / f"{live_prefix}.lock").exists()   # removed at a normal exit
         force_clean(dead_prefix)
