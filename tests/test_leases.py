@@ -41,5 +41,5 @@ def test_only_dead_runs_are_swept(require_root: None) -> None:
     finally:
         live.communicate("\n")
         force_clean(live_prefix)
-    assert not (leases.LEASES / f"{live_prefix}.lock").exists()   # removed at a normal exit
         force_clean(dead_prefix)
+    assert not (leases.LEASES / f"{live_prefix}.lock").exists()   # removed at a normal exit
