@@ -10,7 +10,6 @@ and the error is kept for `sandgate policy status`.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import BadRequest, NotFound
+from gateway.periodic import every
 from policies.loader import (
     PolicyError,
     compose,
@@ -235,9 +235,5 @@ POLICY_RELOAD_INTERVAL = 0.5  # seconds; documented in docs/POLICY.md
 
 async def watch(policies: PolicyStore) -> None:
     """Reload changed policy files every POLICY_RELOAD_INTERVAL, forever."""
-    while True:
-        await asyncio.sleep(POLICY_RELOAD_INTERVAL)
-        try:
-            await asyncio.to_thread(policies.refresh)
-        except Exception:
-            logger.exception("policy reload failed; the active versions stay")
+    await every(POLICY_RELOAD_INTERVAL, policies.refresh,
+                "policy reload failed; the active versions stay")

@@ -14,7 +14,6 @@ hand edit made after it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import tempfile
@@ -25,6 +24,8 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, select
+
+from gateway.periodic import every
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +113,4 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 async def keep_synced(sync: PolicySync) -> None:
-    while True:
-        await asyncio.sleep(SYNC_INTERVAL)
-        try:
-            await asyncio.to_thread(sync.pull)
-        except Exception:
-            logger.exception("policy sync failed; will retry")
+    await every(SYNC_INTERVAL, sync.pull, "policy sync failed; will retry")

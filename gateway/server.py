@@ -27,6 +27,7 @@ from gateway.errors import NotReady
 from gateway.flowstate import GatewayState
 from gateway.hub import Hub
 from gateway.otlp import OtlpExporter
+from gateway.periodic import every
 from gateway.policy_store import PolicyStore, watch
 from gateway.policy_sync import PolicySync, keep_synced
 from gateway.proxy import CA_CERT, CA_KEY, ensure_ca
@@ -116,12 +117,7 @@ REAP_INTERVAL = 0.25  # seconds: a sandbox outlives its deadline by at most this
 
 
 async def _reap(service: SandboxService) -> None:
-    while True:
-        await asyncio.sleep(REAP_INTERVAL)
-        try:
-            await asyncio.to_thread(service.reap)
-        except Exception:
-            logger.exception("removing expired sandboxes failed; will retry")
+    await every(REAP_INTERVAL, service.reap, "removing expired sandboxes failed; will retry")
 
 
 async def _keep_warm(service: SandboxService) -> None:

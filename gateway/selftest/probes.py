@@ -24,19 +24,10 @@ def dns_query(name, qtype, server=None, tcp=False):
         s.sendall(struct.pack(">H", len(packet)) + packet)
         reply = s.recv(4096)[2:]
     else:
-        # ask up to three times, each from a new source port: mitmproxy keeps a UDP flow
-        # per address and port for 20 s, and a reused port can meet a stale one
-        for attempt in range(3):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.settimeout(2)
-            s.sendto(packet, (server, 53))
-            try:
-                reply = s.recv(4096)
-                break
-            except socket.timeout:
-                s.close()
-                if attempt == 2:
-                    raise
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(5)
+        s.sendto(packet, (server, 53))
+        reply = s.recv(4096)
     flags, _, answers = struct.unpack(">HHH", reply[2:8])
     return {"rcode": flags & 0xF, "answers": answers}
 def http_raw(address, port, request, wait=5.0, sni=None):

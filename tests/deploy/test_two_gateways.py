@@ -71,6 +71,26 @@ def curl_in(gw: Gateway, sandbox_id: str, *args: str) -> str:
     return str(out["stdout"]) or "failed"
 
 
+def wait_for_policy(gw: Gateway, name: str) -> None:
+    deadline = time.monotonic() + 10
+    while not (gw.policy_dir / f"{name}.yaml").exists():
+        assert time.monotonic() < deadline, f"policy {name} never reached {gw.prefix}"
+        time.sleep(0.05)
+
+
+def bearer_seen_upstream(gw: Gateway, topology: Topology, policy: str, secret: str) -> list[str]:
+    """Authorization headers the upstream saw for one request, from a sandbox of `gw` that
+    sends the placeholder of `secret`."""
+    sandbox = api(gw, "POST", "/v1/sandboxes", json={"policy": policy, "secrets": [secret]})
+    mark = topology.mark()
+    out = api(gw, "POST", f"/v1/sandboxes/{sandbox['id']}/exec", json={"cmd": [
+        "/bin/sh", "-c", 'curl -sS --max-time 10 -o /dev/null -w "%{http_code}" '
+                         f'-H "Authorization: Bearer ${secret}" '
+                         "https://secure.upstream.test/echo"]})
+    assert out["stdout"] == "200", out
+    return [e["headers"].get("authorization") for e in topology.events(mark, "http")]
+
+
 def policy_yaml(host: str) -> str:
     return f"version: 1\nname: shared\nrules:\n  - id: web\n    hosts: [{host}]\n"
 
@@ -78,10 +98,7 @@ def policy_yaml(host: str) -> str:
 def test_a_policy_changed_through_one_is_enforced_by_the_other(pair: list[Gateway]) -> None:
     one, other = pair
     api(one, "PUT", "/v1/policies/shared", json={"yaml": policy_yaml("www.upstream.test")})
-    deadline = time.monotonic() + 10
-    while not (other.policy_dir / "shared.yaml").exists():
-        assert time.monotonic() < deadline, "the policy never reached the other gateway"
-        time.sleep(0.05)
+    wait_for_policy(other, "shared")
     sandbox = api(other, "POST", "/v1/sandboxes", json={"policy": "shared"})
     assert curl_in(other, sandbox["id"], "http://www.upstream.test/") == "200"
     # narrowed through the first gateway: the second's running sandbox loses the host
@@ -102,28 +119,15 @@ def test_a_secret_set_through_one_is_injected_by_the_other(
     api(one, "PUT", "/v1/policies/inject", json={"yaml": (
         "version: 1\nname: inject\nrules:\n  - id: api\n    hosts: [secure.upstream.test]\n"
         "    inject: [{secret: SHARED_TOKEN, as: bearer}]\n")})
-    deadline = time.monotonic() + 10
-    while not (other.policy_dir / "inject.yaml").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    sandbox = api(other, "POST", "/v1/sandboxes",
-                  json={"policy": "inject", "secrets": ["SHARED_TOKEN"]})
-    mark = topology.mark()
-    out = api(other, "POST", f"/v1/sandboxes/{sandbox['id']}/exec", json={"cmd": [
-        "/bin/sh", "-c", 'curl -sS --max-time 10 -o /dev/null -w "%{http_code}" '
-                         '-H "Authorization: Bearer $SHARED_TOKEN" '
-                         "https://secure.upstream.test/echo"]})
-    assert out["stdout"] == "200", out
-    seen = [e["headers"].get("authorization") for e in topology.events(mark, "http")]
-    assert f"Bearer {value}" in seen
+    wait_for_policy(other, "inject")
+    assert f"Bearer {value}" in bearer_seen_upstream(other, topology, "inject", "SHARED_TOKEN")
 
 
 def test_both_chains_land_in_one_log_and_verify(pair: list[Gateway]) -> None:
     one = pair[0]
     api(one, "PUT", "/v1/policies/shared", json={"yaml": policy_yaml("www.upstream.test")})
     for gw in pair:
-        while not (gw.policy_dir / "shared.yaml").exists():
-            time.sleep(0.05)
+        wait_for_policy(gw, "shared")
         sandbox = api(gw, "POST", "/v1/sandboxes", json={"policy": "shared"})
         assert curl_in(gw, sandbox["id"], "http://www.upstream.test/") == "200"
         api(gw, "DELETE", f"/v1/sandboxes/{sandbox['id']}")   # flushes its audit rows
@@ -176,17 +180,6 @@ def test_the_central_api_drives_policy_and_secrets_on_the_nodes(
         assert response.is_success, response.text
         # sandboxes are the nodes' business
         assert central.post("/v1/sandboxes", json={"policy": "central"}).status_code == 404
-    deadline = time.monotonic() + 10
-    while not (node.policy_dir / "central.yaml").exists():
-        assert time.monotonic() < deadline, "the policy never reached the node"
-        time.sleep(0.05)
-    sandbox = api(node, "POST", "/v1/sandboxes",
-                  json={"policy": "central", "secrets": ["CENTRAL_TOKEN"]})
-    mark = topology.mark()
-    out = api(node, "POST", f"/v1/sandboxes/{sandbox['id']}/exec", json={"cmd": [
-        "/bin/sh", "-c", 'curl -sS --max-time 10 -o /dev/null -w "%{http_code}" '
-                         '-H "Authorization: Bearer $CENTRAL_TOKEN" '
-                         "https://secure.upstream.test/echo"]})
-    assert out["stdout"] == "200", out
-    seen = [e["headers"].get("authorization") for e in topology.events(mark, "http")]
-    assert f"Bearer {value}" in seen
+    wait_for_policy(node, "central")
+    assert f"Bearer {value}" in bearer_seen_upstream(node, topology, "central",
+                                                     "CENTRAL_TOKEN")

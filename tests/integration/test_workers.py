@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -105,3 +106,22 @@ def test_many_connections_to_one_upstream_are_not_serialised(gateway: Gateway) -
                          "for i in $(seq 12); do curl -sS --max-time 20 -o /dev/null "
                          "-w '%{http_code}\\n' http://www.upstream.test/barrier/12 & done; wait")
     assert result.stdout.split() == ["200"] * 12, result.stdout + result.stderr
+
+
+def test_an_unprivileged_local_user_cannot_reach_the_hub(gateway: Gateway) -> None:
+    """The hub hands out sandbox snapshots (placeholders included) and takes audit rows and
+    quarantine orders: only root may connect (socket 0600 in a 0700 data dir)."""
+    hub = gateway.home / "hub.sock"
+    assert hub.is_socket()
+    # the gateway's own guards, not only the test's temporary directory
+    assert stat.S_IMODE(hub.stat().st_mode) == 0o600
+    assert stat.S_IMODE(gateway.home.stat().st_mode) == 0o700
+    attempt = subprocess.run(
+        ["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c",
+         "import socket, sys\n"
+         "s = socket.socket(socket.AF_UNIX)\n"
+         f"s.connect({str(hub)!r})\n"
+         "s.sendall(b'{\"op\": \"hello\", \"worker\": 9, \"pid\": 1}\\n')\n"
+         "print(s.recv(65536)[:80])"],
+        capture_output=True, text=True, timeout=30)
+    assert attempt.returncode != 0 and "PermissionError" in attempt.stderr, attempt
