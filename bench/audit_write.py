@@ -15,7 +15,7 @@ from pathlib import Path
 from common import report
 from sqlalchemy import insert, text
 
-from gateway.audit import COLUMNS, AuditEvent, AuditWriter, utcnow
+from gateway.audit.writer import COLUMNS, AuditEvent, AuditWriter, utcnow
 from gateway.db import make_engine
 from tests.postgres import postgres_server
 

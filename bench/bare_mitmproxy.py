@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mitmproxy import master, options
 
-from gateway.proxy import builtin_addons
+from gateway.dataplane.proxy import builtin_addons
 
 
 class Listening:

@@ -32,7 +32,7 @@ def worker_pid(home: Path) -> int:
             argv = (proc / "cmdline").read_bytes()
         except OSError:
             continue
-        if stat.rsplit(")", 1)[1].split()[1] == main and b"gateway.worker" in argv:
+        if stat.rsplit(")", 1)[1].split()[1] == main and b"gateway.processes.worker" in argv:
             return int(proc.name)
     raise SystemExit("no proxy worker found")
 

@@ -93,7 +93,7 @@ def gateway_cpu_seconds(home: Path) -> float:
             argv = (proc / "cmdline").read_bytes()
         except OSError:
             continue
-        if proc.name == main or (fields[1] == main and b"gateway.worker" in argv):
+        if proc.name == main or (fields[1] == main and b"gateway.processes.worker" in argv):
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from pyroute2 import IPRoute, netns
 
 from gateway.client import Client
-from gateway.control import gateway
+from gateway.processes.launch import gateway
 from gateway.selftest.world import host_namespace
 from gateway.settings import Settings
 from sandbox_net.testnet import DNS_IP, HTTP_IP, HTTPS_IP, Topology

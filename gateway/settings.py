@@ -112,7 +112,7 @@ class Settings(BaseSettings):
 
     @property
     def hub_socket(self) -> Path:
-        """Where proxy workers reach the main process (gateway.hub)."""
+        """Where proxy workers reach the main process (gateway.processes.hub)."""
         return self.home / "hub.sock"
 
     @property

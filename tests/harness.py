@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import yaml
 
-from gateway.control import socket_accepts
+from gateway.processes.launch import socket_accepts
 from tests.topology import DNS_IP, Topology
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,7 +63,8 @@ def worker_processes(home: Path) -> list[int]:
     found = []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and b"gateway.worker" in (proc / "cmdline").read_bytes() \
+            cmdline = (proc / "cmdline").read_bytes() if proc.name.isdigit() else b""
+            if b"gateway.processes.worker" in cmdline \
                     and marker in (proc / "environ").read_bytes().split(b"\0"):
                 found.append(int(proc.name))
         except OSError:

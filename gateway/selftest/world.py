@@ -16,7 +16,7 @@ from pathlib import Path
 from pyroute2 import IPRoute, netns
 
 from gateway.client import Client
-from gateway.control import gateway
+from gateway.processes.launch import gateway
 from gateway.selftest.plan import Plan
 from gateway.settings import Settings
 from sandbox_net.testnet import DNS_IP, OTHER_IP, TRAPS, Topology

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from gateway.policy_store import POLICY_RELOAD_INTERVAL
-from gateway.policy_sync import SYNC_INTERVAL
+from gateway.control.policy_store import POLICY_RELOAD_INTERVAL
+from gateway.control.policy_sync import SYNC_INTERVAL
 from tests.conftest import force_clean, kill_runsc, new_prefix
 from tests.harness import SANDGATE, Gateway, free_port
 from tests.topology import Topology

@@ -15,8 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from gateway import audit_query
-from gateway.audit import AuditWriter, count_rows
-from gateway.audit_chain import HeadSigner, apply_retention, record_signed_head, verify
+from gateway.audit.chain import HeadSigner, apply_retention, record_signed_head, verify
+from gateway.audit.writer import AuditWriter, count_rows
 from gateway.db import make_engine, upgrade
 
 

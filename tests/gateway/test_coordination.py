@@ -3,8 +3,8 @@ worker gives back."""
 
 from __future__ import annotations
 
-from gateway.coordination import Authority
-from gateway.registry import Registry
+from gateway.dataplane.registry import Registry
+from gateway.processes.authority import Authority
 
 
 def authority() -> Authority:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
+from gateway.control.policy_sync import PolicySync
 from gateway.db import make_engine
-from gateway.policy_sync import PolicySync
 
 
 @pytest.fixture

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gateway.flowstate import GatewayState
-from gateway.policy_store import PolicyStore
-from gateway.registry import Registry
+from gateway.control.policy_store import PolicyStore
+from gateway.dataplane.registry import Registry
+from gateway.dataplane.state import GatewayState
+from gateway.dataplane.upstream import UpstreamResolver
+from gateway.processes.worker import Replica
 from gateway.settings import Settings
-from gateway.upstream import UpstreamResolver
-from gateway.worker import Replica
 
 
 def replica(tmp_path: Path) -> tuple[Replica, Registry]:

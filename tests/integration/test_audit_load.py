@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from gateway.audit_chain import verify
+from gateway.audit.chain import verify
 from gateway.db import make_engine
 from tests.conftest import force_clean, kill_runsc, new_prefix
 from tests.harness import Gateway

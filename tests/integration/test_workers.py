@@ -38,8 +38,8 @@ def workers_of(gateway: Gateway) -> dict[int, int]:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"gateway.worker" in argv:
-            found[int(argv[argv.index(b"gateway.worker") + 1])] = int(proc.name)
+        if b"gateway.processes.worker" in argv:
+            found[int(argv[argv.index(b"gateway.processes.worker") + 1])] = int(proc.name)
     return found
 
 

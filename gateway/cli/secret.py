@@ -1,0 +1,156 @@
+"""`sandgate secret ...` and `sandgate vault rotate-master`: write-only secrets. A value goes
+in through stdin or a hidden prompt (never argv, which other users can read in ps); no
+command ever prints one."""
+
+from __future__ import annotations
+
+import getpass
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import click
+
+from gateway.cli.common import fail, make_settings, print_table
+from gateway.settings import Settings
+from policies.loader import load_directory
+from vault.crypto import VaultError
+
+if TYPE_CHECKING:
+    from vault.store import Vault
+
+# the vault's database layer loads only for the commands that need it (start-up time of
+# `sandgate run` matters)
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
+@contextmanager
+def _vault(settings: Settings, *, create: bool = False) -> Iterator[Vault]:
+    from gateway.db import make_engine
+    from vault.keyring import open_vault
+
+    if not create and not settings.home.exists() and settings.database_url is None:
+        fail(f"no data directory {settings.home}", "set SANDGATE_HOME, or store a secret first")
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    engine = make_engine(settings.db_url)
+    try:
+        yield open_vault(engine, settings.key_source, create=create)
+    except VaultError as e:
+        fail(str(e))
+    finally:
+        engine.dispose()
+
+
+def _check_name(name: str) -> None:
+    if not re.match(NAME_PATTERN, name):
+        fail(f"invalid secret name {name!r}",
+             "use letters, digits and '_', not starting with a digit (it becomes an "
+             "environment variable in the sandbox)")
+
+
+def _read_value(name: str) -> str:
+    if sys.stdin.isatty():
+        value = getpass.getpass(f"value for {name} (hidden): ")
+    else:
+        value = sys.stdin.read()
+        value = value[:-1] if value.endswith("\n") else value
+    if not value:
+        fail("empty secret value", f"pipe it in: printf %s \"$TOKEN\" | sandgate secret set {name}")
+    return value
+
+
+@click.group("secret")
+def secret_group() -> None:
+    """Store, list and remove secrets (values are write-only)."""
+
+
+@secret_group.command("set")
+@click.argument("name")
+@click.argument("extra", nargs=-1)
+def set_secret(name: str, extra: tuple[str, ...]) -> None:
+    """Store NAME's value, read from stdin or a hidden prompt; a new version if it exists."""
+    if extra:
+        fail("a secret value is never taken from the command line (other users see it in ps, "
+             "and it stays in shell history)",
+             f"pipe it in: printf %s \"$VALUE\" | sandgate secret set {name}")
+    _check_name(name)
+    value = _read_value(name)
+    with _vault(make_settings(), create=True) as vault:
+        try:
+            version = vault.put(name, value)
+        except VaultError as e:
+            fail(str(e))
+    click.echo(f"stored {name} version {version}")
+
+
+def _bound_hosts(settings: Settings) -> dict[str, set[str]]:
+    policies, _ = load_directory(settings.policy_dir)
+    bound: dict[str, set[str]] = {}
+    for policy in policies.values():
+        for rule in policy.rules:
+            for spec in rule.spec.inject:
+                names = [spec.secret, getattr(spec, "access_key_id", None)]
+                for secret in filter(None, names):
+                    bound.setdefault(secret, set()).update(rule.spec.hosts)
+    return bound
+
+
+@secret_group.command("list")
+def list_secrets() -> None:
+    """Names and metadata of stored secrets, and the hosts policies bind them to."""
+    settings = make_settings()
+    with _vault(settings) as vault:
+        infos = vault.list()
+    if not infos:
+        click.echo("no secrets stored")
+        return
+    bound = _bound_hosts(settings)
+    print_table([{
+        "name": i.name, "version": i.version,
+        "created": i.created_at.isoformat(timespec="seconds"),
+        "updated": i.updated_at.isoformat(timespec="seconds"),
+        "last_used": i.last_used_at.isoformat(timespec="seconds") if i.last_used_at else "-",
+        "bound_hosts": ",".join(sorted(bound.get(i.name, ()))) or "-",
+    } for i in infos])
+
+
+@secret_group.command("rm")
+@click.argument("name")
+def remove_secret(name: str) -> None:
+    """Delete NAME and all its versions."""
+    _check_name(name)
+    with _vault(make_settings()) as vault:
+        if not vault.delete(name):
+            fail(f"no secret named {name!r}", "see: sandgate secret list")
+    click.echo(f"removed {name}")
+
+
+@click.group("vault")
+def vault_group() -> None:
+    """Master key operations."""
+
+
+@vault_group.command("rotate-master")
+def rotate_master() -> None:
+    """Re-wrap every data key with a new master key (works while the gateway runs)."""
+    from gateway.processes.launch import ControlClient
+
+    settings = make_settings()
+    client = ControlClient(settings)
+    try:
+        if client.healthy():
+            result = client.rotate_master()
+            key_id, count = result["master_key_id"], result["rewrapped"]
+        else:
+            with _vault(settings) as vault:
+                from vault.keyring import rotate_master_key
+
+                try:
+                    key_id, count = rotate_master_key(vault, settings.key_source)
+                except VaultError as e:
+                    fail(str(e))
+    finally:
+        client.close()
+    click.echo(f"master key rotated: new key id {key_id}, {count} data key(s) re-wrapped")

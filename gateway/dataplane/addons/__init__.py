@@ -1,0 +1,30 @@
+"""The gateway's mitmproxy addons, in pipeline order. Hooks run in this order, and before
+mitmproxy's own addons."""
+
+from __future__ import annotations
+
+from gateway.dataplane.addons.audit_trail import AuditTrail
+from gateway.dataplane.addons.credentials import Credentials
+from gateway.dataplane.addons.http_policy import HttpPolicy
+from gateway.dataplane.addons.identify import Identify
+from gateway.dataplane.addons.rate_meter import RateMeter
+from gateway.dataplane.addons.tcp_policy import TcpPolicy
+from gateway.dataplane.addons.tls_guard import TlsGuard
+from gateway.dataplane.addons.upstream_connect import UpstreamConnect
+from gateway.dataplane.state import GatewayState
+
+__all__ = ["pipeline"]
+
+
+def pipeline(state: GatewayState) -> list[object]:
+    """A proxy worker's addons (DNS is gateway.dataplane.dns, in the main process)."""
+    return [
+        Identify(state),            # source address -> sandbox; unknown sources refused
+        TlsGuard(state),            # SNI must name the dialed host
+        HttpPolicy(state),          # Host must name the dialed host; policy; 403 JSON
+        Credentials(state),         # placeholders -> secrets where bound; tripwire; scrubbing
+        TcpPolicy(state),           # policy for non-HTTP streams
+        UpstreamConnect(state),     # dial only vetted addresses
+        RateMeter(state),           # bytes-per-minute limits
+        AuditTrail(state),          # one row per request / stream
+    ]

@@ -1,0 +1,151 @@
+"""HTTP requests: the Host (or :authority) must name the host behind the dialed address; then
+the policy decides on host and port. A denial is answered here with a 403 whose JSON body
+names the policy, the rule (or its absence) and what to do about it."""
+
+from __future__ import annotations
+
+import json
+
+from mitmproxy import http
+
+from gateway.dataplane.authorize import authorize, request_for
+from gateway.dataplane.state import METADATA_KEY, QUERY_KEY, Conn, FlowVerdict, GatewayState
+from policies.decision import Reason
+from policies.hosts import HostError, normalise_name
+from policies.matcher import Request
+from vault.redact import redact_query
+
+STATUS = {Reason.UPSTREAM_UNRESOLVABLE: 502, Reason.RATE_LIMITED: 429,
+          Reason.BODY_TOO_LARGE: 413}
+HINTS = {
+    Reason.NO_MATCHING_RULE: "no rule of policy {policy} allows {host}:{port}; ask the "
+                             "policy owners to add one (sandgate policy test shows the effect)",
+    Reason.DENIED_BY_RULE: "rule {rule} of policy {policy} denies {host}:{port}",
+    Reason.NOT_FROM_GATEWAY_DNS: "connect by host name: addresses that did not come from the "
+                                 "sandbox's DNS are not allowed",
+    Reason.HOST_MISMATCH: "the Host header must name the host you connected to",
+    Reason.REFUSED_ADDRESS: "{host} resolves to an address the gateway refuses to dial "
+                            "(private, loopback, link-local or metadata)",
+    Reason.UPSTREAM_UNRESOLVABLE: "{host} could not be resolved upstream",
+    Reason.RATE_LIMITED: "rule {rule} of policy {policy} limits this rate; retry later",
+    Reason.SECRET_EXFIL_ATTEMPT: "a secret placeholder may only go to the hosts its rule "
+                                 "names; this sandbox is now quarantined",
+    Reason.QUARANTINED: "this sandbox is quarantined after a secret-exfiltration attempt",
+    Reason.SIGV4_UNVERIFIED: "sign AWS requests with the sandbox's AWS_* placeholders",
+    Reason.BODY_TOO_LARGE: "the request body is larger than policy {policy} allows",
+    Reason.AMBIGUOUS_PATH: "encoded '/' or '\\' in a path is refused; send the path plainly",
+}
+
+
+def _host_of(flow: http.HTTPFlow) -> str | None:
+    """The host the request names: Host header (HTTP/1) or :authority (HTTP/2), port removed."""
+    authority = flow.request.host_header
+    if not authority:
+        return None
+    host = authority.rsplit(":", 1)[0] if not authority.endswith("]") else authority
+    try:
+        return normalise_name(host.strip("[]"))
+    except HostError:
+        return None
+
+
+LARGE_BODY = 64 * 1024
+
+
+def _refuse(flow: http.HTTPFlow, verdict: FlowVerdict) -> None:
+    """Answer with the denial. A refused request that announces a large (or chunked) body is
+    cut off instead: mitmproxy would read the whole body before answering, and a refused
+    body is not worth holding."""
+    headers = flow.request.headers
+    length = headers.get("content-length", "")
+    if (length.isdigit() and int(length) > LARGE_BODY) or \
+            "chunked" in headers.get("transfer-encoding", "").lower():
+        flow.kill()
+        return
+    flow.response = denial_response(verdict)
+
+
+def _authority_agrees(flow: http.HTTPFlow, host: str | None) -> bool:
+    """An absolute-form request line (GET http://other/ HTTP/1.1) must name the same host as
+    the Host header: some upstreams route on one, some on the other."""
+    authority = flow.request.authority
+    if not authority or flow.request.is_http2:
+        return True  # origin form; for HTTP/2, :authority is what host_header already read
+    try:
+        named = normalise_name(authority.rsplit(":", 1)[0].strip("[]"))
+    except HostError:
+        return False
+    return named == host
+
+
+def _request(conn: Conn, flow: http.HTTPFlow) -> Request:
+    request = flow.request
+    query: dict[str, list[str]] = {}
+    for key, value in request.query.items(multi=True):
+        query.setdefault(key, []).append(value)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    return request_for(conn, "https" if flow.client_conn.tls else "http",
+                       method=request.method, path=request.path, query=query, headers=headers)
+
+
+def denial_response(verdict: FlowVerdict) -> http.Response:
+    d = verdict.decision
+    hint = HINTS.get(d.reason, "this request is not allowed by the sandbox's egress policy")
+    body = {
+        "error": "egress_denied",
+        "host": verdict.host,
+        "port": verdict.port,
+        "policy": d.policy,
+        "rule": d.rule,
+        "reason": str(d.reason),
+        "hint": hint.format(policy=d.policy, rule=d.rule, host=verdict.host, port=verdict.port),
+    }
+    status = STATUS.get(d.reason, 403)
+    return http.Response.make(status, json.dumps(body) + "\n",
+                              {"content-type": "application/json",
+                               "x-sandgate-reason": str(d.reason)})
+
+
+class HttpPolicy:
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        conn = self.state.conns.get(flow.client_conn.id)
+        if conn is None:
+            flow.kill()
+            return
+        raw_query = flow.request.path.partition("?")[2]
+        flow.metadata[QUERY_KEY] = redact_query(raw_query) or None
+        policy = conn.sandbox.policy
+        if flow.error is not None:
+            # mitmproxy refused it already (CONNECT in transparent mode, ambiguous framing
+            # that could smuggle a second request): record it as such.
+            flow.metadata[METADATA_KEY] = FlowVerdict(
+                policy.refuse(Reason.PROTOCOL_ERROR), conn.target, conn.dialed_port,
+                error=flow.error.msg)
+            return
+        length = flow.request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > policy.limits.request_body_bytes:
+            verdict = FlowVerdict(policy.refuse(Reason.BODY_TOO_LARGE), conn.target,
+                                  conn.dialed_port, error=f"request body of {length} bytes")
+            flow.metadata[METADATA_KEY] = verdict
+            _refuse(flow, verdict)
+            return
+        verdict = await authorize(self.state, conn, _request(conn, flow))
+        named = _host_of(flow)
+        if verdict.decision.allowed and (named != (conn.name or conn.dialed_ip)
+                                         or not _authority_agrees(flow, named)):
+            # Host fronting: credentials and policy follow the dialed name, so a request
+            # naming another host is refused rather than silently re-targeted.
+            verdict = FlowVerdict(conn.sandbox.policy.refuse(Reason.HOST_MISMATCH),
+                                  conn.target, conn.dialed_port,
+                                  error=f"Host {flow.request.host_header!r} on a connection "
+                                        f"to {conn.target}")
+        flow.metadata[METADATA_KEY] = verdict
+        if not verdict.decision.allowed:
+            _refuse(flow, verdict)
+        elif verdict.upstream:
+            # Dial the vetted address for this and later requests on the connection, so the
+            # upstream connection is reused; the Host header stays as the client sent it.
+            flow.request.data.host = verdict.upstream

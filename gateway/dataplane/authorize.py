@@ -1,0 +1,55 @@
+"""The two-stage egress check shared by the HTTP and TCP addons: policy on the name (or an
+address rule for an IP literal), then resolve once and vet the address. The vetted address
+becomes a permit on the connection; server_connect dials permits and nothing else."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+
+from gateway.dataplane.state import Conn, FlowVerdict, GatewayState
+from gateway.dataplane.upstream import ResolveError, Vetted
+from policies.decision import Reason
+from policies.matcher import Request
+
+
+def request_for(conn: Conn, protocol: str, *, method: str | None = None,
+                path: str | None = None, query: Mapping[str, Sequence[str]] | None = None,
+                headers: Mapping[str, str] | None = None) -> Request:
+    address = None if conn.name else ipaddress.IPv4Address(conn.dialed_ip)
+    return Request(port=conn.dialed_port, protocol=protocol, host=conn.name, address=address,
+                   method=method, path=path, query=query or {}, headers=headers or {})
+
+
+async def authorize(state: GatewayState, conn: Conn, request: Request) -> FlowVerdict:
+    policy = conn.sandbox.policy
+    port = conn.dialed_port
+    if conn.refused is not None:
+        return FlowVerdict(conn.refused, conn.target, port)
+    if conn.sandbox.quarantined:
+        return FlowVerdict(policy.refuse(Reason.QUARANTINED), conn.target, port,
+                           error="quarantined after a secret-exfiltration attempt")
+    decision = policy.decide(request)
+    if not decision.allowed:
+        return FlowVerdict(decision, conn.target, port)
+    grant = decision.grant
+    rule = decision.rule or ""
+    if grant is not None and grant.limits is not None and \
+            not await state.coord.admit(conn.sandbox.id, rule, grant.limits):
+        return FlowVerdict(policy.refuse(Reason.RATE_LIMITED, decision.rule), conn.target, port)
+    vetted = conn.permits.get((conn.target, port))
+    if vetted is None:
+        try:
+            vetted = await _vet(state, conn, grant.networks if grant else ())
+        except ResolveError as e:
+            return FlowVerdict(policy.refuse(e.reason, decision.rule), conn.target, port,
+                               error=str(e))
+        conn.permits[(conn.target, port)] = vetted
+    return FlowVerdict(decision, conn.target, port, upstream=str(vetted.address))
+
+
+async def _vet(state: GatewayState, conn: Conn,
+               permitted: Sequence[ipaddress.IPv4Network]) -> Vetted:
+    if conn.name is None:
+        return state.resolver.vet_literal(ipaddress.IPv4Address(conn.dialed_ip), permitted)
+    return await state.resolver.resolve(conn.name, permitted)

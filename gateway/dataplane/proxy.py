@@ -1,0 +1,75 @@
+"""mitmproxy embedded in each proxy worker: transparent mode for TCP, with the gateway's
+addons first and only the built-in addons it needs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mitmproxy import certs, master, options
+from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconfig
+
+from gateway.dataplane.addons import pipeline
+from gateway.dataplane.state import GatewayState
+from gateway.settings import Settings
+
+CA_CERT = "mitmproxy-ca-cert.pem"
+CA_KEY = "mitmproxy-ca.pem"
+CA_BASENAME = "mitmproxy"   # mitmproxy's own name for its CA files (tlsconfig.CONF_BASENAME)
+
+
+def builtin_addons() -> list[object]:
+    # Deliberately not default_addons(): no DnsResolver (it would forward queries upstream if
+    # a hook failed), no onboarding app (it answers mitm.it), no playback or rewriting.
+    return [
+        core.Core(),
+        disable_h2c.DisableH2C(),
+        proxyserver.Proxyserver(),
+        next_layer.NextLayer(),
+        tlsconfig.TlsConfig(),
+    ]
+
+
+def ensure_ca(settings: Settings) -> None:
+    """Create the gateway's CA (mitmproxy's files in the data dir) if it does not exist yet:
+    once, in the main process, before the workers load it."""
+    certs.CertStore.from_store(path=settings.ca_dir, basename=CA_BASENAME,
+                               key_size=options.Options().key_size)
+
+
+class Sandgate:
+    """The gateway's addons as children of one: mitmproxy pays its per-addon dispatch (a
+    coroutine and an error guard for every event) once for all of them, not once each."""
+
+    def __init__(self, addons: list[object]) -> None:
+        self.addons = addons
+
+
+class Ready:
+    """Calls `on_ready` once mitmproxy's servers listen (the `running` hook)."""
+
+    def __init__(self, on_ready: Callable[[], None]) -> None:
+        self.on_ready = on_ready
+
+    def running(self) -> None:
+        self.on_ready()
+
+
+def build_master(settings: Settings, state: GatewayState, *, tcp_port: int,
+                 on_ready: Callable[[], None]) -> master.Master:
+    """A proxy worker's mitmproxy: transparent TCP on `tcp_port`."""
+    opts = options.Options()
+    proxy = master.Master(opts)
+    proxy.addons.add(Sandgate(pipeline(state)), *builtin_addons(), Ready(on_ready))
+    updates: dict[str, object] = {
+        "mode": [f"transparent@{tcp_port}"],
+        "connection_strategy": "lazy",
+        "confdir": str(settings.ca_dir),
+        "http2": True,
+        "rawtcp": True,
+        # A hard ceiling for any buffered body (policies set lower per-sandbox limits).
+        "body_size_limit": "256m",
+    }
+    if settings.upstream_ca is not None:
+        updates["ssl_verify_upstream_trusted_ca"] = str(settings.upstream_ca)
+    opts.update(**updates)
+    return proxy

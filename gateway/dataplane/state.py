@@ -1,0 +1,93 @@
+"""State the gateway addons share: live client connections, their permits, and the recorder
+that turns a decision into one audit row."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.dataplane.registry import Registry, SandboxContext
+from gateway.dataplane.upstream import UpstreamResolver, Vetted
+from gateway.processes.authority import Coordinator
+from policies.decision import Decision
+from vault.store import Vault
+
+METADATA_KEY = "sandgate"
+QUERY_KEY = "sandgate.query"      # the query as the sandbox sent it (before injection), redacted
+
+
+@dataclass
+class Conn:
+    """One TCP connection from a sandbox, as dialed (before the nft redirect)."""
+
+    sandbox: SandboxContext
+    dialed_ip: str
+    dialed_port: int
+    name: str | None                       # the name behind the dialed synthetic address
+    started: float = field(default_factory=time.time)
+    # (target, port) -> the vetted upstream address. server_connect dials nothing else.
+    permits: dict[tuple[str, int], Vetted] = field(default_factory=dict)
+    refused: Decision | None = None        # set when the connection itself was refused
+    audited: bool = False                  # some row already speaks for this connection
+
+    @property
+    def target(self) -> str:
+        return self.name or self.dialed_ip
+
+
+@dataclass
+class FlowVerdict:
+    """Stored in flow.metadata: the decision for this flow and what we learned deciding it."""
+
+    decision: Decision
+    host: str
+    port: int
+    upstream: str | None = None
+    error: str | None = None
+    secrets: tuple[str, ...] = ()     # names of secrets injected (or caught leaking)
+
+
+class GatewayState:
+    """What one proxy process's addons share; what all processes share goes through
+    `coord` (gateway.processes.authority)."""
+
+    def __init__(self, registry: Registry, resolver: UpstreamResolver,
+                 coord: Coordinator) -> None:
+        self.registry = registry
+        self.resolver = resolver
+        self.coord = coord
+        self.conns: dict[str, Conn] = {}
+        self.ready = False  # set once the proxy listens
+        self.vault: Vault | None = None
+        self.quarantine_on_exfil = True
+
+    def quarantine(self, sandbox: SandboxContext) -> None:
+        """After a secret-exfiltration attempt: nothing more goes out, here at once and in
+        every other process as soon as it hears."""
+        if self.quarantine_on_exfil:
+            sandbox.quarantined = True
+            self.coord.quarantine(sandbox.id)
+
+    def record(self, decision: Decision, *, protocol: str, sandbox_id: str | None,
+               conn: Conn | None = None, **fields: Any) -> None:
+        if conn is not None:
+            conn.audited = True
+            fields.setdefault("owner", conn.sandbox.owner)
+        self.coord.record(dict(
+            sandbox_id=sandbox_id,
+            policy=decision.policy,
+            policy_version=decision.policy_version,
+            rule=decision.rule,
+            decision=str(decision.verdict),
+            reason=str(decision.reason),
+            protocol=protocol,
+            **fields,
+        ))
+
+
+def peer_ip(peername: tuple[Any, ...] | None) -> str:
+    if not peername:
+        return ""
+    ip = str(peername[0])
+    return ip.removeprefix("::ffff:")

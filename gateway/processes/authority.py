@@ -1,0 +1,130 @@
+"""The state every gateway process must agree on, behind one interface: per-sandbox connection
+counts, rate-limit buckets, quarantine, the synthetic DNS map, and the audit log.
+
+The main process holds it (`Authority`); proxy workers reach it through the hub
+(gateway.processes.worker.HubClient). Everything a worker decides per request that is not in
+this list (policy, placeholders, vetting) it decides alone, from its replica of the registry."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any, Protocol
+
+from gateway.audit.writer import AuditWriter
+from gateway.dataplane.registry import Registry
+from gateway.processes.buckets import RateLimiter
+from policies.schema import Limits
+
+
+class Coordinator(Protocol):
+    async def acquire(self, sandbox_id: str, limit: int) -> bool:
+        """Count one more open connection for the sandbox, unless it is at `limit`."""
+
+    def release(self, sandbox_id: str) -> None: ...
+
+    async def admit(self, sandbox_id: str, rule: str, limits: Limits) -> bool:
+        """Take a request token from the rule's bucket (and check its byte budget)."""
+
+    def charge(self, sandbox_id: str, rule: str, limits: Limits, size: int) -> None: ...
+
+    def quarantine(self, sandbox_id: str) -> None: ...
+
+    async def name_for(self, sandbox_id: str, address: str) -> str | None:
+        """The name behind a synthetic address of the sandbox, if any."""
+
+    def record(self, fields: dict[str, Any]) -> None:
+        """One audit row; `time` is the epoch seconds of the event."""
+
+    def active(self, sandbox_id: str) -> None:
+        """The sandbox used the network (for the idle timeout)."""
+
+    async def drained(self) -> None:
+        """Wait while the audit log is behind (the proxy slows down rather than drop rows)."""
+
+
+class Authority:
+    """The one holder of shared state, in the main process. Counts are kept per holder (a
+    worker index, or 'main') so a worker that dies gives its connections back."""
+
+    def __init__(self, registry: Registry, audit: AuditWriter) -> None:
+        self.registry = registry
+        self.audit = audit
+        self.limiter = RateLimiter()
+        self._conns: dict[str, Counter[str]] = {}
+
+    def open_connections(self, sandbox_id: str) -> int:
+        return sum(c[sandbox_id] for c in self._conns.values())
+
+    def acquire_for(self, holder: str, sandbox_id: str, limit: int) -> bool:
+        if self.open_connections(sandbox_id) >= limit:
+            return False
+        self._conns.setdefault(holder, Counter())[sandbox_id] += 1
+        return True
+
+    def release_for(self, holder: str, sandbox_id: str) -> None:
+        counts = self._conns.get(holder)
+        if counts is not None and counts[sandbox_id] > 0:
+            counts[sandbox_id] -= 1
+            if not counts[sandbox_id]:
+                del counts[sandbox_id]
+
+    def forget_holder(self, holder: str) -> None:
+        self._conns.pop(holder, None)
+
+    def admit(self, sandbox_id: str, rule: str, limits: Limits) -> bool:
+        return self.limiter.admit(sandbox_id, rule, limits)
+
+    def charge(self, sandbox_id: str, rule: str, limits: Limits, size: int) -> None:
+        self.limiter.charge_bytes(sandbox_id, rule, limits, size)
+
+    def quarantine(self, sandbox_id: str) -> None:
+        sandbox = self.registry.by_id(sandbox_id)
+        if sandbox is not None:
+            self.registry.quarantine(sandbox)
+
+    def name_for(self, sandbox_id: str, address: str) -> str | None:
+        sandbox = self.registry.by_id(sandbox_id)
+        return sandbox.pool.name_for(address) if sandbox is not None else None
+
+    def record(self, fields: dict[str, Any]) -> None:
+        self.audit.record(**fields)
+
+    def active(self, sandbox_id: str) -> None:
+        sandbox = self.registry.by_id(sandbox_id)
+        if sandbox is not None:
+            sandbox.last_active = time.time()
+
+
+class LocalCoordinator:
+    """The main process's own view (its DNS server), straight onto the authority."""
+
+    def __init__(self, authority: Authority) -> None:
+        self.authority = authority
+
+    async def acquire(self, sandbox_id: str, limit: int) -> bool:
+        return self.authority.acquire_for("main", sandbox_id, limit)
+
+    def release(self, sandbox_id: str) -> None:
+        self.authority.release_for("main", sandbox_id)
+
+    async def admit(self, sandbox_id: str, rule: str, limits: Limits) -> bool:
+        return self.authority.admit(sandbox_id, rule, limits)
+
+    def charge(self, sandbox_id: str, rule: str, limits: Limits, size: int) -> None:
+        self.authority.charge(sandbox_id, rule, limits, size)
+
+    def quarantine(self, sandbox_id: str) -> None:
+        self.authority.quarantine(sandbox_id)
+
+    async def name_for(self, sandbox_id: str, address: str) -> str | None:
+        return self.authority.name_for(sandbox_id, address)
+
+    def record(self, fields: dict[str, Any]) -> None:
+        self.authority.record(fields)
+
+    def active(self, sandbox_id: str) -> None:
+        self.authority.active(sandbox_id)
+
+    async def drained(self) -> None:
+        return None   # in the main process, recording itself blocks when the queue is full
