@@ -39,7 +39,8 @@ def make_engine(url: str, *, migrate: bool = True) -> Engine:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply Alembic migrations up to `revision`, under a lock where the database has one."""
     # Import the table modules so their metadata is registered for the migrations.
-    from gateway import audit, auth, policy_sync, sandboxes  # noqa: F401
+    from gateway.audit import writer  # noqa: F401
+    from gateway.control import auth, policy_sync, schemas  # noqa: F401
     from sandbox_net import slots  # noqa: F401
     from vault import store  # noqa: F401
 

@@ -64,7 +64,7 @@ def serve(api_host: str | None, api_port: int | None, upstream_resolver: str | N
     """Run the gateway and the control API until interrupted."""
     import asyncio
 
-    from gateway import server
+    from gateway.processes import serve as server
 
     settings = make_settings(upstream_resolver=upstream_resolver, upstream_ca=upstream_ca,
                              api_host=api_host, api_port=api_port)
@@ -87,7 +87,7 @@ def api_command(api_host: str | None, api_port: int | None) -> None:
     central API of a cluster whose nodes run `sandgate serve`."""
     import asyncio
 
-    from gateway import control_plane
+    from gateway.processes import api_only as control_plane
 
     settings = make_settings(api_host=api_host, api_port=api_port)
     problem = control_plane.check_settings(settings)

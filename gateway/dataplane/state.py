@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.dataplane.coordinator import Coordinator
 from gateway.dataplane.registry import Registry, SandboxContext
 from gateway.dataplane.upstream import UpstreamResolver, Vetted
-from gateway.processes.authority import Coordinator
 from policies.decision import Decision
 from vault.store import Vault
 
@@ -75,6 +75,7 @@ class GatewayState:
             conn.audited = True
             fields.setdefault("owner", conn.sandbox.owner)
         self.coord.record(dict(
+            time=time.time(),
             sandbox_id=sandbox_id,
             policy=decision.policy,
             policy_version=decision.policy_version,

@@ -1,15 +1,14 @@
-"""The state every gateway process must agree on, behind one interface: per-sandbox connection
-counts, rate-limit buckets, quarantine, the synthetic DNS map, and the audit log.
-
-The main process holds it (`Authority`); proxy workers reach it through the hub
-(gateway.processes.worker.HubClient). Everything a worker decides per request that is not in
-this list (policy, placeholders, vetting) it decides alone, from its replica of the registry."""
+"""The one holder of the state every gateway process must agree on, in the main process:
+per-sandbox connection counts, rate-limit buckets, quarantine, the synthetic DNS map and
+activity. Proxy workers reach it through the hub (gateway.processes.hub); the main
+process's own DNS server through `LocalCoordinator`."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import Any
 
 from gateway.audit.writer import AuditWriter
 from gateway.dataplane.registry import Registry
@@ -17,39 +16,12 @@ from gateway.processes.buckets import RateLimiter
 from policies.schema import Limits
 
 
-class Coordinator(Protocol):
-    async def acquire(self, sandbox_id: str, limit: int) -> bool:
-        """Count one more open connection for the sandbox, unless it is at `limit`."""
-
-    def release(self, sandbox_id: str) -> None: ...
-
-    async def admit(self, sandbox_id: str, rule: str, limits: Limits) -> bool:
-        """Take a request token from the rule's bucket (and check its byte budget)."""
-
-    def charge(self, sandbox_id: str, rule: str, limits: Limits, size: int) -> None: ...
-
-    def quarantine(self, sandbox_id: str) -> None: ...
-
-    async def name_for(self, sandbox_id: str, address: str) -> str | None:
-        """The name behind a synthetic address of the sandbox, if any."""
-
-    def record(self, fields: dict[str, Any]) -> None:
-        """One audit row; `time` is the epoch seconds of the event."""
-
-    def active(self, sandbox_id: str) -> None:
-        """The sandbox used the network (for the idle timeout)."""
-
-    async def drained(self) -> None:
-        """Wait while the audit log is behind (the proxy slows down rather than drop rows)."""
-
-
 class Authority:
-    """The one holder of shared state, in the main process. Counts are kept per holder (a
-    worker index, or 'main') so a worker that dies gives its connections back."""
+    """Counts are kept per holder (a worker's connection, or 'main') so a worker that dies
+    gives its connections back."""
 
-    def __init__(self, registry: Registry, audit: AuditWriter) -> None:
+    def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self.audit = audit
         self.limiter = RateLimiter()
         self._conns: dict[str, Counter[str]] = {}
 
@@ -87,20 +59,23 @@ class Authority:
         sandbox = self.registry.by_id(sandbox_id)
         return sandbox.pool.name_for(address) if sandbox is not None else None
 
-    def record(self, fields: dict[str, Any]) -> None:
-        self.audit.record(**fields)
-
     def active(self, sandbox_id: str) -> None:
         sandbox = self.registry.by_id(sandbox_id)
         if sandbox is not None:
             sandbox.last_active = time.time()
 
 
+def audit_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A recorded row as the audit writer takes it (`time` from epoch seconds)."""
+    return {**row, "time": datetime.fromtimestamp(row["time"], UTC)}
+
+
 class LocalCoordinator:
     """The main process's own view (its DNS server), straight onto the authority."""
 
-    def __init__(self, authority: Authority) -> None:
+    def __init__(self, authority: Authority, audit: AuditWriter) -> None:
         self.authority = authority
+        self.audit = audit
 
     async def acquire(self, sandbox_id: str, limit: int) -> bool:
         return self.authority.acquire_for("main", sandbox_id, limit)
@@ -120,8 +95,8 @@ class LocalCoordinator:
     async def name_for(self, sandbox_id: str, address: str) -> str | None:
         return self.authority.name_for(sandbox_id, address)
 
-    def record(self, fields: dict[str, Any]) -> None:
-        self.authority.record(fields)
+    def record(self, row: dict[str, Any]) -> None:
+        self.audit.record(**audit_row(row))
 
     def active(self, sandbox_id: str) -> None:
         self.authority.active(sandbox_id)

@@ -1,10 +1,10 @@
-"""The main process's end of the proxy workers' connections (a Unix socket, JSON lines).
+"""The main process's end of the proxy workers' connections (a Unix socket carrying the
+messages of gateway.processes.protocol).
 
-Workers ask (`acquire`, `admit`, `name_for`: answered with `re`) and tell (`release`,
-`charge`, `quarantine`, `record`, `active`, `ready`); the hub answers from the Authority.
-The hub tells every worker of each registry change (`add`, `remove`, `quarantine`, `map`,
-`vault`). `add` and `remove` wait for every worker's `ack`, so a sandbox is known to all
-workers before it starts, and forgotten by all before its address can be handed out again.
+Workers' questions are answered from the Authority, their audit rows go to the audit writer.
+The hub tells every worker of each registry change; `Add`, `Remove` and `VaultChanged` wait
+for every worker's `Ack`, so a sandbox is known to all workers before it starts, and
+forgotten by all before its address can be handed out again.
 
 Messages from one worker are handled in order: a worker sends a connection's audit row
 before it releases the connection, so once the count drops the row is in the audit writer.
@@ -14,33 +14,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.audit.writer import AuditWriter
 from gateway.dataplane.registry import Registry, RegistryListener, SandboxContext
-from gateway.processes.authority import Authority
-from policies.schema import Limits
+from gateway.processes import protocol
+from gateway.processes.authority import Authority, audit_row
 
 logger = logging.getLogger(__name__)
 
 ACK_TIMEOUT = 5.0   # seconds; a worker that does not acknowledge a change is killed
 
 
-def snapshot(sandbox: SandboxContext) -> dict[str, Any]:
-    """What a worker needs to build its replica of a sandbox."""
-    return {
-        "id": sandbox.id, "ip": sandbox.ip, "policy": str(sandbox.handle.path),
-        "network": str(sandbox.pool.network), "assignments": sandbox.pool.assignments(),
-        "env": sandbox.env, "secrets": sandbox.secrets, "owner": sandbox.owner,
-        "quarantined": sandbox.quarantined,
-    }
+def snapshot(sandbox: SandboxContext) -> protocol.SandboxSnapshot:
+    return protocol.SandboxSnapshot(
+        id=sandbox.id, ip=sandbox.ip, policy=str(sandbox.handle.path),
+        network=str(sandbox.pool.network), assignments=sandbox.pool.assignments(),
+        env=sandbox.env, secrets=sandbox.secrets, owner=sandbox.owner,
+        quarantined=sandbox.quarantined)
 
 
 @dataclass(eq=False)
@@ -52,14 +50,19 @@ class _Peer:
     ready: bool = False
     acks: dict[int, asyncio.Future[None]] = field(default_factory=dict)
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: protocol.Message) -> None:
         if not self.writer.is_closing():
-            self.writer.write(json.dumps(message).encode() + b"\n")
+            self.writer.write(protocol.encode(message))
+
+
+type Handler = Callable[[_Peer, Any], None]
 
 
 class Hub(RegistryListener):
-    def __init__(self, authority: Authority, registry: Registry, path: Path) -> None:
+    def __init__(self, authority: Authority, audit: AuditWriter, registry: Registry,
+                 path: Path) -> None:
         self.authority = authority
+        self.audit = audit
         self.registry = registry
         self.path = path
         self.peers: dict[str, _Peer] = {}
@@ -67,6 +70,22 @@ class Hub(RegistryListener):
         self._server: asyncio.Server | None = None
         self._next_ack = 0
         self._loop_thread = 0
+        self._handlers: dict[type[Any], Handler] = {
+            protocol.Record: lambda _peer, m: self.audit.record(**audit_row(m.row)),
+            protocol.Release: lambda peer, m: authority.release_for(peer.holder, m.sandbox),
+            protocol.Acquire: lambda peer, m: peer.send(protocol.Answer(
+                m.id, authority.acquire_for(peer.holder, m.sandbox, m.limit))),
+            protocol.Admit: lambda peer, m: peer.send(protocol.Answer(
+                m.id, authority.admit(m.sandbox, m.rule, m.limits))),
+            protocol.NameFor: lambda peer, m: peer.send(protocol.Answer(
+                m.id, authority.name_for(m.sandbox, m.address))),
+            protocol.Charge: lambda _peer, m: authority.charge(m.sandbox, m.rule, m.limits,
+                                                               m.size),
+            protocol.Active: lambda _peer, m: authority.active(m.sandbox),
+            protocol.Quarantine: lambda _peer, m: authority.quarantine(m.sandbox),
+            protocol.Ack: self._acknowledged,
+            protocol.Ready: self._ready,
+        }
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -92,22 +111,24 @@ class Hub(RegistryListener):
 
     # one worker's connection
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        hello = json.loads(await reader.readline() or b"{}")
-        if hello.get("op") != "hello":
+        try:
+            hello = protocol.decode(await reader.readline())
+        except protocol.ProtocolError:
+            hello = None
+        if not isinstance(hello, protocol.Hello):
             writer.close()
             return
         # The holder names this connection, not the index: a replacement worker must not
         # inherit (or, on its predecessor's clean-up, lose) connection counts.
-        index, pid = int(hello["worker"]), int(hello["pid"])
-        peer = _Peer(index, f"worker-{index}-{pid}", pid, writer)
+        peer = _Peer(hello.worker, f"worker-{hello.worker}-{hello.pid}", hello.pid, writer)
         # No await between the snapshot and joining `peers`: every later change reaches it.
         for sandbox in self.registry.all():
-            peer.send({"op": "add", "sandbox": snapshot(sandbox)})
+            peer.send(protocol.Add(snapshot(sandbox)))
         self.peers[peer.holder] = peer
         try:
             while line := await reader.readline():
-                self._handle(peer, json.loads(line))
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+                self._handle(peer, protocol.decode(line))
+        except (ConnectionError, asyncio.IncompleteReadError, protocol.ProtocolError):
             logger.exception("worker %s connection failed", peer.holder)
         finally:
             if self.peers.get(peer.holder) is peer:
@@ -118,92 +139,74 @@ class Hub(RegistryListener):
                     waiter.set_result(None)
             writer.close()
 
-    def _handle(self, peer: _Peer, message: dict[str, Any]) -> None:
-        op = message["op"]
-        authority = self.authority
-        if op == "record":
-            fields = message["fields"]
-            fields["time"] = datetime.fromtimestamp(fields["time"], UTC)
-            authority.record(fields)
-        elif op == "release":
-            authority.release_for(peer.holder, message["sandbox"])
-        elif op == "acquire":
-            peer.send({"re": message["id"], "value": authority.acquire_for(
-                peer.holder, message["sandbox"], message["limit"])})
-        elif op == "admit":
-            peer.send({"re": message["id"], "value": authority.admit(
-                message["sandbox"], message["rule"], Limits(**message["limits"]))})
-        elif op == "charge":
-            authority.charge(message["sandbox"], message["rule"], Limits(**message["limits"]),
-                             message["size"])
-        elif op == "name_for":
-            peer.send({"re": message["id"],
-                       "value": authority.name_for(message["sandbox"], message["address"])})
-        elif op == "active":
-            authority.active(message["sandbox"])
-        elif op == "quarantine":
-            authority.quarantine(message["sandbox"])
-        elif op == "ack":
-            waiter = peer.acks.pop(message["ack"], None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-        elif op == "ready":
-            peer.ready = True
-        else:
-            logger.error("worker %s sent unknown op %r", peer.holder, op)
+    def _handle(self, peer: _Peer, message: protocol.Message) -> None:
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            logger.error("worker %s sent an unexpected %s", peer.holder, type(message).__name__)
+            return
+        handler(peer, message)
+
+    def _acknowledged(self, peer: _Peer, message: protocol.Ack) -> None:
+        waiter = peer.acks.pop(message.ack, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _ready(self, peer: _Peer, _message: protocol.Ready) -> None:
+        peer.ready = True
 
     # registry changes, from any thread
     def added(self, sandbox: SandboxContext) -> None:
-        self.tell({"op": "add", "sandbox": snapshot(sandbox)}, wait=True)
+        self.tell(lambda ack: protocol.Add(snapshot(sandbox), ack), wait=True)
 
     def removed(self, sandbox: SandboxContext) -> None:
-        self.tell({"op": "remove", "sandbox": sandbox.id}, wait=True)
+        self.tell(lambda ack: protocol.Remove(sandbox.id, ack), wait=True)
 
     def quarantined(self, sandbox: SandboxContext) -> None:
-        self.tell({"op": "quarantine", "sandbox": sandbox.id}, wait=False)
+        self.tell(lambda _ack: protocol.Quarantined(sandbox.id), wait=False)
 
     def assigned(self, sandbox: SandboxContext, address: str, name: str) -> None:
-        self.tell({"op": "map", "sandbox": sandbox.id, "address": address, "name": name},
-                  wait=False)
+        self.tell(lambda _ack: protocol.Mapped(sandbox.id, address, name), wait=False)
 
     def vault_changed(self) -> None:
-        self.tell({"op": "vault"}, wait=True)
+        self.tell(lambda ack: protocol.VaultChanged(ack), wait=True)
 
-    def tell(self, message: dict[str, Any], *, wait: bool) -> None:
+    def tell(self, make: Callable[[int | None], protocol.Message], *, wait: bool) -> None:
         """Send to every worker; with `wait`, block until all acknowledge (never on the
         event loop's own thread, where the message is sent without waiting)."""
         loop = self.loop
         if loop is None or loop.is_closed():
             return
         if threading.get_ident() == self._loop_thread:
-            self._send_all(message, wait=False)
+            self._send_all(make, wait=False)
             return
-        future = asyncio.run_coroutine_threadsafe(self._tell(message, wait), loop)
+        future = asyncio.run_coroutine_threadsafe(self._tell(make, wait), loop)
         with contextlib.suppress(Exception):
             future.result(timeout=ACK_TIMEOUT + 1)
 
-    async def _tell(self, message: dict[str, Any], wait: bool) -> None:
-        waiters = self._send_all(message, wait)
+    async def _tell(self, make: Callable[[int | None], protocol.Message], wait: bool) -> None:
+        waiters = self._send_all(make, wait)
         if not waiters:
             return
         _done, pending = await asyncio.wait(waiters.values(), timeout=ACK_TIMEOUT)
         for peer, waiter in waiters.items():
             if waiter in pending:
-                logger.error("worker %s did not acknowledge %s; killing it", peer.holder,
-                             message["op"])
+                logger.error("worker %s did not acknowledge a registry change; killing it",
+                             peer.holder)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(peer.pid, signal.SIGKILL)
 
-    def _send_all(self, message: dict[str, Any],
+    def _send_all(self, make: Callable[[int | None], protocol.Message],
                   wait: bool) -> dict[_Peer, asyncio.Future[None]]:
         waiters: dict[_Peer, asyncio.Future[None]] = {}
+        ack = None
         if wait:
             self._next_ack += 1
-            message = {**message, "ack": self._next_ack}
+            ack = self._next_ack
+        message = make(ack)
         for peer in list(self.peers.values()):
-            if wait:
+            if ack is not None:
                 waiter = asyncio.get_running_loop().create_future()
-                peer.acks[self._next_ack] = waiter
+                peer.acks[ack] = waiter
                 waiters[peer] = waiter
             peer.send(message)
         return waiters

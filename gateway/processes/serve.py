@@ -189,13 +189,13 @@ async def _serve_locked(settings: Settings) -> None:
     own = [a for a in await asyncio.to_thread(links.host_addresses) if not a.startswith("127.")]
     resolver = UpstreamResolver(settings.upstream_resolver,
                                 own_addresses=[ipaddress.IPv4Address(a) for a in own])
-    authority = Authority(registry, writer)
-    state = GatewayState(registry, resolver, LocalCoordinator(authority))
+    authority = Authority(registry)
+    state = GatewayState(registry, resolver, LocalCoordinator(authority, writer))
     state.vault = open_vault(engine, settings.key_source, create=True)
     state.quarantine_on_exfil = settings.quarantine_on_exfil
     # TCP is proxied by worker processes; this one serves DNS, the API and the audit writer
     # (in a process of its own, the writer never holds a proxy's GIL).
-    hub = Hub(authority, registry, settings.hub_socket)
+    hub = Hub(authority, writer, registry, settings.hub_socket)
     ensure_ca(settings)
     dns = DnsServer(state, settings.dns_port, settings.synthetic_ttl)
     await dns.start()

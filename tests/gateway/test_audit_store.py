@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from gateway import audit_query
+from gateway.audit import query as audit_query
 from gateway.audit.chain import HeadSigner, apply_retention, record_signed_head, verify
 from gateway.audit.writer import AuditWriter, count_rows
 from gateway.db import make_engine, upgrade

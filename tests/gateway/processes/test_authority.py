@@ -8,7 +8,7 @@ from gateway.processes.authority import Authority
 
 
 def authority() -> Authority:
-    return Authority(Registry(), audit=None)  # type: ignore[arg-type]  # no rows here
+    return Authority(Registry())
 
 
 def test_the_limit_counts_every_holder() -> None:

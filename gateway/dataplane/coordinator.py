@@ -1,0 +1,39 @@
+"""What the data plane needs from the state all gateway processes share: per-sandbox
+connection counts, rate-limit buckets, quarantine, the synthetic DNS map, activity, and the
+audit log. In a proxy worker the hub client answers (gateway.processes.hub_client); in the
+main process, the authority itself (gateway.processes.authority.LocalCoordinator).
+
+Everything a worker decides per request that is not in this list (policy, placeholders,
+vetting) it decides alone, from its replica of the registry."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from policies.schema import Limits
+
+
+class Coordinator(Protocol):
+    async def acquire(self, sandbox_id: str, limit: int) -> bool:
+        """Count one more open connection for the sandbox, unless it is at `limit`."""
+
+    def release(self, sandbox_id: str) -> None: ...
+
+    async def admit(self, sandbox_id: str, rule: str, limits: Limits) -> bool:
+        """Take a request token from the rule's bucket (and check its byte budget)."""
+
+    def charge(self, sandbox_id: str, rule: str, limits: Limits, size: int) -> None: ...
+
+    def quarantine(self, sandbox_id: str) -> None: ...
+
+    async def name_for(self, sandbox_id: str, address: str) -> str | None:
+        """The name behind a synthetic address of the sandbox, if any."""
+
+    def record(self, row: dict[str, Any]) -> None:
+        """One audit row; `time` is the epoch seconds of the event."""
+
+    def active(self, sandbox_id: str) -> None:
+        """The sandbox used the network (for the idle timeout)."""
+
+    async def drained(self) -> None:
+        """Wait while the audit log is behind (the proxy slows down rather than drop rows)."""

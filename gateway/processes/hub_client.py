@@ -1,0 +1,89 @@
+"""A proxy worker's end of the hub: the data plane's Coordinator
+(gateway.dataplane.coordinator), every call a message to the main process
+(gateway.processes.protocol)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from typing import Any
+
+from gateway.processes import protocol
+from gateway.settings import Settings
+from policies.schema import Limits
+
+ACTIVE_EVERY = 1.0   # seconds: how often a busy sandbox's activity is reported
+
+
+class HubClient:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._next = 0
+        self._active: dict[str, float] = {}
+
+    @classmethod
+    async def connect(cls, settings: Settings, index: int) -> HubClient:
+        reader, writer = await asyncio.open_unix_connection(str(settings.hub_socket),
+                                                            limit=2**24)
+        client = cls(reader, writer)
+        client.send(protocol.Hello(worker=index, pid=os.getpid()))
+        return client
+
+    def send(self, message: protocol.Message) -> None:
+        self.writer.write(protocol.encode(message))
+
+    def _question_id(self) -> tuple[int, asyncio.Future[Any]]:
+        self._next += 1
+        future = asyncio.get_running_loop().create_future()
+        self._pending[self._next] = future
+        return self._next, future
+
+    def answer(self, message: protocol.Answer) -> None:
+        future = self._pending.pop(message.re, None)
+        if future is not None and not future.done():
+            future.set_result(message.value)
+
+    # Coordinator
+    async def acquire(self, sandbox_id: str, limit: int) -> bool:
+        number, future = self._question_id()
+        self.send(protocol.Acquire(id=number, sandbox=sandbox_id, limit=limit))
+        return bool(await future)
+
+    def release(self, sandbox_id: str) -> None:
+        self.send(protocol.Release(sandbox=sandbox_id))
+
+    async def admit(self, sandbox_id: str, rule: str, limits: Limits) -> bool:
+        number, future = self._question_id()
+        self.send(protocol.Admit(id=number, sandbox=sandbox_id, rule=rule, limits=limits))
+        return bool(await future)
+
+    def charge(self, sandbox_id: str, rule: str, limits: Limits, size: int) -> None:
+        self.send(protocol.Charge(sandbox=sandbox_id, rule=rule, limits=limits, size=size))
+
+    def quarantine(self, sandbox_id: str) -> None:
+        self.send(protocol.Quarantine(sandbox=sandbox_id))
+
+    async def name_for(self, sandbox_id: str, address: str) -> str | None:
+        number, future = self._question_id()
+        self.send(protocol.NameFor(id=number, sandbox=sandbox_id, address=address))
+        name = await future
+        return str(name) if name is not None else None
+
+    def record(self, row: dict[str, Any]) -> None:
+        self.send(protocol.Record(row=row))
+
+    async def drained(self) -> None:
+        # Returns at once unless the socket's buffer is over its high-water mark: the main
+        # process has stopped reading because its audit queue is full.
+        with contextlib.suppress(ConnectionError):   # gone: this worker is stopping anyway
+            await self.writer.drain()
+
+    def active(self, sandbox_id: str) -> None:
+        now = time.monotonic()
+        if now - self._active.get(sandbox_id, 0.0) >= ACTIVE_EVERY:
+            self._active[sandbox_id] = now
+            self.send(protocol.Active(sandbox=sandbox_id))

@@ -1,0 +1,264 @@
+"""The messages between the main process and its proxy workers, defined once for both ends.
+
+They travel as JSON lines on the hub's Unix socket (gateway.processes.hub), `op` naming the
+type. A worker opens with `Hello`, then *asks* (a question carries an `id`; the hub replies
+with `Answer(re=id)`) and *tells*. The hub tells every worker of each registry change; `Add`,
+`Remove` and `VaultChanged` carry an `ack` number that each worker returns in `Ack`, so a
+sandbox is known to all workers before it starts and forgotten by all before its address is
+reused.
+
+    worker -> hub   Hello, Acquire?, Admit?, NameFor?, Release, Charge, Quarantine, Record,
+                    Active, Ready, Ack
+    hub -> worker   Answer, Add, Remove, Quarantined, Mapped, VaultChanged
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from policies.schema import Limits
+
+
+class Op(enum.StrEnum):
+    HELLO = "hello"
+    ACQUIRE = "acquire"
+    ADMIT = "admit"
+    NAME_FOR = "name_for"
+    RELEASE = "release"
+    CHARGE = "charge"
+    QUARANTINE = "quarantine"
+    RECORD = "record"
+    ACTIVE = "active"
+    READY = "ready"
+    ACK = "ack"
+    ANSWER = "answer"
+    ADD = "add"
+    REMOVE = "remove"
+    QUARANTINED = "quarantined"
+    MAPPED = "mapped"
+    VAULT_CHANGED = "vault_changed"
+
+
+class ProtocolError(ValueError):
+    """A line that is not a message of this protocol."""
+
+
+# worker -> hub
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First line of a worker's connection."""
+
+    op: ClassVar[Op] = Op.HELLO
+    worker: int
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Acquire:
+    """Question: count one more open connection for the sandbox, unless it is at `limit`."""
+
+    op: ClassVar[Op] = Op.ACQUIRE
+    id: int
+    sandbox: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    """Question: take a request token from the rule's bucket (and check its byte budget)."""
+
+    op: ClassVar[Op] = Op.ADMIT
+    id: int
+    sandbox: str
+    rule: str
+    limits: Limits
+
+
+@dataclass(frozen=True, slots=True)
+class NameFor:
+    """Question: the name behind one of the sandbox's synthetic addresses, if any."""
+
+    op: ClassVar[Op] = Op.NAME_FOR
+    id: int
+    sandbox: str
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """One of the sandbox's connections closed."""
+
+    op: ClassVar[Op] = Op.RELEASE
+    sandbox: str
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """Bytes an allowed request or stream moved, for the rule's bytes-per-minute limit."""
+
+    op: ClassVar[Op] = Op.CHARGE
+    sandbox: str
+    rule: str
+    limits: Limits
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    """The sandbox tried to send a secret where it may not go: nothing more goes out."""
+
+    op: ClassVar[Op] = Op.QUARANTINE
+    sandbox: str
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One audit row: audit columns (gateway.audit.models.FIELDS) by name; `time` in epoch
+    seconds."""
+
+    op: ClassVar[Op] = Op.RECORD
+    row: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Active:
+    """The sandbox used the network (for the idle timeout)."""
+
+    op: ClassVar[Op] = Op.ACTIVE
+    sandbox: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The worker's proxy listens."""
+
+    op: ClassVar[Op] = Op.READY
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The worker applied the change numbered `ack`."""
+
+    op: ClassVar[Op] = Op.ACK
+    ack: int
+
+
+# hub -> worker
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The reply to question `re`."""
+
+    op: ClassVar[Op] = Op.ANSWER
+    re: int
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSnapshot:
+    """What a worker needs to build its replica of a sandbox."""
+
+    id: str
+    ip: str
+    policy: str                     # the policy file's path
+    network: str                    # the sandbox's synthetic slice, as a CIDR
+    assignments: dict[str, str]     # synthetic address -> name
+    env: dict[str, str]
+    secrets: dict[str, str]         # secret name -> placeholder
+    owner: str | None
+    quarantined: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Add:
+    op: ClassVar[Op] = Op.ADD
+    sandbox: SandboxSnapshot
+    ack: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    op: ClassVar[Op] = Op.REMOVE
+    sandbox: str
+    ack: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    op: ClassVar[Op] = Op.QUARANTINED
+    sandbox: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    """The main process's DNS gave `name` the synthetic `address` of the sandbox."""
+
+    op: ClassVar[Op] = Op.MAPPED
+    sandbox: str
+    address: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class VaultChanged:
+    """Secrets or the master key changed: reopen the vault."""
+
+    op: ClassVar[Op] = Op.VAULT_CHANGED
+    ack: int | None = None
+
+
+type Message = (Hello | Acquire | Admit | NameFor | Release | Charge | Quarantine | Record
+                | Active | Ready | Ack | Answer | Add | Remove | Quarantined | Mapped
+                | VaultChanged)
+type Question = Acquire | Admit | NameFor
+
+_TYPES: dict[str, type[Any]] = {cls.op: cls for cls in (
+    Hello, Acquire, Admit, NameFor, Release, Charge, Quarantine, Record, Active, Ready, Ack,
+    Answer, Add, Remove, Quarantined, Mapped, VaultChanged)}
+
+
+def _nested(cls: type[Any]) -> dict[str, type[Any]]:
+    """Fields of `cls` whose values are models or dataclasses (rebuilt on decoding)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)
+            if isinstance(hints[f.name], type)
+            and (issubclass(hints[f.name], BaseModel) or dataclasses.is_dataclass(hints[f.name]))}
+
+
+_FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _TYPES.values()}
+_NESTED = {cls: _nested(cls) for cls in _TYPES.values()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
+
+
+def encode(message: Message) -> bytes:
+    data = {"op": str(message.op)}
+    for name in _FIELDS[type(message)]:
+        data[name] = _plain(getattr(message, name))
+    return json.dumps(data, separators=(",", ":")).encode() + b"\n"
+
+
+def decode(line: bytes) -> Message:
+    """Raises ProtocolError for anything that is not one of the messages above."""
+    try:
+        data = json.loads(line)
+        cls = _TYPES[data.pop("op")]
+        for name, kind in _NESTED[cls].items():
+            data[name] = (kind.model_validate(data[name]) if issubclass(kind, BaseModel)
+                          else kind(**data[name]))
+        message: Message = cls(**data)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ProtocolError(f"not a hub message: {line[:200]!r} ({e})") from None
+    return message

@@ -1,0 +1,109 @@
+"""The hub's messages: every type survives the wire unchanged, and the hub answers a worker's
+questions and takes its audit rows over a real Unix socket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.audit.writer import AuditWriter
+from gateway.dataplane.registry import Registry
+from gateway.db import make_engine
+from gateway.processes import protocol
+from gateway.processes.authority import Authority
+from gateway.processes.hub import Hub
+from policies.schema import Limits
+
+SNAPSHOT = protocol.SandboxSnapshot(
+    id="a1", ip="10.77.0.2", policy="/p/web.yaml", network="198.18.0.0/24",
+    assignments={"198.18.0.7": "x.test"}, env={"K": "V"}, secrets={"T": "sgp_x"},
+    owner="tok-1", quarantined=False)
+LIMITS = Limits(requests_per_minute=10, bytes_per_minute=None)
+EVERY_MESSAGE: list[protocol.Message] = [
+    protocol.Hello(worker=1, pid=42),
+    protocol.Acquire(id=1, sandbox="a1", limit=5),
+    protocol.Admit(id=2, sandbox="a1", rule="r", limits=LIMITS),
+    protocol.NameFor(id=3, sandbox="a1", address="198.18.0.7"),
+    protocol.Release(sandbox="a1"),
+    protocol.Charge(sandbox="a1", rule="r", limits=LIMITS, size=123),
+    protocol.Quarantine(sandbox="a1"),
+    protocol.Record(row={"decision": "allow", "port": 443, "time": 1.5}),
+    protocol.Active(sandbox="a1"),
+    protocol.Ready(),
+    protocol.Ack(ack=7),
+    protocol.Answer(re=3, value="x.test"),
+    protocol.Add(SNAPSHOT, ack=8),
+    protocol.Remove("a1", ack=9),
+    protocol.Quarantined("a1"),
+    protocol.Mapped("a1", "198.18.0.9", "y.test"),
+    protocol.VaultChanged(ack=10),
+]
+
+
+def test_every_message_type_is_covered() -> None:
+    assert {type(m).op for m in EVERY_MESSAGE} == set(protocol.Op)
+
+
+@pytest.mark.parametrize("message", EVERY_MESSAGE, ids=lambda m: type(m).__name__)
+def test_round_trip(message: protocol.Message) -> None:
+    line = protocol.encode(message)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert protocol.decode(line) == message
+
+
+@pytest.mark.parametrize("line", [b"", b"{}", b"[1]", b'{"op": "nope"}',
+                                  b'{"op": "acquire", "id": 1}',
+                                  b'{"op": "admit", "id": 1, "sandbox": "a", "rule": "r", '
+                                  b'"limits": {"requests_per_minute": -1}}',
+                                  b'{"op": "release", "sandbox": "a", "extra": 1}'])
+def test_what_is_not_a_message_is_refused(line: bytes) -> None:
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(line)
+
+
+async def _talk(hub_path: Path, messages: list[protocol.Message],
+                answers: int) -> list[protocol.Message]:
+    reader, writer = await asyncio.open_unix_connection(str(hub_path))
+    for message in messages:
+        writer.write(protocol.encode(message))
+    await writer.drain()
+    got = [protocol.decode(await reader.readline()) for _ in range(answers)]
+    writer.close()
+    return got
+
+
+def test_a_worker_asks_and_tells_through_a_real_socket(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    writer = AuditWriter(engine, gateway_id="g")
+    writer.start()
+    registry = Registry()
+    authority = Authority(registry)
+    hub = Hub(authority, writer, registry, tmp_path / "hub.sock")
+
+    async def scenario() -> list[Any]:
+        await hub.start()
+        got = await _talk(hub.path, [
+            protocol.Hello(worker=0, pid=1),
+            protocol.Acquire(id=1, sandbox="s", limit=1),
+            protocol.Acquire(id=2, sandbox="s", limit=1),     # over the limit
+            protocol.Record(row={"decision": "deny", "reason": "no_matching_rule",
+                                 "protocol": "dns", "time": time.time()}),
+            protocol.Ready(),
+            protocol.NameFor(id=3, sandbox="unknown", address="198.18.0.1"),
+        ], answers=3)
+        await hub.close(timeout=2)
+        return got
+
+    answers = asyncio.run(scenario())
+    assert answers == [protocol.Answer(1, True), protocol.Answer(2, False),
+                       protocol.Answer(3, None)]
+    assert authority.open_connections("s") == 0    # the worker left: its count went with it
+    assert writer.flush()
+    writer.close()
+    from gateway.audit.writer import count_rows
+    assert count_rows(engine) == 1
+    engine.dispose()
