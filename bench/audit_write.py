@@ -15,7 +15,9 @@ from pathlib import Path
 from common import report
 from sqlalchemy import insert, text
 
-from gateway.audit.writer import COLUMNS, AuditEvent, AuditWriter, utcnow
+from gateway.audit.models import COLUMNS, AuditEvent
+from gateway.audit.writer import AuditWriter
+from gateway.clock import utcnow
 from gateway.db import make_engine
 from tests.postgres import postgres_server
 

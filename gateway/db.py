@@ -38,11 +38,11 @@ def make_engine(url: str, *, migrate: bool = True) -> Engine:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply Alembic migrations up to `revision`, under a lock where the database has one."""
-    # Import the table modules so their metadata is registered for the migrations.
-    from gateway.audit import writer  # noqa: F401
-    from gateway.control import auth, policy_sync, schemas  # noqa: F401
-    from sandbox_net import slots  # noqa: F401
-    from vault import store  # noqa: F401
+    # Every subsystem's tables, registered for the migrations.
+    import gateway.audit.models
+    import gateway.control.models  # noqa: F401
+    import sandbox_net.models  # noqa: F401
+    import vault.models  # noqa: F401
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))

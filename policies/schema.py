@@ -16,7 +16,8 @@ from policies.paths import parse_path_glob
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
-SECRET_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"  # noqa: S105 - a pattern, not a secret
+# A secret's name: it becomes an environment variable in the sandbox.
+SECRET_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"  # noqa: S105 - a pattern, not a secret
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
 PROTOCOLS = ("http", "https", "tcp", "tls")
@@ -67,7 +68,7 @@ AddressText = Annotated[str, AfterValidator(_address)]
 Method = Annotated[str, AfterValidator(_method)]
 PathGlob = Annotated[str, AfterValidator(_path)]
 HeaderName = Annotated[str, AfterValidator(_header_name)]
-SecretName = Annotated[str, Field(pattern=SECRET_NAME, max_length=128)]
+SecretName = Annotated[str, Field(pattern=SECRET_NAME)]
 
 
 class _Strict(BaseModel):

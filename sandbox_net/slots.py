@@ -3,26 +3,13 @@ also across processes and restarts. The primary key makes a double allocation im
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel, or_, select
+from sqlmodel import Session, or_, select
 
 from sandbox_net.addressing import MAX_SLOTS, SlotAddresses, addresses_for
 from sandbox_net.errors import NetError
-
-
-class NetSlot(SQLModel, table=True):
-    __tablename__ = "net_slot"
-
-    # A slot's addresses are links on one host: unique per host, so gateways on one host
-    # (sharing a database) never share an address, and hosts do not share one slot space.
-    host: str = Field(default="", primary_key=True)
-    slot: int = Field(primary_key=True)
-    sandbox_id: str = Field(unique=True, index=True)
-    gateway_id: str | None = Field(default=None, index=True)   # the gateway that took it
-    allocated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+from sandbox_net.models import NetSlot
 
 
 def allocate(engine: Engine, sandbox_id: str, gateway_id: str | None = None,

@@ -10,7 +10,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from vault.crypto import KeySource, MasterKey, VaultError, load_master_key, write_key_file
-from vault.store import SecretVersion, Vault
+from vault.models import SecretVersion
+from vault.store import Vault
 
 
 def _pending(path: Path) -> Path:

@@ -9,42 +9,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 
 from vault.crypto import MasterKey, VaultError, seal, unseal
+from vault.models import SecretRecord, SecretVersion
 from vault.secret import SecretValue
 
-NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"  # also in gateway/cli_secret.py
 MAX_VALUE_BYTES = 64 * 1024
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-class SecretRecord(SQLModel, table=True):
-    """One row per secret: its current version and when it was last used."""
-
-    __tablename__ = "secret"
-
-    name: str = Field(primary_key=True)
-    version: int
-    created_at: datetime = Field(default_factory=_now)
-    updated_at: datetime = Field(default_factory=_now)
-    last_used_at: datetime | None = None
-
-
-class SecretVersion(SQLModel, table=True):
-    """One row per version: the sealed value and its wrapped data key."""
-
-    __tablename__ = "secret_version"
-
-    name: str = Field(primary_key=True)
-    version: int = Field(primary_key=True)
-    wrapped_key: bytes
-    ciphertext: bytes
-    master_key_id: str
-    created_at: datetime = Field(default_factory=_now)
 
 
 def _value_aad(name: str, version: int) -> bytes:
@@ -104,7 +75,7 @@ class Vault:
             if record is None:
                 record = SecretRecord(name=name, version=version)
             else:
-                record.version, record.updated_at = version, _now()
+                record.version, record.updated_at = version, datetime.now(UTC)
             session.add(record)
             session.commit()
             self._current.pop(name, None)

@@ -17,7 +17,8 @@ from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
-from gateway.audit.writer import GENESIS, AuditEvent, AuditHead, row_hash, utcnow
+from gateway.audit.models import GENESIS, AuditEvent, AuditHead, row_hash
+from gateway.clock import utcnow
 
 PAGE = 5000
 

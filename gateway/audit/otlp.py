@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from gateway.audit.writer import time_text
+from gateway.audit.models import time_text
 
 logger = logging.getLogger(__name__)
 

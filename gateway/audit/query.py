@@ -15,7 +15,7 @@ from sqlalchemy import func, or_
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from gateway.audit.writer import FIELDS, AuditEvent
+from gateway.audit.models import FIELDS, AuditEvent
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}

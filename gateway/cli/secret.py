@@ -16,14 +16,12 @@ import click
 from gateway.cli.common import fail, make_settings, print_table
 from gateway.settings import Settings
 from policies.loader import load_directory
+from policies.schema import SECRET_NAME
 from vault.crypto import VaultError
 
 if TYPE_CHECKING:
     from vault.store import Vault
 
-# the vault's database layer loads only for the commands that need it (start-up time of
-# `sandgate run` matters)
-NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 
 @contextmanager
@@ -44,7 +42,7 @@ def _vault(settings: Settings, *, create: bool = False) -> Iterator[Vault]:
 
 
 def _check_name(name: str) -> None:
-    if not re.match(NAME_PATTERN, name):
+    if not re.match(SECRET_NAME, name):
         fail(f"invalid secret name {name!r}",
              "use letters, digits and '_', not starting with a digit (it becomes an "
              "environment variable in the sandbox)")

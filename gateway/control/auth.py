@@ -10,10 +10,11 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, Session, SQLModel, col, select
+from sqlmodel import Session, col, select
+
+from gateway.control.models import ApiToken
 
 
 class Role(enum.StrEnum):
@@ -41,22 +42,6 @@ GRANTS: dict[Role, frozenset[Scope]] = {
 }
 
 _TOKEN = re.compile(r"^sgt_([a-z0-9]{10})_([A-Za-z0-9_-]{43})$")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-class ApiToken(SQLModel, table=True):
-    __tablename__ = "api_token"
-
-    id: str = Field(primary_key=True)
-    name: str
-    role: str
-    secret_hash: str
-    created_at: datetime = Field(default_factory=_now)
-    last_used_at: datetime | None = None
-    revoked: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,23 +23,14 @@ from pathlib import Path
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Session, select
 
+from gateway.control.models import PolicyDocument
 from gateway.processes.periodic import every
 
 logger = logging.getLogger(__name__)
 
 SYNC_INTERVAL = 1.0   # seconds; documented in docs/DEPLOY.md
-
-
-class PolicyDocument(SQLModel, table=True):
-    __tablename__ = "policy_document"
-
-    name: str = Field(primary_key=True)
-    yaml: str | None = None          # None: deleted
-    revision: int = Field(unique=True, index=True)
-    gateway_id: str
-    updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
 class PolicySync:

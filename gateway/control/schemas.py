@@ -1,43 +1,13 @@
-"""Sandbox records (persisted, so a restarted service knows what to clean up) and the API
-models: Create in, Public out (Public never carries secrets)."""
+"""The sandbox API's models: Create in, Public out (Public never carries secrets)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlmodel import Field as SQLField
-from sqlmodel import SQLModel
 
 RuntimeName = Literal["gvisor", "microvm"]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-class SandboxRecord(SQLModel, table=True):
-    __tablename__ = "sandbox"
-
-    id: str = SQLField(primary_key=True)
-    runtime: str
-    policy: str
-    policy_source: str
-    state: str = SQLField(index=True)          # creating | running | deleted
-    owner: str | None = None
-    gateway_id: str | None = SQLField(default=None, index=True)   # the gateway running it
-    ip: str | None = None
-    ttl_seconds: int | None = None
-    expires_at: datetime | None = None
-    idle_timeout_seconds: int | None = None
-    last_active_at: datetime | None = None
-    memory_mb: int | None = None
-    cpus: float | None = None
-    max_pids: int | None = None
-    end_reason: str | None = None           # deleted | expired | idle | gateway-stopped ...
-    created_at: datetime = SQLField(default_factory=_now)
-    deleted_at: datetime | None = None
 
 
 class SandboxCreate(BaseModel):

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, or_, select
 
 from gateway.audit.writer import AuditWriter
+from gateway.control.models import SandboxRecord
 from gateway.control.policy_store import PolicyHandle, PolicyStore
 from gateway.control.schemas import (
     ExecRequest,
@@ -34,11 +35,11 @@ from gateway.control.schemas import (
     FileUpload,
     SandboxCreate,
     SandboxPublic,
-    SandboxRecord,
 )
 from gateway.dataplane.registry import Registry, SandboxContext, SyntheticPool
 from gateway.errors import BadRequest, NotFound, NotReady
 from gateway.settings import Settings
+from policies.schema import SECRET_NAME
 from sandbox_net import cgroups, firewall, links, slots
 from sandbox_net.errors import FirewallError, NetError, RuntimeFailure
 from sandbox_net.names import new_sandbox_id
@@ -46,7 +47,7 @@ from sandbox_net.runtime.base import FileMount, Runtime, SandboxSpec, bounded, r
 from vault.crypto import VaultError
 from vault.keyring import rotate_master_key
 from vault.placeholders import new_placeholder
-from vault.store import NAME_PATTERN, Vault
+from vault.store import Vault
 
 logger = logging.getLogger(__name__)
 
@@ -486,7 +487,7 @@ class SandboxService:
 
     @staticmethod
     def _check_name(name: str) -> None:
-        if not re.match(NAME_PATTERN, name):
+        if not re.match(SECRET_NAME, name):
             raise BadRequest(f"invalid secret name {name!r}",
                              "names are letters, digits and '_', not starting with a digit")
 

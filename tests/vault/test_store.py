@@ -13,8 +13,8 @@ from sqlalchemy import text
 from gateway.db import make_engine
 from vault.crypto import KeySource, MasterKey, VaultError, load_master_key, write_key_file
 from vault.keyring import open_vault, rotate_master_key
+from vault.models import SecretVersion
 from vault.secret import SecretValue
-from vault.store import SecretVersion
 
 
 @pytest.fixture

@@ -1,0 +1,9 @@
+"""Time as the gateway stores it: aware UTC datetimes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,33 @@
+"""The vault's tables: one row per secret (its current version and last use) and one per
+version (the sealed value and its wrapped data key)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlmodel import Field, SQLModel
+
+
+class SecretRecord(SQLModel, table=True):
+    """One row per secret: its current version and when it was last used."""
+
+    __tablename__ = "secret"
+
+    name: str = Field(primary_key=True)
+    version: int
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    last_used_at: datetime | None = None
+
+
+class SecretVersion(SQLModel, table=True):
+    """One row per version: the sealed value and its wrapped data key."""
+
+    __tablename__ = "secret_version"
+
+    name: str = Field(primary_key=True)
+    version: int = Field(primary_key=True)
+    wrapped_key: bytes
+    ciphertext: bytes
+    master_key_id: str
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
