@@ -8,7 +8,7 @@ import os
 import secrets
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     # TCP proxy processes (the main process serves DNS, the API, the audit log). Default: one
     # per core.
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
+    # `sandgate api` on SQLite (a single host trying the central API; a cluster shares PostgreSQL)
+    allow_sqlite: bool = False
+    # microVM acceleration: KVM only when asked for (it hangs under nested virtualisation)
+    microvm_accel: Literal["tcg", "kvm"] = "tcg"
 
     @field_validator("home", "policy_dir", "upstream_ca", "master_key_file",
                      "audit_signing_key_file")
@@ -128,13 +132,21 @@ class Settings(BaseSettings):
         return self.home / "audit-spool.jsonl"
 
     @property
+    def gateway_id_file(self) -> Path:
+        return self.home / "gateway.id"
+
+    @property
     def gateway_id(self) -> str:
-        """This data dir's gateway identity: the name of its audit hash chain."""
-        path = self.home / "gateway.id"
-        if not path.exists():
+        """This data dir's gateway identity, the name of its audit hash chain (created by
+        `create_gateway_id` when a gateway first starts on the data dir)."""
+        return self.gateway_id_file.read_text().strip()
+
+    def create_gateway_id(self) -> str:
+        """The gateway identity, created on first use."""
+        if not self.gateway_id_file.exists():
             self.home.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_hex(6) + "\n")
-        return path.read_text().strip()
+            self.gateway_id_file.write_text(secrets.token_hex(6) + "\n")
+        return self.gateway_id
 
     @property
     def host_id(self) -> str:

@@ -7,6 +7,7 @@ import re
 import click
 
 from gateway.cli.common import fail, make_settings, print_table
+from gateway.control.roles import Role
 
 
 @click.group("token")
@@ -23,12 +24,11 @@ def _engine():  # type: ignore[no-untyped-def]
 
 
 @token_group.command()
-@click.option("--role", required=True, type=click.Choice(["admin", "security", "operator",
-                                                          "auditor"]))
+@click.option("--role", required=True, type=click.Choice([str(r) for r in Role]))
 @click.option("--name", help="who or what holds it (default: ROLE)")
 def create(role: str, name: str | None) -> None:
     """Create a token; it is printed once, as the last line, and stored only hashed."""
-    from gateway.control.auth import Role, create_token
+    from gateway.control.auth import create_token
 
     if name is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$", name):
         fail(f"invalid token name {name!r}", "letters, digits, '.', '_', '@', '-'")

@@ -4,56 +4,18 @@ creation; only hashes are kept."""
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from gateway.control.models import ApiToken
-
-
-class Role(enum.StrEnum):
-    ADMIN = "admin"          # everything
-    SECURITY = "security"    # policies, secrets, audit
-    OPERATOR = "operator"    # sandboxes, and the audit of its own sandboxes
-    AUDITOR = "auditor"      # read the audit log
-
-
-class Scope(enum.StrEnum):
-    SANDBOXES = "sandboxes"
-    POLICIES = "policies"
-    SECRETS = "secrets"
-    AUDIT = "audit"          # the whole audit log
-    OWN_AUDIT = "own_audit"  # the audit rows of one's own sandboxes
-    VAULT = "vault"
-
-
-GRANTS: dict[Role, frozenset[Scope]] = {
-    Role.ADMIN: frozenset(Scope),
-    Role.SECURITY: frozenset({Scope.POLICIES, Scope.SECRETS, Scope.AUDIT, Scope.OWN_AUDIT,
-                              Scope.VAULT}),
-    Role.OPERATOR: frozenset({Scope.SANDBOXES, Scope.OWN_AUDIT}),
-    Role.AUDITOR: frozenset({Scope.AUDIT, Scope.OWN_AUDIT}),
-}
+from gateway.control.roles import Principal, Role
 
 _TOKEN = re.compile(r"^sgt_([a-z0-9]{10})_([A-Za-z0-9_-]{43})$")
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    name: str
-    role: Role
-
-    def may(self, scope: Scope) -> bool:
-        return scope in GRANTS[self.role]
-
-
-LOCAL_ROOT = Principal("local", Role.ADMIN)  # whoever reaches the root-only unix socket
 
 
 def _hash(secret: str) -> str:

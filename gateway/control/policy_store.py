@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import BadRequest, NotFound
-from gateway.processes.periodic import every
 from policies.loader import (
     PolicyError,
     compose,
@@ -228,12 +227,3 @@ class PolicyStore:
             handles = [h.status() for h in self._handles.values()]
         return {"policy_dir": str(self.policy_dir), "active": handles,
                 "directory_errors": list(self._directory_errors)}
-
-
-POLICY_RELOAD_INTERVAL = 0.5  # seconds; documented in docs/POLICY.md
-
-
-async def watch(policies: PolicyStore) -> None:
-    """Reload changed policy files every POLICY_RELOAD_INTERVAL, forever."""
-    await every(POLICY_RELOAD_INTERVAL, policies.refresh,
-                "policy reload failed; the active versions stay")

@@ -2,10 +2,10 @@
 
 `PUT/DELETE /v1/policies/{name}` writes the file in this gateway's policy directory and
 publishes the text as the next revision of a `policy_document` row; every gateway (this one
-too) pulls revisions it has not applied yet every SYNC_INTERVAL seconds and writes them into
-its own policy directory, where hot reload picks them up. So a change made through one
-gateway is enforced by all within SYNC_INTERVAL + POLICY_RELOAD_INTERVAL (1.5 s), plus the
-proxy workers' own reload (0.5 s): 2 s in all.
+too) pulls revisions it has not applied yet every POLICY_SYNC_INTERVAL (gateway.timing) and
+writes them into its own policy directory, where hot reload picks them up. So a change made
+through one gateway is enforced by all within POLICY_SYNC_INTERVAL + POLICY_RELOAD_INTERVAL
+(1.5 s), plus the proxy workers' own reload (0.5 s): 2 s in all.
 
 Files edited by hand stay local to their host (deploy them to every host, or use the API);
 the last revision applied is remembered in the data directory, so a restart does not undo a
@@ -26,11 +26,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from gateway.control.models import PolicyDocument
-from gateway.processes.periodic import every
 
 logger = logging.getLogger(__name__)
 
-SYNC_INTERVAL = 1.0   # seconds; documented in docs/DEPLOY.md
 
 
 class PolicySync:
@@ -101,7 +99,3 @@ def _write_atomically(path: Path, text: str) -> None:
         out.write(text)
     os.chmod(temp, 0o644)
     os.replace(temp, path)
-
-
-async def keep_synced(sync: PolicySync) -> None:
-    await every(SYNC_INTERVAL, sync.pull, "policy sync failed; will retry")

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mitmproxy import certs, master, options
+from mitmproxy import master, options
 from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconfig
 
 from gateway.dataplane.addons import pipeline
 from gateway.dataplane.state import GatewayState
 from gateway.settings import Settings
-
-CA_CERT = "mitmproxy-ca-cert.pem"
-CA_KEY = "mitmproxy-ca.pem"
-CA_BASENAME = "mitmproxy"   # mitmproxy's own name for its CA files (tlsconfig.CONF_BASENAME)
 
 
 def builtin_addons() -> list[object]:
@@ -27,13 +23,6 @@ def builtin_addons() -> list[object]:
         next_layer.NextLayer(),
         tlsconfig.TlsConfig(),
     ]
-
-
-def ensure_ca(settings: Settings) -> None:
-    """Create the gateway's CA (mitmproxy's files in the data dir) if it does not exist yet:
-    once, in the main process, before the workers load it."""
-    certs.CertStore.from_store(path=settings.ca_dir, basename=CA_BASENAME,
-                               key_size=options.Options().key_size)
 
 
 class Sandgate:

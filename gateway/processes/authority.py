@@ -44,6 +44,12 @@ class Authority:
     def forget_holder(self, holder: str) -> None:
         self._conns.pop(holder, None)
 
+    def forget(self, sandbox_id: str) -> None:
+        """A removed sandbox's buckets and counts go with it."""
+        self.limiter.forget(sandbox_id)
+        for counts in self._conns.values():
+            counts.pop(sandbox_id, None)
+
     def admit(self, sandbox_id: str, rule: str, limits: Limits) -> bool:
         return self.limiter.admit(sandbox_id, rule, limits)
 

@@ -160,6 +160,7 @@ class Hub(RegistryListener):
 
     def removed(self, sandbox: SandboxContext) -> None:
         self.tell(lambda ack: protocol.Remove(sandbox.id, ack), wait=True)
+        self.authority.forget(sandbox.id)
 
     def quarantined(self, sandbox: SandboxContext) -> None:
         self.tell(lambda _ack: protocol.Quarantined(sandbox.id), wait=False)

@@ -14,13 +14,13 @@ import logging
 import signal
 import sys
 
-from gateway.control.policy_store import PolicyStore, watch
+from gateway.control.policy_store import PolicyStore
 from gateway.dataplane.proxy import build_master
 from gateway.dataplane.registry import Registry
 from gateway.dataplane.state import GatewayState
 from gateway.dataplane.upstream import UpstreamResolver
 from gateway.db import make_engine
-from gateway.processes import protocol
+from gateway.processes import background, protocol
 from gateway.processes.hub_client import HubClient
 from gateway.processes.replica import Replica
 from gateway.settings import Settings
@@ -69,7 +69,7 @@ async def run(settings: Settings, index: int) -> None:
         loop.add_signal_handler(sig, proxy.shutdown)
     listener = asyncio.ensure_future(_listen(hub, replica))
     listener.add_done_callback(lambda _task: proxy.shutdown())   # the main process is gone
-    reload_task = asyncio.ensure_future(watch(policies))
+    reload_task = asyncio.ensure_future(background.reload_policies(policies))
     try:
         await proxy.run()
     finally:

@@ -52,10 +52,9 @@ def _host_tsc_khz() -> int | None:
     return None
 
 
-def _accelerator() -> str:
+def _accelerator(wanted: str) -> str:
     """KVM only when asked for and usable; TCG otherwise (KVM hangs under nested
-    virtualisation on hosts like this one). SANDGATE_MICROVM_ACCEL=kvm opts in."""
-    wanted = os.environ.get("SANDGATE_MICROVM_ACCEL", "tcg")
+    virtualisation on hosts like this one)."""
     if wanted == "kvm" and os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "kvm"
     return "tcg"
@@ -64,8 +63,9 @@ def _accelerator() -> str:
 class MicroVMRuntime(Runtime):
     name = "microvm"
 
-    def __init__(self, cache_dir: Path) -> None:
+    def __init__(self, cache_dir: Path, *, accel: str = "tcg") -> None:
         self.cache_dir = cache_dir
+        self.accel = accel
 
     def preflight(self) -> None:
         for tool, package in ((QEMU, "qemu-system-x86"), ("busybox", "busybox-static"),
@@ -87,7 +87,7 @@ class MicroVMRuntime(Runtime):
         memory = max(spec.memory_mb, MIN_MEMORY_MB)
         argv = [
             "nsenter", f"--net={spec.netns_path}", QEMU,
-            "-M", f"microvm,accel={_accelerator()}", "-m", str(memory), "-smp", "1",
+            "-M", f"microvm,accel={_accelerator(self.accel)}", "-m", str(memory), "-smp", "1",
             "-nodefaults", "-no-user-config", "-nographic",
             "-kernel", str(image.kernel), "-initrd", str(image.initrd),
             "-append", f"console=ttyS0 quiet panic=-1 {_timing_arguments(image.hz)} "

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from policies.schema import SECRET_NAME
 
 RuntimeName = Literal["gvisor", "microvm"]
 
@@ -17,8 +19,9 @@ class SandboxCreate(BaseModel):
     policy: str = Field(min_length=1, description="policy name, or a policy file path "
                                                    "(local control socket only)")
     env: dict[str, str] = Field(default_factory=dict)
-    secrets: list[str] = Field(default_factory=list, description="names of vault secrets; the "
-                               "sandbox gets a placeholder for each in its environment")
+    secrets: list[Annotated[str, Field(pattern=SECRET_NAME)]] = Field(
+        default_factory=list, description="names of vault secrets; the sandbox gets a "
+                                          "placeholder for each in its environment")
     ttl_seconds: int = Field(default=3600, ge=1, le=7 * 86400,
                              description="hard wall-clock limit; then it is killed and removed")
     idle_timeout_seconds: int | None = Field(

@@ -1,0 +1,75 @@
+"""The control API. Routes are thin: they check the caller's role, validate, call the control
+plane, and errors map to responses in one place (errors.py).
+
+Two listeners serve it: the root-only unix socket (the caller is the local administrator;
+`local-exec` exists only there) and TCP (default 127.0.0.1:8700), where every route but
+/healthz, /readyz and the static audit page needs a bearer token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, JSONResponse
+from sqlalchemy.engine import Engine
+
+from gateway.audit.writer import AuditWriter
+from gateway.control.api import audit, errors, policies, sandboxes, secrets
+from gateway.control.api.deps import Guard
+from gateway.control.policy_store import PolicyStore
+from gateway.control.sandboxes.commands import Commands
+from gateway.control.sandboxes.lifecycle import Sandboxes
+from gateway.control.secrets import Secrets
+
+__all__ = ["ControlPlane", "create_app"]
+
+WEB = Path(__file__).resolve().parent.parent.parent / "web"
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    """What the API serves. Without sandboxes: the central API of a cluster (`sandgate
+    api`), policies, secrets and the audit log only."""
+
+    engine: Engine
+    audit: AuditWriter
+    policies: PolicyStore
+    secrets: Secrets
+    sandboxes: Sandboxes | None = None
+    commands: Commands | None = None
+
+
+def create_app(plane: ControlPlane, is_ready: Callable[[], bool], *,
+               local: bool = True) -> FastAPI:
+    app = FastAPI(title="sandgate control API", version="1",
+                  description="Sandboxes whose only way out is the sandgate egress gateway.")
+    errors.install(app)
+    app.state.guard = Guard(plane.engine, local)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        ready = is_ready()
+        warm = len(plane.sandboxes.warm) if plane.sandboxes else 0
+        return JSONResponse(status_code=200 if ready else 503,
+                            content={"status": "ready" if ready else "starting",
+                                     "warm_sandboxes": warm})
+
+    if plane.sandboxes is not None and plane.commands is not None:
+        app.include_router(sandboxes.router(plane.sandboxes, plane.commands, plane.engine,
+                                            plane.audit, local))
+    app.include_router(policies.router(plane.policies))
+    app.include_router(secrets.router(plane.secrets))
+    app.include_router(audit.router(plane.engine, plane.audit))
+
+    @app.get("/audit", include_in_schema=False)
+    def audit_page() -> FileResponse:
+        return FileResponse(WEB / "audit.html", media_type="text/html")
+
+    return app

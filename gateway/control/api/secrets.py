@@ -1,0 +1,44 @@
+"""/v1/secrets and /v1/vault: values go in, never out."""
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from gateway.control.api.deps import Caller, need
+from gateway.control.roles import Scope
+from gateway.control.secrets import Secrets
+
+
+class SecretBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: str = Field(min_length=1, max_length=65536, repr=False)
+
+
+def router(secrets: Secrets) -> APIRouter:
+    api = APIRouter(prefix="/v1", tags=["secrets"])
+
+    @api.put("/secrets/{name}")
+    async def put_secret(name: str, body: SecretBody, caller: Caller) -> dict[str, Any]:
+        need(caller, Scope.SECRETS)
+        version = await run_in_threadpool(secrets.put, name, body.value)
+        return {"name": name, "version": version}
+
+    @api.get("/secrets")
+    def list_secrets(caller: Caller) -> list[dict[str, Any]]:
+        need(caller, Scope.SECRETS)
+        return secrets.list()
+
+    @api.delete("/secrets/{name}", status_code=204)
+    def delete_secret(name: str, caller: Caller) -> None:
+        need(caller, Scope.SECRETS)
+        secrets.delete(name)
+
+    @api.post("/vault/rotate-master")
+    async def rotate_master(caller: Caller) -> dict[str, Any]:
+        need(caller, Scope.VAULT)
+        key_id, count = await run_in_threadpool(secrets.rotate_master_key)
+        return {"master_key_id": key_id, "rewrapped": count}
+
+    return api

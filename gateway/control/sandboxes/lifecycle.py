@@ -1,0 +1,324 @@
+"""Sandbox lifecycle: the order of steps is the security property.
+
+create:  record -> network wired (rules verified before the link is up) -> registered with
+         the gateway -> runtime started
+delete:  runtime stopped -> connections drained -> unregistered -> network unwired
+         -> record closed
+Any failure while creating undoes every step taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from gateway.clock import utcnow
+from gateway.control.models import SandboxRecord
+from gateway.control.policy_store import PolicyHandle, PolicyStore
+from gateway.control.sandboxes.records import Records, public
+from gateway.control.sandboxes.schemas import SandboxCreate, SandboxPublic
+from gateway.control.sandboxes.warm import WarmPool
+from gateway.dataplane.ca import SYSTEM_BUNDLE
+from gateway.dataplane.registry import Registry, SandboxContext, SyntheticPool
+from gateway.errors import BadRequest, NotFound, NotReady
+from gateway.settings import Settings
+from gateway.timing import DRAIN_TIMEOUT
+from sandbox_net.errors import FirewallError, NetError, RuntimeFailure
+from sandbox_net.names import new_sandbox_id
+from sandbox_net.runtime.base import FileMount, Runtime, SandboxSpec
+from sandbox_net.wiring import SandboxNetwork, Wired
+from vault.placeholders import new_placeholder
+
+logger = logging.getLogger(__name__)
+
+CA_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
+# Host paths a sandbox must not read through its read-only view of the host's root:
+# credentials, keys, other users' data, and runtime state (the data dir is added too).
+MASKED_DIRS = ("/root", "/home", "/etc/ssh", "/var/lib", "/var/backups", "/run", "/srv")
+MASKED_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers")
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A sandbox that runs, wired, before the gateway knows it."""
+
+    spec: SandboxSpec
+    wired: Wired
+    runtime: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Deadline:
+    expires: float              # time.time() of the hard limit
+    idle: int | None            # seconds without activity allowed
+
+
+class Sandboxes:
+    def __init__(self, settings: Settings, records: Records, registry: Registry,
+                 network: SandboxNetwork, runtimes: dict[str, Runtime], policies: PolicyStore,
+                 *, ca_bundle: Path, secret_exists: Callable[[str], bool],
+                 open_connections: Callable[[str], int] = lambda _id: 0,
+                 flush_audit: Callable[[], object] = lambda: None) -> None:
+        self.settings = settings
+        self.records = records
+        self.registry = registry
+        self.network = network
+        self.runtimes = runtimes
+        self.policies = policies
+        self.ca_bundle = ca_bundle
+        self.secret_exists = secret_exists
+        self.open_connections = open_connections
+        self.flush_audit = flush_audit
+        self.warm = WarmPool(settings.warm_pool)
+        self._lock = threading.Lock()
+        self._running: dict[str, Started] = {}
+        self._deadlines: dict[str, _Deadline] = {}
+
+    # create
+    def create(self, request: SandboxCreate, owner: str = "local") -> SandboxPublic:
+        runtime = self._runtime(request.runtime)
+        handle = self.policies.acquire(request.policy)
+        for key in request.env:
+            if not key or "=" in key or "\0" in key:
+                raise BadRequest(f"invalid environment variable name {key!r}")
+        for name in request.secrets:
+            if not self.secret_exists(name):
+                raise BadRequest(f"no secret named {name!r}",
+                                 f"set it first: sandgate secret set {name}")
+        started = self.warm.claim(request)
+        sandbox_id = started.spec.sandbox_id if started else new_sandbox_id()
+        now = utcnow()
+        record = SandboxRecord(
+            id=sandbox_id, runtime=runtime.name, policy=handle.policy.name,
+            policy_source=str(handle.path), state="creating", owner=owner,
+            gateway_id=self.records.gateway_id, ttl_seconds=request.ttl_seconds,
+            expires_at=now + timedelta(seconds=request.ttl_seconds),
+            idle_timeout_seconds=request.idle_timeout_seconds, last_active_at=now,
+            memory_mb=request.memory_mb, cpus=request.cpus, max_pids=request.max_pids)
+        self.records.save(record)
+        try:
+            if started is None:
+                started = self._start(self._prepare(sandbox_id, request), request.runtime,
+                                      register=(request, handle, record))
+            else:
+                record.ip = started.wired.ip
+                started = self._register(started, request, handle, record)
+        except BaseException:
+            self.destroy(sandbox_id)
+            raise
+        self._running[sandbox_id] = started
+        # The time to live counts from the request, boot included (the record says so too).
+        assert record.expires_at is not None
+        self._deadlines[sandbox_id] = _Deadline(record.expires_at.timestamp(),
+                                                request.idle_timeout_seconds)
+        record.state = "running"
+        self.records.save(record)
+        return self._public(record)
+
+    def _runtime(self, name: str) -> Runtime:
+        runtime = self.runtimes.get(name)
+        if runtime is None:
+            raise BadRequest(f"runtime {name!r} is not available here",
+                             f"use one of: {', '.join(sorted(self.runtimes))}")
+        try:
+            runtime.preflight()
+        except RuntimeFailure as e:
+            raise NotReady(str(e)) from e
+        return runtime
+
+    def _prepare(self, sandbox_id: str, request: SandboxCreate) -> tuple[SandboxSpec, Wired]:
+        """The sandbox's network (up only once its rules are verified) and spec."""
+        try:
+            wired = self.network.wire(sandbox_id)
+        except FirewallError as e:
+            raise NotReady(f"egress rules are not in place: {e}",
+                           "restart the gateway (sandgate serve) to reinstall them") from e
+        except NetError as e:
+            raise NotReady(f"sandbox network setup failed: {e}") from e
+        workdir = self.settings.sandboxes_dir / sandbox_id
+        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return SandboxSpec(
+            sandbox_id=sandbox_id, netns_path=wired.netns_path, workdir=workdir,
+            env={k: str(SYSTEM_BUNDLE) for k in CA_ENV},
+            files=self._files(workdir, wired.gateway_ip), masked_dirs=self._masked_dirs(),
+            memory_mb=request.memory_mb, max_pids=request.max_pids, cpus=request.cpus,
+            ip=wired.ip, gateway_ip=wired.gateway_ip,
+        ), wired
+
+    def _register(self, started: Started, request: SandboxCreate, handle: PolicyHandle,
+                  record: SandboxRecord) -> Started:
+        """The gateway learns the sandbox: from here its egress is decided by its policy."""
+        # The sandbox gets a fresh placeholder per secret, never the value.
+        secrets = {name: new_placeholder() for name in request.secrets}
+        spec = dataclasses.replace(started.spec,
+                                   env={**started.spec.env, **request.env, **secrets})
+        self.registry.add(SandboxContext(
+            id=spec.sandbox_id, ip=spec.ip, handle=handle,
+            pool=SyntheticPool(started.wired.synthetic), env=spec.env,
+            secrets=secrets, owner=record.owner))
+        return dataclasses.replace(started, spec=spec)
+
+    def _start(self, prepared: tuple[SandboxSpec, Wired], runtime: str,
+               register: tuple[SandboxCreate, PolicyHandle, SandboxRecord] | None) -> Started:
+        """Register (unless warming up), then boot: a sandbox never runs unknown to the
+        gateway's workers, whose first packet would otherwise be refused."""
+        spec, wired = prepared
+        started = Started(spec, wired, runtime)
+        self._running[spec.sandbox_id] = started   # so that a failure tears it down
+        if register is not None:
+            request, handle, record = register
+            record.ip = wired.ip
+            started = self._register(started, request, handle, record)
+        try:
+            self.runtimes[runtime].start(started.spec)
+        except RuntimeFailure as e:
+            raise NotReady(str(e)) from e
+        return started
+
+    def keep_warm(self) -> None:
+        """Start gVisor sandboxes until `warm_pool` wait unclaimed (from a background loop)."""
+        while self.warm.wanted():
+            sandbox_id = new_sandbox_id()
+            try:
+                started = self._start(self._prepare(sandbox_id, SandboxCreate(policy="-")),
+                                      "gvisor", register=None)
+            except BaseException:
+                self.destroy(sandbox_id, "warm-pool-failed")
+                raise
+            del self._running[sandbox_id]
+            if not self.warm.put(started):
+                self.destroy(sandbox_id, "gateway-stopped")   # shut-down began meanwhile
+
+    def _files(self, workdir: Path, nameserver: str) -> tuple[FileMount, ...]:
+        resolv = workdir / "resolv.conf"
+        resolv.write_text(f"nameserver {nameserver}\noptions attempts:2 timeout:2\n")
+        hosts = workdir / "hosts"
+        hosts.write_text("127.0.0.1\tlocalhost\n")
+        empty = workdir / "empty"
+        empty.write_text("")
+        mounts = [FileMount(resolv, "/etc/resolv.conf"), FileMount(hosts, "/etc/hosts"),
+                  FileMount(self.ca_bundle, str(SYSTEM_BUNDLE))]
+        mounts += [FileMount(empty, f) for f in MASKED_FILES if Path(f).exists()]
+        return tuple(mounts)
+
+    def _masked_dirs(self) -> tuple[str, ...]:
+        candidates = {Path(d) for d in (*MASKED_DIRS, str(self.settings.home))}
+        # /tmp is the sandbox's own tmpfs already; paths below it do not exist there, nor do
+        # paths below another masked directory.
+        kept = [d for d in candidates if d.is_dir() and not d.is_relative_to("/tmp")
+                and not any(d != o and d.is_relative_to(o) for o in candidates)]
+        return tuple(sorted(str(d) for d in kept))
+
+    # delete
+    def delete(self, sandbox_id: str) -> None:
+        if self.records.get(sandbox_id) is None:
+            raise NotFound(f"no sandbox {sandbox_id}")
+        self.destroy(sandbox_id, "deleted")
+
+    def reap(self) -> list[str]:
+        """Kill and remove sandboxes past their time to live or idle timeout."""
+        now = time.time()
+        ended = []
+        for sandbox_id, deadline in list(self._deadlines.items()):
+            context = self.registry.by_id(sandbox_id)
+            idle = context is not None and deadline.idle is not None and \
+                now - context.last_active > deadline.idle
+            if now >= deadline.expires or idle:
+                reason = "expired" if now >= deadline.expires else "idle"
+                logger.info("sandbox %s %s; removing it", sandbox_id, reason)
+                self.destroy(sandbox_id, reason)
+                ended.append(sandbox_id)
+        return ended
+
+    def touch(self, sandbox_id: str) -> None:
+        context = self.registry.by_id(sandbox_id)
+        if context is not None:
+            context.last_active = time.time()
+
+    def destroy(self, sandbox_id: str, reason: str = "deleted") -> None:
+        with self._lock:
+            self._deadlines.pop(sandbox_id, None)
+            started = self._running.pop(sandbox_id, None)
+            spec = started.spec if started else self._spec_guess(sandbox_id)
+            # A sandbox left by a crash may be of either kind: every runtime's stop is
+            # idempotent, so all are asked.
+            for runtime in ([self.runtimes[started.runtime]] if started
+                            else list(self.runtimes.values())):
+                try:
+                    runtime.stop(spec)
+                except RuntimeFailure:
+                    logger.exception("stopping sandbox %s", sandbox_id)
+            self._wait_drained(sandbox_id)
+            self.registry.remove(sandbox_id)
+            self.network.unwire(sandbox_id)
+            shutil.rmtree(self.settings.sandboxes_dir / sandbox_id, ignore_errors=True)
+            record = self.records.get(sandbox_id)
+            if record is not None and record.state != "deleted":
+                record.state = "deleted"
+                record.deleted_at = utcnow()
+                record.end_reason = reason
+                self.records.save(record)
+        self.flush_audit()
+
+    def _wait_drained(self, sandbox_id: str) -> None:
+        """Let the gateway see the dead sandbox's connections close, so their audit rows are
+        written (with final byte counts) before the deletion returns."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while self.open_connections(sandbox_id) and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def _spec_guess(self, sandbox_id: str) -> SandboxSpec:
+        """Enough of a spec to stop what a crashed run left behind."""
+        return SandboxSpec(sandbox_id, self.network.netns_path(sandbox_id),
+                           self.settings.sandboxes_dir / sandbox_id)
+
+    # queries
+    def get(self, sandbox_id: str) -> SandboxPublic:
+        record = self.records.get(sandbox_id)
+        if record is None or record.state == "deleted":
+            raise NotFound(f"no sandbox {sandbox_id}")
+        return self._public(record)
+
+    def get_any(self, sandbox_id: str) -> SandboxPublic:
+        """Also a deleted sandbox (its audit stays readable)."""
+        record = self.records.get(sandbox_id)
+        if record is None:
+            raise NotFound(f"no sandbox {sandbox_id}")
+        return self._public(record)
+
+    def all(self) -> list[SandboxPublic]:
+        return [self._public(r) for r in self.records.live()]
+
+    def running(self, sandbox_id: str) -> tuple[Runtime, SandboxSpec]:
+        """The runtime and spec of a running sandbox (for commands and files)."""
+        started = self._running.get(sandbox_id)
+        if started is None:
+            raise NotFound(f"no running sandbox {sandbox_id}")
+        return self.runtimes[started.runtime], started.spec
+
+    def _public(self, record: SandboxRecord) -> SandboxPublic:
+        return public(record, self.settings.naming.netns(record.id))
+
+    # start-up and shut-down hygiene
+    def reconcile(self) -> list[str]:
+        """Destroy whatever earlier runs left: records, slots, namespaces, links, state."""
+        stale = self.network.leftovers() | {r.id for r in self.records.live()}
+        if self.settings.sandboxes_dir.is_dir():
+            stale |= {p.name for p in self.settings.sandboxes_dir.iterdir()}
+        for sandbox_id in sorted(stale):
+            logger.warning("removing leftover sandbox %s", sandbox_id)
+            self.destroy(sandbox_id, "reconciled-after-restart")
+        return sorted(stale)
+
+    def shutdown(self) -> None:
+        for started in self.warm.close():
+            self._running[started.spec.sandbox_id] = started
+        for sandbox_id in list(self._running):
+            self.destroy(sandbox_id, "gateway-stopped")

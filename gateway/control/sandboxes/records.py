@@ -1,0 +1,49 @@
+"""The persisted record of each sandbox, so a restarted gateway knows what it was running.
+A gateway reads and writes only its own records (several gateways may share a database)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, or_, select
+
+from gateway.control.models import SandboxRecord
+from gateway.control.sandboxes.schemas import SandboxPublic
+
+
+class Records:
+    def __init__(self, engine: Engine, gateway_id: str) -> None:
+        self.engine = engine
+        self.gateway_id = gateway_id
+
+    def get(self, sandbox_id: str) -> SandboxRecord | None:
+        """This gateway's record of the sandbox, deleted or not."""
+        with Session(self.engine) as session:
+            record = session.get(SandboxRecord, sandbox_id)
+        if record is None or record.gateway_id not in (None, self.gateway_id):
+            return None
+        return record
+
+    def live(self) -> list[SandboxRecord]:
+        with Session(self.engine) as session:
+            return list(session.exec(select(SandboxRecord).where(
+                SandboxRecord.state != "deleted", self._mine())))
+
+    def save(self, record: SandboxRecord) -> None:
+        with Session(self.engine) as session:
+            session.merge(record)
+            session.commit()
+
+    def _mine(self) -> Any:
+        return or_(SandboxRecord.gateway_id == self.gateway_id,
+                   SandboxRecord.gateway_id.is_(None))  # type: ignore[union-attr]
+
+
+def public(record: SandboxRecord, netns: str | None) -> SandboxPublic:
+    return SandboxPublic(
+        id=record.id, runtime=record.runtime, policy=record.policy, state=record.state,
+        owner=record.owner, expires_at=record.expires_at, memory_mb=record.memory_mb,
+        cpus=record.cpus, max_pids=record.max_pids, end_reason=record.end_reason,
+        deleted_at=record.deleted_at, ip=record.ip, created_at=record.created_at,
+        netns=netns if record.state != "deleted" else None)

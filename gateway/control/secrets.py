@@ -1,0 +1,58 @@
+"""Secrets through the control plane: values go in, never out; every change is told to the
+proxy workers, which reopen their vault."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from gateway.errors import BadRequest, NotFound
+from policies.schema import SECRET_NAME
+from vault.crypto import KeySource, VaultError
+from vault.keyring import rotate_master_key
+from vault.store import Vault
+
+
+def check_name(name: str) -> None:
+    if not re.match(SECRET_NAME, name):
+        raise BadRequest(f"invalid secret name {name!r}",
+                         "names are letters, digits and '_', not starting with a digit")
+
+
+class Secrets:
+    def __init__(self, vault: Vault, key_source: KeySource) -> None:
+        self.vault = vault
+        self.key_source = key_source
+        self.changed: Callable[[], None] = lambda: None   # tells the proxy workers
+
+    def exists(self, name: str) -> bool:
+        return bool(re.match(SECRET_NAME, name)) and self.vault.exists(name)
+
+    def put(self, name: str, value: str) -> int:
+        check_name(name)
+        try:
+            version = self.vault.put(name, value)
+        except VaultError as e:
+            raise BadRequest(str(e)) from e
+        self.changed()
+        return version
+
+    def list(self) -> list[dict[str, Any]]:
+        return [{"name": i.name, "version": i.version, "created_at": i.created_at,
+                 "updated_at": i.updated_at, "last_used_at": i.last_used_at}
+                for i in self.vault.list()]
+
+    def delete(self, name: str) -> None:
+        check_name(name)
+        if not self.vault.delete(name):
+            raise NotFound(f"no secret named {name!r}")
+        self.changed()
+
+    def rotate_master_key(self) -> tuple[str, int]:
+        try:
+            rotated = rotate_master_key(self.vault, self.key_source)
+        except VaultError as e:
+            raise BadRequest(str(e)) from e
+        self.changed()
+        return rotated

@@ -1,0 +1,91 @@
+"""A sandbox's network, wired in the order that keeps it fail-closed and unwired in reverse:
+
+    wire:    address slot -> rules verified -> namespace + link (down) -> rules verified
+             -> link up
+    unwire:  link and namespace removed -> slot released
+
+`SandboxNetwork` is the narrow interface the control plane uses; `HostNetwork` is the real
+one (pyroute2, nftables, the slot table); tests use an in-memory double.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from sandbox_net import cgroups, firewall, links, slots
+from sandbox_net.firewall import FirewallSpec
+from sandbox_net.names import Naming
+
+
+@dataclass(frozen=True, slots=True)
+class Wired:
+    """A sandbox's link, up, with its rules verified in place."""
+
+    sandbox_id: str
+    netns_path: str
+    ip: str                            # the sandbox's side of its link
+    gateway_ip: str                    # the host's side: default route and DNS server
+    synthetic: ipaddress.IPv4Network   # the slice its DNS answers come from
+
+
+class SandboxNetwork(ABC):
+    @abstractmethod
+    def wire(self, sandbox_id: str) -> Wired:
+        """Raise sandbox_net.errors.FirewallError when the rules are not in place, NetError
+        for any other failure; nothing is left behind either way."""
+
+    @abstractmethod
+    def unwire(self, sandbox_id: str) -> None:
+        """Remove whatever `wire` made for the sandbox. Idempotent."""
+
+    @abstractmethod
+    def netns_path(self, sandbox_id: str) -> str:
+        """Where the sandbox's namespace is (or was)."""
+
+    @abstractmethod
+    def leftovers(self) -> set[str]:
+        """Ids of sandboxes that have network state here (namespaces, links, slots,
+        cgroups), live or left by an earlier run."""
+
+
+class HostNetwork(SandboxNetwork):
+    def __init__(self, engine: Engine, naming: Naming, rules: FirewallSpec, *,
+                 gateway_id: str, host_id: str) -> None:
+        self.engine = engine
+        self.naming = naming
+        self.rules = rules
+        self.gateway_id = gateway_id
+        self.host_id = host_id
+
+    def wire(self, sandbox_id: str) -> Wired:
+        addresses = slots.allocate(self.engine, sandbox_id, self.gateway_id, self.host_id)
+        try:
+            firewall.verify(self.rules)
+            link = links.create(self.naming, sandbox_id, addresses)
+            # fail closed: the host may forward packets, so the link comes up only once the
+            # drop and redirect rules are verified in the kernel.
+            firewall.verify(self.rules)
+            links.bring_up(link)
+        except BaseException:
+            self.unwire(sandbox_id)
+            raise
+        return Wired(sandbox_id, link.netns_path, str(addresses.sandbox_ip),
+                     str(addresses.host_ip), addresses.synthetic)
+
+    def unwire(self, sandbox_id: str) -> None:
+        links.destroy(self.naming, sandbox_id)
+        slots.release(self.engine, sandbox_id)
+
+    def netns_path(self, sandbox_id: str) -> str:
+        return str(links.NETNS_DIR / self.naming.netns(sandbox_id))
+
+    def leftovers(self) -> set[str]:
+        found = set(links.existing_ids(self.naming))
+        found |= set(slots.allocated(self.engine, self.gateway_id))
+        found |= {i for name in cgroups.existing(self.naming.prefix)
+                  if (i := self.naming.id_from_netns(name))}
+        return found
