@@ -26,10 +26,6 @@ class NotFound(SandgateError):
     status = 404
 
 
-class Conflict(SandgateError):
-    status = 409
-
-
 class NotReady(SandgateError):
     """The host cannot run sandboxes yet (not root, missing runtime, firewall failure)."""
 

@@ -87,9 +87,6 @@ class CompiledRule:
                 return False
         return True
 
-    def permits_address(self, address: ipaddress.IPv4Address) -> bool:
-        return any(address in n for n in self.networks)
-
 
 def _protocols(rule: RuleSpec) -> frozenset[str]:
     if rule.protocols:

@@ -139,14 +139,3 @@ def existing(prefix: str) -> set[str]:
             names |= {p.name for p in base.iterdir() if p.is_dir()
                       and p.name.startswith(f"{prefix}-")}
     return names
-
-
-def usage(name: str) -> dict[str, int]:
-    """Current memory (bytes) and task count, where the host reports them."""
-    result: dict[str, int] = {}
-    for group in _dirs(name):
-        for file, key in (("memory.usage_in_bytes", "memory"), ("memory.current", "memory"),
-                          ("pids.current", "tasks")):
-            with contextlib.suppress(OSError, ValueError):
-                result[key] = int((group / file).read_text())
-    return result

@@ -91,10 +91,6 @@ class KeySource:
     text: str | None = None
     path: Path | None = None
 
-    @property
-    def rotatable(self) -> bool:
-        return self.path is not None
-
 
 def load_master_key(source: KeySource, *, create: bool) -> MasterKey:
     """The master key from its source. A key file must be mode 0600 or stricter; with

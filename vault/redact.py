@@ -28,13 +28,3 @@ def redact_query(raw_query: str, secret_values: tuple[str, ...] = ()) -> str:
             value = REDACTED
         parts.append(f"{name}{sep}{value}")
     return "&".join(parts)
-
-
-def redact_text(text: str, secret_values: tuple[str, ...] = ()) -> str:
-    """Free text (an error message, a header value) with placeholders and known secret values
-    replaced."""
-    text = PATTERN.sub(REDACTED, text)
-    for value in secret_values:
-        if value:
-            text = text.replace(value, REDACTED)
-    return text

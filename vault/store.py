@@ -98,10 +98,6 @@ class Vault:
         with Session(self.engine) as session:
             return session.get(SecretRecord, name) is not None
 
-    def current_version(self, name: str) -> int | None:
-        current = self._read_current(name)
-        return current[0] if current else None
-
     def _read_current(self, name: str) -> tuple[int, datetime] | None:
         """(version, time it was written) of `name`, read from the database at most every
         CURRENT_TTL seconds (changes made through this Vault apply at once). The time tells

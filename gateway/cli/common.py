@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,3 +69,16 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = 
     click.echo("  ".join(c.upper().ljust(w) for c, w in zip(names, widths, strict=True)).rstrip())
     for row in cells:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def check_host(settings: Settings, command: str = "sandgate run") -> None:
+    if os.geteuid() != 0:
+        fail(f"{command} must run as root (it creates namespaces and nftables rules)",
+             "run it with sudo")
+    from sandbox_net.errors import RuntimeFailure
+    from sandbox_net.runtime.gvisor import GVisorRuntime
+
+    try:
+        GVisorRuntime(settings.runsc_dir).preflight()
+    except RuntimeFailure as e:
+        fail(str(e))

@@ -19,6 +19,7 @@ from mitmproxy.net.dns import op_codes, response_codes, types
 
 from gateway.dataplane.registry import SandboxContext
 from gateway.dataplane.state import GatewayState
+from gateway.timing import DNS_TCP_IDLE
 from policies.decision import Decision, Reason, deny
 from policies.hosts import HostError, normalise_name
 from vault import placeholders
@@ -26,7 +27,6 @@ from vault import placeholders
 logger = logging.getLogger(__name__)
 
 
-TCP_IDLE = 10.0   # seconds a DNS-over-TCP connection may wait between queries
 
 
 class DnsAnswer:
@@ -128,9 +128,9 @@ class DnsServer:
         source = str(writer.get_extra_info("peername")[0])
         try:
             while True:
-                head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE)
+                head = await asyncio.wait_for(reader.readexactly(2), DNS_TCP_IDLE)
                 data = await asyncio.wait_for(
-                    reader.readexactly(struct.unpack(">H", head)[0]), TCP_IDLE)
+                    reader.readexactly(struct.unpack(">H", head)[0]), DNS_TCP_IDLE)
                 reply = self.answers.answer(source, data)
                 if reply is None:
                     break
@@ -147,4 +147,4 @@ class DnsServer:
         if self._tcp is not None:
             self._tcp.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._tcp.wait_closed(), TCP_IDLE)
+                await asyncio.wait_for(self._tcp.wait_closed(), DNS_TCP_IDLE)

@@ -27,10 +27,10 @@ from gateway.audit.writer import AuditWriter
 from gateway.dataplane.registry import Registry, RegistryListener, SandboxContext
 from gateway.processes import protocol
 from gateway.processes.authority import Authority, audit_row
+from gateway.timing import ACK_TIMEOUT
 
 logger = logging.getLogger(__name__)
 
-ACK_TIMEOUT = 5.0   # seconds; a worker that does not acknowledge a change is killed
 
 
 def snapshot(sandbox: SandboxContext) -> protocol.SandboxSnapshot:

@@ -12,9 +12,8 @@ from typing import Any
 
 from gateway.processes import protocol
 from gateway.settings import Settings
+from gateway.timing import ACTIVE_EVERY
 from policies.schema import Limits
-
-ACTIVE_EVERY = 1.0   # seconds: how often a busy sandbox's activity is reported
 
 
 class HubClient:

@@ -18,8 +18,7 @@ import httpx
 
 from gateway.errors import NotReady, SandgateError
 from gateway.settings import Settings
-
-START_TIMEOUT = 60.0
+from gateway.timing import START_TIMEOUT
 
 
 def socket_accepts(path: Path) -> bool:

@@ -12,12 +12,10 @@ import sys
 import time
 
 from gateway.settings import Settings
+from gateway.timing import MAX_BACKOFF, QUICK_DEATH, RESTART_CHECK
 
 logger = logging.getLogger(__name__)
 
-RESTART_CHECK = 0.2   # seconds between looks for a dead worker
-QUICK_DEATH = 10.0    # a worker that dies sooner than this after its start backs off
-MAX_BACKOFF = 30.0
 
 
 class WorkerPool:

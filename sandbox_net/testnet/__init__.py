@@ -19,7 +19,6 @@ import errno
 import json
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,13 +189,3 @@ class Topology:
             f.seek(since)
             lines = [json.loads(line) for line in f if line.strip()]
         return [e for e in lines if kind is None or e["kind"] == kind]
-
-    def wait_for_events(self, since: int, count: int, kind: str | None = None,
-                        timeout: float = 5.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            events = self.events(since, kind)
-            if len(events) >= count:
-                return events
-            time.sleep(0.02)
-        return self.events(since, kind)

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 from mitmproxy import http
 
-from gateway.dataplane.addons.http_policy import denial_response
+from gateway.dataplane.denials import denial_response
 from gateway.dataplane.registry import SandboxContext
 from gateway.dataplane.state import METADATA_KEY, Conn, FlowVerdict, GatewayState
 from policies.decision import Decision, Reason, Verdict

@@ -4,37 +4,15 @@ names the policy, the rule (or its absence) and what to do about it."""
 
 from __future__ import annotations
 
-import json
-
 from mitmproxy import http
 
 from gateway.dataplane.authorize import authorize, request_for
+from gateway.dataplane.denials import refuse
 from gateway.dataplane.state import METADATA_KEY, QUERY_KEY, Conn, FlowVerdict, GatewayState
 from policies.decision import Reason
 from policies.hosts import HostError, normalise_name
 from policies.matcher import Request
 from vault.redact import redact_query
-
-STATUS = {Reason.UPSTREAM_UNRESOLVABLE: 502, Reason.RATE_LIMITED: 429,
-          Reason.BODY_TOO_LARGE: 413}
-HINTS = {
-    Reason.NO_MATCHING_RULE: "no rule of policy {policy} allows {host}:{port}; ask the "
-                             "policy owners to add one (sandgate policy test shows the effect)",
-    Reason.DENIED_BY_RULE: "rule {rule} of policy {policy} denies {host}:{port}",
-    Reason.NOT_FROM_GATEWAY_DNS: "connect by host name: addresses that did not come from the "
-                                 "sandbox's DNS are not allowed",
-    Reason.HOST_MISMATCH: "the Host header must name the host you connected to",
-    Reason.REFUSED_ADDRESS: "{host} resolves to an address the gateway refuses to dial "
-                            "(private, loopback, link-local or metadata)",
-    Reason.UPSTREAM_UNRESOLVABLE: "{host} could not be resolved upstream",
-    Reason.RATE_LIMITED: "rule {rule} of policy {policy} limits this rate; retry later",
-    Reason.SECRET_EXFIL_ATTEMPT: "a secret placeholder may only go to the hosts its rule "
-                                 "names; this sandbox is now quarantined",
-    Reason.QUARANTINED: "this sandbox is quarantined after a secret-exfiltration attempt",
-    Reason.SIGV4_UNVERIFIED: "sign AWS requests with the sandbox's AWS_* placeholders",
-    Reason.BODY_TOO_LARGE: "the request body is larger than policy {policy} allows",
-    Reason.AMBIGUOUS_PATH: "encoded '/' or '\\' in a path is refused; send the path plainly",
-}
 
 
 def _host_of(flow: http.HTTPFlow) -> str | None:
@@ -47,22 +25,6 @@ def _host_of(flow: http.HTTPFlow) -> str | None:
         return normalise_name(host.strip("[]"))
     except HostError:
         return None
-
-
-LARGE_BODY = 64 * 1024
-
-
-def _refuse(flow: http.HTTPFlow, verdict: FlowVerdict) -> None:
-    """Answer with the denial. A refused request that announces a large (or chunked) body is
-    cut off instead: mitmproxy would read the whole body before answering, and a refused
-    body is not worth holding."""
-    headers = flow.request.headers
-    length = headers.get("content-length", "")
-    if (length.isdigit() and int(length) > LARGE_BODY) or \
-            "chunked" in headers.get("transfer-encoding", "").lower():
-        flow.kill()
-        return
-    flow.response = denial_response(verdict)
 
 
 def _authority_agrees(flow: http.HTTPFlow, host: str | None) -> bool:
@@ -86,24 +48,6 @@ def _request(conn: Conn, flow: http.HTTPFlow) -> Request:
     headers = {k.lower(): v for k, v in request.headers.items()}
     return request_for(conn, "https" if flow.client_conn.tls else "http",
                        method=request.method, path=request.path, query=query, headers=headers)
-
-
-def denial_response(verdict: FlowVerdict) -> http.Response:
-    d = verdict.decision
-    hint = HINTS.get(d.reason, "this request is not allowed by the sandbox's egress policy")
-    body = {
-        "error": "egress_denied",
-        "host": verdict.host,
-        "port": verdict.port,
-        "policy": d.policy,
-        "rule": d.rule,
-        "reason": str(d.reason),
-        "hint": hint.format(policy=d.policy, rule=d.rule, host=verdict.host, port=verdict.port),
-    }
-    status = STATUS.get(d.reason, 403)
-    return http.Response.make(status, json.dumps(body) + "\n",
-                              {"content-type": "application/json",
-                               "x-sandgate-reason": str(d.reason)})
 
 
 class HttpPolicy:
@@ -130,7 +74,7 @@ class HttpPolicy:
             verdict = FlowVerdict(policy.refuse(Reason.BODY_TOO_LARGE), conn.target,
                                   conn.dialed_port, error=f"request body of {length} bytes")
             flow.metadata[METADATA_KEY] = verdict
-            _refuse(flow, verdict)
+            refuse(flow, verdict)
             return
         verdict = await authorize(self.state, conn, _request(conn, flow))
         named = _host_of(flow)
@@ -144,7 +88,7 @@ class HttpPolicy:
                                         f"to {conn.target}")
         flow.metadata[METADATA_KEY] = verdict
         if not verdict.decision.allowed:
-            _refuse(flow, verdict)
+            refuse(flow, verdict)
         elif verdict.upstream:
             # Dial the vetted address for this and later requests on the connection, so the
             # upstream connection is reused; the Host header stays as the client sent it.

@@ -1,0 +1,68 @@
+"""How the gateway says no to an HTTP request: a 403 (or 413, 429, 502) whose JSON body names
+the policy, the rule (or its absence), the reason and what to do about it."""
+
+from __future__ import annotations
+
+import json
+
+from mitmproxy import http
+
+from gateway.dataplane.state import FlowVerdict
+from policies.decision import Reason
+
+STATUS = {Reason.UPSTREAM_UNRESOLVABLE: 502, Reason.RATE_LIMITED: 429,
+          Reason.BODY_TOO_LARGE: 413}
+HINTS = {
+    Reason.NO_MATCHING_RULE: "no rule of policy {policy} allows {host}:{port}; ask the "
+                             "policy owners to add one (sandgate policy test shows the effect)",
+    Reason.DENIED_BY_RULE: "rule {rule} of policy {policy} denies {host}:{port}",
+    Reason.NOT_FROM_GATEWAY_DNS: "connect by host name: addresses that did not come from the "
+                                 "sandbox's DNS are not allowed",
+    Reason.HOST_MISMATCH: "the Host header must name the host you connected to",
+    Reason.REFUSED_ADDRESS: "{host} resolves to an address the gateway refuses to dial "
+                            "(private, loopback, link-local or metadata)",
+    Reason.UPSTREAM_UNRESOLVABLE: "{host} could not be resolved upstream",
+    Reason.RATE_LIMITED: "rule {rule} of policy {policy} limits this rate; retry later",
+    Reason.SECRET_EXFIL_ATTEMPT: "a secret placeholder may only go to the hosts its rule "
+                                 "names; this sandbox is now quarantined",
+    Reason.QUARANTINED: "this sandbox is quarantined after a secret-exfiltration attempt",
+    Reason.SIGV4_UNVERIFIED: "sign AWS requests with the sandbox's AWS_* placeholders",
+    Reason.BODY_TOO_LARGE: "the request body is larger than policy {policy} allows",
+    Reason.AMBIGUOUS_PATH: "encoded '/' or '\\' in a path is refused; send the path plainly",
+}
+
+
+def denial_response(verdict: FlowVerdict) -> http.Response:
+    d = verdict.decision
+    hint = HINTS.get(d.reason, "this request is not allowed by the sandbox's egress policy")
+    body = {
+        "error": "egress_denied",
+        "host": verdict.host,
+        "port": verdict.port,
+        "policy": d.policy,
+        "rule": d.rule,
+        "reason": str(d.reason),
+        "hint": hint.format(policy=d.policy, rule=d.rule, host=verdict.host, port=verdict.port),
+    }
+    status = STATUS.get(d.reason, 403)
+    return http.Response.make(status, json.dumps(body) + "\n",
+                              {"content-type": "application/json",
+                               "x-sandgate-reason": str(d.reason)})
+
+
+LARGE_BODY = 64 * 1024
+
+
+def refuse(flow: http.HTTPFlow, verdict: FlowVerdict) -> None:
+    """Answer with the denial. A refused request that announces a large (or chunked) body is
+    cut off instead: mitmproxy would read the whole body before answering, and a refused
+    body is not worth holding."""
+    headers = flow.request.headers
+    length = headers.get("content-length", "")
+    if (length.isdigit() and int(length) > LARGE_BODY) or \
+            "chunked" in headers.get("transfer-encoding", "").lower():
+        flow.kill()
+        return
+    flow.response = denial_response(verdict)
+
+
