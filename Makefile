@@ -8,9 +8,11 @@ bootstrap:
 up: bootstrap
 	.venv/bin/sandgate serve
 
-# Command 2: the whole suite, real namespaces, nftables, mitmproxy and runsc.
+# Command 2: the whole suite: the root-free unit tests first (seconds), then the integration
+# suites (real namespaces, nftables, mitmproxy, runsc, in a network namespace of their own).
 test: bootstrap
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -m "not integration"
+	.venv/bin/python -m pytest -m integration
 
 lint: bootstrap
 	.venv/bin/ruff check .

@@ -13,9 +13,27 @@ from pathlib import Path
 import pytest
 
 from sandbox_net import cgroups
-from tests import leases
+from tests import isolation, leases
 from tests.harness import AWS_KEY_ID, AWS_SECRET, REAL_SECRETS, Gateway
 from tests.topology import TRAPS, Topology
+
+# Suites that need root, real namespaces, nftables, runsc or other processes; the rest are the
+# root-free unit tests, which `make test` runs first.
+INTEGRATION = ("integration", "security", "deploy")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.geteuid() == 0:
+        for prefix in leases.sweep_dead_runs(force_clean):
+            print(f"removed leftovers of a dead test run: {prefix}")
+        isolation.enter_private_host(leases.lease_prefix())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.path.relative_to(Path(__file__).parent).parts
+        if parts[0] in INTEGRATION:
+            item.add_marker(pytest.mark.integration)
 
 
 def new_prefix() -> str:
@@ -69,8 +87,6 @@ def kill_runsc(home: Path) -> list[int]:
 def require_root() -> None:
     if os.geteuid() != 0:
         pytest.fail("the integration suites need root (namespaces, nftables, runsc)")
-    for prefix in leases.sweep_dead_runs(force_clean):
-        print(f"removed leftovers of a dead test run: {prefix}")
 
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
@@ -142,7 +158,7 @@ def postgres_url(require_root: None) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Each audit test runs against SQLite and against a real PostgreSQL server."""
     if request.param == "sqlite":

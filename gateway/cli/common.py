@@ -72,9 +72,8 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = 
 
 
 def check_host(settings: Settings, command: str = "sandgate run") -> None:
-    if os.geteuid() != 0:
-        fail(f"{command} must run as root (it creates namespaces and nftables rules)",
-             "run it with sudo")
+    """What the host lacks to run sandboxes: the tools first (installing them is the fix
+    whoever runs it), then root."""
     from sandbox_net.errors import RuntimeFailure
     from sandbox_net.runtime.gvisor import GVisorRuntime
 
@@ -82,3 +81,6 @@ def check_host(settings: Settings, command: str = "sandgate run") -> None:
         GVisorRuntime(settings.runsc_dir).preflight()
     except RuntimeFailure as e:
         fail(str(e))
+    if os.geteuid() != 0:
+        fail(f"{command} must run as root (it creates namespaces and nftables rules)",
+             "run it with sudo")

@@ -52,8 +52,8 @@ def run(policy: str, env_pairs: tuple[str, ...], secrets: tuple[str, ...], runti
     if settings.upstream_ca is not None and not settings.upstream_ca.is_file():
         fail(f"upstream CA file {settings.upstream_ca} does not exist")
     env = _parse_env(env_pairs)
-    check_host(settings)
     load_policy(policy, settings)  # every problem reported now, before a sandbox exists
+    check_host(settings)
     policy_ref = str(policy_path(policy, settings))
     with gateway(settings) as client:
         code = _run_in_sandbox(client, runtime, policy_ref, env, list(secrets), list(cmd))

@@ -21,7 +21,7 @@ def selftest(policy: str) -> None:
     from gateway.selftest.run import selftest as run_selftest
 
     settings = make_settings()
-    check_host(settings, "sandgate selftest")
     compiled = load_policy(policy, settings)
+    check_host(settings, "sandgate selftest")
     if not run_selftest(compiled, policy_path(policy, settings), click.echo):
         sys.exit(1)

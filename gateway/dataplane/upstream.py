@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import mitmproxy_rs
@@ -73,13 +73,21 @@ class Vetted:
     address: IPv4
 
 
-class UpstreamResolver:
-    """Resolves names through the configured resolver (or the system's) and vets the answer."""
+type Lookup = Callable[[str], Awaitable[Sequence[str]]]
 
-    def __init__(self, name_server: str | None, own_addresses: Iterable[IPv4] = ()) -> None:
-        servers = [name_server] if name_server else mitmproxy_rs.dns.get_system_dns_servers()
-        self._resolver = mitmproxy_rs.dns.DnsResolver(name_servers=servers,
-                                                      use_hosts_file=False)
+
+class UpstreamResolver:
+    """Resolves names through the configured resolver (or the system's) and vets the answer.
+    `lookup` replaces the resolver (unit tests answer from a table)."""
+
+    def __init__(self, name_server: str | None, own_addresses: Iterable[IPv4] = (), *,
+                 lookup: Lookup | None = None) -> None:
+        if lookup is None:
+            servers = [name_server] if name_server else \
+                mitmproxy_rs.dns.get_system_dns_servers()
+            lookup = mitmproxy_rs.dns.DnsResolver(name_servers=servers,
+                                                  use_hosts_file=False).lookup_ipv4
+        self._lookup = lookup
         self.own = frozenset(own_addresses)
 
     async def resolve(self, name: str,
@@ -88,7 +96,7 @@ class UpstreamResolver:
 
         Raises ResolveError with reason UPSTREAM_UNRESOLVABLE or REFUSED_ADDRESS."""
         try:
-            answers = await self._resolver.lookup_ipv4(name)
+            answers = await self._lookup(name)
         except (OSError, socket.gaierror, ValueError) as e:
             raise ResolveError(Reason.UPSTREAM_UNRESOLVABLE, f"{name}: {e}") from None
         addresses = [ipaddress.IPv4Address(a) for a in answers]

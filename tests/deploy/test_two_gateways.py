@@ -16,8 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from gateway.control.policy_store import POLICY_RELOAD_INTERVAL
-from gateway.control.policy_sync import SYNC_INTERVAL
+from gateway.timing import POLICY_RELOAD_INTERVAL, POLICY_SYNC_INTERVAL
 from tests.conftest import force_clean, kill_runsc, new_prefix
 from tests.harness import SANDGATE, Gateway, free_port
 from tests.topology import Topology
@@ -25,7 +24,7 @@ from tests.topology import Topology
 pytestmark = pytest.mark.integration
 
 # documented in docs/DEPLOY.md: sync, then the main process's and the workers' reload
-BOUND = SYNC_INTERVAL + 2 * POLICY_RELOAD_INTERVAL
+BOUND = POLICY_SYNC_INTERVAL + 2 * POLICY_RELOAD_INTERVAL
 
 
 @pytest.fixture

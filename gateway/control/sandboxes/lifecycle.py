@@ -222,9 +222,9 @@ class Sandboxes:
             raise NotFound(f"no sandbox {sandbox_id}")
         self.destroy(sandbox_id, "deleted")
 
-    def reap(self) -> list[str]:
+    def reap(self, now: float | None = None) -> list[str]:
         """Kill and remove sandboxes past their time to live or idle timeout."""
-        now = time.time()
+        now = time.time() if now is None else now
         ended = []
         for sandbox_id, deadline in list(self._deadlines.items()):
             context = self.registry.by_id(sandbox_id)

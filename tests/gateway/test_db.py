@@ -1,5 +1,4 @@
-"""Migration 0005 (several gateways on one database) keeps the rows it reshapes, on SQLite
-and on PostgreSQL, and goes back down."""
+"""Migrations keep the rows they reshape, on SQLite and on PostgreSQL, and go back down."""
 
 from __future__ import annotations
 
@@ -7,8 +6,11 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 
+from gateway.audit import query as audit_query
+from gateway.audit.chain import verify
 from gateway.db import MIGRATIONS, make_engine, upgrade
 from sandbox_net import slots
+from tests.gateway.audit.conftest import write
 
 
 def test_address_slots_become_per_host_and_keep_their_rows(database_url: str) -> None:
@@ -31,4 +33,22 @@ def test_address_slots_become_per_host_and_keep_their_rows(database_url: str) ->
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT sandbox_id FROM net_slot ORDER BY slot")).all()
     assert [r[0] for r in rows] == ["old00000", "aaaa0000"]   # host '' rows survive
+    engine.dispose()
+
+
+def test_migration_keeps_old_rows(database_url: str) -> None:
+    engine = make_engine(database_url, migrate=False)
+    upgrade(engine, "0001")
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO audit_event (time, decision, reason, protocol, host, bytes_up, "
+            "bytes_down) VALUES ('2026-01-01 00:00:00', 'deny', 'no_matching_rule', 'dns', "
+            "'old.test', 0, 0)"))
+    upgrade(engine)
+    rows = audit_query.latest(engine, audit_query.AuditFilter())
+    assert [(r.host, r.decision, r.gateway_id, r.hash) for r in rows] == [
+        ("old.test", "deny", None, None)]
+    write(engine, 3)
+    report = verify(engine)
+    assert report.ok and report.unchained == 1
     engine.dispose()

@@ -1,0 +1,122 @@
+"""HttpPolicy: Host (or :authority, or an absolute request line) must name the dialed host;
+then the policy decides, the name is vetted upstream, and a refusal is a JSON 403 (413, 429,
+502) naming the policy, rule and reason."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from mitmproxy import http
+
+from gateway.dataplane.addons.http_policy import HttpPolicy
+from gateway.dataplane.state import METADATA_KEY, FlowVerdict
+from tests.doubles import Plane, data_plane
+from tests.gateway.dataplane.addons.conftest import connect, request
+
+POLICY = """
+version: 1
+name: web
+limits: {request_body_bytes: 1000}
+rules:
+  - {id: api, hosts: [api.example.test], ports: [443], methods: [GET, POST]}
+  - {id: few, hosts: [few.example.test], ports: [443], limits: {requests_per_minute: 1}}
+  - {id: private, hosts: [intranet.example.test], ports: [443]}
+  - {id: gone, hosts: [gone.example.test], ports: [443]}
+"""
+ANSWERS = {"api.example.test": ["203.0.113.10"], "few.example.test": ["203.0.113.11"],
+           "intranet.example.test": ["10.1.2.3"]}
+
+
+def decide(plane: Plane, flow: http.HTTPFlow) -> FlowVerdict:
+    asyncio.run(HttpPolicy(plane.state).requestheaders(flow))
+    verdict = flow.metadata[METADATA_KEY]
+    assert isinstance(verdict, FlowVerdict)
+    return verdict
+
+
+def denial(flow: http.HTTPFlow) -> tuple[int, dict[str, object]]:
+    assert flow.response is not None
+    body = json.loads(flow.response.get_text() or "")
+    assert flow.response.headers["x-sandgate-reason"] == body["reason"]
+    return flow.response.status_code, body
+
+
+@pytest.fixture
+def plane(tmp_path: Path) -> Plane:
+    return data_plane(tmp_path, POLICY, answers=ANSWERS)
+
+
+def test_an_allowed_request_goes_to_the_vetted_address(plane: Plane) -> None:
+    flow = request(connect(plane, "api.example.test"), "GET",
+                   "https://api.example.test/v1/x?q=1")
+    verdict = decide(plane, flow)
+    assert (verdict.decision.rule, verdict.upstream) == ("api", "203.0.113.10")
+    assert flow.response is None
+    assert flow.request.host == "203.0.113.10"                  # dialed: the vetted address
+    assert flow.request.host_header == "api.example.test"       # named: as the sandbox sent
+
+
+@pytest.mark.parametrize(("method", "url", "headers", "status", "reason"), [
+    ("DELETE", "https://api.example.test/v1/x", [], 403, "no_matching_rule"),
+    ("GET", "https://other.example.test/", [], 403, "host_mismatch"),
+    ("GET", "https://intranet.example.test/", [], 403, "host_mismatch"),
+    ("POST", "https://api.example.test/", [("content-length", "5000")], 413,
+     "body_too_large"),
+])
+def test_refusals_name_their_reason(plane: Plane, method: str, url: str,
+                                    headers: list[tuple[str, str]], status: int,
+                                    reason: str) -> None:
+    flow = request(connect(plane, "api.example.test"), method, url, headers=headers)
+    verdict = decide(plane, flow)
+    assert str(verdict.decision.reason) == reason
+    got_status, body = denial(flow)
+    assert (got_status, body["reason"], body["policy"], body["host"]) == \
+        (status, reason, "web", "api.example.test")
+
+
+def test_a_name_that_resolves_to_a_private_address_is_refused(plane: Plane) -> None:
+    flow = request(connect(plane, "intranet.example.test"), "GET",
+                   "https://intranet.example.test/")
+    assert str(decide(plane, flow).decision.reason) == "refused_address"
+    assert denial(flow)[0] == 403
+
+
+def test_an_unresolvable_name_is_a_502(plane: Plane) -> None:
+    flow = request(connect(plane, "gone.example.test"), "GET", "https://gone.example.test/")
+    assert str(decide(plane, flow).decision.reason) == "upstream_unresolvable"
+    assert denial(flow)[0] == 502
+
+
+def test_an_absolute_request_line_must_name_the_same_host(plane: Plane) -> None:
+    conn = connect(plane, "api.example.test")
+    fronted = request(conn, "GET", "https://evil.example/x", absolute=True,
+                      headers=[("host", "api.example.test")])
+    fronted.request.headers["host"] = "api.example.test"
+    assert str(decide(plane, fronted).decision.reason) == "host_mismatch"
+
+
+def test_the_rate_limit_answers_429(plane: Plane) -> None:
+    conn = connect(plane, "few.example.test")
+    first = request(conn, "GET", "https://few.example.test/")
+    second = request(conn, "GET", "https://few.example.test/")
+    assert decide(plane, first).decision.allowed
+    assert str(decide(plane, second).decision.reason) == "rate_limited"
+    assert denial(second)[0] == 429
+
+
+def test_a_refused_request_with_a_large_body_is_cut_off(plane: Plane) -> None:
+    flow = request(connect(plane, "api.example.test"), "DELETE",
+                   "https://api.example.test/", headers=[("transfer-encoding", "chunked")])
+    decide(plane, flow)
+    assert flow.response is None and flow.error is not None   # killed, not read to the end
+
+
+def test_monitor_mode_lets_through_what_it_would_deny(tmp_path: Path) -> None:
+    plane = data_plane(tmp_path, POLICY.replace("name: web", "name: web\nmode: monitor"),
+                       answers={**ANSWERS, "new.example.test": ["203.0.113.12"]})
+    flow = request(connect(plane, "new.example.test"), "GET", "https://new.example.test/")
+    verdict = decide(plane, flow)
+    assert str(verdict.decision.verdict) == "would_deny" and flow.response is None
