@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import report
 from load import wrk
 from world import PLAIN_PORT, TLS_PORT, World, gateway_in, world
 
@@ -41,10 +42,6 @@ rules:
     inject: [{{secret: BENCH_TOKEN, as: bearer}}]
 """
 EMPTY_POLICY = "version: 1\nname: bench-none\n"
-
-
-def report(name: str, value: float) -> None:
-    print(f"{name}: {value}", flush=True)
 
 
 class Load:

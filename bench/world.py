@@ -119,11 +119,8 @@ def _bare_client(world: World) -> None:
                    input=rules, text=True, check=True)
 
 
-@contextlib.contextmanager
-def gateway_in(world: World, workers: int, slot: int = 0, **settings: object) -> Iterator[Client]:
-    """A gateway with `workers` proxy workers in the world's host namespace. Gateways in
-    different slots run side by side (own names and ports, one database: their sandbox
-    addresses never collide)."""
+def settings_for(world: World, workers: int, slot: int = 0, **settings: object) -> Settings:
+    """The settings of the world's gateway in `slot` (own names and ports, one database)."""
     assert world.topology.ca is not None
     config = Settings(home=world.workdir / f"gateway-{slot}",
                       policy_dir=world.workdir / f"policies-{slot}",
@@ -134,6 +131,15 @@ def gateway_in(world: World, workers: int, slot: int = 0, **settings: object) ->
                       upstream_ca=world.topology.ca.ca_cert, master_key=world.master_key,
                       workers=workers, **settings)  # type: ignore[arg-type]
     config.policy_dir.mkdir(parents=True, exist_ok=True)
+    return config
+
+
+@contextlib.contextmanager
+def gateway_in(world: World, workers: int, slot: int = 0, **settings: object) -> Iterator[Client]:
+    """A gateway with `workers` proxy workers in the world's host namespace. Gateways in
+    different slots run side by side (own names and ports, one database: their sandbox
+    addresses never collide)."""
+    config = settings_for(world, workers, slot, **settings)
     with gateway(config, wrapper=["nsenter", f"--net=/run/netns/{world.host}"]), \
             Client(uds=str(config.control_socket)) as client:
         yield client
