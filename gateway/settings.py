@@ -20,10 +20,19 @@ from vault.crypto import KeySource
 PACKAGE_POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
 
+def default_cache_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/cache/sandgate")
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sandgate"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SANDGATE_", extra="ignore")
 
     home: Path = Field(default=Path(".sandgate"), description="data directory")
+    # what is fetched or built from the distribution's packages and shared by every data dir
+    # on the host (the microVM kernel): filled by scripts/bootstrap.sh at set-up time
+    cache_dir: Path = Field(default_factory=lambda: default_cache_dir())
     policy_dir: Path = PACKAGE_POLICIES
     database_url: str | None = None
     name_prefix: str = "sg"
@@ -52,7 +61,7 @@ class Settings(BaseSettings):
     # microVM acceleration: KVM only when asked for (it hangs under nested virtualisation)
     microvm_accel: Literal["tcg", "kvm"] = "tcg"
 
-    @field_validator("home", "policy_dir", "upstream_ca", "master_key_file",
+    @field_validator("home", "cache_dir", "policy_dir", "upstream_ca", "master_key_file",
                      "audit_signing_key_file")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:

@@ -78,6 +78,20 @@ make_venv() {
     fi
 }
 
+# What the runtimes fetch from the distribution, once per host, into the shared cache
+# (SANDGATE_CACHE_DIR): set-up time is the only time they need the package mirror.
+fetch_runtime_artifacts() {
+    [ "$(id -u)" -eq 0 ] || return 0
+    local cache tries=0
+    cache=$("$VENV/bin/python" -c 'from gateway.settings import Settings; print(Settings().cache_dir)')
+    until "$VENV/bin/python" -m sandbox_net.runtime.microvm_image "$cache/microvm" >/dev/null; do
+        tries=$((tries + 1))
+        [ "$tries" -ge 4 ] && die "could not fetch the microVM kernel (network?). Retry later."
+        echo "bootstrap: fetching the microVM kernel failed, updating apt lists and retrying ($tries/3)" >&2
+        apt-get -o Acquire::Retries=5 update -qq || sleep 15
+    done
+}
+
 main() {
     local apt=1 extra=()
     for arg in "$@"; do
@@ -89,6 +103,8 @@ main() {
     done
     [ "$apt" -eq 1 ] && install_system_packages "${extra[@]}"
     make_venv
+    [ "$apt" -eq 1 ] && fetch_runtime_artifacts
+    return 0
 }
 
 main "$@"

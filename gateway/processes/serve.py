@@ -103,7 +103,7 @@ async def serve(settings: Settings) -> None:
 def _runtimes(settings: Settings) -> dict[str, Runtime]:
     return {
         "gvisor": GVisorRuntime(settings.runsc_dir, platform=settings.runsc_platform),
-        "microvm": MicroVMRuntime(settings.home / "microvm", accel=settings.microvm_accel),
+        "microvm": MicroVMRuntime(settings.cache_dir / "microvm", accel=settings.microvm_accel),
     }
 
 

@@ -83,19 +83,34 @@ def _kernel_package() -> str:
                          "(apt-get update?)")
 
 
+def _unpacked(cache: Path) -> tuple[Path, Path | None]:
+    root = cache / _kernel_package()
+    vmlinuz = next(iter((root / "boot").glob("vmlinuz-*")), None) if root.exists() else None
+    return root, vmlinuz
+
+
 def _kernel(cache: Path) -> tuple[Path, Path]:
     """(vmlinuz, modules directory) of the cloud kernel, unpacked under `cache`."""
-    package = _kernel_package()
-    root = cache / package
-    vmlinuz = next(iter((root / "boot").glob("vmlinuz-*")), None) if root.exists() else None
+    root, vmlinuz = _unpacked(cache)
     if vmlinuz is None:
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            _run("apt-get", "download", "-o", "Acquire::Retries=5", package, cwd=Path(tmp))
-            (deb,) = Path(tmp).glob("*.deb")
-            _run("dpkg-deb", "-x", str(deb), str(root))
-        vmlinuz = next((root / "boot").glob("vmlinuz-*"))
+        raise RuntimeFailure(f"no microVM kernel in {cache}; fetch it once with "
+                             "scripts/bootstrap.sh (make up and make test run it)")
     (modules,) = (root / "lib" / "modules").iterdir()
     return vmlinuz, modules
+
+
+def fetch_kernel(cache: Path) -> Path:
+    """Download and unpack the cloud kernel into `cache` unless it is there: the one step
+    of the microVM runtime that needs the package mirror, taken at set-up time."""
+    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root, vmlinuz = _unpacked(cache)
+    if vmlinuz is None:
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            _run("apt-get", "download", "-o", "Acquire::Retries=5", root.name, cwd=Path(tmp))
+            (deb,) = Path(tmp).glob("*.deb")
+            shutil.rmtree(root, ignore_errors=True)
+            _run("dpkg-deb", "-x", str(deb), str(root))
+    return root
 
 
 def _busybox() -> Path:
@@ -154,3 +169,12 @@ def _pack(target: Path, busybox: Path, modules: Path, init: str) -> None:
         with open(partial, "wb") as out:
             subprocess.run(["gzip", "-1"], input=archive.stdout, stdout=out, check=True)
         os.replace(partial, target)
+
+
+if __name__ == "__main__":   # scripts/bootstrap.sh: python -m sandbox_net.runtime.microvm_image DIR
+    import sys
+
+    try:
+        print(fetch_kernel(Path(sys.argv[1])))
+    except RuntimeFailure as e:
+        sys.exit(f"microvm kernel: {e}")
