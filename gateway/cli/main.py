@@ -12,6 +12,7 @@ from gateway.cli.common import (
     EXIT_USAGE,
     fail,
 )
+from gateway.cli.image import image_group
 from gateway.cli.policy import policy_group
 from gateway.cli.run import run
 from gateway.cli.secret import secret_group, vault_group
@@ -28,7 +29,7 @@ def cli() -> None:
 
 
 for command in (serve, api_command, run, selftest, audit_group, token_group, policy_group,
-                secret_group, vault_group):
+                secret_group, vault_group, image_group):
     cli.add_command(command)
 
 

@@ -23,14 +23,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sandbox_net.errors import RuntimeFailure
+from sandbox_net.runtime.microvm_image import NEWROOT
 
 KILLED = 137  # what the guest's `timeout -s KILL` leaves
 
 
-def script_for(argv: list[str], env: dict[str, str], cwd: str) -> str:
+def script_for(argv: list[str], env: dict[str, str], cwd: str, uid: int, gid: int) -> str:
+    """The guest script that runs `argv` in the image's root (microvm_image.NEWROOT) as
+    uid:gid in `cwd`, without new privileges. It runs in the agent's busybox shell, outside
+    the image; nsenter -r/-w enters the image's root and working directory."""
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()
                       if k.replace("_", "").isalnum())
-    return f"{exports}cd {shlex.quote(cwd)} || exit 126\nexec {shlex.join(argv)}\n"
+    where = f"{NEWROOT}/{cwd.lstrip('/')}"
+    enter = ["/bin/busybox", "setpriv", "--nnp", "/bin/busybox", "nsenter", "-F",
+             f"-r{NEWROOT}", f"-w{where}", "-S", str(uid), "-G", str(gid), "--", *argv]
+    return (f"{exports}[ -d {shlex.quote(where)} ] || "
+            f"{{ echo no such directory in the sandbox: {shlex.quote(cwd)} >&2; exit 126; }}\n"
+            f"exec {shlex.join(enter)}\n")
 
 
 @contextmanager
@@ -101,8 +110,9 @@ def main() -> int:
     path, request_file = Path(sys.argv[1]), Path(sys.argv[2])
     request = json.loads(request_file.read_text())
     stdin = b"" if os.isatty(0) else sys.stdin.buffer.read()
-    code, out, err = run(path, script_for(request["argv"], request["env"], request["cwd"]),
-                         stdin, timeout=request.get("timeout", 86400))
+    script = script_for(request["argv"], request["env"], request["cwd"], request["uid"],
+                        request["gid"])
+    code, out, err = run(path, script, stdin, timeout=request.get("timeout", 86400))
     sys.stdout.buffer.write(out)
     sys.stdout.buffer.flush()
     sys.stderr.buffer.write(err)
