@@ -12,7 +12,7 @@ import click
 
 from gateway.cli.common import fail, make_settings, print_table
 from sandbox_net.errors import ImageError, ImageInUse, UnknownImage
-from sandbox_net.images.store import LIST_HINT, ImageStore
+from sandbox_net.images.store import LIST_HINT, ImageStore, check_name
 
 
 def _store(need_root: bool = False) -> ImageStore:
@@ -42,6 +42,7 @@ def build(name: str, packages: str) -> None:
 
     store = _store(need_root=True)
     try:
+        check_name(name)
         recipe = builder.host_recipe(builder.parse_packages(packages))
         image = builder.build(store, name, recipe)
     except ImageError as e:

@@ -87,16 +87,22 @@ def host_suite() -> str:
 def apt_sources(suite: str) -> tuple[str, ...]:
     """The mirrors apt uses for `suite` (and its -updates and -security), as apt itself lists
     them; other repositories configured on the host are left out of images."""
-    wanted = {suite, f"{suite}-updates", f"{suite}-security"}
-    components: dict[tuple[str, str], set[str]] = {}
     listing = _output("apt-get", "indextargets", "--format",
                       "$(REPO_URI) $(RELEASE) $(COMPONENT) $(TARGET_OF)")
+    sources = sources_from_indextargets(listing, suite)
+    if not sources:
+        raise ImageError(f"apt has no mirror for {suite}; check /etc/apt/sources.list*")
+    return sources
+
+
+def sources_from_indextargets(listing: str, suite: str) -> tuple[str, ...]:
+    """One-line sources ("deb URI RELEASE COMPONENT...") from `apt-get indextargets`."""
+    wanted = {suite, f"{suite}-updates", f"{suite}-security"}
+    components: dict[tuple[str, str], set[str]] = {}
     for line in listing.splitlines():
         fields = line.split()
         if len(fields) == 4 and fields[3] == "deb" and fields[1] in wanted:
             components.setdefault((fields[0], fields[1]), set()).add(fields[2])
-    if not components:
-        raise ImageError(f"apt has no mirror for {suite}; check /etc/apt/sources.list*")
     return tuple(f"deb {uri} {release} {' '.join(sorted(parts))}"
                  for (uri, release), parts in sorted(components.items()))
 

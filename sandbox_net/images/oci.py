@@ -69,14 +69,14 @@ def _archive_kind(path: Path) -> str:
 
 def _run(argv: list[str], progress: TextIO) -> None:
     try:
-        result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=progress,
-                                stderr=subprocess.PIPE, text=True, check=False, timeout=3600)
+        result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                text=True, check=False, timeout=3600)
     except FileNotFoundError:
         raise ImageError(f"{argv[0]} not found; install it (scripts/bootstrap.sh does)") from None
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines()
         raise ImageError(f"{argv[0]} failed: {lines[-1] if lines else result.returncode}")
-    progress.write(result.stderr)
+    progress.write(result.stdout + result.stderr)
 
 
 def _blob(layout: Path, descriptor: dict[str, Any]) -> dict[str, Any]:
