@@ -56,18 +56,25 @@ mount -t ext4 -o ro /dev/vda /image || poweroff -f
 mount -t tmpfs -o size=32m,mode=0755 rw /rw
 mkdir -p /rw/upper /rw/work
 mount -t overlay -o lowerdir=/image,upperdir=/rw/upper,workdir=/rw/work overlay $R
-while read -r n target; do
-  rm -f "$R$target"; mkdir -p "$R${{target%/*}}"
-  cat "/sandgate/files/$n" > "$R$target"; chmod 0644 "$R$target"
-done < /sandgate/files.list
-mkdir -p $R/tmp $R/workspace $R/proc $R/sys $R/dev
+# Every path inside the image is resolved from a chroot into it, so that the image's own
+# symlinks resolve against its root, never the initramfs's: busybox and the sandbox's files
+# visit the image for that only.
+rm -rf $R/.sandgate && mkdir -m 0700 $R/.sandgate
+cp -r /bin/busybox /sandgate/files /sandgate/files.list $R/.sandgate/
+chroot $R /.sandgate/busybox sh -c '
+  b=/.sandgate/busybox
+  while read -r n target; do
+    $b rm -f "$target"; $b mkdir -p "${{target%/*}}"
+    $b cat "/.sandgate/files/$n" > "$target"; $b chmod 0644 "$target"
+  done < /.sandgate/files.list
+  $b mkdir -p /tmp /workspace /proc /sys /dev
+  $b mount -t tmpfs -o nosuid,nodev,mode=1777,size=$1m tmp /tmp
+  $b mount -t tmpfs -o nosuid,nodev,mode=0755,uid=$2,gid=$3,size=$1m workspace /workspace
+  $b mount -t proc proc /proc
+  $b mount -t sysfs -o ro,nosuid,nodev,noexec sys /sys
+  $b mount -t devtmpfs dev /dev' - "$DISK" "$SUID" "$SGID" || poweroff -f
+rm -rf $R/.sandgate
 mount -o remount,ro $R
-mount -t tmpfs -o nosuid,nodev,mode=1777,size=${{DISK}}m tmp $R/tmp
-mount -t tmpfs -o nosuid,nodev,mode=0755,uid=$SUID,gid=$SGID,size=${{DISK}}m workspace \
-  $R/workspace
-mount -t proc proc $R/proc
-mount -t sysfs -o ro,nosuid,nodev,noexec sys $R/sys
-mount --rbind /dev $R/dev
 export HOME=/tmp PATH=/bin:/sbin:/usr/bin:/usr/sbin
 while [ -z "$PORT" ]; do PORT=$(ls /dev/vport*p1 2>/dev/null | head -n 1); done
 # A virtio port opens once: read-write on fd 0, duplicated to fd 1. While the host side is

@@ -13,6 +13,7 @@ import base64
 import fcntl
 import json
 import os
+import posixpath
 import secrets
 import shlex
 import socket
@@ -31,15 +32,22 @@ KILLED = 137  # what the guest's `timeout -s KILL` leaves
 def script_for(argv: list[str], env: dict[str, str], cwd: str, uid: int, gid: int) -> str:
     """The guest script that runs `argv` in the image's root (microvm_image.NEWROOT) as
     uid:gid in `cwd`, without new privileges. It runs in the agent's busybox shell, outside
-    the image; nsenter -r/-w enters the image's root and working directory."""
+    the image; nsenter -r/-w enters the image's root and working directory. nsenter opens
+    the directory before it enters the root, so every component of `cwd` must be a real
+    directory: a symlink in the image (resolved against the initramfs's root there) is
+    refused."""
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()
                       if k.replace("_", "").isalnum())
-    where = f"{NEWROOT}/{cwd.lstrip('/')}"
+    cwd = posixpath.normpath(posixpath.join("/", cwd))
+    parts = [p for p in cwd.split("/") if p]
+    prefixes = [NEWROOT + "/" + "/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    checks = " && ".join(f"[ ! -L {shlex.quote(p)} ] && [ -d {shlex.quote(p)} ]"
+                         for p in prefixes) or "true"
+    where = prefixes[-1] if prefixes else NEWROOT
     enter = ["/bin/busybox", "setpriv", "--nnp", "/bin/busybox", "nsenter", "-F",
              f"-r{NEWROOT}", f"-w{where}", "-S", str(uid), "-G", str(gid), "--", *argv]
-    return (f"{exports}[ -d {shlex.quote(where)} ] || "
-            f"{{ echo no such directory in the sandbox: {shlex.quote(cwd)} >&2; exit 126; }}\n"
-            f"exec {shlex.join(enter)}\n")
+    return (f"{exports}{checks} || {{ echo no such directory in the sandbox, or one through "
+            f"a symlink: {shlex.quote(cwd)} >&2; exit 126; }}\nexec {shlex.join(enter)}\n")
 
 
 @contextmanager

@@ -149,6 +149,8 @@ def hostile_layer(plants: Plants, prefix: str, base: Path) -> list[Member]:
         Member(f"../../sgtest-escape-{prefix}", data=b"escaped\n"),
         Member(f"/sgtest-absolute-{prefix}", data=b"absolute\n"),
         Member("etc/hostlink", "symlink", target=str(plants.secret)),
+        # on the way to a CA bundle path the gateway fills: resolved inside the image too
+        Member("etc/pki", "symlink", target="/"),
         Member("etc/uplink", "symlink", target="../../../../../../.." + str(plants.aim)),
         Member("etc/uplink/through", data=b"through a symlink\n"),
         Member("srv/app/hardshadow", "hardlink", target="/etc/shadow"),
@@ -241,12 +243,14 @@ def test_hostile_members_stay_inside_and_are_neutralised(derived_sandbox: Sandbo
     prefix = gw.prefix
     seen = probe(derived_sandbox, absent=[str(plants.aim / "through")], files=[
         "/etc/hostlink", "/etc/uplink/through", "/srv/app/hardshadow", "/srv/app/mem",
-        "/srv/app/suid", f"/sgtest-escape-{prefix}", f"/sgtest-absolute-{prefix}"])
+        "/srv/app/suid", f"/sgtest-escape-{prefix}", f"/sgtest-absolute-{prefix}",
+        "/tls/certs/ca-bundle.crt"])
     files = seen["files"]
     # the absolute symlink resolves inside the image, where the host's file does not exist
     assert files["/etc/hostlink"]["kind"] == "link"
     assert files["/etc/hostlink"]["content"] == "ENOENT"
     assert files["/etc/uplink/through"]["content"] == "through a symlink\n"
+    assert files["/tls/certs/ca-bundle.crt"]["content"].startswith("-----BEGIN CERTIFICATE")
     # the hard link is to the image's own shadow (unreadable to the sandbox's user)
     assert files["/srv/app/hardshadow"]["content"] == "EACCES"
     # the device node is not one (and reads nothing of the host's memory)

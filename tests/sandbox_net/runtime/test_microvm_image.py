@@ -33,9 +33,27 @@ def test_the_sandbox_files_follow_the_initramfs_on_a_4_byte_boundary(tmp_path: P
 
 def test_a_command_enters_the_image_as_the_sandbox_user() -> None:
     script = script_for(["python3", "-c", "print('a b')"], {"FOO": "x y", "BAD KEY": "z"},
-                        "/srv/app", 1234, 50)
+                        "/srv/./app", 1234, 50)
     lines = script.splitlines()
     assert lines[0] == "export FOO='x y'" and "BAD KEY" not in script
-    assert lines[1].startswith("[ -d /newroot/srv/app ] || ")
     assert lines[2] == ("exec /bin/busybox setpriv --nnp /bin/busybox nsenter -F -r/newroot "
                         "-w/newroot/srv/app -S 1234 -G 50 -- python3 -c 'print('\"'\"'a b'\"'\"')'")
+
+
+def test_a_working_directory_through_a_symlink_is_refused(tmp_path: Path) -> None:
+    """nsenter opens the directory before it enters the image's root: a symlink there would
+    resolve outside it. The script's check, run by a real shell on a tree standing in for
+    the image."""
+    root = tmp_path / "newroot"
+    (root / "srv" / "app").mkdir(parents=True)
+    (root / "link").symlink_to("/")
+    (root / "srv" / "uplink").symlink_to("../..")
+
+    def check(cwd: str) -> int:
+        line = script_for(["true"], {}, cwd, 1000, 1000).splitlines()[0]
+        return subprocess.run(["sh", "-c", line.replace("/newroot", str(root))],
+                              capture_output=True, check=False).returncode
+
+    assert [check(c) for c in ("/srv/app", "/", "/srv/app/../app")] == [0, 0, 0]
+    assert [check(c) for c in ("/link", "/link/tmp", "/srv/uplink", "/missing",
+                               "/srv/app/../../link")] == [126] * 5
