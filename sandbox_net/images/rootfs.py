@@ -88,6 +88,22 @@ def is_dir(root: Path, path: str) -> bool:
     return True
 
 
+def may_exist(root: Path, path: str) -> bool:
+    """Whether `path` exists in the image as a file, directory or symlink, or may (a symlink
+    on its way, not followed here, might lead to it inside the image)."""
+    parts = _parts(path)
+    if not parts:
+        return True
+    try:
+        with _parent(root, parts) as parent:
+            os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+    except ImageError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
 def make_dirs(root: Path, path: str) -> None:
     """Create `path` and its missing parents inside the image, refusing symlinks on the way."""
     parts = _parts(path)

@@ -159,7 +159,7 @@ class Sandboxes:
         return SandboxSpec(
             sandbox_id=sandbox_id, netns_path=wired.netns_path, workdir=workdir,
             root=roots.root(image), env=roots.env(image),
-            files=roots.files(workdir, wired.gateway_ip, self.ca_bundle),
+            files=roots.files(image, workdir, wired.gateway_ip, self.ca_bundle),
             uid=user.uid, gid=user.gid, cwd=roots.cwd(image), disk_mb=request.disk_mb,
             memory_mb=request.memory_mb, max_pids=request.max_pids, cpus=request.cpus,
             ip=wired.ip, gateway_ip=wired.gateway_ip,

@@ -9,7 +9,7 @@ from pathlib import Path
 from gateway.dataplane.ca import SYSTEM_BUNDLE
 from gateway.errors import BadRequest
 from sandbox_net.errors import ImageError, UnknownImage
-from sandbox_net.images import users
+from sandbox_net.images import rootfs, users
 from sandbox_net.images.base import BASE, BASE_HINT
 from sandbox_net.images.store import LIST_HINT, Image, ImageStore
 from sandbox_net.images.users import RunAs
@@ -17,8 +17,10 @@ from sandbox_net.runtime.base import WORKSPACE, FileMount, RootImage
 
 CA_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
 # Where distributions keep their trust bundle (Debian, Ubuntu and Alpine; Fedora and RHEL;
-# openSUSE; Alpine's and LibreSSL's other name): the gateway's bundle is shown at each, so a
-# client of any image trusts the gateway whether or not it reads the variables above.
+# openSUSE; Alpine's and LibreSSL's other name): the gateway's bundle is shown at the first
+# always (the variables above name it) and at each other the image has, so a client of any
+# image trusts the gateway whether or not it reads the variables. (Each bind mount costs
+# gVisor's start-up time: not at paths the image does not use.)
 CA_PATHS = (str(SYSTEM_BUNDLE), "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/ca-bundle.pem",
             "/etc/ssl/cert.pem")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -61,10 +63,12 @@ def env(image: Image) -> dict[str, str]:
             **dict.fromkeys(CA_ENV, str(SYSTEM_BUNDLE))}
 
 
-def files(workdir: Path, nameserver: str, ca_bundle: Path) -> tuple[FileMount, ...]:
+def files(image: Image, workdir: Path, nameserver: str,
+          ca_bundle: Path) -> tuple[FileMount, ...]:
     resolv = workdir / "resolv.conf"
     resolv.write_text(f"nameserver {nameserver}\noptions attempts:2 timeout:2\n")
     hosts = workdir / "hosts"
     hosts.write_text("127.0.0.1\tlocalhost\n::1\tlocalhost\n")
+    bundles = [CA_PATHS[0], *(p for p in CA_PATHS[1:] if rootfs.may_exist(image.rootfs, p))]
     return (FileMount(resolv, "/etc/resolv.conf"), FileMount(hosts, "/etc/hosts"),
-            *(FileMount(ca_bundle, path) for path in CA_PATHS))
+            *(FileMount(ca_bundle, path) for path in bundles))

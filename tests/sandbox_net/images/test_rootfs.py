@@ -85,3 +85,11 @@ def test_disk_usage_counts_blocks_and_entries(tree: Path) -> None:
     (tree / "etc" / "big").write_bytes(b"x" * 5000)
     used, entries = rootfs.disk_usage(tree)
     assert entries == 3 and used == 4096 + 4096 + 8192
+
+
+def test_may_exist_counts_links_and_what_a_link_on_the_way_may_lead_to(tree: Path) -> None:
+    (tree / "etc" / "cert.pem").symlink_to("/nowhere")
+    (tree / "etc" / "pki").symlink_to("/")
+    assert rootfs.may_exist(tree, "/etc/passwd") and rootfs.may_exist(tree, "/etc/cert.pem")
+    assert rootfs.may_exist(tree, "/etc/pki/tls/certs/ca-bundle.crt")
+    assert not rootfs.may_exist(tree, "/etc/ssl/ca-bundle.pem")

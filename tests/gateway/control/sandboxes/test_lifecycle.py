@@ -175,10 +175,15 @@ def test_a_sandbox_runs_on_its_image_and_nothing_of_the_host(world: World,
     assert (spec.uid, spec.gid, spec.cwd, spec.disk_mb) == (1000, 1000, "/srv/app", 64)
     assert spec.env["LANG"] == "C.UTF-8" and spec.env["PATH"] == "/opt/py/bin"
     assert spec.env["SSL_CERT_FILE"] == "/etc/ssl/certs/ca-certificates.crt"
-    # only the gateway's own files, each from the sandbox's workdir or the CA bundle
-    assert {f.target for f in spec.files} >= {"/etc/resolv.conf", "/etc/hosts",
-                                               "/etc/ssl/certs/ca-certificates.crt"}
+    # only the gateway's own files, each from the sandbox's workdir or the CA bundle; the
+    # bundle at the path the CA variables name, and at no other the image lacks
+    assert {f.target for f in spec.files} == {"/etc/resolv.conf", "/etc/hosts",
+                                              "/etc/ssl/certs/ca-certificates.crt"}
     assert {f.source.parent for f in spec.files} <= {spec.workdir, tmp_path}
+    (image.rootfs / "etc" / "ssl").mkdir()
+    (image.rootfs / "etc" / "ssl" / "cert.pem").symlink_to("/elsewhere")
+    other = world.sandboxes.create(SandboxCreate(policy="web", image="py"))
+    assert "/etc/ssl/cert.pem" in {f.target for f in world.runtime.running[other.id].files}
     assert (created.image, created.user, created.disk_mb) == ("py", "1000:1000", 64)
 
 
