@@ -83,12 +83,15 @@ def layer_bytes(members: list[Member]) -> bytes:
     return raw.getvalue()
 
 
-def tree_layer(root: Path, target: Path) -> Path:
-    """A layer holding the whole tree `root` (e.g. the base image's rootfs), written to
-    `target` without holding it in memory."""
+def tree_layer(root: Path, target: Path, leave_out: tuple[str, ...] = ()) -> Path:
+    """A layer holding the tree `root` (e.g. the base image's rootfs) but the paths in
+    `leave_out`, written to `target` without holding it in memory."""
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        return None if info.name in leave_out else info
+
     with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as tar:
         for entry in sorted(os.listdir(root)):
-            tar.add(root / entry, arcname=entry)
+            tar.add(root / entry, arcname=entry, filter=keep)
     return target
 
 
