@@ -20,7 +20,8 @@ from sandbox_net.images.store import Image, ImageStore
 
 BASE = "base"
 BASE_PACKAGES = ("ca-certificates", "curl", "git", "python3")
-BASE_HINT = "it is built at set-up: run scripts/bootstrap.sh as root (make up does)"
+BASE_HINT = ("scripts/bootstrap.sh builds it at set-up, as root (make up runs it); "
+             "see: sandgate image list")
 
 
 def ensure(store: ImageStore) -> Image:
