@@ -243,3 +243,12 @@ def test_the_warm_pool_keeps_sandboxes_per_image_and_drops_stale_ones(world: Wor
             if s.sandbox_id not in (claimed.id, as_root.id)]
     assert sorted(s.root.id for s in warm if s.root) == sorted(
         [world.images.get("base").id, rebuilt.id])
+
+
+def test_a_host_without_base_says_how_to_build_it(world: World) -> None:
+    world.images.remove("base")
+    with pytest.raises(BadRequest, match="unknown image 'base'") as raised:
+        world.sandboxes.create(SandboxCreate(policy="web"))
+    assert raised.value.hint is not None
+    assert "scripts/bootstrap.sh" in raised.value.hint
+    assert "sandgate image list" in raised.value.hint
