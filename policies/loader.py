@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from policies import yamlsource
 from policies.matcher import CompiledPolicy
-from policies.schema import PolicySpec, RuleSpec
+from policies.schema import INJECT_FORMS, PolicySpec, RuleSpec
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 
@@ -229,10 +229,10 @@ def _message(error: Any) -> str:
     if kind == "missing":
         return f"missing required key {loc[-1]!r}"
     if kind == "union_tag_invalid":
-        return (f"unknown secret form {error['input'].get('as')!r}; use one of bearer, header, "
-                "basic, query, aws-sigv4")
+        return (f"unknown secret form {error['input'].get('as')!r}; use one of "
+                f"{', '.join(INJECT_FORMS)}")
     if kind == "union_tag_not_found":
-        return "an inject entry needs `as: bearer | header | basic | query | aws-sigv4`"
+        return f"an inject entry needs `as: {' | '.join(INJECT_FORMS)}`"
     if kind == "literal_error" and loc == ("version",):
         return "`version` must be 1"
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -241,7 +241,7 @@ def _message(error: Any) -> str:
     return prefix + message
 
 
-_INJECT_TAGS = {"bearer", "header", "basic", "query", "aws-sigv4"}
+_INJECT_TAGS = set(INJECT_FORMS)
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -19,6 +19,8 @@ from policies.schema import Inject, Limits, PolicySpec, RuleSpec
 # What a rule without `protocols` speaks. Raw TCP is not among them: an opaque stream escapes
 # every HTTP-level check, so it must be asked for by name (`protocols: [tcp]`).
 DEFAULT_PROTOCOLS = frozenset({"http", "https", "tls"})
+# What a rule that injects a credential speaks unless it says otherwise: never clear text.
+INJECT_PROTOCOLS = frozenset({"https"})
 
 # Denials that monitor mode turns into `would_deny`: the policy's own judgement. The gateway's
 # structural checks (fronting, refused addresses, unknown sandboxes) stay enforced.
@@ -91,6 +93,8 @@ class CompiledRule:
 def _protocols(rule: RuleSpec) -> frozenset[str]:
     if rule.protocols:
         return frozenset(rule.protocols)
+    if rule.inject:
+        return INJECT_PROTOCOLS
     # HTTP conditions make an HTTP rule; otherwise the default set
     return frozenset({"http", "https"}) if rule.http_only else DEFAULT_PROTOCOLS
 

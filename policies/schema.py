@@ -86,6 +86,7 @@ class SandboxLimits(_Strict):
 
     connections: int = Field(default=256, ge=1, le=100_000)
     request_body_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
+    response_body_bytes: int | None = Field(default=None, ge=0)   # None: no limit
 
 
 # Credential injection forms (the vault consumes these; see docs/POLICY.md).
@@ -120,6 +121,15 @@ class InjectQuery(_Inject):
     param: str = Field(min_length=1)
 
 
+class InjectBody(_Inject):
+    """The placeholder is replaced by the real value wherever it appears in the request body,
+    for the APIs that want a credential there. The risk, chosen knowingly: whatever the body
+    carries, the bound host receives and may echo, transformed past any scrubbing
+    (docs/POLICY.md)."""
+
+    form: Literal["body"] = Field(alias="as")
+
+
 class InjectSigV4(_Inject):
     """`secret` holds the secret access key; `access_key_id` names the secret that holds the
     access key id. The sandbox signs with placeholders; the gateway re-signs."""
@@ -128,8 +138,9 @@ class InjectSigV4(_Inject):
     access_key_id: SecretName
 
 
-Inject = Annotated[InjectBearer | InjectHeader | InjectBasic | InjectQuery | InjectSigV4,
-                   Field(discriminator="form")]
+Inject = Annotated[InjectBearer | InjectHeader | InjectBasic | InjectQuery | InjectBody
+                   | InjectSigV4, Field(discriminator="form")]
+INJECT_FORMS = ("bearer", "header", "basic", "query", "body", "aws-sigv4")
 
 
 class RuleSpec(_Strict):
@@ -146,6 +157,9 @@ class RuleSpec(_Strict):
     headers: dict[HeaderName, str] = Field(default_factory=dict)
     limits: Limits | None = None
     inject: list[Inject] = Field(default_factory=list)
+    # Injection is over HTTPS to named hosts unless the policy says otherwise, knowingly:
+    allow_cleartext_inject: bool = False    # `protocols` may then list http
+    allow_wildcard_inject: bool = False     # `hosts` may then hold wildcards
 
     @model_validator(mode="after")
     def _coherent(self) -> RuleSpec:
@@ -158,7 +172,20 @@ class RuleSpec(_Strict):
                              "add http or https to `protocols`")
         if self.inject and self.action == "deny":
             raise ValueError("a deny rule cannot inject credentials")
+        if self.inject:
+            self._check_inject()
         return self
+
+    def _check_inject(self) -> None:
+        if "http" in self.protocols and not self.allow_cleartext_inject:
+            raise ValueError("inject over plain http sends the credential in clear text to "
+                             "every hop; use `protocols: [https]`, or add "
+                             "`allow_cleartext_inject: true` if you mean it")
+        wildcards = [h for h in self.hosts if h.startswith(("*.", "."))]
+        if wildcards and not self.allow_wildcard_inject:
+            raise ValueError(f"inject to wildcard hosts ({', '.join(wildcards)}) hands the "
+                             "credential to every name below them; list the hosts, or add "
+                             "`allow_wildcard_inject: true` if you mean it")
 
     def host_patterns(self) -> list[HostPattern]:
         return [parse_pattern(h) for h in self.hosts]

@@ -155,16 +155,30 @@ class Decoder:
     """Feed encoded chunks, get decoded ones; at most `limit` bytes in all."""
 
     def __init__(self, content_encoding: str, limit: int) -> None:
-        names = [n.strip().lower() for n in content_encoding.split(",") if n.strip()]
         # applied in the order listed, so undone in reverse
-        self.stages = [_stage(n) for n in reversed(names)] or [_Identity()]
+        self.names = [n.strip().lower() for n in reversed(content_encoding.split(","))
+                      if n.strip()]
+        self._stages: list[_Stage] | None = None
         self.limit = limit
         self.total = 0
+        self.fed = 0
+
+    @property
+    def stages(self) -> list[_Stage]:
+        """Built on first use: an unknown encoding is refused when there is a body."""
+        if self._stages is None:
+            self._stages = [_stage(n) for n in self.names] or [_Identity()]
+        return self._stages
 
     def feed(self, data: bytes) -> Iterator[bytes]:
+        if not data:
+            return
+        self.fed += len(data)
         yield from self._through(0, data)
 
     def end(self) -> Iterator[bytes]:
+        if not self.fed:
+            return          # no body at all: nothing to end (an empty body decodes to empty)
         for index, stage in enumerate(self.stages):
             for out in stage.end():
                 yield from self._through(index + 1, out)

@@ -3,8 +3,10 @@ addons first and only the built-in addons it needs."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
+from mitmproxy import flow as flow_
 from mitmproxy import master, options
 from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconfig
 
@@ -43,20 +45,43 @@ class Ready:
         self.on_ready()
 
 
+class Cutter:
+    """Closes a flow's client and server connections at once: how a body streaming through
+    is stopped when it breaks a rule (its headers already went out, so no answer is
+    possible). mitmproxy has no public call for it; this is the connection handler's own
+    close, which its layers use, run on the event loop after the current event."""
+
+    def __init__(self, server: proxyserver.Proxyserver) -> None:
+        self.server = server
+
+    def __call__(self, flow: flow_.Flow) -> None:
+        handler = self.server.connections.get(flow.client_conn.id)
+        if handler is None:
+            return
+        loop = asyncio.get_running_loop()
+        for conn in (flow.client_conn, flow.server_conn):
+            if conn.connected:
+                loop.call_soon(handler.close_connection, conn)
+
+
 def build_master(settings: Settings, state: GatewayState, *, tcp_port: int,
                  on_ready: Callable[[], None]) -> master.Master:
     """A proxy worker's mitmproxy: transparent TCP on `tcp_port`."""
     opts = options.Options()
     proxy = master.Master(opts)
-    proxy.addons.add(Sandgate(pipeline(state)), *builtin_addons(), Ready(on_ready))
+    builtins = builtin_addons()
+    server = next(a for a in builtins if isinstance(a, proxyserver.Proxyserver))
+    state.cut = Cutter(server)
+    proxy.addons.add(Sandgate(pipeline(state)), *builtins, Ready(on_ready))
     updates: dict[str, object] = {
         "mode": [f"transparent@{tcp_port}"],
         "connection_strategy": "lazy",
         "confdir": str(settings.ca_dir),
         "http2": True,
         "rawtcp": True,
-        # A hard ceiling for any buffered body (policies set lower per-sandbox limits).
-        "body_size_limit": "256m",
+        # Bodies over a window stream through (gateway.dataplane.bodies); only a SigV4
+        # request signed over its body without x-amz-content-sha256 is held whole, up to this.
+        "body_size_limit": "32m",
     }
     if settings.upstream_ca is not None:
         updates["ssl_verify_upstream_trusted_ca"] = str(settings.upstream_ca)

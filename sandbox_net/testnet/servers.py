@@ -285,6 +285,11 @@ def main(config_path: str) -> None:
         serve_udp_sink(log, sink["address"], sink["port"])
     for ws in config.get("websocket", []):
         serve_websocket(log, ws["address"], ws["port"])
+    for reveal in config.get("reveal", []):
+        from sandbox_net.testnet import reveal as reveal_server
+
+        reveal_server.serve(log.write, reveal["address"], reveal["port"], reveal["tls"]["cert"],
+                            reveal["tls"]["key"])
     print("ready", flush=True)
     threading.Event().wait()
 

@@ -8,11 +8,11 @@ from mitmproxy import http
 
 from gateway.dataplane.authorize import authorize, request_for
 from gateway.dataplane.denials import refuse
-from gateway.dataplane.state import METADATA_KEY, QUERY_KEY, Conn, FlowVerdict, GatewayState
+from gateway.dataplane.records import sent
+from gateway.dataplane.state import METADATA_KEY, SENT_KEY, Conn, FlowVerdict, GatewayState
 from policies.decision import Reason
 from policies.hosts import HostError, normalise_name
 from policies.matcher import Request
-from vault.redact import redact_query
 
 
 def _host_of(flow: http.HTTPFlow) -> str | None:
@@ -59,8 +59,7 @@ class HttpPolicy:
         if conn is None:
             flow.kill()
             return
-        raw_query = flow.request.path.partition("?")[2]
-        flow.metadata[QUERY_KEY] = redact_query(raw_query) or None
+        flow.metadata[SENT_KEY] = sent(flow.request)   # for the audit row, before any change
         policy = conn.sandbox.policy
         if flow.error is not None:
             # mitmproxy refused it already (CONNECT in transparent mode, ambiguous framing
