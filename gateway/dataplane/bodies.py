@@ -26,6 +26,9 @@ from vault.placeholders import Binding
 from vault.scrub import Scrubber
 
 SCAN_WINDOW = 1024 * 1024   # bodies up to this (by Content-Length) are buffered; the rest stream
+# A SigV4 request signed over its body (no x-amz-content-sha256) must be held whole to be
+# signed again: up to this, with its length given.
+SIGNED_BODY_LIMIT = 32 * 1024 * 1024
 OVERLAP = 128               # a placeholder (36) or its base64 (48) split across two chunks
 
 

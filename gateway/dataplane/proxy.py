@@ -79,9 +79,8 @@ def build_master(settings: Settings, state: GatewayState, *, tcp_port: int,
         "confdir": str(settings.ca_dir),
         "http2": True,
         "rawtcp": True,
-        # Bodies over a window stream through (gateway.dataplane.bodies); only a SigV4
-        # request signed over its body without x-amz-content-sha256 is held whole, up to this.
-        "body_size_limit": "32m",
+        # No body_size_limit: mitmproxy would kill a body of a known larger length before
+        # the addons can stream it. The Bodies addon bounds every body (held ones to a window).
     }
     if settings.upstream_ca is not None:
         updates["ssl_verify_upstream_trusted_ca"] = str(settings.upstream_ca)

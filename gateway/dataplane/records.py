@@ -28,4 +28,5 @@ def header_summary(headers: http.Headers) -> str:
 
 def sent(request: http.Request) -> Sent:
     path, _, query = request.path.partition("?")
-    return Sent(path[:2048], redact_query(query) or None, header_summary(request.headers))
+    return Sent(PATTERN.sub(REDACTED, path[:2048]), redact_query(query) or None,
+                header_summary(request.headers))

@@ -133,7 +133,9 @@ async def _reveal(scope: Scope, send: Send, query: dict[str, str]) -> None:
     if query.get("compress"):
         body = compress(body, query["compress"])
         headers = [*headers, (b"content-encoding", query["compress"].encode())]
-    await _answer(send, body, headers, trailers, length=query.get("length", "yes") == "yes")
+    # hypercorn sends no trailers after a body of a given length
+    length = query.get("length", "yes") == "yes" and trailers is None
+    await _answer(send, body, headers, trailers, length=length)
 
 
 async def _websocket(scope: Scope, receive: Receive, send: Send, write: Write) -> None:
@@ -163,8 +165,12 @@ def serve(write: Write, address: str, port: int, cert: str, key: str) -> None:
     config.alpn_protocols = ["h2", "http/1.1"]
     config.accesslog = config.errorlog = None
     app = make_app(write)
-    threading.Thread(target=lambda: asyncio.run(hypercorn_serve(app, config)),  # type: ignore[arg-type]
-                     daemon=True).start()
+    async def run() -> None:
+        # a shutdown trigger of our own: hypercorn would otherwise take the process's signals
+        await hypercorn_serve(app, config,  # type: ignore[arg-type]
+                              shutdown_trigger=asyncio.get_running_loop().create_future)
+
+    threading.Thread(target=lambda: asyncio.run(run()), daemon=True).start()
     deadline = time.monotonic() + 10
     while True:      # ready once it accepts a connection
         try:

@@ -19,7 +19,15 @@ from collections.abc import Callable
 
 from mitmproxy import http, tls
 
-from gateway.dataplane.bodies import SCAN_WINDOW, Counts, Incoming, Outgoing, Refusal, whole
+from gateway.dataplane.bodies import (
+    SCAN_WINDOW,
+    SIGNED_BODY_LIMIT,
+    Counts,
+    Incoming,
+    Outgoing,
+    Refusal,
+    whole,
+)
 from gateway.dataplane.denials import denial_response
 from gateway.dataplane.state import (
     COUNTS_KEY,
@@ -48,9 +56,9 @@ def _no_body(request: http.Request, response: http.Response) -> bool:
         100 <= response.status_code < 200
 
 
-def _held(message: http.Message) -> bool:
+def _held(message: http.Message, window: int = SCAN_WINDOW) -> bool:
     length = _length(message)
-    return length is not None and length <= SCAN_WINDOW
+    return length is not None and length <= window
 
 
 class Bodies:
@@ -97,6 +105,12 @@ class Bodies:
         body = Outgoing(limit, request.headers.get("content-encoding", ""),
                         self.state.registry.placeholders.lookup_all,
                         set(secrets.allowed_in_body), secrets.substitute, self.counts(flow))
+        if secrets.needs_body and not _held(request, SIGNED_BODY_LIMIT):
+            self._answer(flow, conn, Refusal(
+                Reason.BODY_TOO_LARGE, "a SigV4 request signed over its body is held whole "
+                f"to be signed again: give its length, at most {SIGNED_BODY_LIMIT} bytes, or "
+                "sign with x-amz-content-sha256"))
+            return
         if _held(request) or secrets.needs_body:
             flow.metadata[CHECKED_KEY] = body
             return
