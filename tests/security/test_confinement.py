@@ -264,3 +264,26 @@ def test_an_http2_upload_without_a_length_arrives_whole_and_framed(seat: Seat) -
     assert result.stdout == "200"
     (seen,) = seat.seen(mark, "http")                  # one request, not a smuggled second
     assert seen["body_len"] == 300000 and seen["headers"]["transfer-encoding"] == "chunked"
+
+
+def test_no_audit_row_export_log_or_otlp_record_holds_the_real_value(
+        gateway: Gateway, fresh_seat: Seat) -> None:
+    from gateway.audit.otlp import payload
+
+    fresh_seat.sh("; ".join(f"curl -sS --max-time 10 -o /dev/null {place}" for place in (
+        f"{AUTH} https://secure.upstream.test/v1/$SEC_TOKEN",
+        f'{AUTH} "https://secure.upstream.test/x?key=$SEC_TOKEN&token=$SEC_TOKEN"',
+        f'{AUTH} -H "User-Agent: $SEC_TOKEN" https://secure.upstream.test/ua',
+        f"{AUTH} {REVEAL}?enc=raw&where=header",
+        "http://www.upstream.test/$SEC_TOKEN")))
+    outputs = {fmt: gateway.sandgate("audit", "export", "--format", fmt).stdout
+               for fmt in ("jsonl", "csv", "ocsf")}
+    outputs["audit --json"] = gateway.sandgate("audit", "--json", "--limit=100000").stdout
+    rows = [json.loads(line) for line in outputs["jsonl"].splitlines() if line.strip()]
+    assert any(r["secrets"] == "SEC_TOKEN" for r in rows)       # the run did inject
+    from datetime import datetime
+    for row in rows:
+        row["time"] = datetime.fromisoformat(row["time"].rstrip("Z"))
+    outputs["otlp"] = json.dumps(payload(rows, "g"))
+    outputs["log"] = (gateway.home / "serve.log").read_text(errors="replace")
+    assert [name for name, text in outputs.items() if leaked(text)] == []
