@@ -145,18 +145,20 @@ class Credentials:
 
     def _related(self, spec: Inject, real: str, own: str,
                  sandbox: SandboxContext) -> list[tuple[str, str]]:
-        """Other values to scrub with a secret: the header as written (`Basic ...` is
-        base64 of user and secret together), a user name or key id that is a secret too."""
+        """Other values to scrub with a secret: a `Basic` header as written (base64 of user
+        and secret together), a user name or key id that is a secret too."""
         assert self.state.vault is not None
         pairs = []
         for name in (getattr(spec, "access_key_id", None),
                      getattr(spec, "username_secret", None)):
             if name:
                 pairs.append((self.state.vault.reveal(name).reveal(), sandbox.secrets[name]))
-        written = injection.render(spec, real, self._username(spec))
-        if written is not None:
+        if isinstance(spec, InjectBasic):
+            # the value sits inside base64 with the user name; bearer and header forms hold
+            # the value as it is, which its own forms cover
+            written = injection.render(spec, real, self._username(spec))
             placeholder_form = injection.render(spec, own, self._username(spec, sandbox))
-            pairs.append((written, placeholder_form or ""))
+            pairs.append((written or "", placeholder_form or ""))
         return pairs
 
     def _username(self, spec: Inject, sandbox: SandboxContext | None = None) -> str:
