@@ -103,9 +103,17 @@ class AuditWriter:
         self.after_commit: list[Callable[[list[dict[str, Any]]], None]] = []
         self.written = 0
 
-    def start(self) -> None:
+    def start(self, published: tuple[int, str] | None = None) -> None:
+        """`published`: the last head this gateway published outside the database. When the
+        database ends before it (its end was cut off), the chain goes on from that head, so
+        the missing rows stay a visible gap instead of being written over."""
         self._replay()
         self._seq, self._hash = chain_tip(self._engine, self.gateway_id)
+        if published is not None and published[0] > self._seq:
+            logger.error("audit: the database ends at seq %d of gateway %s, but seq %d was "
+                         "published: rows were deleted; the chain continues after seq %d",
+                         self._seq, self.gateway_id, published[0], published[0])
+            self._seq, self._hash = published
         self._thread.start()
 
     @property

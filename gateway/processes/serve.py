@@ -24,6 +24,7 @@ from pathlib import Path
 import uvicorn
 
 from gateway.audit import exporters
+from gateway.audit.heads import HeadsFile, HeadSigner
 from gateway.audit.writer import AuditWriter
 from gateway.control.api import ControlPlane, create_app
 from gateway.control.policy_store import PolicyStore
@@ -112,9 +113,13 @@ async def _serve_locked(settings: Settings) -> None:
     gateway_id = settings.gateway_id
     firewall.apply(settings.firewall)
     writer = AuditWriter(engine, gateway_id=gateway_id, spool=settings.spool_file)
-    writer.start()
-    closers = exporters.attach(writer, engine, signing_key=settings.audit_signing_key_file,
+    published = HeadsFile(settings.heads_file).last(gateway_id)
+    writer.start((published.seq, published.hash) if published else None)
+    closers = exporters.attach(writer, engine, heads_file=settings.heads_file,
+                               signing_key=settings.audit_signing_key_file,
                                otlp_endpoint=settings.otlp_endpoint)
+    signer = HeadSigner.from_file(settings.audit_signing_key_file) \
+        if settings.audit_signing_key_file else None
     registry = Registry()
     # pyroute2's synchronous API runs its own event loop: call it from a worker thread.
     own = [a for a in await asyncio.to_thread(links.host_addresses) if not a.startswith("127.")]
@@ -173,7 +178,7 @@ async def _serve_locked(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop)
     tasks = [asyncio.ensure_future(c) for c in (
         background.reload_policies(policies), background.sync_policies(sync),
-        background.retention(engine, settings.audit_retain_days),
+        background.retention(engine, settings.audit_retain_days, signer),
         background.reap(sandboxes),
         background.watch_firewall(settings.firewall, settings.firewall_check_interval),
         workers.supervise(), background.keep_warm(sandboxes))]
