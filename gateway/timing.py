@@ -4,6 +4,7 @@ can observe is documented where it shows (docs/ named beside it)."""
 # main process
 REAP_INTERVAL = 0.25           # a sandbox outlives its deadline by at most this (+ teardown)
 DRAIN_TIMEOUT = 3.0            # a deleted sandbox's connections get this long to close
+READY_WAIT = 10.0              # a create waits this long for every proxy worker, then 503
 POLICY_RELOAD_INTERVAL = 0.5   # policy files checked for changes (docs/POLICY.md)
 POLICY_SYNC_INTERVAL = 1.0     # shared policy revisions pulled (docs/DEPLOY.md)
 HEAD_SIGNING_INTERVAL = 10.0   # signed audit chain heads in the database (docs/AUDIT.md)

@@ -130,17 +130,35 @@ class Gateway:
 
     # lifecycle
     def start(self) -> None:
+        self.launch()
+        self.wait_until(self.healthy)
+
+    def launch(self) -> None:
+        """`sandgate serve`, without waiting for it."""
         with open(self.home / "serve.log", "ab") as log:
             self.process = subprocess.Popen([*SANDGATE, "serve"], env=self.env, cwd=REPO,
                                             stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 60
+
+    def wait_until(self, condition: Any, timeout: float = 60) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gateway exited: {self.log_tail()}")
-            if self.healthy():
+            if condition():
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
         raise RuntimeError(f"gateway not ready: {self.log_tail()}")
+
+    def alive(self) -> bool:
+        """/healthz answers: the API is up (which says nothing of the proxy workers)."""
+        if not socket_accepts(self.home / "control.sock"):
+            return False
+        try:
+            with self.client() as c:
+                return c.get("/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         if self.process is None or self.process.poll() is not None:

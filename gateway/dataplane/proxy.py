@@ -3,14 +3,17 @@ addons first and only the built-in addons it needs."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
-from mitmproxy import master, options
+from mitmproxy import ctx, master, options
 from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconfig
 
 from gateway.dataplane.addons import pipeline
 from gateway.dataplane.state import GatewayState
 from gateway.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 def builtin_addons() -> list[object]:
@@ -34,12 +37,20 @@ class Sandgate:
 
 
 class Ready:
-    """Calls `on_ready` once mitmproxy's servers listen (the `running` hook)."""
+    """Calls `on_ready` once mitmproxy's server listens on `port` (the `running` hook comes
+    after the servers were set up, also when that failed: then the worker stops, and its
+    supervisor starts another)."""
 
-    def __init__(self, on_ready: Callable[[], None]) -> None:
+    def __init__(self, on_ready: Callable[[], None], port: int) -> None:
         self.on_ready = on_ready
+        self.port = port
 
     def running(self) -> None:
+        server = ctx.master.addons.get("proxyserver")
+        if not any(address[1] == self.port for address in server.listen_addrs()):
+            logger.error("the proxy does not listen on port %d; stopping", self.port)
+            ctx.master.shutdown()
+            return
         self.on_ready()
 
 
@@ -48,7 +59,7 @@ def build_master(settings: Settings, state: GatewayState, *, tcp_port: int,
     """A proxy worker's mitmproxy: transparent TCP on `tcp_port`."""
     opts = options.Options()
     proxy = master.Master(opts)
-    proxy.addons.add(Sandgate(pipeline(state)), *builtin_addons(), Ready(on_ready))
+    proxy.addons.add(Sandgate(pipeline(state)), *builtin_addons(), Ready(on_ready, tcp_port))
     updates: dict[str, object] = {
         "mode": [f"transparent@{tcp_port}"],
         "connection_strategy": "lazy",

@@ -27,6 +27,7 @@ from gateway.audit.writer import AuditWriter
 from gateway.dataplane.registry import Registry, RegistryListener, SandboxContext
 from gateway.processes import protocol
 from gateway.processes.authority import Authority, audit_row
+from gateway.readiness import Readiness
 from gateway.timing import ACK_TIMEOUT
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,14 @@ class _Peer:
     holder: str
     pid: int
     writer: asyncio.StreamWriter
-    ready: bool = False
+    listening: bool = False     # its proxy listens (Ready)
+    synced: bool = False        # it applied the registry snapshot (the Ack of Synced)
+    sync_ack: int | None = None
     acks: dict[int, asyncio.Future[None]] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self.listening and self.synced
 
     def send(self, message: protocol.Message) -> None:
         if not self.writer.is_closing():
@@ -60,8 +67,9 @@ type Handler = Callable[[_Peer, Any], None]
 
 class Hub(RegistryListener):
     def __init__(self, authority: Authority, audit: AuditWriter, registry: Registry,
-                 path: Path) -> None:
+                 path: Path, readiness: Readiness | None = None) -> None:
         self.authority = authority
+        self.readiness = readiness
         self.audit = audit
         self.registry = registry
         self.path = path
@@ -124,6 +132,9 @@ class Hub(RegistryListener):
         # No await between the snapshot and joining `peers`: every later change reaches it.
         for sandbox in self.registry.all():
             peer.send(protocol.Add(snapshot(sandbox)))
+        self._next_ack += 1
+        peer.sync_ack = self._next_ack
+        peer.send(protocol.Synced(ack=peer.sync_ack))
         self.peers[peer.holder] = peer
         try:
             while line := await reader.readline():
@@ -133,6 +144,7 @@ class Hub(RegistryListener):
         finally:
             if self.peers.get(peer.holder) is peer:
                 del self.peers[peer.holder]
+            self._changed()
             self.authority.forget_holder(peer.holder)
             for waiter in peer.acks.values():
                 if not waiter.done():
@@ -147,12 +159,20 @@ class Hub(RegistryListener):
         handler(peer, message)
 
     def _acknowledged(self, peer: _Peer, message: protocol.Ack) -> None:
+        if message.ack == peer.sync_ack:
+            peer.synced = True
+            self._changed()
         waiter = peer.acks.pop(message.ack, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     def _ready(self, peer: _Peer, _message: protocol.Ready) -> None:
-        peer.ready = True
+        peer.listening = True
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.readiness is not None:
+            self.readiness.update(self.ready_workers())
 
     # registry changes, from any thread
     def added(self, sandbox: SandboxContext) -> None:

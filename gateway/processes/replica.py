@@ -28,6 +28,7 @@ class Replica:
             protocol.Quarantined: self._quarantined,
             protocol.Mapped: self._mapped,
             protocol.VaultChanged: lambda _message: self.reopen_vault(),
+            protocol.Synced: lambda _message: None,   # acknowledged by the worker's loop
         }
 
     def apply(self, message: protocol.Message) -> None:

@@ -44,6 +44,7 @@ from gateway.processes import background
 from gateway.processes.authority import Authority, LocalCoordinator
 from gateway.processes.hub import Hub
 from gateway.processes.supervisor import WorkerPool
+from gateway.readiness import Readiness
 from gateway.settings import Settings
 from gateway.timing import GIL_SWITCH_INTERVAL
 from sandbox_net import firewall, links
@@ -129,13 +130,11 @@ async def _serve_locked(settings: Settings) -> None:
     state = GatewayState(registry, resolver, LocalCoordinator(authority, writer))
     state.vault = open_vault(engine, settings.key_source, create=True)
     state.quarantine_on_exfil = settings.quarantine_on_exfil
-    hub = Hub(authority, writer, registry, settings.hub_socket)
+    readiness = Readiness(settings.workers)
+    hub = Hub(authority, writer, registry, settings.hub_socket, readiness)
     ensure_ca(settings)
     dns = DnsServer(state, settings.dns_port, settings.synthetic_ttl)
     await dns.start()
-
-    def ready() -> bool:
-        return hub.ready_workers() == settings.workers
 
     policies = PolicyStore(settings.policy_dir)
     sync = PolicySync(engine, settings.policy_dir, gateway_id,
@@ -150,7 +149,7 @@ async def _serve_locked(settings: Settings) -> None:
                           _runtimes(settings), policies, ca_bundle=write_sandbox_bundle(settings),
                           secret_exists=secrets.exists,
                           open_connections=authority.open_connections,
-                          flush_audit=writer.flush)
+                          flush_audit=writer.flush, readiness=readiness)
     await asyncio.to_thread(sandboxes.reconcile)
     workers = WorkerPool(settings)
     await hub.start()
@@ -159,9 +158,9 @@ async def _serve_locked(settings: Settings) -> None:
     socket_path = settings.control_socket
     socket_path.unlink(missing_ok=True)
     apis = [
-        _ApiServer(uvicorn.Config(create_app(plane, ready, local=True),
+        _ApiServer(uvicorn.Config(create_app(plane, readiness, local=True),
                                   uds=str(socket_path), log_level="warning", lifespan="off")),
-        _ApiServer(uvicorn.Config(create_app(plane, ready, local=False),
+        _ApiServer(uvicorn.Config(create_app(plane, readiness, local=False),
                                   host=settings.api_host, port=settings.api_port,
                                   log_level="warning", lifespan="off")),
     ]
@@ -170,6 +169,7 @@ async def _serve_locked(settings: Settings) -> None:
 
     def stop() -> None:
         stopping.set()
+        readiness.stopping()
         for api in apis:
             api.should_exit = True
 
