@@ -100,6 +100,7 @@ class Gateway:
     home: Path
     topology: Topology | None
     process: subprocess.Popen[bytes] | None = None
+    trust_test_ca: bool = True    # SANDGATE_UPSTREAM_CA names the test internet's CA
 
     def __post_init__(self) -> None:
         self.extra_env: dict[str, str] = {}
@@ -125,7 +126,8 @@ class Gateway:
         if self.topology is not None:
             assert self.topology.ca is not None
             env["SANDGATE_UPSTREAM_RESOLVER"] = DNS_IP
-            env["SANDGATE_UPSTREAM_CA"] = str(self.topology.ca.ca_cert)
+            if self.trust_test_ca:
+                env["SANDGATE_UPSTREAM_CA"] = str(self.topology.ca.ca_cert)
         return env
 
     # lifecycle

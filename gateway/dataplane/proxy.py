@@ -11,6 +11,7 @@ from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconf
 
 from gateway.dataplane.addons import pipeline
 from gateway.dataplane.state import GatewayState
+from gateway.dataplane.trust import upstream_trust
 from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,9 @@ def build_master(settings: Settings, state: GatewayState, *, tcp_port: int,
         # A hard ceiling for any buffered body (policies set lower per-sandbox limits).
         "body_size_limit": "256m",
     }
-    if settings.upstream_ca is not None:
-        updates["ssl_verify_upstream_trusted_ca"] = str(settings.upstream_ca)
+    # The host's trust store, not certifi's (mitmproxy's default): gateway.dataplane.trust.
+    trust = upstream_trust(settings.ca_dir, settings.upstream_ca)
+    updates["ssl_verify_upstream_trusted_ca"] = str(trust.ca_file) if trust.ca_file else None
+    updates["ssl_verify_upstream_trusted_confdir"] = trust.ca_dir
     opts.update(**updates)
     return proxy

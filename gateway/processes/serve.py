@@ -37,6 +37,7 @@ from gateway.dataplane.ca import ensure_ca, write_sandbox_bundle
 from gateway.dataplane.dns import DnsServer
 from gateway.dataplane.registry import Registry
 from gateway.dataplane.state import GatewayState
+from gateway.dataplane.trust import TrustError, host_store, upstream_trust, write_merged
 from gateway.dataplane.upstream import UpstreamResolver
 from gateway.db import make_engine
 from gateway.errors import NotReady
@@ -64,6 +65,10 @@ def preflight(settings: Settings) -> None:
     GVisorRuntime(settings.runsc_dir).preflight()
     if settings.upstream_ca is not None and not settings.upstream_ca.is_file():
         raise NotReady(f"upstream CA file {settings.upstream_ca} does not exist")
+    try:
+        host_store()
+    except TrustError as e:
+        raise NotReady(str(e), "point it at a CA bundle, or unset it") from None
 
 
 @contextlib.contextmanager
@@ -133,6 +138,9 @@ async def _serve_locked(settings: Settings) -> None:
     readiness = Readiness(settings.workers)
     hub = Hub(authority, writer, registry, settings.hub_socket, readiness)
     ensure_ca(settings)
+    trust = upstream_trust(settings.ca_dir, settings.upstream_ca)
+    write_merged(trust)
+    logger.info("upstream TLS is verified against %s", trust.describe())
     dns = DnsServer(state, settings.dns_port, settings.synthetic_ttl)
     await dns.start()
 
