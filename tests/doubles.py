@@ -35,13 +35,26 @@ SYNTHETIC = ipaddress.IPv4Network("198.18.0.0/24")
 
 
 class RowSink:
-    """Stands in for the audit writer (a database thread): keeps the rows it is given."""
+    """Stands in for the audit writer (a database thread): keeps the rows it is given; with
+    `room`, takes only that many more through `offer` (a full queue)."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
+        self.room: int | None = None
 
     def record(self, **row: Any) -> None:
         self.rows.append(row)
+
+    def has_room(self) -> bool:
+        return self.room is None or self.room > 0
+
+    def offer(self, **row: Any) -> bool:
+        if not self.has_room():
+            return False
+        if self.room is not None:
+            self.room -= 1
+        self.rows.append(row)
+        return True
 
     def flush(self, timeout: float = 0) -> bool:
         return True

@@ -79,7 +79,6 @@ class Hub(RegistryListener):
         self._next_ack = 0
         self._loop_thread = 0
         self._handlers: dict[type[Any], Handler] = {
-            protocol.Record: lambda _peer, m: self.audit.record(**audit_row(m.row)),
             protocol.Release: lambda peer, m: authority.release_for(peer.holder, m.sandbox),
             protocol.Acquire: lambda peer, m: peer.send(protocol.Answer(
                 m.id, authority.acquire_for(peer.holder, m.sandbox, m.limit))),
@@ -138,7 +137,11 @@ class Hub(RegistryListener):
         self.peers[peer.holder] = peer
         try:
             while line := await reader.readline():
-                self._handle(peer, protocol.decode(line))
+                message = protocol.decode(line)
+                if isinstance(message, protocol.Record):
+                    await self._record(message)
+                else:
+                    self._handle(peer, message)
         except (ConnectionError, asyncio.IncompleteReadError, protocol.ProtocolError):
             logger.exception("worker %s connection failed", peer.holder)
         finally:
@@ -157,6 +160,14 @@ class Hub(RegistryListener):
             logger.error("worker %s sent an unexpected %s", peer.holder, type(message).__name__)
             return
         handler(peer, message)
+
+    async def _record(self, message: protocol.Record) -> None:
+        """Into the audit queue; when it is full, wait for room in a thread: this worker's
+        messages wait (and the worker, its socket full, slows down), the event loop does
+        not."""
+        row = audit_row(message.row)
+        if not self.audit.offer(**row):
+            await asyncio.to_thread(self.audit.record, **row)
 
     def _acknowledged(self, peer: _Peer, message: protocol.Ack) -> None:
         if message.ack == peer.sync_ack:

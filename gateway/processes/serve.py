@@ -35,6 +35,7 @@ from gateway.control.sandboxes.records import Records
 from gateway.control.secrets import Secrets
 from gateway.dataplane.ca import ensure_ca, write_sandbox_bundle
 from gateway.dataplane.dns import DnsServer
+from gateway.dataplane.dns_throttle import DnsThrottle
 from gateway.dataplane.registry import Registry
 from gateway.dataplane.state import GatewayState
 from gateway.dataplane.trust import TrustError, host_store, upstream_trust, write_merged
@@ -132,7 +133,8 @@ async def _serve_locked(settings: Settings) -> None:
     resolver = UpstreamResolver(settings.upstream_resolver,
                                 own_addresses=[ipaddress.IPv4Address(a) for a in own])
     authority = Authority(registry)
-    state = GatewayState(registry, resolver, LocalCoordinator(authority, writer))
+    coordinator = LocalCoordinator(authority, writer)
+    state = GatewayState(registry, resolver, coordinator)
     state.vault = open_vault(engine, settings.key_source, create=True)
     state.quarantine_on_exfil = settings.quarantine_on_exfil
     readiness = Readiness(settings.workers)
@@ -141,7 +143,9 @@ async def _serve_locked(settings: Settings) -> None:
     trust = upstream_trust(settings.ca_dir, settings.upstream_ca)
     write_merged(trust)
     logger.info("upstream TLS is verified against %s", trust.describe())
-    dns = DnsServer(state, settings.dns_port, settings.synthetic_ttl)
+    throttle = DnsThrottle(registry, writer)
+    coordinator.lost = throttle.lost
+    dns = DnsServer(state, settings.dns_port, settings.synthetic_ttl, throttle)
     await dns.start()
 
     policies = PolicyStore(settings.policy_dir)
