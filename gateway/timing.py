@@ -23,8 +23,8 @@ MAX_BACKOFF = 30.0             # ... doubling from 1 s up to this
 
 # DNS, CLI
 DNS_TCP_IDLE = 10.0            # a DNS-over-TCP connection may wait this long between queries
-DNS_QUERIES_PER_SECOND = 2000  # answered at once per sandbox; more are held (docs/AUDIT.md)
-DNS_BURST = 2000               # ... after a quiet spell, this many at once
+DNS_QUERIES_PER_SECOND = 500   # answered at once per sandbox; more are held (docs/AUDIT.md)
+DNS_BURST = 500                # ... after a quiet spell, this many at once
 DNS_HELD = 256                 # queries held per sandbox; beyond, dropped and counted
 DNS_TICK = 0.005               # held queries are answered this often
 DNS_SUMMARY_INTERVAL = 1.0     # dropped_by_throttle rows written this often

@@ -114,3 +114,6 @@ class LocalCoordinator:
 
     async def drained(self) -> None:
         return None   # in the main process, the DNS throttle holds back a flooding sandbox
+
+    def forget(self, sandbox_id: str) -> None:
+        self.authority.forget(sandbox_id)

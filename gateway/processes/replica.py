@@ -40,6 +40,7 @@ class Replica:
 
     def _remove(self, message: protocol.Remove) -> None:
         self.state.registry.remove(message.sandbox)
+        self.state.coord.forget(message.sandbox)
 
     def _quarantined(self, message: protocol.Quarantined) -> None:
         sandbox = self.state.registry.by_id(message.sandbox)

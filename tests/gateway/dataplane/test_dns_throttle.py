@@ -58,7 +58,7 @@ def test_a_flood_is_held_then_dropped_and_counts_add_up(plane: Plane, clock: Clo
     assert len(answered) == DNS_BURST                      # the burst, at once
     flood(throttle, OTHER_IP, 3, answered)                 # another sandbox: not held
     assert answered[-3:] == [OTHER_IP] * 3
-    clock.now += DNS_HELD / DNS_QUERIES_PER_SECOND         # tokens for every held query
+    clock.now += (DNS_HELD + 0.5) / DNS_QUERIES_PER_SECOND   # tokens for every held query
     throttle.drain()
     assert answered.count(SANDBOX_IP) == DNS_BURST + DNS_HELD
     throttle.summarise()
@@ -93,6 +93,6 @@ def test_idle_sources_are_forgotten(plane: Plane, clock: Clock) -> None:
     throttle = DnsThrottle(plane.state.registry, plane.sink)  # type: ignore[arg-type]
     flood(throttle, SANDBOX_IP, 5, [])
     assert throttle.tracked() == 1
-    clock.now += 5 / DNS_QUERIES_PER_SECOND
+    clock.now += 6 / DNS_QUERIES_PER_SECOND
     throttle.drain()
     assert throttle.tracked() == 0
