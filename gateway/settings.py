@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     master_key_file: Path | None = None
     quarantine_on_exfil: bool = True
     audit_signing_key_file: Path | None = None
+    # chain heads outside the database (docs/AUDIT.md); default: audit-heads.jsonl in `home`
+    audit_heads_file: Path | None = None
     audit_retain_days: int | None = Field(default=None, ge=1)
     otlp_endpoint: str | None = None
     firewall_check_interval: float = Field(default=0.5, ge=0)  # 0: no watchdog
@@ -62,7 +64,7 @@ class Settings(BaseSettings):
     microvm_accel: Literal["tcg", "kvm"] = "tcg"
 
     @field_validator("home", "cache_dir", "policy_dir", "upstream_ca", "master_key_file",
-                     "audit_signing_key_file")
+                     "audit_signing_key_file", "audit_heads_file")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
@@ -139,6 +141,10 @@ class Settings(BaseSettings):
     @property
     def spool_file(self) -> Path:
         return self.home / "audit-spool.jsonl"
+
+    @property
+    def heads_file(self) -> Path:
+        return self.audit_heads_file or self.home / "audit-heads.jsonl"
 
     @property
     def gateway_id_file(self) -> Path:

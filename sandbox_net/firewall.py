@@ -15,6 +15,10 @@ from typing import Any
 
 from sandbox_net.errors import FirewallError
 
+# DNS queries per second one sandbox can get to the gateway's socket (over UDP); the gateway
+# answers up to 500 at once (gateway.timing.DNS_QUERIES_PER_SECOND) and throttles the rest.
+DNS_FLOOD_RATE = 1000
+
 
 @dataclass(frozen=True, slots=True)
 class FirewallSpec:
@@ -61,6 +65,11 @@ def _chains(spec: FirewallSpec) -> tuple[_Chain, ...]:
         )),
         _Chain("input", "filter", "input", "filter", (
             ("gateway-tcp", f"{links} meta nfproto ipv4 tcp dport {{ {ports} }} accept"),
+            # A sandbox flooding DNS over UDP loses its excess here, in the kernel, before it
+            # can fill the one socket every sandbox's queries share (counted; docs/AUDIT.md).
+            ("dns-flood", f"{links} meta nfproto ipv4 udp dport {dns} meter dns_flood "
+                          f"{{ ip saddr limit rate over {DNS_FLOOD_RATE}/second burst "
+                          f"{DNS_FLOOD_RATE} packets }} counter drop"),
             ("gateway-dns", f"{links} meta nfproto ipv4 meta l4proto {{ tcp, udp }} "
                             f"th dport {dns} accept"),
             # Anything else a sandbox sends to the host (control API, sshd, ICMP, IPv6...)

@@ -185,48 +185,54 @@ def export(fmt: str, **filters: Any) -> None:
 
 @audit_group.command()
 @click.option("--public-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Ed25519 public key (PEM) to check signed chain heads against")
-def verify(public_key: Path | None) -> None:
-    """Check every gateway's hash chain: exit 0 when intact, 1 naming the first changed,
-    deleted or reordered row."""
-    from gateway.audit.chain import HeadSigner, load_public_key
+              help="Ed25519 public key (PEM) to check signed heads and checkpoints against")
+@click.option("--heads", "heads_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="chain heads kept outside the database (a gateway's audit-heads.jsonl, "
+                   "or heads collected from OTLP); repeatable")
+def verify(public_key: Path | None, heads_files: tuple[Path, ...]) -> None:
+    """Check every gateway's hash chain, re-hashing each row: exit 0 when intact, 1 naming
+    the first changed, deleted or reordered row, forged checkpoint or missing head."""
     from gateway.audit.chain import verify as check
+    from gateway.audit.heads import HeadsFile, HeadSigner, load_public_key
 
     settings = make_settings()
     key = None
+    heads = {}
     try:
         if public_key is not None:
             key = load_public_key(public_key)
         elif settings.audit_signing_key_file is not None:
-            key = load_public_key_from_signer(HeadSigner.from_file(
-                settings.audit_signing_key_file))
-    except ValueError as e:
+            key = HeadSigner.from_file(settings.audit_signing_key_file).public_key
+        for path in heads_files:
+            heads[str(path)] = list(HeadsFile(path).heads())
+    except (ValueError, OSError) as e:
         fail(str(e))
     with _engine(settings) as engine:
-        report = check(engine, key)
+        report = check(engine, key, heads)
     for chain in report.chains:
         if chain.problem:
             click.echo(f"TAMPERED gateway {chain.gateway_id}: {chain.problem}")
-        else:
-            signed = f", {chain.signed_heads} signed head(s) checked" if chain.signed_heads else ""
-            click.echo(f"ok gateway {chain.gateway_id}: {chain.rows} rows, head seq "
-                       f"{chain.head_seq} {chain.head_hash[:16]}{signed}")
+            continue
+        checked = [f"{chain.signed_heads} signed head(s) in the database"
+                   if chain.signed_heads else "",
+                   f"{chain.outside_heads} head(s) from --heads" if chain.outside_heads else ""]
+        extra = "".join(f", {c}" for c in checked if c)
+        click.echo(f"ok gateway {chain.gateway_id}: {chain.rows} rows, head seq "
+                   f"{chain.head_seq} {chain.head_hash[:16]}{extra}")
     if report.unchained:
         click.echo(f"note: {report.unchained} rows from before the hash chain are not covered")
+    if key is None:
+        click.echo("note: no audit key given (--public-key): signatures of heads and "
+                   "checkpoints were not checked")
     sys.exit(0 if report.ok else 1)
-
-
-def load_public_key_from_signer(signer: Any) -> Any:
-    from cryptography.hazmat.primitives import serialization
-
-    return serialization.load_pem_public_key(signer.public_pem())
 
 
 @audit_group.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def keygen(path: Path) -> None:
     """Create an Ed25519 key for signing chain heads (PATH, 0600) and PATH.pub to publish."""
-    from gateway.audit.chain import write_keypair
+    from gateway.audit.heads import write_keypair
 
     if path.exists():
         fail(f"{path} exists; not overwriting a signing key")

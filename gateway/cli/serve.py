@@ -16,8 +16,8 @@ upstream_options = [
                  help="DNS server the gateway resolves allowed names with "
                       "(default: the system's; env SANDGATE_UPSTREAM_RESOLVER)"),
     click.option("--upstream-ca", metavar="FILE", type=click.Path(dir_okay=False),
-                 help="CA bundle the gateway trusts for upstream TLS "
-                      "(env SANDGATE_UPSTREAM_CA)"),
+                 help="CA certificates the gateway trusts for upstream TLS in addition to "
+                      "the host's trust store (env SANDGATE_UPSTREAM_CA)"),
 ]
 
 

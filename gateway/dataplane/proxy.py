@@ -4,15 +4,19 @@ addons first and only the built-in addons it needs."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
+from mitmproxy import ctx, master, options
 from mitmproxy import flow as flow_
-from mitmproxy import master, options
 from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconfig
 
 from gateway.dataplane.addons import pipeline
 from gateway.dataplane.state import GatewayState
+from gateway.dataplane.trust import upstream_trust
 from gateway.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 def builtin_addons() -> list[object]:
@@ -36,12 +40,20 @@ class Sandgate:
 
 
 class Ready:
-    """Calls `on_ready` once mitmproxy's servers listen (the `running` hook)."""
+    """Calls `on_ready` once mitmproxy's server listens on `port` (the `running` hook comes
+    after the servers were set up, also when that failed: then the worker stops, and its
+    supervisor starts another)."""
 
-    def __init__(self, on_ready: Callable[[], None]) -> None:
+    def __init__(self, on_ready: Callable[[], None], port: int) -> None:
         self.on_ready = on_ready
+        self.port = port
 
     def running(self) -> None:
+        server = ctx.master.addons.get("proxyserver")
+        if not any(address[1] == self.port for address in server.listen_addrs()):
+            logger.error("the proxy does not listen on port %d; stopping", self.port)
+            ctx.master.shutdown()
+            return
         self.on_ready()
 
 
@@ -72,7 +84,7 @@ def build_master(settings: Settings, state: GatewayState, *, tcp_port: int,
     builtins = builtin_addons()
     server = next(a for a in builtins if isinstance(a, proxyserver.Proxyserver))
     state.cut = Cutter(server)
-    proxy.addons.add(Sandgate(pipeline(state)), *builtins, Ready(on_ready))
+    proxy.addons.add(Sandgate(pipeline(state)), *builtins, Ready(on_ready, tcp_port))
     updates: dict[str, object] = {
         "mode": [f"transparent@{tcp_port}"],
         "connection_strategy": "lazy",
@@ -82,7 +94,9 @@ def build_master(settings: Settings, state: GatewayState, *, tcp_port: int,
         # No body_size_limit: mitmproxy would kill a body of a known larger length before
         # the addons can stream it. The Bodies addon bounds every body (held ones to a window).
     }
-    if settings.upstream_ca is not None:
-        updates["ssl_verify_upstream_trusted_ca"] = str(settings.upstream_ca)
+    # The host's trust store, not certifi's (mitmproxy's default): gateway.dataplane.trust.
+    trust = upstream_trust(settings.ca_dir, settings.upstream_ca)
+    updates["ssl_verify_upstream_trusted_ca"] = str(trust.ca_file) if trust.ca_file else None
+    updates["ssl_verify_upstream_trusted_confdir"] = trust.ca_dir
     opts.update(**updates)
     return proxy

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from sqlalchemy.engine import Engine
 
 from gateway.audit.chain import apply_retention
+from gateway.audit.heads import HeadSigner
 from gateway.control.policy_store import PolicyStore
 from gateway.control.policy_sync import PolicySync
 from gateway.control.sandboxes.lifecycle import Sandboxes
@@ -77,10 +78,10 @@ async def watch_firewall(rules: FirewallSpec, interval: float) -> None:
                 logger.exception("could not reinstall the egress rules; will retry")
 
 
-async def retention(engine: Engine, days: int | None) -> None:
+async def retention(engine: Engine, days: int | None, signer: HeadSigner | None) -> None:
     while days is not None:
         try:
-            deleted = await asyncio.to_thread(apply_retention, engine, days)
+            deleted = await asyncio.to_thread(apply_retention, engine, days, signer)
             if deleted:
                 logger.info("audit retention: %d rows older than %d days deleted", deleted, days)
         except Exception:

@@ -56,7 +56,7 @@ def test_migration_keeps_old_rows(database_url: str) -> None:
 
 def test_sandbox_owners_become_token_ids(database_url: str) -> None:
     engine = make_engine(database_url, migrate=False)
-    upgrade(engine, "0005")
+    upgrade(engine, "0006")
     with engine.begin() as conn:
         for token_id, name in (("aaaaaaaaaa", "ci"), ("bbbbbbbbbb", "operator"),
                                ("cccccccccc", "operator")):
@@ -81,6 +81,6 @@ def test_sandbox_owners_become_token_ids(database_url: str) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
         config.attributes["connection"] = conn
-        command.downgrade(config, "0005")
+        command.downgrade(config, "0006")
     assert owners() == {"s1": "ci", "s2": "operator", "s3": "local", "s4": "gone"}
     engine.dispose()

@@ -13,7 +13,7 @@ def test_one_atomic_document_that_replaces_any_older_table() -> None:
                          "table inet sandgate_t {"]
     assert 'iifname "th-*" meta nfproto ipv4 udp dport 53 redirect to :15053' in doc
     assert 'iifname "th-*" meta nfproto ipv4 meta l4proto tcp redirect to :15001' in doc
-    assert doc.count("counter drop") == 3          # input, and forward both ways
+    assert doc.count("counter drop") == 4          # DNS flood, input, forward both ways
 
 
 def test_connections_are_spread_over_the_workers_by_a_hash() -> None:

@@ -27,9 +27,10 @@ from gateway.control.sandboxes.schemas import SandboxCreate, SandboxPublic
 from gateway.control.sandboxes.warm import WarmPool
 from gateway.dataplane.ca import SYSTEM_BUNDLE
 from gateway.dataplane.registry import Registry, SandboxContext, SyntheticPool
-from gateway.errors import BadRequest, NotFound, NotReady
+from gateway.errors import BadRequest, NotFound, NotReady, Unavailable
+from gateway.readiness import Readiness
 from gateway.settings import Settings
-from gateway.timing import DRAIN_TIMEOUT
+from gateway.timing import DRAIN_TIMEOUT, READY_WAIT
 from sandbox_net.errors import FirewallError, NetError, RuntimeFailure
 from sandbox_net.names import new_sandbox_id
 from sandbox_net.runtime.base import FileMount, Runtime, SandboxSpec
@@ -65,7 +66,8 @@ class Sandboxes:
                  network: SandboxNetwork, runtimes: dict[str, Runtime], policies: PolicyStore,
                  *, ca_bundle: Path, secret_exists: Callable[[str], bool],
                  open_connections: Callable[[str], int] = lambda _id: 0,
-                 flush_audit: Callable[[], object] = lambda: None) -> None:
+                 flush_audit: Callable[[], object] = lambda: None,
+                 readiness: Readiness | None = None) -> None:
         self.settings = settings
         self.records = records
         self.registry = registry
@@ -76,6 +78,7 @@ class Sandboxes:
         self.secret_exists = secret_exists
         self.open_connections = open_connections
         self.flush_audit = flush_audit
+        self.readiness = readiness
         self.warm = WarmPool(settings.warm_pool)
         self._lock = threading.Lock()
         self._running: dict[str, Started] = {}
@@ -83,6 +86,7 @@ class Sandboxes:
 
     # create
     def create(self, request: SandboxCreate, owner: str = "local") -> SandboxPublic:
+        self._await_ready()
         runtime = self._runtime(request.runtime)
         handle = self.policies.acquire(request.policy)
         for key in request.env:
@@ -121,6 +125,13 @@ class Sandboxes:
         record.state = "running"
         self.records.save(record)
         return self._public(record)
+
+    def _await_ready(self) -> None:
+        """Every proxy worker must listen and know the registry before a sandbox starts, or
+        its first connections are refused: wait a little, then ask the caller to retry."""
+        if self.readiness is not None and not self.readiness.wait(READY_WAIT):
+            raise Unavailable(f"the gateway is not ready: {self.readiness.describe()}",
+                              "retry shortly (Retry-After)")
 
     def _runtime(self, name: str) -> Runtime:
         runtime = self.runtimes.get(name)

@@ -4,6 +4,7 @@ step of a failed create, deadlines, the warm pool, and start-up reconciliation."
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,12 +13,14 @@ from pathlib import Path
 import pytest
 
 from gateway.control.policy_store import PolicyStore
+from gateway.control.sandboxes import lifecycle
 from gateway.control.sandboxes.lifecycle import Sandboxes
 from gateway.control.sandboxes.records import Records
 from gateway.control.sandboxes.schemas import SandboxCreate
 from gateway.dataplane.registry import Registry
 from gateway.db import make_engine
-from gateway.errors import BadRequest, NotReady
+from gateway.errors import BadRequest, NotReady, Unavailable
+from gateway.readiness import Readiness
 from gateway.settings import Settings
 from sandbox_net.errors import FirewallError
 from sandbox_net.runtime.base import SandboxSpec
@@ -154,3 +157,19 @@ def test_shutdown_stops_every_sandbox_warm_ones_too(world: World) -> None:
     world.sandboxes.shutdown()
     assert world.runtime.running == {} and world.network.wired == {}
     assert not world.sandboxes.warm.wanted()
+
+
+def test_a_create_waits_for_every_worker_then_gives_up_with_retry(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    readiness = Readiness(workers=2)
+    world.sandboxes.readiness = readiness
+    monkeypatch.setattr(lifecycle, "READY_WAIT", 0.05)
+    readiness.update(1)
+    with pytest.raises(Unavailable, match="1 of 2 proxy workers are ready") as caught:
+        world.sandboxes.create(SandboxCreate(policy="web"))
+    assert caught.value.status == 503 and caught.value.retry_after >= 1
+    assert world.runtime.started == [] and world.records.live() == []
+    monkeypatch.setattr(lifecycle, "READY_WAIT", 30.0)
+    threading.Timer(0.05, readiness.update, (2,)).start()   # the second worker comes up
+    created = world.sandboxes.create(SandboxCreate(policy="web"))
+    assert world.runtime.started == [created.id]

@@ -5,8 +5,8 @@ A name that belonged to exactly one token becomes that token's id; a name shared
 tokens (or by none) becomes `legacy:<name>`, which no caller is, so only admins reach those
 sandboxes. Audit rows keep the owner they were written with: they are hash-chained.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
@@ -36,7 +36,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     conn = op.get_bind()
-    names = dict(conn.execute(sa.text("SELECT id, name FROM api_token")).fetchall())
+    names: dict[str, str] = dict(conn.execute(sa.text("SELECT id, name FROM api_token")).fetchall())
     owners = [row[0] for row in conn.execute(sa.text(
         "SELECT DISTINCT owner FROM sandbox WHERE owner LIKE 'token:%' OR "
         "owner LIKE 'legacy:%'"))]
