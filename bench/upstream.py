@@ -59,7 +59,8 @@ class Http(asyncio.Protocol):
         if head.startswith((b"PUT /sink", b"POST /sink")):
             length = int(lower.split(b"content-length:")[1].split(b"\r\n")[0])
             self.sinking = length
-            self.data_received(b"")
+            rest, self.buffer = self.buffer, b""
+            self.data_received(rest)      # body bytes that came with the head count too
             return True
         if head.startswith(b"GET /stream/"):
             size = int(head.split(b" ")[1].split(b"/")[2])
