@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy.engine import Engine
 
-from gateway.cli.common import fail, make_settings, print_table
-from gateway.settings import Settings
+from gateway.cli.common import EXIT_NO, fail, fail_environment, make_settings, print_table
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from gateway.settings import Settings
 
 COLUMNS = ("time", "sandbox_id", "decision", "reason", "protocol", "method", "host", "port",
            "path", "status", "rule")
@@ -194,12 +198,15 @@ def verify(public_key: Path | None) -> None:
 
     settings = make_settings()
     key = None
+    signing_key = settings.audit_signing_key_file
+    if public_key is None and signing_key is not None and not signing_key.is_file():
+        fail_environment(f"audit signing key {signing_key} does not exist",
+                         "fix SANDGATE_AUDIT_SIGNING_KEY_FILE, or pass --public-key FILE")
     try:
         if public_key is not None:
             key = load_public_key(public_key)
-        elif settings.audit_signing_key_file is not None:
-            key = load_public_key_from_signer(HeadSigner.from_file(
-                settings.audit_signing_key_file))
+        elif signing_key is not None:
+            key = load_public_key_from_signer(HeadSigner.from_file(signing_key))
     except ValueError as e:
         fail(str(e))
     with _engine(settings) as engine:
@@ -213,7 +220,7 @@ def verify(public_key: Path | None) -> None:
                        f"{chain.head_seq} {chain.head_hash[:16]}{signed}")
     if report.unchained:
         click.echo(f"note: {report.unchained} rows from before the hash chain are not covered")
-    sys.exit(0 if report.ok else 1)
+    sys.exit(0 if report.ok else EXIT_NO)
 
 
 def load_public_key_from_signer(signer: Any) -> Any:
@@ -230,5 +237,9 @@ def keygen(path: Path) -> None:
 
     if path.exists():
         fail(f"{path} exists; not overwriting a signing key")
+    if not path.parent.is_dir():
+        fail(f"directory {path.parent} does not exist", f"create it first: mkdir -p {path.parent}")
+    if not os.access(path.parent, os.W_OK):
+        fail_environment(f"cannot write in {path.parent}", "choose a directory you may write")
     public = write_keypair(path)
     click.echo(f"signing key {path} (set SANDGATE_AUDIT_SIGNING_KEY_FILE), public key {public}")
