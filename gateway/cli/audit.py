@@ -61,7 +61,8 @@ def _engine(settings: Settings) -> Iterator[Engine]:
     from gateway.processes.launch import ControlClient
 
     if settings.database_url is None and not (settings.home / "sandgate.db").exists():
-        fail(f"no audit log in {settings.home}", "set SANDGATE_HOME to the data directory")
+        fail_environment(f"no audit log in {settings.home}",
+                         "set SANDGATE_HOME to the data directory")
     client = ControlClient(settings)
     try:
         if client.healthy():

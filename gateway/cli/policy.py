@@ -41,7 +41,8 @@ def _readable(path: Path) -> None:
 
 
 @policy_group.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True,
+                type=click.Path(path_type=Path, readable=False))  # checked: exit 3
 @click.option("--strict", is_flag=True, help="warnings fail the check too")
 def check(paths: tuple[Path, ...], strict: bool) -> None:
     """Validate policy files (or directories of them): every error, and warnings about rules

@@ -80,8 +80,10 @@ def set_secret(name: str, extra: tuple[str, ...]) -> None:
              "and it stays in shell history)",
              f"pipe it in: printf %s \"$VALUE\" | sandgate secret set {name}")
     _check_name(name)
+    settings = make_settings()
+    writable_home(settings)   # before asking for a value that could not be stored
     value = _read_value(name)
-    with _vault(make_settings(), create=True) as vault:
+    with _vault(settings, create=True) as vault:
         try:
             version = vault.put(name, value)
         except VaultError as e:
