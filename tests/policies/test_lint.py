@@ -26,7 +26,8 @@ def warnings_of(tmp_path: Path, rules: str) -> list[str]:
         "s3.amazonaws.com, where anyone can register a name; name the site (e.g. "
         "yours.s3.amazonaws.com)",
     ]),
-    ("  - id: lo\n    addresses: [127.0.0.1, 0.0.0.0/0, 198.18.0.0/16, 10.0.0.0/8, 10.1.0.0/16]\n", [
+    ("  - id: lo\n"
+     "    addresses: [127.0.0.1, 0.0.0.0/0, 198.18.0.0/16, 10.0.0.0/8, 10.1.0.0/16]\n", [
         "5:17: rule lo: warning: 127.0.0.1/32 is never dialable (loopback): the gateway "
         "refuses it whatever a rule says; remove it",
         "5:28: rule lo: warning: 0.0.0.0/0 is too broad (4294967296 addresses, wider than a "

@@ -1,4 +1,4 @@
-"""`sandgate policy` commands, run as a user runs them (in-process: tests/gateway/cli/conftest.py)."""
+"""`sandgate policy` commands, run as a user runs them (in-process, see conftest.py)."""
 
 from __future__ import annotations
 
