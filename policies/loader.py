@@ -11,8 +11,6 @@ larger than MAX_BYTES is refused before it is read.
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,33 +95,11 @@ def parse(text: str, path: str) -> Source:
 
 
 def read(path: Path) -> Source:
-    """Parse one policy file; an oversized file or one that is not a regular file (a FIFO
-    would block the reader) is refused without being read."""
-    def failed(message: str) -> Source:
-        return Source(str(path), "", errors=[LoadError(str(path), 0, 0, message)])
-
+    """Parse one policy file (read within the loader's limits: yamlsource.read_file)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return failed("no such policy file")
-    except OSError as e:
-        return failed(f"cannot read policy file: {e.strerror}")
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return failed("not a regular file")
-        if info.st_size > yamlsource.MAX_BYTES:
-            return failed(f"policy is {info.st_size} bytes, more than the "
-                          f"{yamlsource.MAX_BYTES} allowed; split it into several policies "
-                          "joined by `extends`")
-        try:
-            data = handle.read(yamlsource.MAX_BYTES + 1)
-        except OSError as e:
-            return failed(f"cannot read policy file: {e.strerror}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return failed(f"not valid UTF-8 (byte {e.start})")
+        text = yamlsource.read_file(path)
+    except yamlsource.UnreadableFile as e:
+        return Source(str(path), "", errors=[LoadError(str(path), 0, 0, str(e))])
     return parse(text, str(path))
 
 

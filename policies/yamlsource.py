@@ -15,9 +15,12 @@ libyaml parses when PyYAML has it (the same events, several times faster).
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import time
 from dataclasses import dataclass
+from pathlib import Path as FilePath
 from typing import Any
 
 import yaml
@@ -41,6 +44,10 @@ class YamlSyntaxError(ValueError):
     def __init__(self, message: str, position: Position) -> None:
         super().__init__(message)
         self.position = position
+
+
+class UnreadableFile(ValueError):
+    """A policy file that cannot be read; the message says why."""
 
 
 @dataclass
@@ -228,3 +235,29 @@ def load(text: str) -> Located:
     if builder.root is None and () not in builder.positions:
         return Located(None, {(): Position(1, 1)})
     return Located(builder.root, builder.positions)
+
+
+def read_file(path: FilePath) -> str:
+    """A policy file's text. Refused unread: a file over MAX_BYTES, and anything but a
+    regular file (opening a FIFO for reading would block until a writer came)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise UnreadableFile("no such policy file") from None
+    except OSError as e:
+        raise UnreadableFile(f"cannot read policy file: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableFile("not a regular file")
+        if info.st_size > MAX_BYTES:
+            raise UnreadableFile(f"policy is {info.st_size} bytes, more than the {MAX_BYTES} "
+                                 "allowed; split it into several policies joined by `extends`")
+        try:
+            data = handle.read(MAX_BYTES + 1)
+        except OSError as e:
+            raise UnreadableFile(f"cannot read policy file: {e.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UnreadableFile(f"not valid UTF-8 (byte {e.start})") from None

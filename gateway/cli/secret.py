@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 import click
 
 from gateway.cli.common import fail, make_settings, policy_store, print_table, writable_home
-from policies.schema import SECRET_NAME
 from vault.crypto import VaultError
 
 if TYPE_CHECKING:
@@ -48,6 +47,8 @@ def _vault(settings: Settings, *, create: bool = False) -> Iterator[Vault]:
 
 
 def _check_name(name: str) -> None:
+    from policies.schema import SECRET_NAME
+
     if not re.match(SECRET_NAME, name):
         fail(f"invalid secret name {name!r}",
              "use letters, digits and '_', not starting with a digit (it becomes an "
