@@ -50,6 +50,8 @@ def path_rank(glob: str) -> PathRank:
     """How specific a path glob is: more whole literal segments first, then a fixed depth
     (no `**`), then more literal characters. `/repos/a/issues` > `/repos/*/issues` >
     `/repos/**` > no `paths`."""
+    if glob == "/**":
+        return NO_PATH   # every path: no more specific than no `paths`
     segments = glob.split("/")[1:]
     literal = sum(1 for segment in segments if "*" not in segment)
     return (literal, int("**" not in segments), sum(len(s.replace("*", "")) for s in segments))

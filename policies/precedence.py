@@ -13,10 +13,11 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 from policies.globs import common_path, common_value, path_covers, value_covers
 from policies.hosts import HostPattern
-from policies.matcher import CompiledPolicy, CompiledRule, Request, host_rank
+from policies.matcher import CompiledPolicy, CompiledRule, PathRank, Request, host_rank
 
 HTTP = frozenset({"http", "https"})
 PROTOCOL_ORDER = ("https", "http", "tls", "tcp")
@@ -74,36 +75,80 @@ def ties(policy: CompiledPolicy) -> list[Finding]:
 
 
 def _equal_pairs(policy: CompiledPolicy) -> Iterator[tuple[CompiledRule, CompiledRule, str]]:
-    """(earlier, later, witness) for allow rules that can decide one request as equals."""
+    """(earlier, later, witness) for allow rules with different grants that can decide one
+    request as equals. Only rules whose grants differ are compared, so a policy of many
+    rules on one host with one grant costs nothing here."""
     for entries in _host_groups(policy, deny=False).values():
-        for i, (pa, a) in enumerate(entries):
-            for pb, b in entries[i + 1:]:
-                if a is b or not _may_overlap(a, b):
-                    continue
+        for (pa, a), (pb, b) in _across_grants(entries):
+            if a is not b and _may_overlap(a, b):
                 host = _common_name(pa, pb)
                 witness = _witness(a, b, host, None) if host else None
                 if witness is not None:
                     yield a, b, witness
-    by_network: dict[ipaddress.IPv4Network, list[CompiledRule]] = {}
+    by_network: dict[ipaddress.IPv4Network, list[tuple[None, CompiledRule]]] = {}
     for rule in policy.rules:
         if not rule.is_deny and not rule.spec.hosts:
             for network in rule.networks:
-                by_network.setdefault(network, []).append(rule)
+                by_network.setdefault(network, []).append((None, rule))
     for network, rules in by_network.items():
-        for i, a in enumerate(rules):
-            for b in rules[i + 1:]:
-                if _may_overlap(a, b):
-                    witness = _witness(a, b, None, network.network_address)
-                    if witness is not None:
-                        yield a, b, witness
+        for (_, a), (_, b) in _across_grants(rules):
+            if _may_overlap(a, b):
+                witness = _witness(a, b, None, network.network_address)
+                if witness is not None:
+                    yield a, b, witness
+
+
+def _across_grants[P](entries: list[tuple[P, CompiledRule]]) -> Iterator[
+        tuple[tuple[P, CompiledRule], tuple[P, CompiledRule]]]:
+    """Pairs of entries whose rules grant different things, the earlier rule first."""
+    buckets: dict[tuple[object, ...], list[tuple[P, CompiledRule]]] = {}
+    for entry in entries:
+        buckets.setdefault(grant(entry[1]), []).append(entry)
+    groups = list(buckets.values())
+    for i, first in enumerate(groups):
+        for second in groups[i + 1:]:
+            for x in first:
+                for y in second:
+                    yield (x, y) if x[1].index < y[1].index else (y, x)
 
 
 def _may_overlap(a: CompiledRule, b: CompiledRule) -> bool:
+    """Cheap necessary conditions for a tie, before a witness is looked for."""
     if a.ports and b.ports and not a.ports & b.ports:
         return False
     if not a.protocols & b.protocols:
         return False
-    return not (a.methods and b.methods and not a.methods & b.methods)
+    if a.methods and b.methods and not a.methods & b.methods:
+        return False
+    if bool(a.path_ranks) != bool(b.path_ranks):
+        return False    # a rule with paths is more specific wherever it matches
+    if not a.path_ranks:
+        return True
+    if _rank_set(a.path_ranks).isdisjoint(_rank_set(b.path_ranks)):
+        return False
+    return any(_prefixes_meet(x, y) for x, _ in a.path_ranks for y, _ in b.path_ranks)
+
+
+@lru_cache(maxsize=65536)
+def _rank_set(ranks: tuple[tuple[str, PathRank], ...]) -> frozenset[PathRank]:
+    return frozenset(rank for _, rank in ranks)
+
+
+@lru_cache(maxsize=65536)
+def _segments(glob: str) -> tuple[str, ...]:
+    return tuple(glob.split("/")[1:])
+
+
+def _prefixes_meet(a: str, b: str) -> bool:
+    """Can two path globs match one path, judged segment by segment where that is cheap:
+    their literal leading segments, and for fixed-depth globs every literal segment?"""
+    x, y = _segments(a), _segments(b)
+    for p, q in zip(x, y, strict=False):
+        if "**" in (p, q):
+            return True
+        if "*" not in p and "*" not in q and p != q:
+            return False
+    return len(x) == len(y) or "**" in x[len(y):] + y[len(x):]
 
 
 def _common_name(a: HostPattern, b: HostPattern) -> str | None:
