@@ -81,13 +81,17 @@ def test_rules_added_and_removed_and_deny_rules_read_backwards() -> None:
 
 
 def test_a_more_specific_rule_taking_requests_over_changes_credentials() -> None:
-    broad = "  - id: broad\n    hosts: ['*.github.com']\n" \
-            "    inject: [{secret: GITHUB_TOKEN, as: bearer}]\n"
-    specific = "  - id: api\n    hosts: [api.github.com]\n"
+    broad = "  - id: broad\n    hosts: ['*.github.com']\n    protocols: [https]\n" \
+            "    limits: {requests_per_minute: 60}\n"
+    specific = "  - id: api\n    hosts: [api.github.com]\n    protocols: [https]\n" \
+               "    inject: [{secret: GITHUB_TOKEN, as: bearer}]\n"
     assert changes(broad + specific, old=broad) == [
         "widens       rule api: new allow rule for api.github.com",
+        "credentials  rule api: new injection of GITHUB_TOKEN:bearer for api.github.com",
         "credentials  rule api: now decides GET https://api.github.com:443/ (was rule broad): "
-        "inject GITHUB_TOKEN:bearer -> none",
+        "inject none -> GITHUB_TOKEN:bearer",
+        "widens       rule api: now decides GET https://api.github.com:443/ (was rule broad): "
+        "limits.requests_per_minute 60 -> none",
     ]
 
 

@@ -166,11 +166,11 @@ def test_ties_that_change_the_grant_are_errors() -> None:
   - id: b
     hosts: [".github.com"]
     methods: [GET]
-    inject: [{secret: T, as: bearer}]
+    limits: {requests_per_minute: 5}
 """, "tie")
     assert [str(e) for e in info.value.errors] == [
         "tie.yaml:6:5: rule b: ties with rule a: both match GET https://x.github.com:443/ at "
-        "equal specificity and they differ in inject; make one more specific (a narrower host "
+        "equal specificity and they differ in limits; make one more specific (a narrower host "
         "or path) or merge them"]
 
 
