@@ -124,7 +124,7 @@ def check_host(settings: Settings, command: str = "sandgate run") -> None:
     try:
         GVisorRuntime(settings.runsc_dir).preflight()
     except RuntimeFailure as e:
-        fail(str(e))
+        fail_environment(str(e))
     if os.geteuid() != 0:
         fail(f"{command} must run as root (it creates namespaces and nftables rules)",
              "run it with sudo", EXIT_ENVIRONMENT)

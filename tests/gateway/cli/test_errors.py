@@ -154,7 +154,7 @@ def test_no_runsc(sandgate: Sandgate, tmp_path: Path) -> None:
         if found := shutil.which(tool):
             (bare / tool).symlink_to(found)
     result = sandgate("run", "--policy", "default", "--", "true", PATH=str(bare))
-    assert_one_line_error(result, "runsc not found", "apt-get install runsc")
+    assert_one_line_error(result, "runsc not found", "apt-get install runsc", code=3)
 
 
 def test_bad_env_flag(sandgate: Sandgate) -> None:
