@@ -111,9 +111,12 @@ class Client:
                                               json={"yaml": yaml})
         return result
 
-    def test_policy(self, name: str, method: str, url: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("POST", f"/v1/policies/{name}/test",
-                                              json={"method": method, "url": url})
+    def test_policy(self, name: str, method: str, url: str,
+                    headers: dict[str, str] | None = None, body_size: int = 0) -> dict[str, Any]:
+        """What the policy would do with the request: decision, rule, reason, the gateway's
+        steps, and on a denial the nearest rules (as `sandgate policy test`)."""
+        result: dict[str, Any] = self.request("POST", f"/v1/policies/{name}/test", json={
+            "method": method, "url": url, "headers": headers or {}, "body_size": body_size})
         return result
 
     def put_secret(self, name: str, value: str) -> int:

@@ -17,7 +17,14 @@ from sandbox_net.firewall import FirewallSpec
 from sandbox_net.names import Naming
 from vault.crypto import KeySource
 
-PACKAGE_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+def default_home() -> Path:
+    """The data directory when SANDGATE_HOME is not set: the same wherever a command runs
+    (a relative default would create a second, empty data dir in every working directory)."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/sandgate")
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "sandgate"
 
 
 def default_cache_dir() -> Path:
@@ -29,11 +36,13 @@ def default_cache_dir() -> Path:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SANDGATE_", extra="ignore")
 
-    home: Path = Field(default=Path(".sandgate"), description="data directory")
+    home: Path = Field(default_factory=default_home, description="data directory")
     # what is fetched or built from the distribution's packages and shared by every data dir
     # on the host (the microVM kernel): filled by scripts/bootstrap.sh at set-up time
     cache_dir: Path = Field(default_factory=lambda: default_cache_dir())
-    policy_dir: Path = PACKAGE_POLICIES
+    # the policy store: where the API writes policies and hot reload watches; default
+    # HOME/policies. The policies packaged with sandgate are read-only defaults behind it.
+    policy_dir: Path = Path()
     database_url: str | None = None
     name_prefix: str = "sg"
     api_host: str = "127.0.0.1"
@@ -62,6 +71,14 @@ class Settings(BaseSettings):
     allow_sqlite: bool = False
     # microVM acceleration: KVM only when asked for (it hangs under nested virtualisation)
     microvm_accel: Literal["tcg", "kvm"] = "tcg"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _policy_store(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("policy_dir"):
+            home = data.get("home") or default_home()
+            data = {**data, "policy_dir": Path(str(home)).expanduser() / "policies"}
+        return data
 
     @field_validator("home", "cache_dir", "policy_dir", "upstream_ca", "master_key_file",
                      "audit_signing_key_file", "audit_heads_file")

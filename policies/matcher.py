@@ -6,19 +6,23 @@ prefix length); only the few rules that name the destination are then checked in
 
 from __future__ import annotations
 
+import enum
 import fnmatch
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from policies.decision import Decision, Reason, Verdict, allow
-from policies.hosts import HostIndex
+from policies.hosts import HostIndex, HostPattern
 from policies.paths import AmbiguousPath, normalise_path, path_matches
-from policies.schema import Inject, Limits, PolicySpec, RuleSpec
+from policies.schema import PROTOCOLS, Inject, Limits, PolicySpec, RuleSpec
 
-# What a rule without `protocols` speaks. Raw TCP is not among them: an opaque stream escapes
-# every HTTP-level check, so it must be asked for by name (`protocols: [tcp]`).
+# What an allow rule without `protocols` speaks. Raw TCP is not among them: an opaque stream
+# escapes every HTTP-level check, so it must be asked for by name (`protocols: [tcp]`). A deny
+# rule without `protocols` covers every protocol, raw TCP included: a deny must never be
+# sidestepped by speaking something else to the same host and port.
 DEFAULT_PROTOCOLS = frozenset({"http", "https", "tls"})
+ALL_PROTOCOLS = frozenset(PROTOCOLS)
 # What a rule that injects a credential speaks unless it says otherwise: never clear text.
 INJECT_PROTOCOLS = frozenset({"https"})
 
@@ -26,6 +30,39 @@ INJECT_PROTOCOLS = frozenset({"https"})
 # structural checks (fronting, refused addresses, unknown sandboxes) stay enforced.
 MONITORABLE = frozenset({Reason.NO_MATCHING_RULE, Reason.DENIED_BY_RULE,
                          Reason.NOT_FROM_GATEWAY_DNS, Reason.AMBIGUOUS_PATH})
+
+
+class Miss(enum.StrEnum):
+    """The first condition of a rule a request failed (policies.report explains it)."""
+
+    PORT = "port"
+    PROTOCOL = "protocol"
+    NOT_HTTP = "not_http"
+    METHOD = "method"
+    PATH = "path"
+    QUERY = "query"
+    HEADER = "header"
+
+
+type PathRank = tuple[int, int, int]
+NO_PATH: PathRank = (-1, 0, 0)   # a rule without `paths`: any path, the least specific
+
+
+def path_rank(glob: str) -> PathRank:
+    """How specific a path glob is: more whole literal segments first, then a fixed depth
+    (no `**`), then more literal characters. `/repos/a/issues` > `/repos/*/issues` >
+    `/repos/**` > no `paths`."""
+    if glob == "/**":
+        return NO_PATH   # every path: no more specific than no `paths`
+    segments = glob.split("/")[1:]
+    literal = sum(1 for segment in segments if "*" not in segment)
+    return (literal, int("**" not in segments), sum(len(s.replace("*", "")) for s in segments))
+
+
+def host_rank(pattern: HostPattern) -> int:
+    """How specific a host pattern is for the names it matches: an exact name over any
+    wildcard, then a longer suffix over a shorter one (`*.api.github.com` > `*.github.com`)."""
+    return 2 * (pattern.suffix.count(".") + 1) + (0 if pattern.subdomains else 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +85,7 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
-    index: int          # global order: among allows, the first one wins
+    index: int          # global order: breaks a tie between equally specific allow rules
     spec: RuleSpec
     origin: str         # the policy the rule was written in
     id: str             # qualified with its origin when inherited through `extends`
@@ -56,6 +93,9 @@ class CompiledRule:
     protocols: frozenset[str]
     methods: frozenset[str]
     networks: tuple[ipaddress.IPv4Network, ...]
+    query: tuple[tuple[str, str, bool], ...]    # (name, glob, exactly_one)
+    query_names: frozenset[str] | None          # with `only`: the names a request may carry
+    path_ranks: tuple[tuple[str, PathRank], ...]
 
     @property
     def is_deny(self) -> bool:
@@ -69,25 +109,52 @@ class CompiledRule:
 
     def matches(self, request: Request, path: str | None) -> bool:
         """Everything but the destination, which the index already matched."""
+        return self.failed(request, path) is None
+
+    def failed(self, request: Request, path: str | None) -> Miss | None:
+        """The first condition `request` fails, or None when the rule matches it."""
         s = self.spec
         if self.ports and request.port not in self.ports:
-            return False
+            return Miss.PORT
         if request.protocol not in self.protocols:
-            return False
+            return Miss.PROTOCOL
         if not request.is_http:
-            return not s.http_only
+            return Miss.NOT_HTTP if s.http_only else None
         if self.methods and (request.method or "").upper() not in self.methods:
-            return False
+            return Miss.METHOD
         if s.paths and (path is None or not any(path_matches(g, path) for g in s.paths)):
-            return False
-        for name, glob in s.query.items():
-            values = request.query.get(name, ())
-            if not any(fnmatch.fnmatchcase(v, glob) for v in values):
-                return False
+            return Miss.PATH
+        if self.query and not self._query_matches(request.query):
+            return Miss.QUERY
         for name, glob in s.headers.items():
             if not fnmatch.fnmatchcase(request.headers.get(name, ""), glob):
+                return Miss.HEADER
+        return None
+
+    def _query_matches(self, query: Mapping[str, Sequence[str]]) -> bool:
+        """An allow rule needs every value of each named parameter to match (a repeated
+        parameter cannot smuggle a second value past it); a deny rule fires on any value."""
+        for name, glob, exactly_one in self.query:
+            values = query.get(name)
+            if not values:
                 return False
-        return True
+            if self.is_deny:
+                if not any(fnmatch.fnmatchcase(v, glob) for v in values):
+                    return False
+                continue
+            if exactly_one and len(values) != 1:
+                return False
+            if not all(fnmatch.fnmatchcase(v, glob) for v in values):
+                return False
+        names = self.query_names
+        return names is None or all(name in names for name in query)
+
+    def path_rank(self, path: str | None) -> PathRank:
+        """The specificity of the most specific of this rule's globs that matches `path`."""
+        if not self.path_ranks or path is None:
+            return NO_PATH
+        return max((rank for glob, rank in self.path_ranks if path_matches(glob, path)),
+                   default=NO_PATH)
 
 
 def _protocols(rule: RuleSpec) -> frozenset[str]:
@@ -95,8 +162,12 @@ def _protocols(rule: RuleSpec) -> frozenset[str]:
         return frozenset(rule.protocols)
     if rule.inject:
         return INJECT_PROTOCOLS
-    # HTTP conditions make an HTTP rule; otherwise the default set
-    return frozenset({"http", "https"}) if rule.http_only else DEFAULT_PROTOCOLS
+    if rule.http_only:  # HTTP conditions make an HTTP rule
+        return frozenset({"http", "https"})
+    return ALL_PROTOCOLS if rule.action == "deny" else DEFAULT_PROTOCOLS
+
+
+type Candidate = tuple[int, CompiledRule]   # (rank of the destination match, rule)
 
 
 class AddressIndex:
@@ -109,12 +180,14 @@ class AddressIndex:
         table = self._by_length.setdefault(network.prefixlen, {})
         table.setdefault(int(network.network_address), []).append(rule)
 
-    def lookup(self, address: ipaddress.IPv4Address) -> list[CompiledRule]:
-        found: list[CompiledRule] = []
+    def lookup(self, address: ipaddress.IPv4Address) -> list[Candidate]:
+        """(prefix length, rule) for every rule whose network holds `address`: a longer
+        prefix is a more specific match."""
+        found: list[Candidate] = []
         value = int(address)
         for length, table in self._by_length.items():
             mask = (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF
-            found.extend(table.get(value & mask, ()))
+            found.extend((length, rule) for rule in table.get(value & mask, ()))
         return found
 
 
@@ -139,22 +212,26 @@ class CompiledPolicy:
         self.limits = spec.limits
         ordered = rules if rules is not None else [(r, spec.name) for r in spec.rules]
         self.rules = [self._compile(i, rule, origin) for i, (rule, origin) in enumerate(ordered)]
-        self._hosts: HostIndex[CompiledRule] = HostIndex()
+        self._hosts: HostIndex[Candidate] = HostIndex()
         self._addresses = AddressIndex()
         for rule in self.rules:
             for pattern in rule.spec.host_patterns():
-                self._hosts.add(pattern, rule)
+                self._hosts.add(pattern, (host_rank(pattern), rule))
             if not rule.spec.hosts:  # an address-only rule matches IP-literal dials
                 for network in rule.networks:
                     self._addresses.add(network, rule)
 
     def _compile(self, index: int, rule: RuleSpec, origin: str) -> CompiledRule:
+        only = any(q.only for q in rule.query.values())
         return CompiledRule(
             index=index, spec=rule, origin=origin,
             id=rule.id if origin == self.name else f"{origin}/{rule.id}",
             ports=frozenset(rule.ports), protocols=_protocols(rule),
             methods=frozenset(rule.methods),
             networks=tuple(ipaddress.IPv4Network(a) for a in rule.addresses),
+            query=tuple((name, q.match, q.exactly_one) for name, q in rule.query.items()),
+            query_names=frozenset(rule.query) if only else None,
+            path_ranks=tuple((glob, path_rank(glob)) for glob in rule.paths),
         )
 
     # decisions
@@ -168,47 +245,68 @@ class CompiledPolicy:
         grant = Grant(rule.spec.limits, tuple(rule.spec.inject), rule.networks)
         return allow(rule.id, policy=self.name, policy_version=self.version, grant=grant)
 
-    def _candidates(self, request: Request) -> list[CompiledRule]:
+    def _candidates(self, request: Request) -> list[Candidate]:
         if request.host is not None:
-            found = self._hosts.lookup(request.host)
-        elif request.address is not None:
-            found = self._addresses.lookup(request.address)
-        else:
-            found = []
-        if len(found) > 1:
-            found.sort(key=lambda r: r.index)
-        return found
+            return self._hosts.lookup(request.host)
+        if request.address is not None:
+            return self._addresses.lookup(request.address)
+        return []
+
+    def candidates(self, request: Request) -> list[CompiledRule]:
+        """The rules that name the request's destination, in order (for explanations)."""
+        return sorted({rule.index: rule for _, rule in self._candidates(request)}.values(),
+                      key=lambda r: r.index)
 
     def decide_name(self, name: str) -> Decision:
         """May the sandbox learn an address for `name`? (the DNS question)"""
-        candidates = self._hosts.lookup(name)
-        candidates.sort(key=lambda r: r.index)
-        for rule in candidates:
-            if rule.is_deny and rule.covers_whole_host:
-                return self.refuse(Reason.DENIED_BY_RULE, rule.id)
-        for rule in candidates:
-            if not rule.is_deny:
-                return self._allow(rule)
+        deny: CompiledRule | None = None
+        best: Candidate | None = None
+        for rank, rule in self._hosts.lookup(name):
+            if rule.is_deny:
+                if rule.covers_whole_host and (deny is None or rule.index < deny.index):
+                    deny = rule
+            elif best is None or (rank, -rule.index) > (best[0], -best[1].index):
+                best = (rank, rule)
+        if deny is not None:
+            return self.refuse(Reason.DENIED_BY_RULE, deny.id)
+        if best is not None:
+            return self._allow(best[1])
         return self.refuse(Reason.NO_MATCHING_RULE)
 
     def decide(self, request: Request) -> Decision:
-        """May this request (or stream) go out? Any matching deny rule wins; then the first
-        matching allow rule; otherwise no."""
+        """May this request (or stream) go out? Any matching deny rule wins; then the most
+        specific matching allow rule (docs/POLICY.md, Precedence); otherwise no."""
         candidates = self._candidates(request)
         path = None
         if request.is_http and request.path is not None:
             try:
                 path = normalise_path(request.path)
             except AmbiguousPath:
-                if any(r.spec.paths for r in candidates):
+                if any(r.spec.paths for _, r in candidates):
                     return self.refuse(Reason.AMBIGUOUS_PATH)
-        matching = [r for r in candidates if r.matches(request, path)]
-        for rule in matching:
-            if rule.is_deny:
-                return self.refuse(Reason.DENIED_BY_RULE, rule.id)
-        if matching:
-            return self._allow(matching[0])
+        deny: CompiledRule | None = None
+        allows: list[Candidate] = []
+        for candidate in candidates:
+            rule = candidate[1]
+            if not rule.matches(request, path):
+                continue
+            if not rule.is_deny:
+                allows.append(candidate)
+            elif deny is None or rule.index < deny.index:
+                deny = rule
+        if deny is not None:
+            return self.refuse(Reason.DENIED_BY_RULE, deny.id)
+        if allows:
+            return self._allow(most_specific(allows, path))
         if request.host is None:
             return self.refuse(Reason.NOT_FROM_GATEWAY_DNS)
         return self.refuse(Reason.NO_MATCHING_RULE)
 
+
+def most_specific(allows: Sequence[Candidate], path: str | None) -> CompiledRule:
+    """The allow rule that decides among several that match: the most specific destination
+    match, then the most specific path glob; equal ones (a `policy check` error when their
+    grants differ) go to the earlier rule."""
+    if len(allows) == 1:
+        return allows[0][1]
+    return max(allows, key=lambda c: (c[0], c[1].path_rank(path), -c[1].index))[1]

@@ -7,9 +7,17 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    model_validator,
+)
 
 from policies.hosts import HostPattern, parse_pattern
 from policies.paths import parse_path_glob
@@ -25,6 +33,14 @@ PROTOCOLS = ("http", "https", "tcp", "tls")
 
 def _host(text: str) -> str:
     return str(parse_pattern(text))
+
+
+def _whole_number(value: Any) -> Any:
+    """`ports: [true]` or `[443.0]` must not quietly become a port: only integers are."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        shown = str(value).lower() if isinstance(value, bool) else repr(value)
+        raise ValueError(f"port {shown} is not a whole number; write it as 443")
+    return value
 
 
 def _port(port: int) -> int:
@@ -63,7 +79,7 @@ def _header_name(text: str) -> str:
 
 
 HostText = Annotated[str, AfterValidator(_host)]
-Port = Annotated[int, AfterValidator(_port)]
+Port = Annotated[StrictInt, BeforeValidator(_whole_number), AfterValidator(_port)]
 AddressText = Annotated[str, AfterValidator(_address)]
 Method = Annotated[str, AfterValidator(_method)]
 PathGlob = Annotated[str, AfterValidator(_path)]
@@ -76,17 +92,17 @@ class _Strict(BaseModel):
 
 
 class Limits(_Strict):
-    requests_per_minute: int | None = Field(default=None, ge=1)
-    bytes_per_minute: int | None = Field(default=None, ge=1)
+    requests_per_minute: StrictInt | None = Field(default=None, ge=1)
+    bytes_per_minute: StrictInt | None = Field(default=None, ge=1)
 
 
 class SandboxLimits(_Strict):
     """Per sandbox, whatever the rule: bounds on what one sandbox can make the gateway hold,
     so a misbehaving sandbox cannot stall the others. Safe defaults apply when absent."""
 
-    connections: int = Field(default=256, ge=1, le=100_000)
-    request_body_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
-    response_body_bytes: int | None = Field(default=None, ge=0)   # None: no limit
+    connections: StrictInt = Field(default=256, ge=1, le=100_000)
+    request_body_bytes: StrictInt = Field(default=100 * 1024 * 1024, ge=0)
+    response_body_bytes: StrictInt | None = Field(default=None, ge=0)   # None: no limit
 
 
 # Credential injection forms (the vault consumes these; see docs/POLICY.md).
@@ -143,6 +159,32 @@ Inject = Annotated[InjectBearer | InjectHeader | InjectBasic | InjectQuery | Inj
 INJECT_FORMS = ("bearer", "header", "basic", "query", "body", "aws-sigv4")
 
 
+class QueryCondition(_Strict):
+    """A query parameter a rule requires. An allow rule needs the parameter present and every
+    value of it matching `match`; a deny rule fires when any value matches."""
+
+    match: str = "*"
+    exactly_one: bool = False   # the parameter appears once, not repeated
+    only: bool = False          # no parameter the rule does not name may appear
+
+    def __str__(self) -> str:
+        flags = [f for f, on in (("exactly_one", self.exactly_one), ("only", self.only)) if on]
+        return self.match + (f" [{', '.join(flags)}]" if flags else "")
+
+
+def _query_condition(value: Any) -> Any:
+    """`name: glob` is short for `name: {match: glob}`."""
+    if isinstance(value, str):
+        return {"match": value}
+    if not isinstance(value, dict):
+        raise ValueError(f"{value!r}: a query condition is a glob such as \"*\" or a mapping "
+                         "{match: GLOB, exactly_one: true, only: true}")
+    return value
+
+
+QueryEntry = Annotated[QueryCondition, BeforeValidator(_query_condition)]
+
+
 class RuleSpec(_Strict):
     id: str = Field(min_length=1, max_length=100, pattern=RULE_ID)
     description: str = ""
@@ -153,7 +195,7 @@ class RuleSpec(_Strict):
     protocols: list[Literal["http", "https", "tcp", "tls"]] = Field(default_factory=list)
     methods: list[Method] = Field(default_factory=list)
     paths: list[PathGlob] = Field(default_factory=list)
-    query: dict[str, str] = Field(default_factory=dict)
+    query: dict[str, QueryEntry] = Field(default_factory=dict)
     headers: dict[HeaderName, str] = Field(default_factory=dict)
     limits: Limits | None = None
     inject: list[Inject] = Field(default_factory=list)
@@ -174,6 +216,9 @@ class RuleSpec(_Strict):
             raise ValueError("a deny rule cannot inject credentials")
         if self.inject:
             self._check_inject()
+        if self.action == "deny" and any(q.exactly_one or q.only for q in self.query.values()):
+            raise ValueError("`exactly_one` and `only` narrow allow rules; a deny rule fires "
+                             "when any value of its query parameters matches")
         return self
 
     def _check_inject(self) -> None:

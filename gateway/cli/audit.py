@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy.engine import Engine
 
-from gateway.cli.common import fail, make_settings, print_table
-from gateway.settings import Settings
+from gateway.cli.common import EXIT_NO, fail, fail_environment, make_settings, print_table
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from gateway.settings import Settings
 
 COLUMNS = ("time", "sandbox_id", "decision", "reason", "protocol", "method", "host", "port",
            "path", "status", "rule")
@@ -57,7 +61,8 @@ def _engine(settings: Settings) -> Iterator[Engine]:
     from gateway.processes.launch import ControlClient
 
     if settings.database_url is None and not (settings.home / "sandgate.db").exists():
-        fail(f"no audit log in {settings.home}", "set SANDGATE_HOME to the data directory")
+        fail_environment(f"no audit log in {settings.home}",
+                         "set SANDGATE_HOME to the data directory")
     client = ControlClient(settings)
     try:
         if client.healthy():
@@ -199,11 +204,15 @@ def verify(public_key: Path | None, heads_files: tuple[Path, ...]) -> None:
     settings = make_settings()
     key = None
     heads = {}
+    signing_key = settings.audit_signing_key_file
+    if public_key is None and signing_key is not None and not signing_key.is_file():
+        fail_environment(f"audit signing key {signing_key} does not exist",
+                         "fix SANDGATE_AUDIT_SIGNING_KEY_FILE, or pass --public-key FILE")
     try:
         if public_key is not None:
             key = load_public_key(public_key)
-        elif settings.audit_signing_key_file is not None:
-            key = HeadSigner.from_file(settings.audit_signing_key_file).public_key
+        elif signing_key is not None:
+            key = HeadSigner.from_file(signing_key).public_key
         for path in heads_files:
             heads[str(path)] = list(HeadsFile(path).heads())
     except (ValueError, OSError) as e:
@@ -225,7 +234,7 @@ def verify(public_key: Path | None, heads_files: tuple[Path, ...]) -> None:
     if key is None:
         click.echo("note: no audit key given (--public-key): signatures of heads and "
                    "checkpoints were not checked")
-    sys.exit(0 if report.ok else 1)
+    sys.exit(0 if report.ok else EXIT_NO)
 
 
 @audit_group.command()
@@ -236,5 +245,9 @@ def keygen(path: Path) -> None:
 
     if path.exists():
         fail(f"{path} exists; not overwriting a signing key")
+    if not path.parent.is_dir():
+        fail(f"directory {path.parent} does not exist", f"create it first: mkdir -p {path.parent}")
+    if not os.access(path.parent, os.W_OK):
+        fail_environment(f"cannot write in {path.parent}", "choose a directory you may write")
     public = write_keypair(path)
     click.echo(f"signing key {path} (set SANDGATE_AUDIT_SIGNING_KEY_FILE), public key {public}")

@@ -38,10 +38,10 @@ def serve(api_host: str | None, api_port: int | None, upstream_resolver: str | N
     """Run the gateway and the control API until interrupted."""
     import asyncio
 
-    from gateway.processes import serve as server
-
     settings = make_settings(upstream_resolver=upstream_resolver, upstream_ca=upstream_ca,
                              api_host=api_host, api_port=api_port)
+    from gateway.processes import serve as server
+
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mitmproxy").setLevel(logging.WARNING)  # a line per connection otherwise

@@ -78,7 +78,7 @@ def _probe(policy: CompiledPolicy, rule: CompiledRule) -> tuple[Probe | None, st
     host = pattern.suffix if pattern.apex else f"{FILLER}.{pattern.suffix}"
     method = "GET" if not rule.methods or "GET" in rule.methods else sorted(rule.methods)[0]
     path = _concrete_path(spec.paths[0]) if spec.paths else f"/{FILLER}"
-    query = {name: _concrete(glob) for name, glob in spec.query.items()}
+    query = {name: _concrete(condition.match) for name, condition in spec.query.items()}
     headers = {name: _concrete(glob) for name, glob in spec.headers.items()}
     tls = SERVER_PORTS[port]
     request = Request(port=port, protocol="https" if tls else "http", host=host, method=method,

@@ -151,3 +151,13 @@ def test_text_yaml_cannot_read(text: str, message: str) -> None:
     with pytest.raises(PolicyError) as info:
         load_text(text, "p.yaml")
     assert [str(e) for e in info.value.errors] == [f"p.yaml:{message}"]
+
+
+def test_extends_errors_are_reported_beside_schema_errors(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("version: 1\nname: p\nextends: [missing]\nrules:\n  - id: x\n"
+                    "    hostz: [a.test]\n")
+    assert errors_of(path) == [
+        "6:5: rule x: unknown key 'hostz'; check its spelling against docs/POLICY.md",
+        "3:11: `extends`: no policy named 'missing' next to this file",
+    ]
