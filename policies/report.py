@@ -25,8 +25,8 @@ NEAREST = 3   # rules listed after a denial
 def request_from_url(method: str, url: str,
                      headers: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> Request:
     """The request `METHOD URL` would make, with `headers` as a mapping or as (name, value)
-    pairs (a name may repeat). Schemes: http, https, tcp, tls (tcp://host:port). Raises ValueError with what
-    to write instead."""
+    pairs (a name may repeat). Schemes: http, https, tcp, tls (tcp://host:port). Raises
+    ValueError with what to write instead."""
     parsed = urllib.parse.urlsplit(url)
     scheme = parsed.scheme.lower()
     if scheme not in ("http", "https", "tcp", "tls"):
@@ -274,6 +274,8 @@ def explain_rows(policy: CompiledPolicy) -> list[dict[str, str]]:
     for rule in policy.rules:
         s = rule.spec
         extra = []
+        if s.paths_case_insensitive:
+            extra.append("paths in any case")
         if s.query:
             extra.append("query " + " ".join(f"{k}={v}" for k, v in s.query.items()))
         if s.headers:

@@ -110,6 +110,15 @@ def test_spoofing_a_neighbour_from_gvisor(fresh_seat: Seat, victim: Seat,
     assert_untouched(victim, gateway, since, "spoofg")
 
 
+def in_namespace(sandbox: Sandbox, *args: str) -> dict[str, str]:
+    """SPOOF run as root in the sandbox's network namespace, outside gVisor."""
+    run = subprocess.run(["nsenter", f"--net={NETNS_DIR / sandbox.info['netns']}",
+                          sys.executable, "-c", SPOOF, *args],
+                         capture_output=True, text=True, check=True, timeout=30)
+    result: dict[str, str] = json.loads(run.stdout)
+    return result
+
+
 def test_spoofing_a_neighbour_as_root_of_the_sandbox_kernel(fresh_seat: Seat, victim: Seat,
                                                             gateway: Gateway) -> None:
     """A raw socket in the sandbox's namespace, outside gVisor: the packets certainly leave
@@ -119,19 +128,15 @@ def test_spoofing_a_neighbour_as_root_of_the_sandbox_kernel(fresh_seat: Seat, vi
     since = gateway.last_audit_id()
     attacker = fresh_seat.sandbox
     token = placeholder(fresh_seat)
-    run = subprocess.run(["nsenter", f"--net={NETNS_DIR / attacker.info['netns']}", sys.executable, "-c",
-                          SPOOF, victim.sandbox.info["ip"], gateway_ip(attacker),
-                          f"{token}.spoofr.www.upstream.test"],
-                         capture_output=True, text=True, check=True, timeout=30)
-    assert json.loads(run.stdout)["raw"] == "sent"
+    sent = in_namespace(attacker, victim.sandbox.info["ip"], gateway_ip(attacker),
+                        f"{token}.spoofr.www.upstream.test")
+    assert sent["raw"] == "sent"
     assert nft_counter(table, "guard", "spoofed-source") > before
     settle_with_a_control(fresh_seat, gateway, since, "control-spoofr")
     assert_untouched(victim, gateway, since, "spoofr")
     # the same packet from the sandbox's own address is its own, and quarantines it
-    subprocess.run(["nsenter", f"--net={NETNS_DIR / attacker.info['netns']}", sys.executable, "-c", SPOOF,
-                    attacker.info["ip"], gateway_ip(attacker),
-                    f"{token}.own.www.upstream.test"], check=True, capture_output=True,
-                   timeout=30)
+    in_namespace(attacker, attacker.info["ip"], gateway_ip(attacker),
+                 f"{token}.own.www.upstream.test")
     gateway.wait_until(lambda: any(r["reason"] == "secret_exfil_attempt"
                                    for r in gateway.audit_rows(since)
                                    if r["sandbox_id"] == attacker.id), timeout=30)
