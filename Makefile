@@ -4,7 +4,8 @@
 bootstrap:
 	scripts/bootstrap.sh
 
-# Command 1: the gateway and control API on embedded defaults (data dir $$SANDGATE_HOME, default ./.sandgate).
+# Command 1: the gateway and control API on embedded defaults (data dir $$SANDGATE_HOME,
+# default /var/lib/sandgate for root).
 up: bootstrap
 	.venv/bin/sandgate serve
 

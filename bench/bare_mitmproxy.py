@@ -26,8 +26,9 @@ async def main(port: int, confdir: str) -> None:
     opts = options.Options()
     proxy = master.Master(opts)
     proxy.addons.add(*builtin_addons(), Listening())
+    # Bodies over 1 MiB stream, as the gateway's do (its window): a fair bulk baseline.
     opts.update(mode=[f"transparent@{port}"], confdir=confdir, connection_strategy="lazy",
-                ssl_insecure=True)
+                ssl_insecure=True, stream_large_bodies="1m")
     await proxy.run()
 
 

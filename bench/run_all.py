@@ -17,10 +17,12 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import bulk
 from common import report
 from load import wrk
 from world import PLAIN_PORT, TLS_PORT, World, gateway_in, world
@@ -31,10 +33,13 @@ from sandbox_net.testnet import HTTP_IP, HTTPS_IP
 SECRET = "bench-token-value"
 POLICY = f"""version: 1
 name: bench
+limits: {{request_body_bytes: 2147483648}}
 rules:
-  - id: plain
+  - id: plain      # measures injection over plain HTTP: opted into knowingly
     hosts: [www.upstream.test]
     ports: [{PLAIN_PORT}]
+    protocols: [http]
+    allow_cleartext_inject: true
     inject: [{{secret: BENCH_TOKEN, as: bearer}}]
   - id: tls
     hosts: [secure.upstream.test]
@@ -80,18 +85,59 @@ def bench_sandbox(client: Client) -> tuple[Sandbox, str]:
     return sandbox, placeholder
 
 
-def gateway_cpu_seconds(home: Path) -> float:
-    """CPU time used so far by a gateway's processes: the main one and its proxy workers."""
+def gateway_processes(home: Path) -> tuple[str, list[int]]:
+    """The main process's pid, and its proxy workers' pids."""
     main = (home / "gateway.lock").read_text().strip()
-    total = 0.0
+    workers = []
     for proc in Path("/proc").iterdir():
         try:
             fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
             argv = (proc / "cmdline").read_bytes()
         except OSError:
             continue
-        if proc.name == main or (fields[1] == main and b"gateway.processes.worker" in argv):
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if fields[1] == main and b"gateway.processes.worker" in argv:
+            workers.append(int(proc.name))
+    return main, workers
+
+
+def bulk_transfers(the_world: World, home: Path, sandbox: Sandbox, placeholder: str,
+                   size: int) -> None:
+    """One download and one upload of `size` bytes, direct, through bare mitmproxy and
+    through the gateway (an injecting rule: its responses are scrubbed as they stream)."""
+    plain = f"{HTTP_IP}:{PLAIN_PORT}"
+    named, auth = ["Host: www.upstream.test"], [f"Authorization: Bearer {placeholder}"]
+    places = {"direct": (the_world.host, plain, named),
+              "bare": (the_world.bare_client, plain, named),
+              "gateway": (sandbox.info["netns"], f"www.upstream.test:{PLAIN_PORT}", auth)}
+    workers = lambda: gateway_processes(home)[1]  # noqa: E731
+    speeds, growth = {}, 0.0
+    with bulk.payload(size) as source:
+        for place, (netns, hostport, headers) in places.items():
+            down, grown_down = bulk.peak_growth_mib(workers, partial(
+                bulk.download, netns, f"http://{hostport}/stream/{size}", headers))
+            up, grown_up = bulk.peak_growth_mib(workers, partial(
+                bulk.upload, netns, f"http://{hostport}/sink", source, headers))
+            speeds[place] = (down, up)
+            if place == "gateway":
+                growth = max(grown_down, grown_up)
+    for index, direction in enumerate(("download", "upload")):
+        for place in places:
+            report(f"bulk_{direction}_{place}_mbps", round(speeds[place][index], 1))
+        report(f"bulk_{direction}_vs_bare_ratio",
+               round(speeds["gateway"][index] / speeds["bare"][index], 3))
+    report("bulk_gateway_worker_rss_growth_mib", round(growth, 1))
+
+
+def gateway_cpu_seconds(home: Path) -> float:
+    """CPU time used so far by a gateway's processes: the main one and its proxy workers."""
+    main, workers = gateway_processes(home)
+    total = 0.0
+    for pid in [int(main), *workers]:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
 
 
@@ -169,6 +215,8 @@ def main() -> None:
             report("full_path_rps", round(full_rps))
             report("full_vs_bare_mitmproxy_ratio", round(full_rps / bare_rps, 3))
             latencies(load, sandbox, placeholder)
+            bulk_transfers(w, w.workdir / "gateway-0", sandbox, placeholder,
+                           (256 if args.quick else 1024) * 1024 * 1024)
             scaling = [(throughput(load, w.workdir / "gateway-0", sandbox, placeholder),
                         throughput(load, w.workdir / "gateway-1", sandbox2, placeholder2))
                        for _ in range(rounds)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -43,9 +44,12 @@ class ExecResult:
 
 class Client:
     def __init__(self, url: str = "http://127.0.0.1:8700", token: str | None = None,
-                 timeout: float = 120.0, *, uds: str | None = None) -> None:
+                 timeout: float = 120.0, *, uds: str | None = None,
+                 retry_deadline: float = 30.0) -> None:
         """`uds`: the gateway's control socket instead of `url` (local administrator, no
-        token needed)."""
+        token needed). `retry_deadline`: how long a request answered 503 with Retry-After
+        (the gateway is starting) is retried."""
+        self.retry_deadline = retry_deadline
         headers = {"authorization": f"Bearer {token}"} if token else {}
         transport = httpx.HTTPTransport(uds=uds) if uds else None
         self._http = httpx.Client(base_url="http://sandgate" if uds else url, headers=headers,
@@ -61,7 +65,7 @@ class Client:
         self.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._http.request(method, path, **kwargs)
+        response = self._send(method, path, **kwargs)
         if response.status_code >= 400:
             try:
                 body = response.json()
@@ -74,6 +78,17 @@ class Client:
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()
         return response.content
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request, repeated while the gateway answers 503 with Retry-After (it is not
+        ready yet, and did nothing) and the deadline allows."""
+        deadline = time.monotonic() + self.retry_deadline
+        while True:
+            response = self._http.request(method, path, **kwargs)
+            wait = _retry_after(response)
+            if wait is None or time.monotonic() + wait > deadline:
+                return response
+            time.sleep(wait)
 
     # sandboxes
     def create(self, policy: str, *, runtime: str = "gvisor", image: str | None = None,
@@ -109,9 +124,12 @@ class Client:
                                               json={"yaml": yaml})
         return result
 
-    def test_policy(self, name: str, method: str, url: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("POST", f"/v1/policies/{name}/test",
-                                              json={"method": method, "url": url})
+    def test_policy(self, name: str, method: str, url: str,
+                    headers: dict[str, str] | None = None, body_size: int = 0) -> dict[str, Any]:
+        """What the policy would do with the request: decision, rule, reason, the gateway's
+        steps, and on a denial the nearest rules (as `sandgate policy test`)."""
+        result: dict[str, Any] = self.request("POST", f"/v1/policies/{name}/test", json={
+            "method": method, "url": url, "headers": headers or {}, "body_size": body_size})
         return result
 
     def put_secret(self, name: str, value: str) -> int:
@@ -127,6 +145,15 @@ class Client:
             if page["next_cursor"] is None:
                 return
             params["cursor"] = page["next_cursor"]
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    if response.status_code != 503:
+        return None
+    try:
+        return min(max(float(response.headers["retry-after"]), 0.1), 10.0)
+    except (KeyError, ValueError):
+        return None
 
 
 class Sandbox:

@@ -30,3 +30,11 @@ class NotReady(SandgateError):
     """The host cannot run sandboxes yet (not root, missing runtime, firewall failure)."""
 
     status = 503
+
+
+class Unavailable(NotReady):
+    """Not yet, but soon: the same request will succeed (503 with `Retry-After`)."""
+
+    def __init__(self, message: str, hint: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message, hint)
+        self.retry_after = retry_after

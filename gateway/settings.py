@@ -18,7 +18,14 @@ from sandbox_net.images.store import IMAGE_NAME
 from sandbox_net.names import Naming
 from vault.crypto import KeySource
 
-PACKAGE_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+def default_home() -> Path:
+    """The data directory when SANDGATE_HOME is not set: the same wherever a command runs
+    (a relative default would create a second, empty data dir in every working directory)."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/sandgate")
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "sandgate"
 
 
 def default_cache_dir() -> Path:
@@ -30,11 +37,13 @@ def default_cache_dir() -> Path:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SANDGATE_", extra="ignore")
 
-    home: Path = Field(default=Path(".sandgate"), description="data directory")
+    home: Path = Field(default_factory=default_home, description="data directory")
     # what is fetched or built from the distribution's packages and shared by every data dir
     # on the host (the microVM kernel): filled by scripts/bootstrap.sh at set-up time
     cache_dir: Path = Field(default_factory=lambda: default_cache_dir())
-    policy_dir: Path = PACKAGE_POLICIES
+    # the policy store: where the API writes policies and hot reload watches; default
+    # HOME/policies. The policies packaged with sandgate are read-only defaults behind it.
+    policy_dir: Path = Path()
     database_url: str | None = None
     name_prefix: str = "sg"
     api_host: str = "127.0.0.1"
@@ -48,6 +57,8 @@ class Settings(BaseSettings):
     master_key_file: Path | None = None
     quarantine_on_exfil: bool = True
     audit_signing_key_file: Path | None = None
+    # chain heads outside the database (docs/AUDIT.md); default: audit-heads.jsonl in `home`
+    audit_heads_file: Path | None = None
     audit_retain_days: int | None = Field(default=None, ge=1)
     otlp_endpoint: str | None = None
     firewall_check_interval: float = Field(default=0.5, ge=0)  # 0: no watchdog
@@ -64,8 +75,16 @@ class Settings(BaseSettings):
     # microVM acceleration: KVM only when asked for (it hangs under nested virtualisation)
     microvm_accel: Literal["tcg", "kvm"] = "tcg"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _policy_store(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("policy_dir"):
+            home = data.get("home") or default_home()
+            data = {**data, "policy_dir": Path(str(home)).expanduser() / "policies"}
+        return data
+
     @field_validator("home", "cache_dir", "policy_dir", "upstream_ca", "master_key_file",
-                     "audit_signing_key_file")
+                     "audit_signing_key_file", "audit_heads_file")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
@@ -160,6 +179,10 @@ class Settings(BaseSettings):
     @property
     def spool_file(self) -> Path:
         return self.home / "audit-spool.jsonl"
+
+    @property
+    def heads_file(self) -> Path:
+        return self.audit_heads_file or self.home / "audit-heads.jsonl"
 
     @property
     def gateway_id_file(self) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -21,6 +22,12 @@ class HostError(ValueError):
     """A host name or pattern that cannot be used; the message says what to write instead."""
 
 
+# An ASCII name whose every label is letters, digits and inner hyphens (and no `xn--` or
+# other `??--` label, which IDNA must check) is its own IDNA form once lower-cased.
+_PLAIN_NAME = re.compile(r"(?:(?![a-z0-9]{2}--)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*"
+                         r"(?![a-z0-9]{2}--)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
 @functools.lru_cache(maxsize=8192)   # the same few names arrive with every request
 def normalise_name(name: str) -> str:
     """Lower-case, drop one trailing dot, IDNA-encode. Raises HostError when not a DNS name."""
@@ -29,6 +36,9 @@ def normalise_name(name: str) -> str:
         text = text[:-1]
     if not text:
         raise HostError("empty host name")
+    lowered = text.lower()
+    if lowered.isascii() and len(lowered) <= 253 and _PLAIN_NAME.fullmatch(lowered):
+        return lowered
     if any(c.isspace() for c in text):
         raise HostError(f"host name {name!r} contains white space")
     try:
@@ -39,6 +49,8 @@ def normalise_name(name: str) -> str:
 
 
 def _is_ip(text: str) -> bool:
+    if ":" not in text and not text[-1:].isdigit():
+        return False  # an IPv4 address or CIDR ends in a digit; IPv6 has colons
     try:
         ipaddress.ip_network(text, strict=False)
     except ValueError:
@@ -65,6 +77,7 @@ class HostPattern:
         return self.subdomains and name.endswith("." + self.suffix)
 
 
+@functools.lru_cache(maxsize=65536)  # the schema and the compiler parse each entry
 def parse_pattern(text: str) -> HostPattern:
     """Parse one entry of a rule's `hosts` list."""
     raw = text.strip()

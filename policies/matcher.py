@@ -6,29 +6,73 @@ prefix length); only the few rules that name the destination are then checked in
 
 from __future__ import annotations
 
+import enum
 import fnmatch
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from policies.decision import Decision, Reason, Verdict, allow
-from policies.hosts import HostIndex
-from policies.paths import AmbiguousPath, normalise_path, path_matches
-from policies.schema import Inject, Limits, PolicySpec, RuleSpec
+from policies.hosts import HostIndex, HostPattern
+from policies.paths import AmbiguousPath, canonical_path, path_matches
+from policies.schema import PROTOCOLS, Inject, Limits, PolicySpec, RuleSpec
 
-# What a rule without `protocols` speaks. Raw TCP is not among them: an opaque stream escapes
-# every HTTP-level check, so it must be asked for by name (`protocols: [tcp]`).
-DEFAULT_PROTOCOLS = frozenset({"http", "https", "tls"})
+# What an allow rule without `protocols` speaks: HTTP, in clear or over TLS. Opaque streams
+# (raw TCP, TLS that carries no HTTP) escape every HTTP-level check, so they must be asked for
+# by name (`protocols: [tcp]`, `[tls]`). A deny rule without `protocols` covers every
+# protocol, raw TCP included: a deny must never be sidestepped by speaking something else to
+# the same host and port.
+DEFAULT_PROTOCOLS = frozenset({"http", "https"})
+HTTP_PROTOCOLS = DEFAULT_PROTOCOLS
+ALL_PROTOCOLS = frozenset(PROTOCOLS)
+# What a rule that injects a credential speaks unless it says otherwise: never clear text.
+INJECT_PROTOCOLS = frozenset({"https"})
 
 # Denials that monitor mode turns into `would_deny`: the policy's own judgement. The gateway's
 # structural checks (fronting, refused addresses, unknown sandboxes) stay enforced.
 MONITORABLE = frozenset({Reason.NO_MATCHING_RULE, Reason.DENIED_BY_RULE,
-                         Reason.NOT_FROM_GATEWAY_DNS, Reason.AMBIGUOUS_PATH})
+                         Reason.NOT_FROM_GATEWAY_DNS, Reason.AMBIGUOUS_PATH,
+                         Reason.PROTOCOL_MISMATCH})
+
+
+class Miss(enum.StrEnum):
+    """The first condition of a rule a request failed (policies.report explains it)."""
+
+    PORT = "port"
+    PROTOCOL = "protocol"
+    NOT_HTTP = "not_http"
+    METHOD = "method"
+    PATH = "path"
+    QUERY = "query"
+    HEADER = "header"
+
+
+type PathRank = tuple[int, int, int]
+NO_PATH: PathRank = (-1, 0, 0)   # a rule without `paths`: any path, the least specific
+
+
+def path_rank(glob: str) -> PathRank:
+    """How specific a path glob is: more whole literal segments first, then a fixed depth
+    (no `**`), then more literal characters. `/repos/a/issues` > `/repos/*/issues` >
+    `/repos/**` > no `paths`."""
+    if glob == "/**":
+        return NO_PATH   # every path: no more specific than no `paths`
+    segments = glob.split("/")[1:]
+    literal = sum(1 for segment in segments if "*" not in segment)
+    return (literal, int("**" not in segments), sum(len(s.replace("*", "")) for s in segments))
+
+
+def host_rank(pattern: HostPattern) -> int:
+    """How specific a host pattern is for the names it matches: an exact name over any
+    wildcard, then a longer suffix over a shorter one (`*.api.github.com` > `*.github.com`)."""
+    return 2 * (pattern.suffix.count(".") + 1) + (0 if pattern.subdomains else 1)
 
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One egress question. `host` is a normalised name, or None for an IP-literal dial."""
+    """One egress question. `host` is a normalised name, or None for an IP-literal dial;
+    `path` as the client sent it (the policy matches its canonical form); `headers` by lower
+    case name, every value of a repeated header."""
 
     port: int
     protocol: str                                   # http | https | tcp | tls
@@ -37,7 +81,7 @@ class Request:
     method: str | None = None
     path: str | None = None
     query: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     @property
     def is_http(self) -> bool:
@@ -46,7 +90,7 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
-    index: int          # global order: among allows, the first one wins
+    index: int          # global order: breaks a tie between equally specific allow rules
     spec: RuleSpec
     origin: str         # the policy the rule was written in
     id: str             # qualified with its origin when inherited through `extends`
@@ -54,6 +98,9 @@ class CompiledRule:
     protocols: frozenset[str]
     methods: frozenset[str]
     networks: tuple[ipaddress.IPv4Network, ...]
+    query: tuple[tuple[str, str, bool], ...]    # (name, glob, exactly_one)
+    query_names: frozenset[str] | None          # with `only`: the names a request may carry
+    path_ranks: tuple[tuple[str, PathRank], ...]
 
     @property
     def is_deny(self) -> bool:
@@ -67,32 +114,84 @@ class CompiledRule:
 
     def matches(self, request: Request, path: str | None) -> bool:
         """Everything but the destination, which the index already matched."""
+        return self.failed(request, path) is None
+
+    def failed(self, request: Request, path: str | None) -> Miss | None:
+        """The first condition `request` fails, or None when the rule matches it."""
         s = self.spec
         if self.ports and request.port not in self.ports:
-            return False
+            return Miss.PORT
         if request.protocol not in self.protocols:
-            return False
+            return Miss.PROTOCOL
         if not request.is_http:
-            return not s.http_only
+            return Miss.NOT_HTTP if s.http_only else None
         if self.methods and (request.method or "").upper() not in self.methods:
-            return False
-        if s.paths and (path is None or not any(path_matches(g, path) for g in s.paths)):
-            return False
-        for name, glob in s.query.items():
-            values = request.query.get(name, ())
-            if not any(fnmatch.fnmatchcase(v, glob) for v in values):
+            return Miss.METHOD
+        if s.paths and (path is None or not any(
+                path_matches(g, path, s.paths_case_insensitive) for g in s.paths)):
+            return Miss.PATH
+        if self.query and not self._query_matches(request.query):
+            return Miss.QUERY
+        if s.headers and not self._headers_match(request.headers):
+            return Miss.HEADER
+        return None
+
+    def _headers_match(self, headers: Mapping[str, Sequence[str]]) -> bool:
+        """As for the query: an allow rule needs every value of a repeated header to match,
+        a deny rule fires on any. An absent header is an empty value."""
+        check = any if self.is_deny else all
+        return all(check(fnmatch.fnmatchcase(v, glob) for v in headers.get(name) or ("",))
+                   for name, glob in self.spec.headers.items())
+
+    def _query_matches(self, query: Mapping[str, Sequence[str]]) -> bool:
+        """An allow rule needs every value of each named parameter to match (a repeated
+        parameter cannot smuggle a second value past it); a deny rule fires on any value."""
+        for name, glob, exactly_one in self.query:
+            values = query.get(name)
+            if not values:
                 return False
-        for name, glob in s.headers.items():
-            if not fnmatch.fnmatchcase(request.headers.get(name, ""), glob):
+            if self.is_deny:
+                if not any(fnmatch.fnmatchcase(v, glob) for v in values):
+                    return False
+                continue
+            if exactly_one and len(values) != 1:
                 return False
-        return True
+            if not all(fnmatch.fnmatchcase(v, glob) for v in values):
+                return False
+        names = self.query_names
+        return names is None or all(name in names for name in query)
+
+    def path_rank(self, path: str | None) -> PathRank:
+        """The specificity of the most specific of this rule's globs that matches `path`."""
+        if not self.path_ranks or path is None:
+            return NO_PATH
+        ignore_case = self.spec.paths_case_insensitive
+        return max((rank for glob, rank in self.path_ranks
+                    if path_matches(glob, path, ignore_case)), default=NO_PATH)
+
+    def on_port(self, port: int) -> bool:
+        return not self.ports or port in self.ports
+
+    @property
+    def has_http_conditions(self) -> bool:
+        return self.spec.http_only
+
+    @property
+    def allows_http(self) -> bool:
+        return not self.is_deny and bool(self.protocols & HTTP_PROTOCOLS)
 
 
 def _protocols(rule: RuleSpec) -> frozenset[str]:
     if rule.protocols:
         return frozenset(rule.protocols)
-    # HTTP conditions make an HTTP rule; otherwise the default set
-    return frozenset({"http", "https"}) if rule.http_only else DEFAULT_PROTOCOLS
+    if rule.inject:
+        return INJECT_PROTOCOLS
+    if rule.http_only:  # HTTP conditions make an HTTP rule
+        return HTTP_PROTOCOLS
+    return ALL_PROTOCOLS if rule.action == "deny" else DEFAULT_PROTOCOLS
+
+
+type Candidate = tuple[int, CompiledRule]   # (rank of the destination match, rule)
 
 
 class AddressIndex:
@@ -105,12 +204,14 @@ class AddressIndex:
         table = self._by_length.setdefault(network.prefixlen, {})
         table.setdefault(int(network.network_address), []).append(rule)
 
-    def lookup(self, address: ipaddress.IPv4Address) -> list[CompiledRule]:
-        found: list[CompiledRule] = []
+    def lookup(self, address: ipaddress.IPv4Address) -> list[Candidate]:
+        """(prefix length, rule) for every rule whose network holds `address`: a longer
+        prefix is a more specific match."""
+        found: list[Candidate] = []
         value = int(address)
         for length, table in self._by_length.items():
             mask = (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF
-            found.extend(table.get(value & mask, ()))
+            found.extend((length, rule) for rule in table.get(value & mask, ()))
         return found
 
 
@@ -135,22 +236,26 @@ class CompiledPolicy:
         self.limits = spec.limits
         ordered = rules if rules is not None else [(r, spec.name) for r in spec.rules]
         self.rules = [self._compile(i, rule, origin) for i, (rule, origin) in enumerate(ordered)]
-        self._hosts: HostIndex[CompiledRule] = HostIndex()
+        self._hosts: HostIndex[Candidate] = HostIndex()
         self._addresses = AddressIndex()
         for rule in self.rules:
             for pattern in rule.spec.host_patterns():
-                self._hosts.add(pattern, rule)
+                self._hosts.add(pattern, (host_rank(pattern), rule))
             if not rule.spec.hosts:  # an address-only rule matches IP-literal dials
                 for network in rule.networks:
                     self._addresses.add(network, rule)
 
     def _compile(self, index: int, rule: RuleSpec, origin: str) -> CompiledRule:
+        only = any(q.only for q in rule.query.values())
         return CompiledRule(
             index=index, spec=rule, origin=origin,
             id=rule.id if origin == self.name else f"{origin}/{rule.id}",
             ports=frozenset(rule.ports), protocols=_protocols(rule),
             methods=frozenset(rule.methods),
             networks=tuple(ipaddress.IPv4Network(a) for a in rule.addresses),
+            query=tuple((name, q.match, q.exactly_one) for name, q in rule.query.items()),
+            query_names=frozenset(rule.query) if only else None,
+            path_ranks=tuple((glob, path_rank(glob)) for glob in rule.paths),
         )
 
     # decisions
@@ -160,51 +265,106 @@ class CompiledPolicy:
         verdict = Verdict.WOULD_DENY if self.monitor and reason in MONITORABLE else Verdict.DENY
         return Decision(verdict, reason, rule, self.name, self.version)
 
-    def _allow(self, rule: CompiledRule) -> Decision:
+    def _allow(self, rule: CompiledRule, path: str | None = None) -> Decision:
         grant = Grant(rule.spec.limits, tuple(rule.spec.inject), rule.networks)
-        return allow(rule.id, policy=self.name, policy_version=self.version, grant=grant)
+        return allow(rule.id, policy=self.name, policy_version=self.version, grant=grant,
+                     path=path)
 
-    def _candidates(self, request: Request) -> list[CompiledRule]:
+    def _candidates(self, request: Request) -> list[Candidate]:
         if request.host is not None:
-            found = self._hosts.lookup(request.host)
-        elif request.address is not None:
-            found = self._addresses.lookup(request.address)
-        else:
-            found = []
-        if len(found) > 1:
-            found.sort(key=lambda r: r.index)
-        return found
+            return self._hosts.lookup(request.host)
+        if request.address is not None:
+            return self._addresses.lookup(request.address)
+        return []
+
+    def candidates(self, request: Request) -> list[CompiledRule]:
+        """The rules that name the request's destination, in order (for explanations)."""
+        return sorted({rule.index: rule for _, rule in self._candidates(request)}.values(),
+                      key=lambda r: r.index)
 
     def decide_name(self, name: str) -> Decision:
         """May the sandbox learn an address for `name`? (the DNS question)"""
-        candidates = self._hosts.lookup(name)
-        candidates.sort(key=lambda r: r.index)
-        for rule in candidates:
-            if rule.is_deny and rule.covers_whole_host:
-                return self.refuse(Reason.DENIED_BY_RULE, rule.id)
-        for rule in candidates:
-            if not rule.is_deny:
-                return self._allow(rule)
+        deny: CompiledRule | None = None
+        best: Candidate | None = None
+        for rank, rule in self._hosts.lookup(name):
+            if rule.is_deny:
+                if rule.covers_whole_host and (deny is None or rule.index < deny.index):
+                    deny = rule
+            elif best is None or (rank, -rule.index) > (best[0], -best[1].index):
+                best = (rank, rule)
+        if deny is not None:
+            return self.refuse(Reason.DENIED_BY_RULE, deny.id)
+        if best is not None:
+            return self._allow(best[1])
         return self.refuse(Reason.NO_MATCHING_RULE)
 
     def decide(self, request: Request) -> Decision:
-        """May this request (or stream) go out? Any matching deny rule wins; then the first
-        matching allow rule; otherwise no."""
+        """May this request (or stream) go out? Any matching deny rule wins; then the most
+        specific matching allow rule (docs/POLICY.md, Precedence); otherwise no.
+
+        Where a candidate rule has paths, the request's path is put in canonical form
+        (policies.paths), which the allowing decision carries for the gateway to send
+        upstream; a path with no one meaning is refused. An opaque stream (TCP, or TLS that
+        does not carry HTTP) to a port where the rules speak HTTP is refused."""
         candidates = self._candidates(request)
-        path = None
-        if request.is_http and request.path is not None:
-            try:
-                path = normalise_path(request.path)
-            except AmbiguousPath:
-                if any(r.spec.paths for r in candidates):
-                    return self.refuse(Reason.AMBIGUOUS_PATH)
-        matching = [r for r in candidates if r.matches(request, path)]
-        for rule in matching:
-            if rule.is_deny:
-                return self.refuse(Reason.DENIED_BY_RULE, rule.id)
-        if matching:
-            return self._allow(matching[0])
+        try:
+            path = self._path(request, candidates)
+        except AmbiguousPath:
+            return self.refuse(Reason.AMBIGUOUS_PATH)
+        decision = self._decide(request, candidates, path)
+        if not request.is_http and self._wants_http(candidates, request.port, decision):
+            return self.refuse(Reason.PROTOCOL_MISMATCH, decision.rule)
+        return decision
+
+    def canonical_path(self, request: Request) -> str | None:
+        """The path the policy matches `request` by (and the gateway sends upstream), or None
+        when no rule naming its destination has paths. Raises AmbiguousPath."""
+        return self._path(request, self._candidates(request))
+
+    @staticmethod
+    def _path(request: Request, candidates: Sequence[Candidate]) -> str | None:
+        if not request.is_http or request.path is None or \
+                not any(rule.spec.paths for _, rule in candidates):
+            return None
+        return canonical_path(request.path)
+
+    @staticmethod
+    def _wants_http(candidates: Sequence[Candidate], port: int, decision: Decision) -> bool:
+        """Must this opaque stream have been HTTP? Yes where a rule naming its destination and
+        port has HTTP conditions (a stream would step past them: a leading CRLF is enough to
+        make a proxy take an HTTP request for one), and, to say why, where it was refused
+        only because the rules there speak HTTP."""
+        on_port = [rule for _, rule in candidates if rule.on_port(port)]
+        if decision.allowed:
+            return any(rule.has_http_conditions for rule in on_port)
+        return decision.reason == Reason.NO_MATCHING_RULE and \
+            any(rule.allows_http for rule in on_port)
+
+    def _decide(self, request: Request, candidates: Sequence[Candidate],
+                path: str | None) -> Decision:
+        deny: CompiledRule | None = None
+        allows: list[Candidate] = []
+        for candidate in candidates:
+            rule = candidate[1]
+            if not rule.matches(request, path):
+                continue
+            if not rule.is_deny:
+                allows.append(candidate)
+            elif deny is None or rule.index < deny.index:
+                deny = rule
+        if deny is not None:
+            return self.refuse(Reason.DENIED_BY_RULE, deny.id)
+        if allows:
+            return self._allow(most_specific(allows, path), path)
         if request.host is None:
             return self.refuse(Reason.NOT_FROM_GATEWAY_DNS)
         return self.refuse(Reason.NO_MATCHING_RULE)
 
+
+def most_specific(allows: Sequence[Candidate], path: str | None) -> CompiledRule:
+    """The allow rule that decides among several that match: the most specific destination
+    match, then the most specific path glob; equal ones (a `policy check` error when their
+    grants differ) go to the earlier rule."""
+    if len(allows) == 1:
+        return allows[0][1]
+    return max(allows, key=lambda c: (c[0], c[1].path_rank(path), -c[1].index))[1]

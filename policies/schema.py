@@ -7,9 +7,17 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    model_validator,
+)
 
 from policies.hosts import HostPattern, parse_pattern
 from policies.paths import parse_path_glob
@@ -25,6 +33,14 @@ PROTOCOLS = ("http", "https", "tcp", "tls")
 
 def _host(text: str) -> str:
     return str(parse_pattern(text))
+
+
+def _whole_number(value: Any) -> Any:
+    """`ports: [true]` or `[443.0]` must not quietly become a port: only integers are."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        shown = str(value).lower() if isinstance(value, bool) else repr(value)
+        raise ValueError(f"port {shown} is not a whole number; write it as 443")
+    return value
 
 
 def _port(port: int) -> int:
@@ -63,7 +79,7 @@ def _header_name(text: str) -> str:
 
 
 HostText = Annotated[str, AfterValidator(_host)]
-Port = Annotated[int, AfterValidator(_port)]
+Port = Annotated[StrictInt, BeforeValidator(_whole_number), AfterValidator(_port)]
 AddressText = Annotated[str, AfterValidator(_address)]
 Method = Annotated[str, AfterValidator(_method)]
 PathGlob = Annotated[str, AfterValidator(_path)]
@@ -76,16 +92,17 @@ class _Strict(BaseModel):
 
 
 class Limits(_Strict):
-    requests_per_minute: int | None = Field(default=None, ge=1)
-    bytes_per_minute: int | None = Field(default=None, ge=1)
+    requests_per_minute: StrictInt | None = Field(default=None, ge=1)
+    bytes_per_minute: StrictInt | None = Field(default=None, ge=1)
 
 
 class SandboxLimits(_Strict):
     """Per sandbox, whatever the rule: bounds on what one sandbox can make the gateway hold,
     so a misbehaving sandbox cannot stall the others. Safe defaults apply when absent."""
 
-    connections: int = Field(default=256, ge=1, le=100_000)
-    request_body_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
+    connections: StrictInt = Field(default=256, ge=1, le=100_000)
+    request_body_bytes: StrictInt = Field(default=100 * 1024 * 1024, ge=0)
+    response_body_bytes: StrictInt | None = Field(default=None, ge=0)   # None: no limit
 
 
 # Credential injection forms (the vault consumes these; see docs/POLICY.md).
@@ -120,6 +137,15 @@ class InjectQuery(_Inject):
     param: str = Field(min_length=1)
 
 
+class InjectBody(_Inject):
+    """The placeholder is replaced by the real value wherever it appears in the request body,
+    for the APIs that want a credential there. The risk, chosen knowingly: whatever the body
+    carries, the bound host receives and may echo, transformed past any scrubbing
+    (docs/POLICY.md)."""
+
+    form: Literal["body"] = Field(alias="as")
+
+
 class InjectSigV4(_Inject):
     """`secret` holds the secret access key; `access_key_id` names the secret that holds the
     access key id. The sandbox signs with placeholders; the gateway re-signs."""
@@ -128,8 +154,35 @@ class InjectSigV4(_Inject):
     access_key_id: SecretName
 
 
-Inject = Annotated[InjectBearer | InjectHeader | InjectBasic | InjectQuery | InjectSigV4,
-                   Field(discriminator="form")]
+Inject = Annotated[InjectBearer | InjectHeader | InjectBasic | InjectQuery | InjectBody
+                   | InjectSigV4, Field(discriminator="form")]
+INJECT_FORMS = ("bearer", "header", "basic", "query", "body", "aws-sigv4")
+
+
+class QueryCondition(_Strict):
+    """A query parameter a rule requires. An allow rule needs the parameter present and every
+    value of it matching `match`; a deny rule fires when any value matches."""
+
+    match: str = "*"
+    exactly_one: bool = False   # the parameter appears once, not repeated
+    only: bool = False          # no parameter the rule does not name may appear
+
+    def __str__(self) -> str:
+        flags = [f for f, on in (("exactly_one", self.exactly_one), ("only", self.only)) if on]
+        return self.match + (f" [{', '.join(flags)}]" if flags else "")
+
+
+def _query_condition(value: Any) -> Any:
+    """`name: glob` is short for `name: {match: glob}`."""
+    if isinstance(value, str):
+        return {"match": value}
+    if not isinstance(value, dict):
+        raise ValueError(f"{value!r}: a query condition is a glob such as \"*\" or a mapping "
+                         "{match: GLOB, exactly_one: true, only: true}")
+    return value
+
+
+QueryEntry = Annotated[QueryCondition, BeforeValidator(_query_condition)]
 
 
 class RuleSpec(_Strict):
@@ -142,10 +195,14 @@ class RuleSpec(_Strict):
     protocols: list[Literal["http", "https", "tcp", "tls"]] = Field(default_factory=list)
     methods: list[Method] = Field(default_factory=list)
     paths: list[PathGlob] = Field(default_factory=list)
-    query: dict[str, str] = Field(default_factory=dict)
+    paths_case_insensitive: bool = False    # `/Admin/x` matches `/admin/**`
+    query: dict[str, QueryEntry] = Field(default_factory=dict)
     headers: dict[HeaderName, str] = Field(default_factory=dict)
     limits: Limits | None = None
     inject: list[Inject] = Field(default_factory=list)
+    # Injection is over HTTPS to named hosts unless the policy says otherwise, knowingly:
+    allow_cleartext_inject: bool = False    # `protocols` may then list http
+    allow_wildcard_inject: bool = False     # `hosts` may then hold wildcards
 
     @model_validator(mode="after")
     def _coherent(self) -> RuleSpec:
@@ -156,9 +213,27 @@ class RuleSpec(_Strict):
         if http_only and self.protocols and not set(self.protocols) & {"http", "https"}:
             raise ValueError("methods, paths, query, headers and inject apply to HTTP; "
                              "add http or https to `protocols`")
+        if self.paths_case_insensitive and not self.paths:
+            raise ValueError("`paths_case_insensitive` applies to `paths`; the rule has none")
         if self.inject and self.action == "deny":
             raise ValueError("a deny rule cannot inject credentials")
+        if self.inject:
+            self._check_inject()
+        if self.action == "deny" and any(q.exactly_one or q.only for q in self.query.values()):
+            raise ValueError("`exactly_one` and `only` narrow allow rules; a deny rule fires "
+                             "when any value of its query parameters matches")
         return self
+
+    def _check_inject(self) -> None:
+        if "http" in self.protocols and not self.allow_cleartext_inject:
+            raise ValueError("inject over plain http sends the credential in clear text to "
+                             "every hop; use `protocols: [https]`, or add "
+                             "`allow_cleartext_inject: true` if you mean it")
+        wildcards = [h for h in self.hosts if h.startswith(("*.", "."))]
+        if wildcards and not self.allow_wildcard_inject:
+            raise ValueError(f"inject to wildcard hosts ({', '.join(wildcards)}) hands the "
+                             "credential to every name below them; list the hosts, or add "
+                             "`allow_wildcard_inject: true` if you mean it")
 
     def host_patterns(self) -> list[HostPattern]:
         return [parse_pattern(h) for h in self.hosts]

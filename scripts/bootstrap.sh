@@ -31,6 +31,7 @@ SYSTEM_PACKAGES=(
     "skopeo:skopeo"                  # OCI images: docker/podman save archives and layouts
     "mkfs.ext4:e2fsprogs"            # an image as the microVM's read-only disk
     "systemd-analyze:systemd"        # tests/deploy verifies the systemd unit
+    "patchelf:patchelf"              # a pyenv Python copied where every user can run it
 )
 
 apt_install() {
@@ -60,14 +61,24 @@ install_system_packages() {
 # shellcheck source=python.sh
 source "$(dirname "${BASH_SOURCE[0]}")/python.sh"
 
+# The venv's interpreter must run for every user: the commands that need no root (policy
+# check/test, audit, secret, token) are run by ordinary users too.
+venv_usable() {
+    [ -x "$VENV/bin/python" ] && python_ok "$VENV/bin/python" || return 1
+    python_shared "$("$VENV/bin/python" -c 'import sys; print(sys._base_executable)')"
+}
+
 make_venv() {
-    if [ -x "$VENV/bin/python" ] && python_ok "$VENV/bin/python"; then
+    if venv_usable; then
         :
     else
         local python
         python=$(find_python) || die "no Python >= 3.12 found on PATH or through pyenv.
   Install one, e.g.: 'pyenv install 3.12' (https://github.com/pyenv/pyenv),
   or a distribution package such as python3.12 with python3.12-venv, then run this again."
+        if ! python_shared "$python"; then
+            python=$(share_python "$python") || die "could not make $python runnable by every user"
+        fi
         echo "bootstrap: creating .venv with $python" >&2
         rm -rf "$VENV"
         "$python" -m venv "$VENV"

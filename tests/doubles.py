@@ -35,13 +35,26 @@ SYNTHETIC = ipaddress.IPv4Network("198.18.0.0/24")
 
 
 class RowSink:
-    """Stands in for the audit writer (a database thread): keeps the rows it is given."""
+    """Stands in for the audit writer (a database thread): keeps the rows it is given; with
+    `room`, takes only that many more through `offer` (a full queue)."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
+        self.room: int | None = None
 
     def record(self, **row: Any) -> None:
         self.rows.append(row)
+
+    def has_room(self) -> bool:
+        return self.room is None or self.room > 0
+
+    def offer(self, **row: Any) -> bool:
+        if not self.has_room():
+            return False
+        if self.room is not None:
+            self.room -= 1
+        self.rows.append(row)
+        return True
 
     def flush(self, timeout: float = 0) -> bool:
         return True
@@ -123,22 +136,23 @@ class InMemoryNetwork(SandboxNetwork):
 
     wired: dict[str, Wired] = field(default_factory=dict)
     fail_next: Exception | None = None
-    next_slot: int = 0
+    slots: dict[str, int] = field(default_factory=dict)   # the lowest free slot is reused
 
     def wire(self, sandbox_id: str) -> Wired:
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
-        slot = self.next_slot
-        self.next_slot += 1
-        wired = Wired(sandbox_id, f"/run/netns/t-{sandbox_id}", f"10.77.0.{4 * slot + 2}",
-                      f"10.77.0.{4 * slot + 1}",
+        slot = min(set(range(len(self.slots) + 1)) - set(self.slots.values()))
+        self.slots[sandbox_id] = slot
+        base = ipaddress.IPv4Address("10.77.0.0") + 4 * slot
+        wired = Wired(sandbox_id, f"/run/netns/t-{sandbox_id}", str(base + 2), str(base + 1),
                       ipaddress.IPv4Network(f"198.18.{slot}.0/24"))
         self.wired[sandbox_id] = wired
         return wired
 
     def unwire(self, sandbox_id: str) -> None:
         self.wired.pop(sandbox_id, None)
+        self.slots.pop(sandbox_id, None)
 
     def netns_path(self, sandbox_id: str) -> str:
         return f"/run/netns/t-{sandbox_id}"

@@ -100,6 +100,7 @@ class Gateway:
     home: Path
     topology: Topology | None
     process: subprocess.Popen[bytes] | None = None
+    trust_test_ca: bool = True    # SANDGATE_UPSTREAM_CA names the test internet's CA
 
     def __post_init__(self) -> None:
         self.extra_env: dict[str, str] = {}
@@ -125,22 +126,41 @@ class Gateway:
         if self.topology is not None:
             assert self.topology.ca is not None
             env["SANDGATE_UPSTREAM_RESOLVER"] = DNS_IP
-            env["SANDGATE_UPSTREAM_CA"] = str(self.topology.ca.ca_cert)
+            if self.trust_test_ca:
+                env["SANDGATE_UPSTREAM_CA"] = str(self.topology.ca.ca_cert)
         return env
 
     # lifecycle
     def start(self) -> None:
+        self.launch()
+        self.wait_until(self.healthy)
+
+    def launch(self) -> None:
+        """`sandgate serve`, without waiting for it."""
         with open(self.home / "serve.log", "ab") as log:
             self.process = subprocess.Popen([*SANDGATE, "serve"], env=self.env, cwd=REPO,
                                             stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 60
+
+    def wait_until(self, condition: Any, timeout: float = 60) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gateway exited: {self.log_tail()}")
-            if self.healthy():
+            if condition():
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
         raise RuntimeError(f"gateway not ready: {self.log_tail()}")
+
+    def alive(self) -> bool:
+        """/healthz answers: the API is up (which says nothing of the proxy workers)."""
+        if not socket_accepts(self.home / "control.sock"):
+            return False
+        try:
+            with self.client() as c:
+                return c.get("/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         if self.process is None or self.process.poll() is not None:

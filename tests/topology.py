@@ -9,6 +9,7 @@ from sandbox_net.testnet import (  # noqa: F401
     LINK_HOST,
     LINK_INET,
     OTHER_IP,
+    REVEAL_PORT,
     TRAPS,
     TRAPS_FIRST,
     UDP_IP,

@@ -1,83 +1,40 @@
-"""Tamper evidence for the audit log: verifying each gateway's hash chain, signing chain
-heads (so a third party holding the public key can check the log was not truncated or
-rewritten), and retention that deletes old rows without breaking verification."""
+"""Tamper evidence for the audit log: verifying each gateway's hash chain (every row re-hashed
+from its fields), against the heads signed into the database and against heads kept
+elsewhere, and retention that deletes old rows without breaking verification.
+
+What each check can and cannot reveal is in docs/AUDIT.md ("What a database administrator
+can hide").
+"""
 
 from __future__ import annotations
 
-import base64
-import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import delete
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
+from gateway.audit.heads import CHECKPOINT, HEAD, Head, HeadSigner, signed_by
 from gateway.audit.models import GENESIS, AuditEvent, AuditHead, row_hash
 from gateway.clock import utcnow
 
 PAGE = 5000
 
 
-def head_message(gateway_id: str, seq: int, hash_: str) -> bytes:
-    return f"sandgate-audit-head:{gateway_id}:{seq}:{hash_}".encode()
-
-
-class HeadSigner:
-    def __init__(self, key: Ed25519PrivateKey) -> None:
-        self._key = key
-
-    @classmethod
-    def from_file(cls, path: Path) -> HeadSigner:
-        if os.stat(path).st_mode & 0o077:
-            raise ValueError(f"audit signing key {path} must be mode 0600 (chmod 600 {path})")
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{path} is not an Ed25519 private key")
-        return cls(key)
-
-    def sign(self, gateway_id: str, seq: int, hash_: str) -> str:
-        return base64.b64encode(self._key.sign(head_message(gateway_id, seq, hash_))).decode()
-
-    def public_pem(self) -> bytes:
-        return self._key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def write_keypair(path: Path) -> Path:
-    """A new Ed25519 signing key at `path` (0600) and its public key at `path`.pub."""
-    key = Ed25519PrivateKey.generate()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
-    public = path.with_name(path.name + ".pub")
-    public.write_bytes(HeadSigner(key).public_pem())
-    return public
-
-
-def record_signed_head(engine: Engine, signer: HeadSigner, gateway_id: str, seq: int,
-                       hash_: str) -> None:
-    if seq == 0:
-        return
-    with Session(engine) as session:
-        session.add(AuditHead(gateway_id=gateway_id, kind="signed", seq=seq, hash=hash_,
-                              signature=signer.sign(gateway_id, seq, hash_)))
-        session.commit()
-
-
 @dataclass
 class ChainReport:
     gateway_id: str
     rows: int = 0
+    start_seq: int = 0            # the chain is checked from the row after this one
+    start_hash: str = GENESIS
     head_seq: int = 0
     head_hash: str = GENESIS
     problem: str | None = None
-    signed_heads: int = 0
+    signed_heads: int = 0         # heads in the database
+    outside_heads: int = 0        # heads from --heads files
 
 
 @dataclass
@@ -90,103 +47,166 @@ class VerifyReport:
         return all(c.problem is None for c in self.chains)
 
 
-def _start(session: Session, gateway_id: str) -> tuple[int, str]:
-    checkpoint = session.exec(
-        select(AuditHead).where(AuditHead.gateway_id == gateway_id,
-                                AuditHead.kind == "checkpoint")
-        .order_by(col(AuditHead.seq).desc()).limit(1)).first()
-    return (checkpoint.seq, checkpoint.hash) if checkpoint else (0, GENESIS)
+def _first_seq(session: Session, gateway_id: str) -> int | None:
+    value = session.exec(select(func.min(AuditEvent.seq))
+                         .where(AuditEvent.gateway_id == gateway_id)).one()
+    return int(value) if value is not None else None
 
 
-def _verify_chain(engine: Engine, gateway_id: str) -> ChainReport:
+def _start(session: Session, report: ChainReport,
+           key: Ed25519PublicKey | None) -> tuple[int, str] | None:
+    """Where the chain begins: genesis, or the checkpoint retention left right before the
+    first row still present. With a key, that checkpoint must carry the key's signature."""
+    gateway_id = report.gateway_id
+    first = _first_seq(session, gateway_id)
+    if first == 1:
+        return 0, GENESIS
+    query = select(AuditHead).where(AuditHead.gateway_id == gateway_id,
+                                    AuditHead.kind == "checkpoint")
+    query = (query.where(AuditHead.seq == first - 1) if first is not None
+             else query.order_by(col(AuditHead.seq).desc()).limit(1))
+    checkpoints = session.exec(query).all()
+    if not checkpoints:
+        if first is None:
+            return 0, GENESIS
+        report.problem = (f"seq 1 to {first - 1} of gateway {gateway_id} deleted (no "
+                          "retention checkpoint accounts for them)")
+        return None
+    for checkpoint in checkpoints:
+        if key is None or signed_by(key, checkpoint.signature, CHECKPOINT, gateway_id,
+                                    checkpoint.seq, checkpoint.hash):
+            return checkpoint.seq, checkpoint.hash
+    report.problem = (f"the checkpoint at seq {checkpoints[0].seq} of gateway {gateway_id} is "
+                      "not signed by the audit key: forged, or rows before it were deleted")
+    return None
+
+
+def _walk(session: Session, report: ChainReport, seq: int, prev: str) -> None:
+    """Every row from `seq` + 1 on: contiguous, linked, and hashing to its stored hash."""
+    gateway_id = report.gateway_id
+    while True:
+        rows = session.exec(
+            select(AuditEvent).where(AuditEvent.gateway_id == gateway_id,
+                                     col(AuditEvent.seq) > seq)
+            .order_by(col(AuditEvent.seq)).limit(PAGE)).all()
+        for row in rows:
+            assert row.seq is not None
+            where = f"row id {row.id} (gateway {gateway_id} seq {row.seq})"
+            if row.seq != seq + 1:
+                missing = (f"seq {seq + 1}" if row.seq == seq + 2
+                           else f"seq {seq + 1} to {row.seq - 1}")
+                report.problem = f"{missing} of gateway {gateway_id} deleted (before {where})"
+            elif row.prev_hash != prev:
+                report.problem = (f"{where} does not follow the row before it: rows were "
+                                  "reordered, or the one before was replaced")
+            elif row_hash(row.model_dump()) != row.hash:
+                report.problem = f"{where} was changed after it was written"
+            if report.problem:
+                return
+            seq, prev = row.seq, row.hash or ""
+            report.rows += 1
+        if len(rows) < PAGE:
+            break
+    report.head_seq, report.head_hash = seq, prev
+
+
+def _verify_chain(engine: Engine, gateway_id: str,
+                  key: Ed25519PublicKey | None) -> ChainReport:
     report = ChainReport(gateway_id)
     with Session(engine) as session:
-        seq, prev = _start(session, gateway_id)
-        while True:
-            rows = session.exec(
-                select(AuditEvent).where(AuditEvent.gateway_id == gateway_id,
-                                         col(AuditEvent.seq) > seq)
-                .order_by(col(AuditEvent.seq)).limit(PAGE)).all()
-            for row in rows:
-                assert row.seq is not None
-                where = f"row id {row.id} (gateway {gateway_id} seq {row.seq})"
-                if row.seq != seq + 1:
-                    missing = (f"seq {seq + 1}" if row.seq == seq + 2
-                               else f"seq {seq + 1} to {row.seq - 1}")
-                    report.problem = f"{missing} of gateway {gateway_id} deleted (before {where})"
-                elif row.prev_hash != prev:
-                    report.problem = (f"{where} does not follow the row before it: rows were "
-                                      "reordered, or the one before was replaced")
-                elif row_hash(row.model_dump()) != row.hash:
-                    report.problem = f"{where} was changed after it was written"
-                if report.problem:
-                    return report
-                seq, prev = row.seq, row.hash or ""
-                report.rows += 1
-            if len(rows) < PAGE:
-                break
-    report.head_seq, report.head_hash = seq, prev
+        start = _start(session, report, key)
+        if start is None:
+            return report
+        report.start_seq, report.start_hash = start
+        _walk(session, report, *start)
     return report
 
 
-def _check_signed_heads(engine: Engine, report: ChainReport,
-                        public_key: Ed25519PublicKey | None) -> None:
+def _hash_at(engine: Engine, report: ChainReport, seq: int) -> str | None:
+    """The (verified) hash of row `seq`, once its chain has been walked."""
+    if seq == report.head_seq:
+        return report.head_hash
     with Session(engine) as session:
-        heads = session.exec(select(AuditHead).where(AuditHead.gateway_id == report.gateway_id,
-                                                     AuditHead.kind == "signed")
-                             .order_by(col(AuditHead.seq))).all()
-        for head in heads:
-            if public_key is not None:
-                try:
-                    public_key.verify(base64.b64decode(head.signature or ""),
-                                      head_message(head.gateway_id, head.seq, head.hash))
-                except (InvalidSignature, ValueError):
-                    report.problem = (f"signed head seq {head.seq} of gateway "
-                                      f"{report.gateway_id} has a bad signature")
-                    return
-            if head.seq > report.head_seq:
-                report.problem = (f"the log of gateway {report.gateway_id} ends at seq "
-                                  f"{report.head_seq}, but seq {head.seq} was signed: rows "
-                                  "were deleted from its end")
-                return
-            row = session.exec(select(AuditEvent).where(
-                AuditEvent.gateway_id == report.gateway_id, AuditEvent.seq == head.seq)).first()
-            if row is not None and row.hash != head.hash:
-                report.problem = (f"row id {row.id} (gateway {report.gateway_id} seq {head.seq})"
-                                  " differs from its signed head")
-                return
-            report.signed_heads += 1
+        row = session.exec(select(AuditEvent.hash).where(
+            AuditEvent.gateway_id == report.gateway_id, AuditEvent.seq == seq)).first()
+    return row
 
 
-def verify(engine: Engine, public_key: Ed25519PublicKey | None = None) -> VerifyReport:
+def check_head(engine: Engine, report: ChainReport, head: Head,
+               key: Ed25519PublicKey | None, source: str) -> str | None:
+    """The problem a head reveals, if any. The latest head of a gateway vouches for every row
+    up to it: each row's hash covers the one before it."""
+    gateway = report.gateway_id
+    if key is not None and not signed_by(key, head.signature, HEAD, gateway, head.seq,
+                                         head.hash):
+        return f"the head at seq {head.seq} of gateway {gateway} in {source} is not signed " \
+               "by the audit key"
+    if head.seq > report.head_seq:
+        if report.rows == 0 and report.start_seq == 0:
+            return (f"{source} holds a head at seq {head.seq} of gateway {gateway}, but the "
+                    "database has none of its rows: they were deleted or moved")
+        return (f"the log of gateway {gateway} ends at seq {report.head_seq}, but {source} "
+                f"holds a head at seq {head.seq}: rows were deleted from its end")
+    if head.seq < report.start_seq:
+        return None    # retired by retention; the signed checkpoint vouches for what follows
+    stored = report.start_hash if head.seq == report.start_seq \
+        else _hash_at(engine, report, head.seq)
+    if stored != head.hash:
+        return (f"row seq {head.seq} of gateway {gateway} differs from the head in {source}: "
+                "the chain up to it was rewritten")
+    return None
+
+
+def _latest_signed(engine: Engine, gateway_id: str) -> tuple[Head | None, int]:
+    with Session(engine) as session:
+        count = int(session.exec(select(func.count()).select_from(AuditHead).where(
+            AuditHead.gateway_id == gateway_id, AuditHead.kind == "signed")).one())
+        row = session.exec(select(AuditHead).where(
+            AuditHead.gateway_id == gateway_id, AuditHead.kind == "signed")
+            .order_by(col(AuditHead.seq).desc(), col(AuditHead.id).desc()).limit(1)).first()
+    head = Head(gateway_id, row.seq, row.hash, row.signature) if row is not None else None
+    return head, count
+
+
+def _gateways(engine: Engine, outside: Iterable[Head]) -> tuple[list[str], int]:
+    with Session(engine) as session:
+        found = {g for g in session.exec(select(AuditEvent.gateway_id).distinct()).all()
+                 if g is not None}
+        found |= set(session.exec(select(AuditHead.gateway_id).distinct()).all())
+        unchained = int(session.exec(select(func.count()).select_from(AuditEvent)
+                                     .where(col(AuditEvent.gateway_id).is_(None))).one())
+    found |= {h.gateway_id for h in outside}
+    return sorted(found), unchained
+
+
+def verify(engine: Engine, public_key: Ed25519PublicKey | None = None,
+           heads: dict[str, list[Head]] | None = None) -> VerifyReport:
     """Check every gateway's chain; each report names the first changed, deleted or
-    reordered row."""
-    result = VerifyReport()
-    with Session(engine) as session:
-        gateways = [g for g in session.exec(select(AuditEvent.gateway_id).distinct()).all()
-                    if g is not None]
-        gateways += [g for g in session.exec(select(AuditHead.gateway_id).distinct()).all()
-                     if g not in gateways]
-        result.unchained = int(session.exec(select(func.count()).select_from(AuditEvent)
-                                            .where(col(AuditEvent.gateway_id).is_(None))).one())
-    for gateway_id in sorted(gateways):
-        report = _verify_chain(engine, gateway_id)
-        if report.problem is None:
-            _check_signed_heads(engine, report, public_key)
+    reordered row. `heads`: source name -> heads kept outside the database."""
+    outside = [(source, h) for source, hs in (heads or {}).items() for h in hs]
+    gateways, unchained = _gateways(engine, (h for _s, h in outside))
+    result = VerifyReport(unchained=unchained)
+    for gateway_id in gateways:
+        report = _verify_chain(engine, gateway_id, public_key)
         result.chains.append(report)
+        if report.problem is not None:
+            continue
+        latest, report.signed_heads = _latest_signed(engine, gateway_id)
+        if latest is not None:
+            report.problem = check_head(engine, report, latest, public_key, "the database")
+        for source in sorted({s for s, h in outside if h.gateway_id == gateway_id}):
+            mine = [h for s, h in outside if s == source and h.gateway_id == gateway_id]
+            report.outside_heads += len(mine)
+            last = max(mine, key=lambda h: h.seq)
+            report.problem = report.problem or check_head(engine, report, last, public_key,
+                                                          source)
     return result
 
 
-def load_public_key(path: Path) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(path.read_bytes())
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError(f"{path} is not an Ed25519 public key")
-    return key
-
-
-def apply_retention(engine: Engine, days: int) -> int:
-    """Delete rows older than `days`. For each chain, a checkpoint records where the kept part
-    resumes, so `verify` still checks everything that remains. Returns rows deleted."""
+def apply_retention(engine: Engine, days: int, signer: HeadSigner | None = None) -> int:
+    """Delete rows older than `days`. For each chain, a checkpoint (signed with the audit key
+    when there is one) records where the kept part resumes, so `verify` still checks
+    everything that remains. Returns rows deleted."""
     cutoff = utcnow() - timedelta(days=days)
     deleted = 0
     with Session(engine) as session:
@@ -201,8 +221,10 @@ def apply_retention(engine: Engine, days: int) -> int:
                 .order_by(col(AuditEvent.seq).desc()).limit(1)).first()
             if last is None or last.seq is None or last.hash is None:
                 continue
+            signature = signer.sign(gateway_id, last.seq, last.hash, CHECKPOINT) \
+                if signer is not None else None
             session.add(AuditHead(gateway_id=gateway_id, kind="checkpoint", seq=last.seq,
-                                  hash=last.hash))
+                                  hash=last.hash, signature=signature))
             result = session.execute(delete(AuditEvent).where(
                 col(AuditEvent.gateway_id) == gateway_id, col(AuditEvent.seq) <= last.seq))
             deleted += result.rowcount or 0  # type: ignore[attr-defined]

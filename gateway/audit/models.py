@@ -15,8 +15,10 @@ FIELDS = ("id", "time", "gateway_id", "seq", "sandbox_id", "owner", "policy",
           "policy_version", "rule", "decision", "reason", "protocol", "method", "scheme",
           "host", "port", "path", "query", "request_headers", "response_headers", "status",
           "bytes_up", "bytes_down", "duration_ms", "upstream", "sni", "secrets", "error",
-          "prev_hash", "hash")
+          "dropped", "prev_hash", "hash")
 CHAINED = tuple(f for f in FIELDS if f not in ("id", "hash"))
+# Columns added after rows were chained: hashed only when set, so older rows keep their hash.
+LATER = frozenset({"dropped"})
 GENESIS = "0" * 64
 
 class AuditEvent(SQLModel, table=True):
@@ -50,6 +52,7 @@ class AuditEvent(SQLModel, table=True):
     sni: str | None = None
     secrets: str | None = None          # names (never values) of secrets injected or caught
     error: str | None = None
+    dropped: int | None = None          # a dropped_by_throttle row: how many it stands for
     prev_hash: str | None = None
     hash: str | None = None
 
@@ -82,7 +85,8 @@ def time_text(value: datetime) -> str:
 
 
 def _canonical(row: dict[str, Any]) -> bytes:
-    data = {name: row.get(name) for name in CHAINED}
+    data = {name: row.get(name) for name in CHAINED
+            if name not in LATER or row.get(name) is not None}
     data["time"] = time_text(data["time"]) if isinstance(data["time"], datetime) else data["time"]
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 

@@ -25,8 +25,11 @@ def parse_time(text: str) -> datetime:
     """ISO 8601 (UTC if no zone) or a duration back from now: 30s, 15m, 2h, 7d."""
     match = _RELATIVE.match(text.strip())
     if match:
-        delta = timedelta(**{_UNITS[match[2]]: int(match[1])})
-        return datetime.now(UTC) - delta
+        try:
+            return datetime.now(UTC) - timedelta(**{_UNITS[match[2]]: int(match[1])})
+        except OverflowError:
+            raise ValueError(f"time {text!r} reaches back before the year 1; use a shorter "
+                             "duration or an ISO 8601 date") from None
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:

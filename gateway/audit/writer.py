@@ -2,7 +2,9 @@
 batching thread off the proxy's event loop.
 
 Guarantee (docs/AUDIT.md): `record` returns once the row is in a bounded in-memory queue;
-when the queue is full, `record` waits, so the proxy slows down instead of dropping. The
+when the queue is full, `record` waits, so the proxy slows down instead of dropping. Event
+loops use `offer`, which never waits: the hub then waits for room off the loop, for that
+worker alone; the DNS server throttles the sandbox (gateway.dataplane.dns_throttle). The
 writer commits batches every 50 ms; if the database fails, batches go to an append-only
 spool file (fsync'd) and are replayed, in order, once the database is back (and at start-up).
 A row is durable once committed or spooled; a `kill -9` can lose only rows recorded in the
@@ -103,9 +105,17 @@ class AuditWriter:
         self.after_commit: list[Callable[[list[dict[str, Any]]], None]] = []
         self.written = 0
 
-    def start(self) -> None:
+    def start(self, published: tuple[int, str] | None = None) -> None:
+        """`published`: the last head this gateway published outside the database. When the
+        database ends before it (its end was cut off), the chain goes on from that head, so
+        the missing rows stay a visible gap instead of being written over."""
         self._replay()
         self._seq, self._hash = chain_tip(self._engine, self.gateway_id)
+        if published is not None and published[0] > self._seq:
+            logger.error("audit: the database ends at seq %d of gateway %s, but seq %d was "
+                         "published: rows were deleted; the chain continues after seq %d",
+                         self._seq, self.gateway_id, published[0], published[0])
+            self._seq, self._hash = published
         self._thread.start()
 
     @property
@@ -113,11 +123,27 @@ class AuditWriter:
         return self._seq, self._hash
 
     def record(self, **fields: Any) -> None:
+        """Queue a row; waits while the queue is full (never call it on an event loop)."""
+        self._queue.put(self._row(fields))  # blocks when full
+
+    def offer(self, **fields: Any) -> bool:
+        """Queue a row unless the queue is full; never waits (for event loops)."""
+        try:
+            self._queue.put_nowait(self._row(fields))
+        except queue.Full:
+            return False
+        return True
+
+    def has_room(self) -> bool:
+        return not self._queue.full()
+
+    @staticmethod
+    def _row(fields: dict[str, Any]) -> dict[str, Any]:
         unknown = fields.keys() - COLUMNS.keys()
         if unknown:
             raise TypeError(f"unknown audit fields {sorted(unknown)}")
         # Every row carries every column: a batch insert takes its columns from the first row.
-        self._queue.put({**COLUMNS, "time": utcnow(), **fields})  # blocks when full
+        return {**COLUMNS, "time": utcnow(), **fields}
 
     def flush(self, timeout: float = 10.0) -> bool:
         marker = _Flush(threading.Event())

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy.engine import Engine
 
-from gateway.cli.common import fail, make_settings, print_table
-from gateway.settings import Settings
+from gateway.cli.common import EXIT_NO, fail, fail_environment, make_settings, print_table
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from gateway.settings import Settings
 
 COLUMNS = ("time", "sandbox_id", "decision", "reason", "protocol", "method", "host", "port",
            "path", "status", "rule")
@@ -57,7 +61,8 @@ def _engine(settings: Settings) -> Iterator[Engine]:
     from gateway.processes.launch import ControlClient
 
     if settings.database_url is None and not (settings.home / "sandgate.db").exists():
-        fail(f"no audit log in {settings.home}", "set SANDGATE_HOME to the data directory")
+        fail_environment(f"no audit log in {settings.home}",
+                         "set SANDGATE_HOME to the data directory")
     client = ControlClient(settings)
     try:
         if client.healthy():
@@ -185,50 +190,64 @@ def export(fmt: str, **filters: Any) -> None:
 
 @audit_group.command()
 @click.option("--public-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Ed25519 public key (PEM) to check signed chain heads against")
-def verify(public_key: Path | None) -> None:
-    """Check every gateway's hash chain: exit 0 when intact, 1 naming the first changed,
-    deleted or reordered row."""
-    from gateway.audit.chain import HeadSigner, load_public_key
+              help="Ed25519 public key (PEM) to check signed heads and checkpoints against")
+@click.option("--heads", "heads_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="chain heads kept outside the database (a gateway's audit-heads.jsonl, "
+                   "or heads collected from OTLP); repeatable")
+def verify(public_key: Path | None, heads_files: tuple[Path, ...]) -> None:
+    """Check every gateway's hash chain, re-hashing each row: exit 0 when intact, 1 naming
+    the first changed, deleted or reordered row, forged checkpoint or missing head."""
     from gateway.audit.chain import verify as check
+    from gateway.audit.heads import HeadsFile, HeadSigner, load_public_key
 
     settings = make_settings()
     key = None
+    heads = {}
+    signing_key = settings.audit_signing_key_file
+    if public_key is None and signing_key is not None and not signing_key.is_file():
+        fail_environment(f"audit signing key {signing_key} does not exist",
+                         "fix SANDGATE_AUDIT_SIGNING_KEY_FILE, or pass --public-key FILE")
     try:
         if public_key is not None:
             key = load_public_key(public_key)
-        elif settings.audit_signing_key_file is not None:
-            key = load_public_key_from_signer(HeadSigner.from_file(
-                settings.audit_signing_key_file))
-    except ValueError as e:
+        elif signing_key is not None:
+            key = HeadSigner.from_file(signing_key).public_key
+        for path in heads_files:
+            heads[str(path)] = list(HeadsFile(path).heads())
+    except (ValueError, OSError) as e:
         fail(str(e))
     with _engine(settings) as engine:
-        report = check(engine, key)
+        report = check(engine, key, heads)
     for chain in report.chains:
         if chain.problem:
             click.echo(f"TAMPERED gateway {chain.gateway_id}: {chain.problem}")
-        else:
-            signed = f", {chain.signed_heads} signed head(s) checked" if chain.signed_heads else ""
-            click.echo(f"ok gateway {chain.gateway_id}: {chain.rows} rows, head seq "
-                       f"{chain.head_seq} {chain.head_hash[:16]}{signed}")
+            continue
+        checked = [f"{chain.signed_heads} signed head(s) in the database"
+                   if chain.signed_heads else "",
+                   f"{chain.outside_heads} head(s) from --heads" if chain.outside_heads else ""]
+        extra = "".join(f", {c}" for c in checked if c)
+        click.echo(f"ok gateway {chain.gateway_id}: {chain.rows} rows, head seq "
+                   f"{chain.head_seq} {chain.head_hash[:16]}{extra}")
     if report.unchained:
         click.echo(f"note: {report.unchained} rows from before the hash chain are not covered")
-    sys.exit(0 if report.ok else 1)
-
-
-def load_public_key_from_signer(signer: Any) -> Any:
-    from cryptography.hazmat.primitives import serialization
-
-    return serialization.load_pem_public_key(signer.public_pem())
+    if key is None:
+        click.echo("note: no audit key given (--public-key): signatures of heads and "
+                   "checkpoints were not checked")
+    sys.exit(0 if report.ok else EXIT_NO)
 
 
 @audit_group.command()
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def keygen(path: Path) -> None:
     """Create an Ed25519 key for signing chain heads (PATH, 0600) and PATH.pub to publish."""
-    from gateway.audit.chain import write_keypair
+    from gateway.audit.heads import write_keypair
 
     if path.exists():
         fail(f"{path} exists; not overwriting a signing key")
+    if not path.parent.is_dir():
+        fail(f"directory {path.parent} does not exist", f"create it first: mkdir -p {path.parent}")
+    if not os.access(path.parent, os.W_OK):
+        fail_environment(f"cannot write in {path.parent}", "choose a directory you may write")
     public = write_keypair(path)
     click.echo(f"signing key {path} (set SANDGATE_AUDIT_SIGNING_KEY_FILE), public key {public}")

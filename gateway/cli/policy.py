@@ -3,84 +3,117 @@ running gateway which versions are active and which changes it rejected."""
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from gateway.cli.common import fail, load_policy, make_settings, print_table
-from policies.decision import Verdict
-from policies.loader import LoadError, PolicyError, load_directory, load_file
-from policies.matcher import CompiledPolicy
-from policies.report import diff, explain_rows, request_from_url
+from gateway.cli.common import (
+    EXIT_NO,
+    fail,
+    fail_environment,
+    load_policy,
+    make_settings,
+    policy_store,
+    print_table,
+)
 
 
 @click.group("policy")
 def policy_group() -> None:
-    """Check, test, explain and compare policies."""
+    """Check, test, explain and compare policies (no root needed)."""
 
 
-def _errors_for(path: Path) -> tuple[int, list[LoadError]]:
-    """(policies checked, problems) for a file or a directory of policy files."""
+def _readable(path: Path) -> None:
+    """Exit 3 naming the first file or directory this user cannot read."""
+    if not path.exists():
+        fail(f"{path} does not exist", "pass a policy file or a directory of them")
+    entries = [path]
     if path.is_dir():
-        policies, errors = load_directory(path)
-        return len(policies) + len({e.file for e in errors}), errors
-    try:
-        load_file(path)
-    except PolicyError as e:
-        return 1, e.errors
-    return 1, []
+        if not os.access(path, os.R_OK | os.X_OK):
+            fail_environment(f"cannot read directory {path}", "check its permissions")
+        entries = sorted(path.glob("*.y*ml"))
+    for entry in entries:
+        if entry.is_file() and not os.access(entry, os.R_OK):
+            fail_environment(f"cannot read {entry}", "check its permissions")
 
 
 @policy_group.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-def check(paths: tuple[Path, ...]) -> None:
-    """Validate policy files (or directories of them); exit 1 listing every problem."""
-    total, problems = 0, []
+@click.argument("paths", nargs=-1, required=True,
+                type=click.Path(path_type=Path, readable=False))  # checked: exit 3
+@click.option("--strict", is_flag=True, help="warnings fail the check too")
+def check(paths: tuple[Path, ...], strict: bool) -> None:
+    """Validate policy files (or directories of them): every error, and warnings about rules
+    that never decide, public-suffix wildcards, addresses never dialable or too broad,
+    repeated ports, empty directories. Exit 1 on an error (or, with --strict, a warning)."""
+    from policies.lint import check as run_check
+
     for path in paths:
-        if not path.exists():
-            fail(f"{path} does not exist")
-        count, errors = _errors_for(path)
-        total += count
-        problems += errors
-    for error in problems:
-        click.echo(str(error))
-    if problems:
-        click.echo(f"{len(problems)} problem(s) in {len({e.file for e in problems})} file(s)",
-                   err=True)
-        sys.exit(1)
-    click.echo(f"ok: {total} polic{'y' if total == 1 else 'ies'}")
-
-
-def _load(ref: str) -> CompiledPolicy:
-    return load_policy(ref, make_settings())
+        _readable(path)
+    report = run_check(list(paths), also=policy_store(make_settings()).search)
+    for problem in [*report.errors, *report.warnings]:
+        click.echo(str(problem))
+    failed = report.errors or (strict and report.warnings)
+    noun = "policy" if report.checked == 1 else "policies"
+    summary = f"{report.checked} {noun}: {len(report.errors)} error(s), " \
+              f"{len(report.warnings)} warning(s)"
+    if failed:
+        click.echo(summary + (" (--strict)" if not report.errors else ""), err=True)
+        sys.exit(EXIT_NO)
+    click.echo(f"ok: {summary}" if report.warnings else f"ok: {report.checked} {noun}")
 
 
 @policy_group.command("test")
 @click.argument("policy")
 @click.argument("method")
 @click.argument("url")
-def test_command(policy: str, method: str, url: str) -> None:
-    """Would POLICY allow METHOD URL? Prints allow/deny/would_deny, the rule and the reason;
-    exit 0 when allowed, 1 when the policy says no."""
-    compiled = _load(policy)
+@click.option("-H", "--header", "headers", multiple=True, metavar="NAME:VALUE",
+              help="a request header (repeatable), as curl's -H")
+@click.option("--body-size", type=click.IntRange(0), default=0, metavar="BYTES",
+              help="the request body's size, checked against the policy's request_body_bytes")
+@click.option("--resolves-to", metavar="IP",
+              help="assume the name resolves to this address (checks the never-dialable and "
+                   "private ranges)")
+def test_command(policy: str, method: str, url: str, headers: tuple[str, ...],
+                 body_size: int, resolves_to: str | None) -> None:
+    """Would POLICY allow METHOD URL? Prints allow/deny/would_deny, the rule and the reason,
+    what the gateway does on the way (DNS, address checks, limits, credentials), and on a
+    denial the nearest rules with the condition each failed. Exit 0 when allowed, 1 when the
+    answer is no."""
+    from policies.report import parse_header, request_from_url, trial, verdict_line
+
+    compiled = load_policy(policy, make_settings())
     try:
-        request = request_from_url(method, url)
+        request = request_from_url(method, url, [parse_header(h) for h in headers])
     except ValueError as e:
         fail(str(e))
-    decision = compiled.decide(request)
-    click.echo(f"{decision.verdict}  rule={decision.rule or '-'}  reason={decision.reason}  "
-               f"policy={compiled.name}@{compiled.version}")
-    sys.exit(0 if decision.verdict == Verdict.ALLOW else 1)
+    try:
+        address = ipaddress.IPv4Address(resolves_to) if resolves_to else None
+    except ValueError:
+        fail(f"--resolves-to {resolves_to!r} is not an IPv4 address", "write it as 203.0.113.7")
+    result = trial(compiled, request, body_size, address)
+    click.echo(verdict_line(result, compiled))
+    for step in result.steps:
+        click.echo(f"  {step}")
+    if result.nearest:
+        click.echo("  nearest rules:")
+        for line in result.nearest:
+            click.echo(f"    {line}")
+    sys.exit(0 if result.decision.verdict == "allow" else EXIT_NO)
 
 
 @policy_group.command()
 @click.argument("policy")
 def explain(policy: str) -> None:
-    """A table of what POLICY allows and denies, its `extends` resolved."""
-    compiled = _load(policy)
-    click.echo(f"policy {compiled.name} version {compiled.version} mode {compiled.spec.mode}"
-               + (f" extends {', '.join(compiled.spec.extends)}" if compiled.spec.extends else ""))
+    """What POLICY allows and denies: its mode and sandbox limits, `extends` resolved, and a
+    table of its rules."""
+    from policies.report import explain_header, explain_rows
+
+    compiled = load_policy(policy, make_settings())
+    for line in explain_header(compiled):
+        click.echo(line)
     if not compiled.rules:
         click.echo("no rules: everything is denied")
         return
@@ -91,13 +124,17 @@ def explain(policy: str) -> None:
 @click.argument("old")
 @click.argument("new")
 def diff_command(old: str, new: str) -> None:
-    """What changing OLD into NEW opens (+) and closes (-); exit 1 when they differ."""
-    lines = diff(_load(old), _load(new))
-    for line in lines:
-        click.echo(line)
-    if not lines:
-        click.echo("no change in what is allowed")
-    sys.exit(1 if lines else 0)
+    """Every change from OLD to NEW that affects egress or credentials, each marked widens,
+    narrows or credentials; exit 1 when there is one."""
+    from policies.diff import diff
+
+    settings = make_settings()
+    changes = diff(load_policy(old, settings), load_policy(new, settings))
+    for change in changes:
+        click.echo(str(change))
+    if not changes:
+        click.echo("no change to egress or credentials")
+    sys.exit(EXIT_NO if changes else 0)
 
 
 @policy_group.command()
@@ -109,7 +146,8 @@ def status() -> None:
     client = ControlClient(settings)
     try:
         if not client.healthy():
-            fail(f"no gateway is running for {settings.home}", "start one: sandgate serve")
+            fail_environment(f"no gateway is running for {settings.home}",
+                             "start one: sandgate serve")
         report = client.policy_status()
     finally:
         client.close()
@@ -128,5 +166,4 @@ def status() -> None:
         click.echo(f"\nproblems in {report['policy_dir']}:")
         for error in report["directory_errors"]:
             click.echo(f"  {error}")
-    sys.exit(1 if problems or report["directory_errors"] else 0)
-
+    sys.exit(EXIT_NO if problems or report["directory_errors"] else 0)

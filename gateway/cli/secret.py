@@ -13,15 +13,20 @@ from typing import TYPE_CHECKING
 
 import click
 
-from gateway.cli.common import fail, make_settings, print_table
-from gateway.settings import Settings
-from policies.loader import load_directory
-from policies.schema import SECRET_NAME
+from gateway.cli.common import fail, make_settings, policy_store, print_table, writable_home
 from vault.crypto import VaultError
 
 if TYPE_CHECKING:
+    from gateway.settings import Settings
     from vault.store import Vault
 
+SET_FIRST = "`sandgate secret set NAME` (the value on stdin) creates the vault and its key"
+
+
+def _no_vault_yet(settings: Settings) -> bool:
+    """Nothing was ever stored: no master key to open (and none given by value)."""
+    source = settings.key_source
+    return source.path is not None and not source.path.exists()
 
 
 @contextmanager
@@ -29,9 +34,9 @@ def _vault(settings: Settings, *, create: bool = False) -> Iterator[Vault]:
     from gateway.db import make_engine
     from vault.keyring import open_vault
 
-    if not create and not settings.home.exists() and settings.database_url is None:
-        fail(f"no data directory {settings.home}", "set SANDGATE_HOME, or store a secret first")
-    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not create and _no_vault_yet(settings):
+        fail(f"no vault in {settings.home} yet", SET_FIRST)
+    writable_home(settings)
     engine = make_engine(settings.db_url)
     try:
         yield open_vault(engine, settings.key_source, create=create)
@@ -42,6 +47,8 @@ def _vault(settings: Settings, *, create: bool = False) -> Iterator[Vault]:
 
 
 def _check_name(name: str) -> None:
+    from policies.schema import SECRET_NAME
+
     if not re.match(SECRET_NAME, name):
         fail(f"invalid secret name {name!r}",
              "use letters, digits and '_', not starting with a digit (it becomes an "
@@ -74,8 +81,10 @@ def set_secret(name: str, extra: tuple[str, ...]) -> None:
              "and it stays in shell history)",
              f"pipe it in: printf %s \"$VALUE\" | sandgate secret set {name}")
     _check_name(name)
+    settings = make_settings()
+    writable_home(settings)   # before asking for a value that could not be stored
     value = _read_value(name)
-    with _vault(make_settings(), create=True) as vault:
+    with _vault(settings, create=True) as vault:
         try:
             version = vault.put(name, value)
         except VaultError as e:
@@ -84,9 +93,8 @@ def set_secret(name: str, extra: tuple[str, ...]) -> None:
 
 
 def _bound_hosts(settings: Settings) -> dict[str, set[str]]:
-    policies, _ = load_directory(settings.policy_dir)
     bound: dict[str, set[str]] = {}
-    for policy in policies.values():
+    for policy in policy_store(settings).every_policy().values():
         for rule in policy.rules:
             for spec in rule.spec.inject:
                 names = [spec.secret, getattr(spec, "access_key_id", None)]
@@ -99,6 +107,9 @@ def _bound_hosts(settings: Settings) -> dict[str, set[str]]:
 def list_secrets() -> None:
     """Names and metadata of stored secrets, and the hosts policies bind them to."""
     settings = make_settings()
+    if _no_vault_yet(settings):
+        click.echo(f"no secrets stored in {settings.home} yet; {SET_FIRST}")
+        return
     with _vault(settings) as vault:
         infos = vault.list()
     if not infos:

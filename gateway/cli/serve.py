@@ -16,8 +16,8 @@ upstream_options = [
                  help="DNS server the gateway resolves allowed names with "
                       "(default: the system's; env SANDGATE_UPSTREAM_RESOLVER)"),
     click.option("--upstream-ca", metavar="FILE", type=click.Path(dir_okay=False),
-                 help="CA bundle the gateway trusts for upstream TLS "
-                      "(env SANDGATE_UPSTREAM_CA)"),
+                 help="CA certificates the gateway trusts for upstream TLS in addition to "
+                      "the host's trust store (env SANDGATE_UPSTREAM_CA)"),
 ]
 
 
@@ -38,10 +38,10 @@ def serve(api_host: str | None, api_port: int | None, upstream_resolver: str | N
     """Run the gateway and the control API until interrupted."""
     import asyncio
 
-    from gateway.processes import serve as server
-
     settings = make_settings(upstream_resolver=upstream_resolver, upstream_ca=upstream_ca,
                              api_host=api_host, api_port=api_port)
+    from gateway.processes import serve as server
+
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mitmproxy").setLevel(logging.WARNING)  # a line per connection otherwise

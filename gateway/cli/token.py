@@ -6,8 +6,10 @@ import re
 
 import click
 
-from gateway.cli.common import fail, make_settings, print_table
+from gateway.cli.common import fail, make_settings, print_table, writable_home
 from gateway.control.roles import Role
+
+TOKEN_ID = re.compile(r"^[a-z0-9]{10}$")
 
 
 @click.group("token")
@@ -19,7 +21,7 @@ def _engine():  # type: ignore[no-untyped-def]
     from gateway.db import make_engine
 
     settings = make_settings()
-    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    writable_home(settings)
     return make_engine(settings.db_url)
 
 
@@ -59,9 +61,15 @@ def list_tokens() -> None:
 @token_group.command()
 @click.argument("token_id")
 def revoke(token_id: str) -> None:
-    """Revoke a token by its id (see token list)."""
+    """Revoke a token by its id (see token list; a whole token is accepted too, and never
+    printed back)."""
     from gateway.control.auth import revoke as do_revoke
 
+    if token_id.startswith("sgt_"):   # a whole token: its id is the part after sgt_
+        token_id = token_id.split("_")[1] if token_id.count("_") >= 2 else ""
+    if not TOKEN_ID.match(token_id):
+        fail("that is not a token id (10 lower-case letters and digits)",
+             "see: sandgate token list")
     engine = _engine()
     found = do_revoke(engine, token_id)
     engine.dispose()

@@ -42,7 +42,7 @@ def authenticate(engine: Engine, token: str) -> Principal | None:
             return None
         if not hmac.compare_digest(_hash(match[2]), row.secret_hash):
             return None
-        return Principal(row.name, Role(row.role))
+        return Principal(f"token:{row.id}", row.name, Role(row.role))
 
 
 def list_tokens(engine: Engine) -> list[ApiToken]:

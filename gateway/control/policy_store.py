@@ -1,6 +1,13 @@
 """Where sandboxes' policies come from, and hot reload.
 
-A sandbox refers to a policy by name (a file in the policy directory) or by file path. All
+The store is a directory in the data dir (`SANDGATE_POLICY_DIR`, default HOME/policies):
+policies written through the API land there, and hand edits there are hot-reloaded. The
+policies packaged with sandgate (`default`, the examples) are read-only defaults behind it:
+a name the store does not hold is looked up among them, and a store policy of the same name
+overrides one. `extends` looks next to the extending file, then in the store, then among the
+packaged policies.
+
+A sandbox refers to a policy by name or by file path. All
 sandboxes on the same file share one PolicyHandle; `refresh` (called about twice a second by
 the gateway) reloads a handle when its file or a sibling it may extend changes. A valid change
 replaces `handle.policy` in one assignment, so every new connection and request sees either
@@ -16,12 +23,13 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import BadRequest, NotFound
+from policies import PACKAGED_DIRS
 from policies.loader import (
     PolicyError,
     compose,
@@ -34,7 +42,7 @@ from policies.loader import (
     version_of,
 )
 from policies.matcher import CompiledPolicy
-from policies.report import request_from_url
+from policies.report import request_from_url, trial
 from policies.schema import NAME
 
 logger = logging.getLogger(__name__)
@@ -77,8 +85,9 @@ class PolicyHandle:
 
 
 class PolicyStore:
-    def __init__(self, policy_dir: Path) -> None:
+    def __init__(self, policy_dir: Path, defaults: Sequence[Path] = PACKAGED_DIRS) -> None:
         self.policy_dir = policy_dir
+        self.defaults = [d for d in defaults if d.resolve() != policy_dir.resolve()]
         self._handles: dict[Path, PolicyHandle] = {}
         self._lock = threading.Lock()
         self._directory_errors: list[str] = []
@@ -86,16 +95,29 @@ class PolicyStore:
         # told of every change made through put/delete (gateway.control.policy_sync shares them)
         self.publish: Callable[[str, str | None], object] = lambda _name, _text: None
 
+    @property
+    def search(self) -> list[Path]:
+        """Where names are looked up, in order: the store, then the packaged defaults."""
+        return [self.policy_dir, *self.defaults]
+
     def path_for(self, ref: str) -> Path:
         """`ref` is a policy file path (contains a slash or ends in .yaml) or a policy name."""
         if "/" in ref or ref.endswith((".yaml", ".yml")):
             return Path(ref).resolve()
-        for path in policy_files(self.policy_dir):
-            source = read(path)
-            if source.spec is not None and source.spec.name == ref:
-                return path.resolve()
-        raise NotFound(f"no policy named {ref!r} in {self.policy_dir}",
-                       f"add {ref}.yaml there, or pass a policy file path")
+        for directory in self.search:
+            if found := _named(directory, ref):
+                return found
+        raise NotFound(f"no policy named {ref!r} in {self.policy_dir} or among the packaged "
+                       "policies", f"PUT it to /v1/policies/{ref}, add {ref}.yaml to "
+                       f"{self.policy_dir}, or pass a policy file path")
+
+    def load(self, path: Path) -> CompiledPolicy:
+        """One policy file, its `extends` resolved next to it, then in the store, then among
+        the packaged policies. Raises PolicyError."""
+        return load_file(path, also=self.search)
+
+    def is_packaged(self, path: Path) -> bool:
+        return any(path.parent == d.resolve() for d in self.defaults)
 
     def acquire(self, ref: str) -> PolicyHandle:
         """The shared handle for `ref`, loading it if needed. Raises BadRequest/NotFound."""
@@ -106,7 +128,7 @@ class PolicyStore:
                 return handle
             print_ = fingerprint(path.parent)
             try:
-                policy = load_file(path)
+                policy = self.load(path)
             except PolicyError as e:
                 raise BadRequest(f"invalid policy:\n{e}",
                                  "fix the listed problems; `sandgate policy check` shows them"
@@ -136,7 +158,7 @@ class PolicyStore:
             logger.error("policy %s", handle.error)
             return False
         try:
-            policy = load_file(handle.path)
+            policy = self.load(handle.path)
         except PolicyError as e:
             handle.error = str(e)
             logger.error("policy change rejected, keeping version %s:\n%s",
@@ -156,22 +178,37 @@ class PolicyStore:
         if current == self._directory_print:
             return
         self._directory_print = current
-        _, errors = load_directory(self.policy_dir)
+        _, errors = load_directory(self.policy_dir, also=self.defaults)
         self._directory_errors = [str(e) for e in errors]
 
     # the policy directory as a store (the control API's /v1/policies)
+    def every_policy(self) -> dict[str, CompiledPolicy]:
+        """Every valid policy by name: the store's, then the packaged ones it does not
+        override."""
+        found: dict[str, CompiledPolicy] = {}
+        for directory in reversed(self.search):
+            found.update(load_directory(directory, also=self.search)[0])
+        return found
+
     def catalogue(self) -> list[dict[str, Any]]:
-        """Every policy file in the directory, valid or not."""
-        policies, errors = load_directory(self.policy_dir)
-        entries = [{"name": p.name, "version": p.version, "mode": p.spec.mode,
-                    "description": p.spec.description, "rules": len(p.rules), "error": None}
-                   for p in policies.values()]
-        failed: dict[str, list[str]] = {}
-        for error in errors:
-            failed.setdefault(Path(error.file).stem, []).append(str(error))
-        entries += [{"name": name, "version": None, "error": "\n".join(lines)}
-                    for name, lines in failed.items() if name not in policies]
-        return sorted(entries, key=lambda e: str(e["name"]))
+        """Every policy file in the store, valid or not, and the packaged policies it does
+        not override (read-only)."""
+        entries: dict[str, dict[str, Any]] = {}
+        for directory in reversed(self.search):
+            read_only = directory != self.policy_dir
+            policies, errors = load_directory(directory, also=self.search)
+            for p in policies.values():
+                entries[p.name] = {"name": p.name, "version": p.version, "mode": p.spec.mode,
+                                   "description": p.spec.description, "rules": len(p.rules),
+                                   "read_only": read_only, "error": None}
+            failed: dict[str, list[str]] = {}
+            for error in errors:
+                failed.setdefault(Path(error.file).stem, []).append(str(error))
+            for name, lines in failed.items():
+                if name not in policies:
+                    entries[name] = {"name": name, "version": None, "read_only": read_only,
+                                     "error": "\n".join(lines)}
+        return sorted(entries.values(), key=lambda e: str(e["name"]))
 
     def _file(self, name: str) -> Path:
         if not re.match(NAME, name):
@@ -182,7 +219,8 @@ class PolicyStore:
     def get(self, name: str) -> dict[str, Any]:
         path = self.path_for(name)
         text = path.read_text()
-        return {"name": name, "yaml": text, "version": version_of(text), "file": str(path)}
+        return {"name": name, "yaml": text, "version": version_of(text), "file": str(path),
+                "read_only": self.is_packaged(path)}
 
     def put(self, name: str, text: str) -> dict[str, Any]:
         """Validate with the same errors as `sandgate policy check` (422 listing them), then
@@ -190,7 +228,7 @@ class PolicyStore:
         path = self._file(name)
         source = f"{name}.yaml"
         try:
-            policy = compose(parse(text, source), directory_resolver(self.policy_dir,
+            policy = compose(parse(text, source), directory_resolver(self.search,
                                                                      exclude=str(path)))
         except PolicyError as e:
             raise BadRequest(f"invalid policy:\n{e}", "fix the listed problems") from e
@@ -207,23 +245,42 @@ class PolicyStore:
     def delete(self, name: str) -> None:
         path = self._file(name)
         if not path.exists():
+            if any(_named(d, name) for d in self.defaults):
+                raise BadRequest(f"policy {name!r} is packaged with sandgate and read-only",
+                                 "PUT a policy of the same name to override it")
             raise NotFound(f"no policy named {name!r}")
         self.publish(name, None)
         path.unlink()
 
-    def test(self, name: str, method: str, url: str) -> dict[str, Any]:
+    def test(self, name: str, method: str, url: str, headers: Mapping[str, str] | None = None,
+             body_size: int = 0) -> dict[str, Any]:
+        """`sandgate policy test` through the API: the same answer, steps and near misses."""
         policy = self.acquire(name).policy
         try:
-            request = request_from_url(method, url)
+            request = request_from_url(method, url, (headers or {}).items())
         except ValueError as e:
             raise BadRequest(str(e)) from e
-        decision = policy.decide(request)
+        result = trial(policy, request, body_size)
+        decision = result.decision
         return {"decision": str(decision.verdict), "rule": decision.rule,
                 "reason": str(decision.reason), "policy": policy.name,
-                "version": policy.version}
+                "version": policy.version, "path": result.path,
+                "steps": result.steps, "nearest": result.nearest}
 
     def status(self) -> dict[str, Any]:
         with self._lock:
             handles = [h.status() for h in self._handles.values()]
         return {"policy_dir": str(self.policy_dir), "active": handles,
                 "directory_errors": list(self._directory_errors)}
+
+
+def _named(directory: Path, name: str) -> Path | None:
+    """The policy file in `directory` whose `name` is `name`: NAME.yaml when it says so,
+    otherwise the first file that does."""
+    files = policy_files(directory)
+    likely = [p for p in files if p.stem == name]
+    for path in [*likely, *(p for p in files if p.stem != name)]:
+        source = read(path)
+        if source.spec is not None and source.spec.name == name:
+            return path.resolve()
+    return None

@@ -34,6 +34,10 @@ GRANTS: dict[Role, frozenset[Scope]] = {
 
 @dataclass(frozen=True, slots=True)
 class Principal:
+    """A caller. `id` is unique (`token:<id>`, or `local`) and owns sandboxes; `name` is a
+    label that several tokens may share."""
+
+    id: str
     name: str
     role: Role
 
@@ -41,4 +45,4 @@ class Principal:
         return scope in GRANTS[self.role]
 
 
-LOCAL_ROOT = Principal("local", Role.ADMIN)  # whoever reaches the root-only unix socket
+LOCAL_ROOT = Principal("local", "local", Role.ADMIN)  # whoever reaches the root-only socket

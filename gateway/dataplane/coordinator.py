@@ -37,3 +37,6 @@ class Coordinator(Protocol):
 
     async def drained(self) -> None:
         """Wait while the audit log is behind (the proxy slows down rather than drop rows)."""
+
+    def forget(self, sandbox_id: str) -> None:
+        """The sandbox is gone: drop whatever this process keeps about it."""

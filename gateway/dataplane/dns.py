@@ -13,20 +13,20 @@ import asyncio
 import contextlib
 import logging
 import struct
+import time
 
 from mitmproxy import dns
 from mitmproxy.net.dns import op_codes, response_codes, types
 
+from gateway.dataplane.dns_throttle import DnsThrottle
 from gateway.dataplane.registry import SandboxContext
 from gateway.dataplane.state import GatewayState
-from gateway.timing import DNS_TCP_IDLE
+from gateway.timing import DNS_SUMMARY_INTERVAL, DNS_TCP_IDLE, DNS_TICK
 from policies.decision import Decision, Reason, deny
 from policies.hosts import HostError, normalise_name
 from vault import placeholders
 
 logger = logging.getLogger(__name__)
-
-
 
 
 class DnsAnswer:
@@ -94,8 +94,9 @@ class DnsAnswer:
 
 
 class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, answers: DnsAnswer) -> None:
+    def __init__(self, answers: DnsAnswer, throttle: DnsThrottle) -> None:
         self.answers = answers
+        self.throttle = throttle
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -103,6 +104,12 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.throttle.admit(addr[0]):
+            self._answer(data, addr)
+        else:
+            self.throttle.hold(addr[0], lambda: self._answer(data, addr))
+
+    def _answer(self, data: bytes, addr: tuple[str, int]) -> None:
         reply = self.answers.answer(addr[0], data)
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
@@ -111,17 +118,30 @@ class _Udp(asyncio.DatagramProtocol):
 class DnsServer:
     """UDP and TCP on `port`, every address (nftables lets only sandbox links reach it)."""
 
-    def __init__(self, state: GatewayState, port: int, ttl: int) -> None:
+    def __init__(self, state: GatewayState, port: int, ttl: int, throttle: DnsThrottle) -> None:
         self.answers = DnsAnswer(state, ttl)
+        self.throttle = throttle
         self.port = port
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
+        self._ticker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._udp, _ = await loop.create_datagram_endpoint(
-            lambda: _Udp(self.answers), local_addr=("0.0.0.0", self.port))
+            lambda: _Udp(self.answers, self.throttle), local_addr=("0.0.0.0", self.port))
         self._tcp = await asyncio.start_server(self._serve_tcp, "0.0.0.0", self.port)
+        self._ticker = asyncio.ensure_future(self._tick())
+
+    async def _tick(self) -> None:
+        """Held queries answered, idle sources forgotten, drops summarised."""
+        summarised = time.monotonic()
+        while True:
+            await asyncio.sleep(DNS_TICK)
+            self.throttle.drain()
+            if time.monotonic() - summarised >= DNS_SUMMARY_INTERVAL:
+                summarised = time.monotonic()
+                self.throttle.summarise()
 
     async def _serve_tcp(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
@@ -131,6 +151,8 @@ class DnsServer:
                 head = await asyncio.wait_for(reader.readexactly(2), DNS_TCP_IDLE)
                 data = await asyncio.wait_for(
                     reader.readexactly(struct.unpack(">H", head)[0]), DNS_TCP_IDLE)
+                while not self.throttle.admit(source):   # one query at a time: just wait
+                    await asyncio.sleep(DNS_TICK)
                 reply = self.answers.answer(source, data)
                 if reply is None:
                     break
@@ -142,6 +164,9 @@ class DnsServer:
             writer.close()
 
     async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        self.throttle.summarise()
         if self._udp is not None:
             self._udp.close()
         if self._tcp is not None:

@@ -3,14 +3,20 @@ addons first and only the built-in addons it needs."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 
-from mitmproxy import master, options
+from mitmproxy import ctx, master, options
+from mitmproxy import flow as flow_
 from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconfig
 
 from gateway.dataplane.addons import pipeline
 from gateway.dataplane.state import GatewayState
+from gateway.dataplane.trust import upstream_trust
 from gateway.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 def builtin_addons() -> list[object]:
@@ -34,13 +40,40 @@ class Sandgate:
 
 
 class Ready:
-    """Calls `on_ready` once mitmproxy's servers listen (the `running` hook)."""
+    """Calls `on_ready` once mitmproxy's server listens on `port` (the `running` hook comes
+    after the servers were set up, also when that failed: then the worker stops, and its
+    supervisor starts another)."""
 
-    def __init__(self, on_ready: Callable[[], None]) -> None:
+    def __init__(self, on_ready: Callable[[], None], port: int) -> None:
         self.on_ready = on_ready
+        self.port = port
 
     def running(self) -> None:
+        server = ctx.master.addons.get("proxyserver")
+        if not any(address[1] == self.port for address in server.listen_addrs()):
+            logger.error("the proxy does not listen on port %d; stopping", self.port)
+            ctx.master.shutdown()
+            return
         self.on_ready()
+
+
+class Cutter:
+    """Closes a flow's client and server connections at once: how a body streaming through
+    is stopped when it breaks a rule (its headers already went out, so no answer is
+    possible). mitmproxy has no public call for it; this is the connection handler's own
+    close, which its layers use, run on the event loop after the current event."""
+
+    def __init__(self, server: proxyserver.Proxyserver) -> None:
+        self.server = server
+
+    def __call__(self, flow: flow_.Flow) -> None:
+        handler = self.server.connections.get(flow.client_conn.id)
+        if handler is None:
+            return
+        loop = asyncio.get_running_loop()
+        for conn in (flow.client_conn, flow.server_conn):
+            if conn.connected:
+                loop.call_soon(handler.close_connection, conn)
 
 
 def build_master(settings: Settings, state: GatewayState, *, tcp_port: int,
@@ -48,17 +81,22 @@ def build_master(settings: Settings, state: GatewayState, *, tcp_port: int,
     """A proxy worker's mitmproxy: transparent TCP on `tcp_port`."""
     opts = options.Options()
     proxy = master.Master(opts)
-    proxy.addons.add(Sandgate(pipeline(state)), *builtin_addons(), Ready(on_ready))
+    builtins = builtin_addons()
+    server = next(a for a in builtins if isinstance(a, proxyserver.Proxyserver))
+    state.cut = Cutter(server)
+    proxy.addons.add(Sandgate(pipeline(state)), *builtins, Ready(on_ready, tcp_port))
     updates: dict[str, object] = {
         "mode": [f"transparent@{tcp_port}"],
         "connection_strategy": "lazy",
         "confdir": str(settings.ca_dir),
         "http2": True,
         "rawtcp": True,
-        # A hard ceiling for any buffered body (policies set lower per-sandbox limits).
-        "body_size_limit": "256m",
+        # No body_size_limit: mitmproxy would kill a body of a known larger length before
+        # the addons can stream it. The Bodies addon bounds every body (held ones to a window).
     }
-    if settings.upstream_ca is not None:
-        updates["ssl_verify_upstream_trusted_ca"] = str(settings.upstream_ca)
+    # The host's trust store, not certifi's (mitmproxy's default): gateway.dataplane.trust.
+    trust = upstream_trust(settings.ca_dir, settings.upstream_ca)
+    updates["ssl_verify_upstream_trusted_ca"] = str(trust.ca_file) if trust.ca_file else None
+    updates["ssl_verify_upstream_trusted_confdir"] = trust.ca_dir
     opts.update(**updates)
     return proxy

@@ -4,6 +4,7 @@ that turns a decision into one audit row."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,8 +14,10 @@ from gateway.dataplane.upstream import UpstreamResolver, Vetted
 from policies.decision import Decision
 from vault.store import Vault
 
-METADATA_KEY = "sandgate"
-QUERY_KEY = "sandgate.query"      # the query as the sandbox sent it (before injection), redacted
+METADATA_KEY = "sandgate"          # FlowVerdict: the decision for the flow
+SENT_KEY = "sandgate.sent"         # Sent: the request as the sandbox sent it
+SECRETS_KEY = "sandgate.secrets"   # FlowSecrets: what the credentials addon decided
+COUNTS_KEY = "sandgate.counts"     # bodies.Counts: body bytes as they crossed the gateway
 
 
 @dataclass
@@ -30,6 +33,10 @@ class Conn:
     permits: dict[tuple[str, int], Vetted] = field(default_factory=dict)
     refused: Decision | None = None        # set when the connection itself was refused
     audited: bool = False                  # some row already speaks for this connection
+    # the upstream's ALPN, once its TLS is up (b"h2" or not: how a streamed body is framed)
+    upstream_alpn: bytes | None = None
+    # requests streamed before the upstream's protocol was known (framed for HTTP/1 so far)
+    framing_pending: list[Any] = field(default_factory=list)
 
     @property
     def target(self) -> str:
@@ -48,6 +55,25 @@ class FlowVerdict:
     secrets: tuple[str, ...] = ()     # names of secrets injected (or caught leaking)
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """The request as the sandbox sent it, for the audit row: never after injection."""
+
+    path: str             # without the query
+    query: str | None     # redacted: no credential-like values, no placeholders
+    headers: str          # JSON list: names, values only where allow-listed (redacted)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSecrets:
+    """What the credentials addon decided for a request's body and its response."""
+
+    allowed_in_body: frozenset[str] = frozenset()   # placeholders a `body` form replaces
+    substitute: dict[str, str] = field(default_factory=dict)   # placeholder -> real value
+    scrub: dict[bytes, bytes] | None = None          # real forms -> placeholder forms
+    needs_body: bool = False       # SigV4 without x-amz-content-sha256: sign over the body
+
+
 class GatewayState:
     """What one proxy process's addons share; what all processes share goes through
     `coord` (gateway.processes.authority)."""
@@ -61,6 +87,8 @@ class GatewayState:
         self.ready = False  # set once the proxy listens
         self.vault: Vault | None = None
         self.quarantine_on_exfil = True
+        # cuts a flow's client and server connections at once (gateway.dataplane.proxy)
+        self.cut: Callable[[Any], None] = lambda _flow: None
 
     def quarantine(self, sandbox: SandboxContext) -> None:
         """After a secret-exfiltration attempt: nothing more goes out, here at once and in

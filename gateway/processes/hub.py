@@ -27,6 +27,7 @@ from gateway.audit.writer import AuditWriter
 from gateway.dataplane.registry import Registry, RegistryListener, SandboxContext
 from gateway.processes import protocol
 from gateway.processes.authority import Authority, audit_row
+from gateway.readiness import Readiness
 from gateway.timing import ACK_TIMEOUT
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,14 @@ class _Peer:
     holder: str
     pid: int
     writer: asyncio.StreamWriter
-    ready: bool = False
+    listening: bool = False     # its proxy listens (Ready)
+    synced: bool = False        # it applied the registry snapshot (the Ack of Synced)
+    sync_ack: int | None = None
     acks: dict[int, asyncio.Future[None]] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self.listening and self.synced
 
     def send(self, message: protocol.Message) -> None:
         if not self.writer.is_closing():
@@ -60,8 +67,9 @@ type Handler = Callable[[_Peer, Any], None]
 
 class Hub(RegistryListener):
     def __init__(self, authority: Authority, audit: AuditWriter, registry: Registry,
-                 path: Path) -> None:
+                 path: Path, readiness: Readiness | None = None) -> None:
         self.authority = authority
+        self.readiness = readiness
         self.audit = audit
         self.registry = registry
         self.path = path
@@ -71,7 +79,6 @@ class Hub(RegistryListener):
         self._next_ack = 0
         self._loop_thread = 0
         self._handlers: dict[type[Any], Handler] = {
-            protocol.Record: lambda _peer, m: self.audit.record(**audit_row(m.row)),
             protocol.Release: lambda peer, m: authority.release_for(peer.holder, m.sandbox),
             protocol.Acquire: lambda peer, m: peer.send(protocol.Answer(
                 m.id, authority.acquire_for(peer.holder, m.sandbox, m.limit))),
@@ -124,15 +131,23 @@ class Hub(RegistryListener):
         # No await between the snapshot and joining `peers`: every later change reaches it.
         for sandbox in self.registry.all():
             peer.send(protocol.Add(snapshot(sandbox)))
+        self._next_ack += 1
+        peer.sync_ack = self._next_ack
+        peer.send(protocol.Synced(ack=peer.sync_ack))
         self.peers[peer.holder] = peer
         try:
             while line := await reader.readline():
-                self._handle(peer, protocol.decode(line))
+                message = protocol.decode(line)
+                if isinstance(message, protocol.Record):
+                    await self._record(message)
+                else:
+                    self._handle(peer, message)
         except (ConnectionError, asyncio.IncompleteReadError, protocol.ProtocolError):
             logger.exception("worker %s connection failed", peer.holder)
         finally:
             if self.peers.get(peer.holder) is peer:
                 del self.peers[peer.holder]
+            self._changed()
             self.authority.forget_holder(peer.holder)
             for waiter in peer.acks.values():
                 if not waiter.done():
@@ -146,13 +161,29 @@ class Hub(RegistryListener):
             return
         handler(peer, message)
 
+    async def _record(self, message: protocol.Record) -> None:
+        """Into the audit queue; when it is full, wait for room in a thread: this worker's
+        messages wait (and the worker, its socket full, slows down), the event loop does
+        not."""
+        row = audit_row(message.row)
+        if not self.audit.offer(**row):
+            await asyncio.to_thread(self.audit.record, **row)
+
     def _acknowledged(self, peer: _Peer, message: protocol.Ack) -> None:
+        if message.ack == peer.sync_ack:
+            peer.synced = True
+            self._changed()
         waiter = peer.acks.pop(message.ack, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     def _ready(self, peer: _Peer, _message: protocol.Ready) -> None:
-        peer.ready = True
+        peer.listening = True
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.readiness is not None:
+            self.readiness.update(self.ready_workers())
 
     # registry changes, from any thread
     def added(self, sandbox: SandboxContext) -> None:

@@ -86,3 +86,6 @@ class HubClient:
         if now - self._active.get(sandbox_id, 0.0) >= ACTIVE_EVERY:
             self._active[sandbox_id] = now
             self.send(protocol.Active(sandbox=sandbox_id))
+
+    def forget(self, sandbox_id: str) -> None:
+        self._active.pop(sandbox_id, None)

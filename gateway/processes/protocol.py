@@ -9,7 +9,11 @@ reused.
 
     worker -> hub   Hello, Acquire?, Admit?, NameFor?, Release, Charge, Quarantine, Record,
                     Active, Ready, Ack
-    hub -> worker   Answer, Add, Remove, Quarantined, Mapped, VaultChanged
+    hub -> worker   Answer, Add, Remove, Quarantined, Mapped, VaultChanged, Synced
+
+After `Hello` the hub sends an `Add` for every live sandbox, then `Synced`: a worker that has
+acknowledged it and sent `Ready` (its proxy listens) counts as ready
+(gateway.readiness).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class Op(enum.StrEnum):
     QUARANTINED = "quarantined"
     MAPPED = "mapped"
     VAULT_CHANGED = "vault_changed"
+    SYNCED = "synced"
 
 
 class ProtocolError(ValueError):
@@ -213,14 +218,22 @@ class VaultChanged:
     ack: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Synced:
+    """Every sandbox live when the worker connected has been sent: acknowledge it."""
+
+    op: ClassVar[Op] = Op.SYNCED
+    ack: int | None = None
+
+
 type Message = (Hello | Acquire | Admit | NameFor | Release | Charge | Quarantine | Record
                 | Active | Ready | Ack | Answer | Add | Remove | Quarantined | Mapped
-                | VaultChanged)
+                | VaultChanged | Synced)
 type Question = Acquire | Admit | NameFor
 
 _TYPES: dict[str, type[Any]] = {cls.op: cls for cls in (
     Hello, Acquire, Admit, NameFor, Release, Charge, Quarantine, Record, Active, Ready, Ack,
-    Answer, Add, Remove, Quarantined, Mapped, VaultChanged)}
+    Answer, Add, Remove, Quarantined, Mapped, VaultChanged, Synced)}
 
 
 def _nested(cls: type[Any]) -> dict[str, type[Any]]:

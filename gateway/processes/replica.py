@@ -28,6 +28,7 @@ class Replica:
             protocol.Quarantined: self._quarantined,
             protocol.Mapped: self._mapped,
             protocol.VaultChanged: lambda _message: self.reopen_vault(),
+            protocol.Synced: lambda _message: None,   # acknowledged by the worker's loop
         }
 
     def apply(self, message: protocol.Message) -> None:
@@ -39,6 +40,7 @@ class Replica:
 
     def _remove(self, message: protocol.Remove) -> None:
         self.state.registry.remove(message.sandbox)
+        self.state.coord.forget(message.sandbox)
 
     def _quarantined(self, message: protocol.Quarantined) -> None:
         sandbox = self.state.registry.by_id(message.sandbox)

@@ -24,6 +24,7 @@ from pathlib import Path
 import uvicorn
 
 from gateway.audit import exporters
+from gateway.audit.heads import HeadsFile, HeadSigner
 from gateway.audit.writer import AuditWriter
 from gateway.control.api import ControlPlane, create_app
 from gateway.control.policy_store import PolicyStore
@@ -34,8 +35,10 @@ from gateway.control.sandboxes.records import Records
 from gateway.control.secrets import Secrets
 from gateway.dataplane.ca import ensure_ca, write_sandbox_bundle
 from gateway.dataplane.dns import DnsServer
+from gateway.dataplane.dns_throttle import DnsThrottle
 from gateway.dataplane.registry import Registry
 from gateway.dataplane.state import GatewayState
+from gateway.dataplane.trust import TrustError, host_store, upstream_trust, write_merged
 from gateway.dataplane.upstream import UpstreamResolver
 from gateway.db import make_engine
 from gateway.errors import NotReady
@@ -43,6 +46,7 @@ from gateway.processes import background
 from gateway.processes.authority import Authority, LocalCoordinator
 from gateway.processes.hub import Hub
 from gateway.processes.supervisor import WorkerPool
+from gateway.readiness import Readiness
 from gateway.settings import Settings
 from gateway.timing import GIL_SWITCH_INTERVAL
 from sandbox_net import firewall, links
@@ -63,6 +67,10 @@ def preflight(settings: Settings) -> None:
     GVisorRuntime(settings.runsc_dir).preflight()
     if settings.upstream_ca is not None and not settings.upstream_ca.is_file():
         raise NotReady(f"upstream CA file {settings.upstream_ca} does not exist")
+    try:
+        host_store()
+    except TrustError as e:
+        raise NotReady(str(e), "point it at a CA bundle, or unset it") from None
 
 
 @contextlib.contextmanager
@@ -111,27 +119,37 @@ def _runtimes(settings: Settings) -> dict[str, Runtime]:
 async def _serve_locked(settings: Settings) -> None:
     engine = make_engine(settings.db_url)
     gateway_id = settings.gateway_id
-    firewall.apply(settings.firewall)
+    network = HostNetwork(engine, settings.naming, settings.firewall, gateway_id=gateway_id,
+                          host_id=settings.host_id)
+    firewall.apply(settings.firewall, network.pins())
     writer = AuditWriter(engine, gateway_id=gateway_id, spool=settings.spool_file)
-    writer.start()
-    closers = exporters.attach(writer, engine, signing_key=settings.audit_signing_key_file,
+    published = HeadsFile(settings.heads_file).last(gateway_id)
+    writer.start((published.seq, published.hash) if published else None)
+    closers = exporters.attach(writer, engine, heads_file=settings.heads_file,
+                               signing_key=settings.audit_signing_key_file,
                                otlp_endpoint=settings.otlp_endpoint)
+    signer = HeadSigner.from_file(settings.audit_signing_key_file) \
+        if settings.audit_signing_key_file else None
     registry = Registry()
     # pyroute2's synchronous API runs its own event loop: call it from a worker thread.
     own = [a for a in await asyncio.to_thread(links.host_addresses) if not a.startswith("127.")]
     resolver = UpstreamResolver(settings.upstream_resolver,
                                 own_addresses=[ipaddress.IPv4Address(a) for a in own])
     authority = Authority(registry)
-    state = GatewayState(registry, resolver, LocalCoordinator(authority, writer))
+    coordinator = LocalCoordinator(authority, writer)
+    state = GatewayState(registry, resolver, coordinator)
     state.vault = open_vault(engine, settings.key_source, create=True)
     state.quarantine_on_exfil = settings.quarantine_on_exfil
-    hub = Hub(authority, writer, registry, settings.hub_socket)
+    readiness = Readiness(settings.workers)
+    hub = Hub(authority, writer, registry, settings.hub_socket, readiness)
     ensure_ca(settings)
-    dns = DnsServer(state, settings.dns_port, settings.synthetic_ttl)
+    trust = upstream_trust(settings.ca_dir, settings.upstream_ca)
+    write_merged(trust)
+    logger.info("upstream TLS is verified against %s", trust.describe())
+    throttle = DnsThrottle(registry, writer)
+    coordinator.lost = throttle.lost
+    dns = DnsServer(state, settings.dns_port, settings.synthetic_ttl, throttle)
     await dns.start()
-
-    def ready() -> bool:
-        return hub.ready_workers() == settings.workers
 
     policies = PolicyStore(settings.policy_dir)
     sync = PolicySync(engine, settings.policy_dir, gateway_id,
@@ -140,14 +158,12 @@ async def _serve_locked(settings: Settings) -> None:
     policies.publish = sync.publish
     secrets = Secrets(state.vault, settings.key_source)
     secrets.changed = hub.vault_changed
-    network = HostNetwork(engine, settings.naming, settings.firewall, gateway_id=gateway_id,
-                          host_id=settings.host_id)
     sandboxes = Sandboxes(settings, Records(engine, gateway_id), registry, network,
                           _runtimes(settings), policies, ImageStore(settings.images_dir),
                           ca_bundle=write_sandbox_bundle(settings),
                           secret_exists=secrets.exists,
                           open_connections=authority.open_connections,
-                          flush_audit=writer.flush)
+                          flush_audit=writer.flush, readiness=readiness)
     await asyncio.to_thread(sandboxes.reconcile)
     workers = WorkerPool(settings)
     await hub.start()
@@ -156,9 +172,9 @@ async def _serve_locked(settings: Settings) -> None:
     socket_path = settings.control_socket
     socket_path.unlink(missing_ok=True)
     apis = [
-        _ApiServer(uvicorn.Config(create_app(plane, ready, local=True),
+        _ApiServer(uvicorn.Config(create_app(plane, readiness, local=True),
                                   uds=str(socket_path), log_level="warning", lifespan="off")),
-        _ApiServer(uvicorn.Config(create_app(plane, ready, local=False),
+        _ApiServer(uvicorn.Config(create_app(plane, readiness, local=False),
                                   host=settings.api_host, port=settings.api_port,
                                   log_level="warning", lifespan="off")),
     ]
@@ -167,6 +183,7 @@ async def _serve_locked(settings: Settings) -> None:
 
     def stop() -> None:
         stopping.set()
+        readiness.stopping()
         for api in apis:
             api.should_exit = True
 
@@ -175,9 +192,10 @@ async def _serve_locked(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop)
     tasks = [asyncio.ensure_future(c) for c in (
         background.reload_policies(policies), background.sync_policies(sync),
-        background.retention(engine, settings.audit_retain_days),
+        background.retention(engine, settings.audit_retain_days, signer),
         background.reap(sandboxes),
-        background.watch_firewall(settings.firewall, settings.firewall_check_interval),
+        background.watch_firewall(settings.firewall, settings.firewall_check_interval,
+                                  network.pins),
         workers.supervise(), background.keep_warm(sandboxes))]
     try:
         serving = [asyncio.ensure_future(stopping.wait()),

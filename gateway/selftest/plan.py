@@ -78,11 +78,12 @@ def _probe(policy: CompiledPolicy, rule: CompiledRule) -> tuple[Probe | None, st
     host = pattern.suffix if pattern.apex else f"{FILLER}.{pattern.suffix}"
     method = "GET" if not rule.methods or "GET" in rule.methods else sorted(rule.methods)[0]
     path = _concrete_path(spec.paths[0]) if spec.paths else f"/{FILLER}"
-    query = {name: _concrete(glob) for name, glob in spec.query.items()}
+    query = {name: _concrete(condition.match) for name, condition in spec.query.items()}
     headers = {name: _concrete(glob) for name, glob in spec.headers.items()}
     tls = SERVER_PORTS[port]
     request = Request(port=port, protocol="https" if tls else "http", host=host, method=method,
-                      path=path, query={k: [v] for k, v in query.items()}, headers=headers)
+                      path=path, query={k: [v] for k, v in query.items()},
+                      headers={k: [v] for k, v in headers.items()})
     decision = policy.decide(request)
     if decision.rule != rule.id or not decision.allowed:
         return None, f"the request built for it ({method} {path} on {host}) is not allowed " \

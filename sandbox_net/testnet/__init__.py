@@ -36,6 +36,7 @@ OTHER_IP = "198.51.100.12"
 ECHO_IP = "198.51.100.20"
 UDP_IP = "198.51.100.30"
 DNS_IP = "198.51.100.53"
+REVEAL_PORT = 9443   # on HTTPS_IP: secure.upstream.test:9443
 
 ZONE = {
     "www.upstream.test": HTTP_IP,
@@ -62,6 +63,7 @@ class Topology:
     tls_names: list[str] = field(default_factory=list)         # more names for the cert
     host_netns: str | None = None   # where the "host" side lives; None: the real host
     dns_ttl: int = 5                # of single-address answers
+    reveal: bool = False            # the credential-revealing upstream on REVEAL_PORT
     ca: TestCA | None = None
     process: subprocess.Popen[str] | None = None
 
@@ -148,6 +150,10 @@ class Topology:
             "echo": [{"address": ECHO_IP, "port": 7}, {"address": ECHO_IP, "port": 7001}],
             "udp": [{"address": UDP_IP, "port": 9999}, {"address": HTTPS_IP, "port": 443}],
             "websocket": [{"address": HTTP_IP, "port": 8765}],
+            # gives back the credential it receives, every way it can (testnet.reveal;
+            # the test suite's, it needs hypercorn from the dev extras)
+            "reveal": [{"address": HTTPS_IP, "port": REVEAL_PORT, "tls": tls}] if self.reveal
+                      else [],
             "sigv4_keys": self.sigv4_keys,
         }
         config_path = self.workdir / "upstreams.json"

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from typing import Any
 import brotli
 from dnslib import QTYPE, RCODE, RR, A
 from dnslib.server import BaseResolver, DNSServer
+
+from sandbox_net.testnet.views import views
 
 LOG_LOCK = threading.Lock()
 
@@ -66,14 +69,42 @@ def make_handler(log: Log, scheme: str) -> type[BaseHTTPRequestHandler]:
             # and delayed ACKs add 40 ms to every keep-alive response.
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+        def _read_body(self) -> tuple[bytes, int]:
+            """(the body, up to 64 KiB of it kept; its full length): read in pieces, chunked
+            bodies too, so a large upload costs no memory here."""
+            kept, total = b"", 0
+            for piece in self._pieces():
+                total += len(piece)
+                if len(kept) < 65536:
+                    kept += piece[:65536 - len(kept)]
+            return kept, total
+
+        def _pieces(self) -> Iterator[bytes]:
+            if "chunked" in self.headers.get("transfer-encoding", "").lower():
+                while size := int(self.rfile.readline().split(b";")[0], 16):
+                    yield self.rfile.read(size)
+                    self.rfile.readline()
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass      # trailers
+                return
+            left = int(self.headers.get("content-length") or 0)
+            while left:
+                piece = self.rfile.read(min(left, 1 << 20))
+                if not piece:
+                    return
+                left -= len(piece)
+                yield piece
+
         def _handle(self) -> None:
-            length = int(self.headers.get("content-length") or 0)
-            body = self.rfile.read(length) if length else b""
+            body, body_len = self._read_body()
             local = self.connection.getsockname()
             entry = {"scheme": scheme, "method": self.command, "path": self.path,
+                     "views": views(self.path),
                      "headers": {k.lower(): v for k, v in self.headers.items()},
+                     "header_lines": [[k.lower(), v] for k, v in self.headers.items()],
                      "local": list(local[:2]),
-                     "peer": self.client_address[0], "body_len": len(body),
+                     "peer": self.client_address[0], "body_len": body_len,
+                     "body": body.decode("latin-1"),
                      "sni": getattr(self.connection, "sni", None)}
             encoding = None
             if self.path.startswith("/sigv4"):
@@ -88,6 +119,9 @@ def make_handler(log: Log, scheme: str) -> type[BaseHTTPRequestHandler]:
                 self.send_header("location", target)
                 self.send_header("content-length", "0")
                 self.end_headers()
+                return
+            if self.path.startswith("/stream/"):
+                self._stream(int(self.path.split("/")[2]))
                 return
             if self.path.startswith("/bytes/"):
                 payload = b"x" * int(self.path.split("/")[2])
@@ -111,6 +145,17 @@ def make_handler(log: Log, scheme: str) -> type[BaseHTTPRequestHandler]:
             self.send_header("content-length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
+
+        def _stream(self, size: int) -> None:
+            """`size` bytes written a MiB at a time, with their length."""
+            self.send_response(200)
+            self.send_header("content-type", "application/octet-stream")
+            self.send_header("content-length", str(size))
+            self.end_headers()
+            piece = b"x" * (1 << 20)
+            while size > 0:
+                self.wfile.write(piece[:size])
+                size -= len(piece)
 
         def _barrier(self) -> bool:
             """/barrier/N answers once N requests wait at once (for 10 s at most): a proxy
@@ -285,6 +330,11 @@ def main(config_path: str) -> None:
         serve_udp_sink(log, sink["address"], sink["port"])
     for ws in config.get("websocket", []):
         serve_websocket(log, ws["address"], ws["port"])
+    for reveal in config.get("reveal", []):
+        from sandbox_net.testnet import reveal as reveal_server
+
+        reveal_server.serve(log.write, reveal["address"], reveal["port"], reveal["tls"]["cert"],
+                            reveal["tls"]["key"])
     print("ready", flush=True)
     threading.Event().wait()
 

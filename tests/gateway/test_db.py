@@ -52,3 +52,35 @@ def test_migration_keeps_old_rows(database_url: str) -> None:
     report = verify(engine)
     assert report.ok and report.unchained == 1
     engine.dispose()
+
+
+def test_sandbox_owners_become_token_ids(database_url: str) -> None:
+    engine = make_engine(database_url, migrate=False)
+    upgrade(engine, "0006")
+    with engine.begin() as conn:
+        for token_id, name in (("aaaaaaaaaa", "ci"), ("bbbbbbbbbb", "operator"),
+                               ("cccccccccc", "operator")):
+            conn.execute(text("INSERT INTO api_token (id, name, role, secret_hash, created_at, "
+                              "revoked) VALUES (:id, :name, 'operator', 'x', "
+                              "'2026-01-01 00:00:00', false)"), {"id": token_id, "name": name})
+        for sandbox_id, owner in (("s1", "ci"), ("s2", "operator"), ("s3", "local"),
+                                  ("s4", "gone")):
+            conn.execute(text("INSERT INTO sandbox (id, runtime, policy, policy_source, state, "
+                              "owner, created_at) VALUES (:id, 'gvisor', 'p', 'p', 'running', "
+                              ":owner, '2026-01-01 00:00:00')"), {"id": sandbox_id, "owner": owner})
+    upgrade(engine)
+
+    def owners() -> dict[str, str]:
+        with engine.begin() as conn:
+            return dict(conn.execute(text("SELECT id, owner FROM sandbox")).fetchall())
+
+    # one token by that name: it; a name shared by two tokens: nobody's (admins only)
+    assert owners() == {"s1": "token:aaaaaaaaaa", "s2": "legacy:operator", "s3": "local",
+                        "s4": "legacy:gone"}
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0006")
+    assert owners() == {"s1": "ci", "s2": "operator", "s3": "local", "s4": "gone"}
+    engine.dispose()

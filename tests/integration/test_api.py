@@ -93,8 +93,10 @@ def test_policy_endpoints(clients: dict[str, Client]) -> None:
     security = clients["security"]
     assert security.test_policy("api-web", "GET", "http://www.upstream.test/")["decision"] == \
         "allow"
-    assert security.test_policy("api-web", "GET", "http://other.upstream.test/")[
-        "reason"] == "no_matching_rule"
+    other = security.test_policy("api-web", "GET", "http://other.upstream.test/")
+    assert other["reason"] == "no_matching_rule"
+    assert other["steps"] == ["dns: other.upstream.test gets NXDOMAIN (no rule names it); the "
+                              "sandbox never connects"]
     names = {p["name"] for p in security.request("GET", "/v1/policies")}
     assert "api-web" in names
     assert security.request("GET", "/v1/policies/api-web")["yaml"] == POLICY

@@ -123,19 +123,36 @@ def test_signed_verify_tail_summary_export_and_otlp(
     csv_lines = gw.sandgate("audit", "export", "--format=csv", f"--host={name}").stdout
     assert len(csv_lines.splitlines()) == 2
 
-    gw.stop()  # a clean stop signs the final head
+    gw.stop()  # a clean stop signs the final head and publishes it
     public = str(tmp_path / "audit.key.pub")
-    intact = gw.sandgate("audit", "verify", f"--public-key={public}")
+    heads = str(gw.home / "audit-heads.jsonl")
+    intact = gw.sandgate("audit", "verify", f"--public-key={public}", f"--heads={heads}")
     assert intact.returncode == 0, intact.stdout
-    assert "signed head(s) checked" in intact.stdout
+    assert "signed head(s) in the database" in intact.stdout
+    assert "head(s) from --heads" in intact.stdout
+    exported = [r for post in receiver.received for rl in post["body"]["resourceLogs"]
+                for sl in rl["scopeLogs"] for r in sl["logRecords"]
+                if r["body"]["stringValue"].startswith("audit head ")]
+    assert exported, "no chain head reached the OTLP collector"
 
     db = sqlite3.connect(gw.home / "sandgate.db")
     row_id, seq = db.execute("SELECT id, seq FROM audit_event WHERE host = ? ORDER BY seq "
                              "LIMIT 1", (name,)).fetchone()
     db.execute("UPDATE audit_event SET decision = 'allow' WHERE id = ?", (row_id,))
     db.commit()
-    db.close()
     tampered = gw.sandgate("audit", "verify", f"--public-key={public}")
     assert tampered.returncode == 1
     assert f"row id {row_id} (gateway" in tampered.stdout and f"seq {seq}) was changed" in \
         tampered.stdout
+
+    # the tail cut off at the changed row, and the signed heads deleted with it: only the
+    # heads kept outside the database tell
+    db.execute("DELETE FROM audit_event WHERE seq >= ?", (seq,))
+    db.execute("DELETE FROM audit_head")
+    db.commit()
+    db.close()
+    alone = gw.sandgate("audit", "verify", f"--public-key={public}")
+    assert alone.returncode == 0, alone.stdout
+    outside = gw.sandgate("audit", "verify", f"--public-key={public}", f"--heads={heads}")
+    assert outside.returncode == 1
+    assert f"ends at seq {seq - 1}, but {heads} holds a head" in outside.stdout

@@ -30,6 +30,8 @@ def cred_policy(gateway: Gateway) -> Path:
         {"id": "s3", "hosts": ["secure.upstream.test"], "ports": [8443],
          "inject": [{"secret": "AWS_SECRET_ACCESS_KEY", "as": "aws-sigv4",
                      "access_key_id": "AWS_ACCESS_KEY_ID"}]},
+        {"id": "form", "hosts": ["other.upstream.test"], "ports": [443], "paths": ["/form"],
+         "inject": [{"secret": "API_TOKEN", "as": "body"}]},
         {"id": "other", "hosts": ["other.upstream.test"], "ports": [443]},
     ])
 
@@ -99,14 +101,26 @@ def test_placeholder_to_another_host_trips_the_wire(
     assert rows[0]["path"] == "/collect"
 
 
-def test_placeholder_in_body_of_bound_request_is_replaced(
+def test_placeholder_in_body_of_bound_request_trips_the_wire(
+        gateway: Gateway, topology: Topology, cred_policy: Path) -> None:
+    # A prompt to the bound API asking it to spell out the key: the placeholder never
+    # becomes the real value in a body, so the upstream has nothing to echo back.
+    mark = topology.mark()
+    run = sandboxed(gateway, cred_policy, """
+        curl -sS --max-time 10 -X POST -d "spell out: $API_TOKEN" \
+             https://secure.upstream.test/echo-spaced""")
+    assert json.loads(run["out"])["reason"] == "secret_exfil_attempt"
+    assert topology.events(mark, "http") == []
+
+
+def test_the_body_form_replaces_the_placeholder_in_the_body(
         gateway: Gateway, topology: Topology, cred_policy: Path) -> None:
     mark = topology.mark()
     sandboxed(gateway, cred_policy, """
-        curl -sS --max-time 10 -X POST -d "token=$API_TOKEN" https://secure.upstream.test/form""")
+        curl -sS --max-time 10 -X POST -d "token=$API_TOKEN" https://other.upstream.test/form""")
     (seen,) = topology.events(mark, "http")
     assert seen["body_len"] == len(f"token={TOKEN}")
-    assert seen["headers"]["authorization"] == f"Bearer {TOKEN}"  # added: none was sent
+    assert "authorization" not in seen["headers"]      # the body only, nothing else
 
 
 def test_sigv4_is_resigned_with_the_real_key(gateway: Gateway, topology: Topology,

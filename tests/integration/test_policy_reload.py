@@ -29,6 +29,7 @@ DENY_PATH = ALLOW + """  - id: no-private
     paths: ["/private/**"]
 """
 BROKEN = ALLOW + "  - id: oops\n    hostz: [x.test]\n"
+BOMB = (Path(__file__).parents[1] / "policies" / "testdata" / "alias_bomb.yaml").read_text()
 
 
 def status(gateway: Gateway) -> tuple[int, dict[str, Any]]:
@@ -52,9 +53,8 @@ def active(gateway: Gateway, path: Path) -> dict[str, Any]:
     return next(h for h in report["active"] if h["source"] == str(path))
 
 
-def test_edit_applies_to_the_running_sandbox(gateway: Gateway, topology: Topology) -> None:
-    path = gateway.policy_dir / "reload.yaml"
-    path.write_text(ALLOW)
+def fetcher(gateway: Gateway, path: Path) -> tuple[dict[str, Any], Any]:
+    """A sandbox on the policy file `path`, and a function fetching a URL from it."""
     with gateway.client() as c:
         sandbox = c.post("/v1/sandboxes", json={"policy": str(path)}).json()
         argv = c.post(f"/v1/sandboxes/{sandbox['id']}/local-exec", json={"cmd": [
@@ -65,6 +65,14 @@ def test_edit_applies_to_the_running_sandbox(gateway: Gateway, topology: Topolog
         out = subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
         body, code = out.rsplit("\n", 1)
         return code, body
+
+    return sandbox, fetch
+
+
+def test_edit_applies_to_the_running_sandbox(gateway: Gateway, topology: Topology) -> None:
+    path = gateway.policy_dir / "reload.yaml"
+    path.write_text(ALLOW)
+    sandbox, fetch = fetcher(gateway, path)
 
     try:
         assert fetch()[0] == "200"
@@ -84,6 +92,37 @@ def test_edit_applies_to_the_running_sandbox(gateway: Gateway, topology: Topolog
         code, body = fetch()
         assert code == "403"
         assert json.loads(body)["rule"] == "no-private"
+    finally:
+        with gateway.client() as c:
+            c.delete(f"/v1/sandboxes/{sandbox['id']}")
+        path.unlink()
+
+
+def test_an_alias_bomb_changes_nothing_and_the_gateway_keeps_serving(
+        gateway: Gateway, topology: Topology) -> None:
+    path = gateway.policy_dir / "bombed.yaml"
+    path.write_text(ALLOW.replace("name: reload", "name: bombed"))
+    sandbox, fetch = fetcher(gateway, path)
+    try:
+        assert fetch()[0] == "200"
+        first = active(gateway, path)["version"]
+        # through the API: refused at once, nothing written
+        with gateway.client() as c:
+            put = c.put("/v1/policies/bomb", json={"yaml": BOMB})
+        assert put.status_code == 422, put.text
+        assert "bomb.yaml:2:7: YAML anchors (&a) are not allowed" in put.json()["detail"]
+        assert not (gateway.policy_dir / "bomb.yaml").exists()
+        # through hot reload: rejected, the last good version keeps deciding
+        path.write_text(BOMB)
+        rejected = wait_until(lambda: active(gateway, path)["error"])
+        assert f"{path}:2:7: YAML anchors (&a) are not allowed" in rejected
+        assert fetch()[0] == "200"
+        assert active(gateway, path)["version"] == first
+        with gateway.client() as c:
+            assert c.get("/readyz").status_code == 200
+        # through the CLI on the file
+        check = gateway.sandgate("policy", "check", str(path))
+        assert check.returncode == 1 and "YAML anchors (&a) are not allowed" in check.stdout
     finally:
         with gateway.client() as c:
             c.delete(f"/v1/sandboxes/{sandbox['id']}")

@@ -67,6 +67,9 @@ def test_sound_policy_passes_every_check(tmp_path: Path) -> None:
                        "/simple/sandgate-selftest"]
     assert ("SKIP  rule db: no HTTP(S) port the self-test serves (it has web servers on 80, "
             "8080, 443, 8443)") in stdout.splitlines()
+    # which store a gateway with this environment verifies upstreams against
+    trust = next(line for line in stdout.splitlines() if line.startswith("upstream trust: "))
+    assert "(distribution)" in trust or "(SSL_CERT_FILE)" in trust, trust
 
 
 def test_example_policy_passes(tmp_path: Path) -> None:

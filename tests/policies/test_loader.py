@@ -75,7 +75,7 @@ def test_version_is_content_hash() -> None:
 def test_rule_level_errors_each_with_exact_position() -> None:
     assert errors_of(TESTDATA / "bad_rules.yaml") == [
         "7:9: rule forms: unknown secret form 'cookie'; use one of bearer, header, basic, "
-        "query, aws-sigv4",
+        "query, body, aws-sigv4",
         "9:9: rule forms: missing required key 'header'",
         "13:13: rule globs: paths: path 'repos/**' must start with '/'",
         "13:25: rule globs: paths: path '/a/b**': '**' must be a whole segment, as in /a/**/b",
@@ -151,3 +151,13 @@ def test_text_yaml_cannot_read(text: str, message: str) -> None:
     with pytest.raises(PolicyError) as info:
         load_text(text, "p.yaml")
     assert [str(e) for e in info.value.errors] == [f"p.yaml:{message}"]
+
+
+def test_extends_errors_are_reported_beside_schema_errors(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("version: 1\nname: p\nextends: [missing]\nrules:\n  - id: x\n"
+                    "    hostz: [a.test]\n")
+    assert errors_of(path) == [
+        "6:5: rule x: unknown key 'hostz'; check its spelling against docs/POLICY.md",
+        "3:11: `extends`: no policy named 'missing' next to this file",
+    ]

@@ -13,7 +13,7 @@ import pytest
 from gateway.client import Client
 from gateway.selftest.seat import Seat
 from tests.harness import Gateway
-from tests.topology import Topology
+from tests.topology import REVEAL_PORT, Topology
 
 SECURITY_POLICY = {
     "version": 1,
@@ -21,7 +21,7 @@ SECURITY_POLICY = {
     "limits": {"connections": 40, "request_body_bytes": 1024 * 1024},
     "rules": [
         {"id": "www", "hosts": ["www.upstream.test"], "ports": [80, 8765]},
-        {"id": "secure", "hosts": ["secure.upstream.test"], "ports": [443],
+        {"id": "secure", "hosts": ["secure.upstream.test"], "ports": [443, REVEAL_PORT],
          "inject": [{"secret": "SEC_TOKEN", "as": "bearer"}]},
         {"id": "echo", "hosts": ["echo.upstream.test"], "ports": [7], "protocols": ["tcp"]},
         # allowed by name, so that only the address check stands in the way

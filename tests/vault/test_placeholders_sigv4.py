@@ -7,6 +7,8 @@ import hashlib
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vault import inject, placeholders, sigv4
 
@@ -93,3 +95,14 @@ def test_resign_requires_signed_date() -> None:
         assert "credential scope date" in str(e)
     else:
         raise AssertionError("a mismatched date was accepted")
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=st.binary(max_size=120), after=st.binary(max_size=120),
+       urlsafe=st.booleans(), noise=st.binary(max_size=50))
+def test_a_placeholder_base64_encoded_anywhere_in_a_longer_text_is_found(
+        before: bytes, after: bytes, urlsafe: bool, noise: bytes) -> None:
+    p = placeholders.new_placeholder()
+    encode = base64.urlsafe_b64encode if urlsafe else base64.b64encode
+    text = noise + b" " + encode(before + p.encode() + after) + b" " + noise
+    assert p in placeholders.find(text)

@@ -59,7 +59,7 @@ def router(engine: Engine, writer: AuditWriter) -> APIRouter:
         if caller.may(Scope.AUDIT):
             return f
         need(caller, Scope.OWN_AUDIT)
-        return replace(f, owner=caller.name)
+        return replace(f, owner=caller.id)
 
     @api.get("")
     def get_audit(caller: Caller, f: Annotated[AuditParams, Query()]) -> dict[str, Any]:

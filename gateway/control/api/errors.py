@@ -7,7 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from gateway.errors import SandgateError
+from gateway.errors import SandgateError, Unavailable
 
 
 class Unauthorized(SandgateError):
@@ -21,9 +21,10 @@ class Forbidden(SandgateError):
 def install(app: FastAPI) -> None:
     @app.exception_handler(SandgateError)
     async def _error(_request: Request, exc: SandgateError) -> JSONResponse:
+        headers = {"retry-after": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
         return JSONResponse(status_code=exc.status,
                             content={"error": type(exc).__name__, "detail": exc.message,
-                                     "hint": exc.hint})
+                                     "hint": exc.hint}, headers=headers)
 
     @app.exception_handler(UnicodeEncodeError)
     async def _not_text(_request: Request, _exc: UnicodeEncodeError) -> JSONResponse:

@@ -9,17 +9,21 @@ from starlette.concurrency import run_in_threadpool
 from gateway.control.api.deps import Caller, need
 from gateway.control.policy_store import PolicyStore
 from gateway.control.roles import Scope
+from policies.yamlsource import MAX_BYTES
 
 
 class PolicyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    yaml: str = Field(max_length=1_000_000)
+    # the loader's own limit (bytes) applies after this one (characters)
+    yaml: str = Field(max_length=MAX_BYTES)
 
 
 class PolicyTest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     method: str = Field(default="GET", max_length=16)
     url: str = Field(max_length=8192)
+    headers: dict[str, str] = Field(default_factory=dict, max_length=64)
+    body_size: int = Field(default=0, ge=0)
 
 
 def router(policies: PolicyStore) -> APIRouter:
@@ -53,6 +57,6 @@ def router(policies: PolicyStore) -> APIRouter:
     @api.post("/{name}/test")
     def test_policy(name: str, body: PolicyTest, caller: Caller) -> dict[str, Any]:
         need(caller, Scope.POLICIES)
-        return policies.test(name, body.method, body.url)
+        return policies.test(name, body.method, body.url, body.headers, body.body_size)
 
     return api

@@ -36,7 +36,7 @@ def router(sandboxes: Sandboxes, commands: Commands, engine: Engine, writer: Aud
     def owned(caller: Principal, sandbox_id: str) -> SandboxPublic:
         need(caller, Scope.SANDBOXES)
         sandbox = sandboxes.get(sandbox_id)
-        if caller.role != "admin" and sandbox.owner != caller.name:
+        if caller.role != "admin" and sandbox.owner != caller.id:
             raise Forbidden(f"sandbox {sandbox_id} belongs to another owner")
         return sandbox
 
@@ -46,12 +46,12 @@ def router(sandboxes: Sandboxes, commands: Commands, engine: Engine, writer: Aud
         if not local and ("/" in body.policy or body.policy.endswith((".yaml", ".yml"))):
             raise BadRequest("over the network a policy is named, not a file path",
                              "PUT the policy to /v1/policies/{name} first")
-        return await run_in_threadpool(sandboxes.create, body, caller.name)
+        return await run_in_threadpool(sandboxes.create, body, caller.id)
 
     @api.get("")
     def list_sandboxes(caller: Caller) -> list[SandboxPublic]:
         need(caller, Scope.SANDBOXES)
-        return [s for s in sandboxes.all() if caller.role == "admin" or s.owner == caller.name]
+        return [s for s in sandboxes.all() if caller.role == "admin" or s.owner == caller.id]
 
     @api.get("/{sandbox_id}")
     def get_sandbox(sandbox_id: str, caller: Caller) -> SandboxPublic:
@@ -100,7 +100,7 @@ def router(sandboxes: Sandboxes, commands: Commands, engine: Engine, writer: Aud
                       f: Annotated[AuditParams, Query()]) -> dict[str, Any]:
         sandbox = sandboxes.get_any(sandbox_id)
         if not (caller.may(Scope.AUDIT) or (caller.may(Scope.OWN_AUDIT)
-                                            and sandbox.owner == caller.name)):
+                                            and sandbox.owner == caller.id)):
             raise Forbidden(f"the audit of sandbox {sandbox_id} is not yours to read")
         return rows_page(engine, writer,
                          replace(f.to_filter(), sandbox_id=sandbox_id))

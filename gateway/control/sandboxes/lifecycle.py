@@ -27,9 +27,10 @@ from gateway.control.sandboxes.records import Records, public
 from gateway.control.sandboxes.schemas import SandboxCreate, SandboxPublic
 from gateway.control.sandboxes.warm import WarmPool
 from gateway.dataplane.registry import Registry, SandboxContext, SyntheticPool
-from gateway.errors import BadRequest, NotFound, NotReady
+from gateway.errors import BadRequest, NotFound, NotReady, Unavailable
+from gateway.readiness import Readiness
 from gateway.settings import Settings
-from gateway.timing import DRAIN_TIMEOUT
+from gateway.timing import DRAIN_TIMEOUT, READY_WAIT
 from sandbox_net.errors import FirewallError, NetError, RuntimeFailure, UnknownImage
 from sandbox_net.images.store import LIST_HINT, Hold, Image, ImageStore
 from sandbox_net.images.users import RunAs
@@ -65,7 +66,8 @@ class Sandboxes:
                  network: SandboxNetwork, runtimes: dict[str, Runtime], policies: PolicyStore,
                  images: ImageStore, *, ca_bundle: Path, secret_exists: Callable[[str], bool],
                  open_connections: Callable[[str], int] = lambda _id: 0,
-                 flush_audit: Callable[[], object] = lambda: None) -> None:
+                 flush_audit: Callable[[], object] = lambda: None,
+                 readiness: Readiness | None = None) -> None:
         self.settings = settings
         self.records = records
         self.registry = registry
@@ -77,6 +79,7 @@ class Sandboxes:
         self.secret_exists = secret_exists
         self.open_connections = open_connections
         self.flush_audit = flush_audit
+        self.readiness = readiness
         self.warm = WarmPool(settings.warm_pool)
         self._lock = threading.Lock()
         self._running: dict[str, Started] = {}
@@ -86,6 +89,7 @@ class Sandboxes:
 
     # create
     def create(self, request: SandboxCreate, owner: str = "local") -> SandboxPublic:
+        self._await_ready()
         runtime = self._runtime(request.runtime)
         image = roots.find(self.images, request.image)
         user = roots.run_as(image, request.user)
@@ -127,6 +131,13 @@ class Sandboxes:
         record.state = "running"
         self.records.save(record)
         return self._public(record)
+
+    def _await_ready(self) -> None:
+        """Every proxy worker must listen and know the registry before a sandbox starts, or
+        its first connections are refused: wait a little, then ask the caller to retry."""
+        if self.readiness is not None and not self.readiness.wait(READY_WAIT):
+            raise Unavailable(f"the gateway is not ready: {self.readiness.describe()}",
+                              "retry shortly (Retry-After)")
 
     def _runtime(self, name: str) -> Runtime:
         runtime = self.runtimes.get(name)

@@ -4,6 +4,7 @@ mitmproxy's own addons."""
 from __future__ import annotations
 
 from gateway.dataplane.addons.audit_trail import AuditTrail
+from gateway.dataplane.addons.bodies import Bodies
 from gateway.dataplane.addons.credentials import Credentials
 from gateway.dataplane.addons.http_policy import HttpPolicy
 from gateway.dataplane.addons.identify import Identify
@@ -18,11 +19,13 @@ __all__ = ["pipeline"]
 
 def pipeline(state: GatewayState) -> list[object]:
     """A proxy worker's addons (DNS is gateway.dataplane.dns, in the main process)."""
+    credentials = Credentials(state)
     return [
         Identify(state),            # source address -> sandbox; unknown sources refused
         TlsGuard(state),            # SNI must name the dialed host
         HttpPolicy(state),          # Host must name the dialed host; policy; 403 JSON
-        Credentials(state),         # placeholders -> secrets where bound; tripwire; scrubbing
+        credentials,                # real values at their spots only; tripwire; scrubbing
+        Bodies(state, credentials.trip),   # limits, tripwire and scrub in bodies, streamed
         TcpPolicy(state),           # policy for non-HTTP streams
         UpstreamConnect(state),     # dial only vetted addresses
         RateMeter(state),           # bytes-per-minute limits

@@ -4,25 +4,22 @@ connection-level refusals are recorded where they are decided."""
 
 from __future__ import annotations
 
-import json
 import time
 
 from mitmproxy import http, tcp, tls
-from mitmproxy.http import Headers
 
-from gateway.dataplane.state import METADATA_KEY, QUERY_KEY, FlowVerdict, GatewayState, peer_ip
+from gateway.dataplane.bodies import Counts
+from gateway.dataplane.records import header_summary, sent
+from gateway.dataplane.state import (
+    COUNTS_KEY,
+    METADATA_KEY,
+    SENT_KEY,
+    FlowVerdict,
+    GatewayState,
+    Sent,
+    peer_ip,
+)
 from policies.decision import Decision, Reason, Verdict, deny
-
-# Header values worth keeping; every other header is recorded by name only.
-HEADER_VALUES_KEPT = frozenset({"content-type", "content-length", "content-encoding",
-                                "user-agent", "accept", "server", "cache-control",
-                                "x-sandgate-reason"})
-
-
-def header_summary(headers: Headers) -> str:
-    """JSON list of header names, with values only for the allow-listed ones."""
-    return json.dumps([f"{name.lower()}: {value}" if name.lower() in HEADER_VALUES_KEPT
-                       else name.lower() for name, value in headers.items(multi=True)])
 
 
 def _verdict(flow: http.HTTPFlow | tcp.TCPFlow) -> FlowVerdict | None:
@@ -60,6 +57,11 @@ class AuditTrail:
                                 decision.policy, decision.policy_version)
         request, response = flow.request, flow.response
         end = response.timestamp_end if response and response.timestamp_end else time.time()
+        as_sent = flow.metadata.get(SENT_KEY)
+        as_sent = as_sent if isinstance(as_sent, Sent) else sent(request)
+        counts = flow.metadata.get(COUNTS_KEY)
+        up, down = (counts.up, counts.down) if isinstance(counts, Counts) else (
+            len(request.raw_content or b""), len(response.raw_content or b"") if response else 0)
         self.state.record(
             decision,
             sandbox_id=conn.sandbox.id if conn else None,
@@ -70,13 +72,13 @@ class AuditTrail:
             scheme=request.scheme,
             host=verdict.host if verdict else (conn.target if conn else None),
             port=verdict.port if verdict else request.port,
-            path=request.path.split("?", 1)[0][:2048],
-            query=flow.metadata.get(QUERY_KEY),
-            request_headers=header_summary(request.headers),
+            path=as_sent.path,
+            query=as_sent.query,
+            request_headers=as_sent.headers,
             response_headers=header_summary(response.headers) if response else None,
             status=response.status_code if response else None,
-            bytes_up=len(request.raw_content or b""),
-            bytes_down=len(response.raw_content or b"") if response else 0,
+            bytes_up=up,
+            bytes_down=down,
             duration_ms=round((end - request.timestamp_start) * 1000, 3),
             upstream=_upstream(flow) if decision.allowed else None,
             sni=flow.client_conn.sni,

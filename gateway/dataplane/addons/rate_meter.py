@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from mitmproxy import http, tcp
 
-from gateway.dataplane.state import METADATA_KEY, FlowVerdict, GatewayState
+from gateway.dataplane.bodies import Counts
+from gateway.dataplane.state import COUNTS_KEY, METADATA_KEY, FlowVerdict, GatewayState
 
 
 class RateMeter:
@@ -23,6 +24,10 @@ class RateMeter:
                                     size)
 
     def response(self, flow: http.HTTPFlow) -> None:
+        counts = flow.metadata.get(COUNTS_KEY)
+        if isinstance(counts, Counts):
+            self._charge(flow, counts.up + counts.down)
+            return
         body_up = len(flow.request.raw_content or b"")
         body_down = len(flow.response.raw_content or b"") if flow.response else 0
         self._charge(flow, body_up + body_down)

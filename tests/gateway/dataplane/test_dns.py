@@ -14,6 +14,7 @@ import dnslib
 import pytest
 
 from gateway.dataplane.dns import DnsAnswer, DnsServer
+from gateway.dataplane.dns_throttle import DnsThrottle
 from tests.doubles import SANDBOX_IP, SYNTHETIC, Plane, data_plane
 
 POLICY = """
@@ -103,7 +104,8 @@ def test_the_server_answers_over_udp_and_tcp(tmp_path: Path) -> None:
     port = free_port()
 
     async def exchange() -> tuple[bytes, bytes]:
-        server = DnsServer(plane.state, port, ttl=30)
+        server = DnsServer(plane.state, port, ttl=30,
+                           throttle=DnsThrottle(plane.state.registry, plane.sink))  # type: ignore[arg-type]
         await server.start()
         try:
             loop = asyncio.get_running_loop()

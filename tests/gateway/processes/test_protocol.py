@@ -16,6 +16,7 @@ from gateway.db import make_engine
 from gateway.processes import protocol
 from gateway.processes.authority import Authority
 from gateway.processes.hub import Hub
+from gateway.readiness import Readiness
 from policies.schema import Limits
 
 SNAPSHOT = protocol.SandboxSnapshot(
@@ -41,6 +42,7 @@ EVERY_MESSAGE: list[protocol.Message] = [
     protocol.Quarantined("a1"),
     protocol.Mapped("a1", "198.18.0.9", "y.test"),
     protocol.VaultChanged(ack=10),
+    protocol.Synced(ack=11),
 ]
 
 
@@ -94,16 +96,51 @@ def test_a_worker_asks_and_tells_through_a_real_socket(tmp_path: Path) -> None:
                                  "protocol": "dns", "time": time.time()}),
             protocol.Ready(),
             protocol.NameFor(id=3, sandbox="unknown", address="198.18.0.1"),
-        ], answers=3)
+        ], answers=4)
         await hub.close(timeout=2)
         return got
 
     answers = asyncio.run(scenario())
-    assert answers == [protocol.Answer(1, True), protocol.Answer(2, False),
-                       protocol.Answer(3, None)]
+    assert answers == [protocol.Synced(ack=1), protocol.Answer(1, True),
+                       protocol.Answer(2, False), protocol.Answer(3, None)]
     assert authority.open_connections("s") == 0    # the worker left: its count went with it
     assert writer.flush()
     writer.close()
     from gateway.audit.writer import count_rows
     assert count_rows(engine) == 1
+    engine.dispose()
+
+
+def test_a_worker_is_ready_once_it_listens_and_has_the_registry(tmp_path: Path) -> None:
+    """Ready (listening) alone is not enough: the worker must also acknowledge the snapshot
+    of live sandboxes the hub sent it; one gone is no longer ready."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    writer = AuditWriter(engine, gateway_id="g")
+    writer.start()
+    registry = Registry()
+    readiness = Readiness(workers=1)
+    hub = Hub(Authority(registry), writer, registry, tmp_path / "hub.sock", readiness)
+
+    async def scenario() -> list[bool]:
+        await hub.start()
+        seen = []
+        reader, conn = await asyncio.open_unix_connection(str(hub.path))
+        conn.write(protocol.encode(protocol.Hello(worker=0, pid=1)))
+        synced = protocol.decode(await reader.readline())
+        assert isinstance(synced, protocol.Synced) and synced.ack is not None
+        conn.write(protocol.encode(protocol.Ready()))
+        conn.write(protocol.encode(protocol.NameFor(id=1, sandbox="x", address="198.18.0.1")))
+        await reader.readline()       # answered: the hub has handled Ready before it
+        seen.append(readiness())
+        conn.write(protocol.encode(protocol.Ack(ack=synced.ack)))
+        conn.write(protocol.encode(protocol.NameFor(id=2, sandbox="x", address="198.18.0.1")))
+        await reader.readline()
+        seen.append(readiness())
+        conn.close()
+        await hub.close(timeout=2)
+        seen.append(readiness())
+        return seen
+
+    assert asyncio.run(scenario()) == [False, True, False]
+    writer.close()
     engine.dispose()

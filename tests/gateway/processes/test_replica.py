@@ -10,7 +10,13 @@ from gateway.dataplane.registry import Registry
 from gateway.dataplane.state import GatewayState
 from gateway.dataplane.upstream import UpstreamResolver
 from gateway.processes import protocol
+from gateway.processes.hub_client import HubClient
 from gateway.processes.replica import Replica
+
+
+class _Sink:
+    def write(self, _data: bytes) -> None:
+        return None
 
 
 def replica(tmp_path: Path) -> tuple[Replica, Registry, list[str]]:
@@ -19,7 +25,9 @@ def replica(tmp_path: Path) -> tuple[Replica, Registry, list[str]]:
     (policies / "web.yaml").write_text(
         "version: 1\nname: web\nrules:\n  - id: web\n    hosts: [www.example.test]\n")
     registry = Registry()
-    state = GatewayState(registry, UpstreamResolver("127.0.0.1"), coord=None)  # type: ignore[arg-type]
+    # the worker's hub client, its socket a sink (the hub is not part of this test)
+    state = GatewayState(registry, UpstreamResolver("127.0.0.1"),
+                         HubClient(None, _Sink()))  # type: ignore[arg-type]
     reopened: list[str] = []
     return (Replica(state, PolicyStore(policies), lambda: reopened.append("vault")),
             registry, reopened)
@@ -48,9 +56,13 @@ def test_add_map_quarantine_remove(tmp_path: Path) -> None:
     assert added.pool.name_for("198.18.0.9") == "b.example.test"
     rep.apply(through_the_wire(protocol.Quarantined("a")))
     assert added.quarantined
+    hub = rep.state.coord
+    assert isinstance(hub, HubClient)
+    hub.active("a")
     rep.apply(through_the_wire(protocol.Remove("a", ack=2)))
     assert registry.by_ip("10.77.0.2") is None and registry.by_id("a") is None
     assert registry.placeholders.lookup("sgp_x") is None
+    assert hub._active == {}                  # its activity entry forgotten too
 
 
 def test_a_new_sandbox_on_an_address_replaces_any_stale_one(tmp_path: Path) -> None:

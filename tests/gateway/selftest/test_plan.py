@@ -20,6 +20,7 @@ rules:
     headers: {accept: "application/*"}
     ports: [8443]
     inject: [{secret: TOKEN, as: basic, username_secret: USER}]
+    allow_wildcard_inject: true
 """, "p.yaml"))
     (probe,) = plan.probes
     assert probe.host == "sandgate-selftest.example.org"

@@ -5,6 +5,7 @@ warm pool per image, images and users, and start-up reconciliation."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,12 +14,14 @@ from pathlib import Path
 import pytest
 
 from gateway.control.policy_store import PolicyStore
+from gateway.control.sandboxes import lifecycle
 from gateway.control.sandboxes.lifecycle import Sandboxes
 from gateway.control.sandboxes.records import Records
 from gateway.control.sandboxes.schemas import SandboxCreate
 from gateway.dataplane.registry import Registry
 from gateway.db import make_engine
-from gateway.errors import BadRequest, NotReady
+from gateway.errors import BadRequest, NotReady, Unavailable
+from gateway.readiness import Readiness
 from gateway.settings import Settings
 from sandbox_net.errors import FirewallError, ImageInUse
 from sandbox_net.images.store import ImageStore
@@ -252,3 +255,19 @@ def test_a_host_without_base_says_how_to_build_it(world: World) -> None:
     assert raised.value.hint is not None
     assert "scripts/bootstrap.sh" in raised.value.hint
     assert "sandgate image list" in raised.value.hint
+
+
+def test_a_create_waits_for_every_worker_then_gives_up_with_retry(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    readiness = Readiness(workers=2)
+    world.sandboxes.readiness = readiness
+    monkeypatch.setattr(lifecycle, "READY_WAIT", 0.05)
+    readiness.update(1)
+    with pytest.raises(Unavailable, match="1 of 2 proxy workers are ready") as caught:
+        world.sandboxes.create(SandboxCreate(policy="web"))
+    assert caught.value.status == 503 and caught.value.retry_after >= 1
+    assert world.runtime.started == [] and world.records.live() == []
+    monkeypatch.setattr(lifecycle, "READY_WAIT", 30.0)
+    threading.Timer(0.05, readiness.update, (2,)).start()   # the second worker comes up
+    created = world.sandboxes.create(SandboxCreate(policy="web"))
+    assert world.runtime.started == [created.id]

@@ -34,10 +34,13 @@ def connect(plane: Plane, name: str | None, port: int = 443, *,
 
 def request(conn: connection.Client, method: str, url: str, *,
             headers: list[tuple[str, str]] | None = None, body: bytes = b"",
-            http2: bool = False, absolute: bool = False) -> http.HTTPFlow:
-    """A request on `conn`, with the Host (or :authority) of `url`."""
+            http2: bool = False, absolute: bool = False,
+            target: str | None = None) -> http.HTTPFlow:
+    """A request on `conn`, with the Host (or :authority) of `url`; `target` replaces the
+    path (and query) it sends, verbatim."""
     parts = urllib.parse.urlsplit(url)
-    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    if target is None:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
     fields = [] if http2 else [("host", parts.netloc)]
     fields += headers or []
     if body and not any(k.lower() in ("content-length", "transfer-encoding") for k, _ in fields):
@@ -50,3 +53,60 @@ def request(conn: connection.Client, method: str, url: str, *,
         headers=http.Headers([(k.encode(), v.encode()) for k, v in fields]), content=body,
         trailers=None, timestamp_start=1.0, timestamp_end=None)
     return tflow.tflow(client_conn=conn, req=req)
+
+
+class Through:
+    """Runs a flow through the HTTP part of the pipeline as mitmproxy would: the head, then
+    the body held whole or fed to its stream callable in `chunks`, the same for the
+    response. `cut` lists the flows whose connections the gateway cut."""
+
+    def __init__(self, plane: Plane) -> None:
+        from gateway.dataplane.addons.bodies import Bodies
+        from gateway.dataplane.addons.credentials import Credentials
+        from gateway.dataplane.addons.http_policy import HttpPolicy
+
+        self.plane = plane
+        self.cut: list[http.HTTPFlow] = []
+        plane.state.cut = self.cut.append
+        self.policy = HttpPolicy(plane.state)
+        self.credentials = Credentials(plane.state)
+        self.bodies = Bodies(plane.state, self.credentials.trip)
+
+    def request(self, flow: http.HTTPFlow, chunks: list[bytes] | None = None) -> bytes:
+        """What goes upstream of the body (held: the request's content)."""
+        asyncio.run(self.policy.requestheaders(flow))
+        if flow.response is not None:
+            return b""
+        self.credentials.requestheaders(flow)
+        self.bodies.requestheaders(flow)
+        if flow.response is not None:
+            return b""
+        sent = b""
+        stream = flow.request.stream
+        if callable(stream):
+            for chunk in [*(chunks or [flow.request.raw_content or b""]), b""]:
+                sent += stream(chunk)
+            flow.request.raw_content = None
+        self.credentials.request(flow)
+        self.bodies.request(flow)
+        if not callable(stream):
+            sent = flow.request.raw_content or b""
+        return sent
+
+    def response(self, flow: http.HTTPFlow, response: http.Response,
+                 chunks: list[bytes] | None = None) -> bytes:
+        """What reaches the sandbox of the response body."""
+        flow.response = response
+        self.credentials.responseheaders(flow)
+        self.bodies.responseheaders(flow)
+        got = b""
+        stream = flow.response.stream
+        if callable(stream):
+            for chunk in [*(chunks or [response.raw_content or b""]), b""]:
+                got += stream(chunk)
+            flow.response.raw_content = None
+        self.credentials.response(flow)
+        self.bodies.response(flow)
+        if not callable(stream):
+            got = flow.response.raw_content or b""
+        return got

@@ -1,0 +1,157 @@
+"""Bodies: held when small, streamed (never held) otherwise; limits on bytes sent and bytes
+decoded; the tripwire in bodies, a placeholder split across chunks included; HTTP/1
+upstreams never get a body without framing."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+
+import brotli
+import pytest
+from mitmproxy import http, tls
+from mitmproxy.proxy import context
+from mitmproxy.test import tflow
+
+from gateway.dataplane.bodies import SCAN_WINDOW
+from gateway.dataplane.state import COUNTS_KEY, METADATA_KEY
+from tests.doubles import Plane, data_plane
+from tests.gateway.dataplane.addons.conftest import Through, connect, request
+
+POLICY = """
+version: 1
+name: p
+limits: {request_body_bytes: 2000000, response_body_bytes: 3000000}
+rules:
+  - {id: up, hosts: [up.example.test], inject: [{secret: TOKEN, as: bearer}]}
+"""
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def plane(tmp_path: Path) -> Iterator[Plane]:
+    plane = data_plane(tmp_path, POLICY, answers={"up.example.test": ["203.0.113.10"]},
+                       secrets={"TOKEN": "real-secret-value-abcdefgh"})
+    yield plane
+    plane.close()
+
+
+def verdict_reason(flow: http.HTTPFlow) -> str:
+    return str(flow.metadata[METADATA_KEY].decision.reason)
+
+
+def post(plane: Plane, body: bytes, headers: list[tuple[str, str]] | None = None,
+         http2: bool = False) -> http.HTTPFlow:
+    return request(connect(plane, "up.example.test"), "POST", "https://up.example.test/",
+                   body=body, headers=headers, http2=http2)
+
+
+def test_a_small_body_is_held_and_a_placeholder_in_it_answered_403(plane: Plane) -> None:
+    flow = post(plane, f"prompt: spell out {plane.sandbox.secrets['TOKEN']}".encode())
+    Through(plane).request(flow)
+    assert flow.request.stream is False
+    assert flow.response is not None and flow.response.status_code == 403
+    assert verdict_reason(flow) == "secret_exfil_attempt" and plane.sandbox.quarantined
+
+
+def test_a_large_body_streams_and_a_split_placeholder_cuts_the_connection(plane: Plane) -> None:
+    placeholder = plane.sandbox.secrets["TOKEN"].encode()
+    body = b"a" * SCAN_WINDOW + placeholder + b"z" * 1000
+    cut_at = SCAN_WINDOW + 10                      # the placeholder in two chunks
+    through = Through(plane)
+    flow = post(plane, body)
+    sent = through.request(flow, chunks=[body[:cut_at], body[cut_at:]])
+    assert callable(flow.request.stream)
+    assert through.cut == [flow]
+    assert verdict_reason(flow) == "secret_exfil_attempt" and plane.sandbox.quarantined
+    assert placeholder not in sent          # what went out before the cut is not the secret
+
+
+def test_a_streamed_body_passes_unchanged_and_is_counted(plane: Plane) -> None:
+    body = b"x" * (SCAN_WINDOW + 5000)
+    through = Through(plane)
+    flow = post(plane, body)
+    sent = through.request(flow, chunks=[body[:70000], body[70000:]])
+    assert sent == body and through.cut == []
+    assert flow.metadata[COUNTS_KEY].up == len(body)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br"])
+def test_a_compression_bomb_is_refused_without_inflating(plane: Plane, encoding: str) -> None:
+    zeros = b"\0" * (64 * MIB)
+    body = gzip.compress(zeros) if encoding == "gzip" else brotli.compress(zeros, quality=5)
+    flow = post(plane, body, headers=[("content-encoding", encoding)])
+    Through(plane).request(flow)
+    assert flow.response is not None and flow.response.status_code == 413
+    assert "decodes to more than" in flow.metadata[METADATA_KEY].error
+
+
+def test_a_placeholder_inside_a_compressed_body_is_found(plane: Plane) -> None:
+    body = brotli.compress(f"x={plane.sandbox.secrets['TOKEN']}".encode())
+    flow = post(plane, body, headers=[("content-encoding", "br")])
+    Through(plane).request(flow)
+    assert verdict_reason(flow) == "secret_exfil_attempt"
+
+
+def test_a_chunked_body_over_the_limit_is_cut(plane: Plane) -> None:
+    chunk = b"y" * MIB
+    flow = post(plane, b"", headers=[("transfer-encoding", "chunked")])
+    through = Through(plane)
+    sent = through.request(flow, chunks=[chunk, chunk, chunk])
+    assert through.cut == [flow] and verdict_reason(flow) == "body_too_large"
+    assert len(sent) <= 2000000
+
+
+def test_an_http2_body_without_length_is_framed_for_http1_upstreams(plane: Plane) -> None:
+    through = Through(plane)
+    flow = post(plane, b"", http2=True)
+    flow.request.headers.pop("content-length", None)
+    through.request(flow, chunks=[b"x" * 10])
+    assert flow.request.headers["transfer-encoding"] == "chunked"
+    conn = plane.state.conns[flow.client_conn.id]
+    assert conn.framing_pending == [flow.request]
+    # the upstream turns out to speak HTTP/2: no chunked framing there
+    server = tflow.tserver_conn()
+    server.alpn = b"h2"
+    through.bodies.tls_established_server(tls.TlsData(server, context.Context(
+        flow.client_conn, None)))  # type: ignore[arg-type]
+    assert "transfer-encoding" not in flow.request.headers
+
+
+def test_a_body_on_an_http2_get_without_length_is_refused(plane: Plane) -> None:
+    through = Through(plane)
+    flow = request(connect(plane, "up.example.test"), "GET", "https://up.example.test/",
+                   http2=True)
+    through.request(flow, chunks=[b"smuggled"])
+    assert through.cut == [flow] and "transfer-encoding" not in flow.request.headers
+
+
+def test_a_response_over_the_limit_is_cut(plane: Plane) -> None:
+    through = Through(plane)
+    flow = request(connect(plane, "up.example.test"), "GET", "https://up.example.test/")
+    through.request(flow)
+    response = http.Response.make(200)
+    del response.headers["content-length"]
+    response.headers["transfer-encoding"] = "chunked"
+    got = through.response(flow, response, chunks=[b"z" * MIB] * 4)
+    assert through.cut == [flow] and len(got) <= 3 * MIB
+    assert verdict_reason(flow) == "body_too_large"
+
+
+def test_a_streamed_compressed_response_is_decoded_and_scrubbed(plane: Plane) -> None:
+    real = b"real-secret-value-abcdefgh"
+    through = Through(plane)
+    flow = request(connect(plane, "up.example.test"), "GET", "https://up.example.test/")
+    through.request(flow)
+    payload = b"-" * (2 * SCAN_WINDOW) + real + b"-" * 100
+    response = http.Response.make(200)
+    response.headers["content-encoding"] = "gzip"
+    del response.headers["content-length"]
+    response.headers["transfer-encoding"] = "chunked"
+    encoded = gzip.compress(payload)
+    got = through.response(flow, response, chunks=[encoded[i:i + 4096]
+                                                   for i in range(0, len(encoded), 4096)])
+    assert real not in got and plane.sandbox.secrets["TOKEN"].encode() in got
+    assert len(got) == len(payload) - len(real) + len(plane.sandbox.secrets["TOKEN"])
+    assert flow.response is not None and "content-encoding" not in flow.response.headers
