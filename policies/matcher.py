@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from policies.decision import Decision, Reason, Verdict, allow
 from policies.hosts import HostIndex, HostPattern
 from policies.paths import AmbiguousPath, normalise_path, path_matches
-from policies.schema import PROTOCOLS, Inject, Limits, PolicySpec, RuleSpec
+from policies.schema import PROTOCOLS, Inject, Limits, McpSpec, PolicySpec, RuleSpec
 
 # What an allow rule without `protocols` speaks. Raw TCP is not among them: an opaque stream
 # escapes every HTTP-level check, so it must be asked for by name (`protocols: [tcp]`). A deny
@@ -29,7 +29,8 @@ INJECT_PROTOCOLS = frozenset({"https"})
 # Denials that monitor mode turns into `would_deny`: the policy's own judgement. The gateway's
 # structural checks (fronting, refused addresses, unknown sandboxes) stay enforced.
 MONITORABLE = frozenset({Reason.NO_MATCHING_RULE, Reason.DENIED_BY_RULE,
-                         Reason.NOT_FROM_GATEWAY_DNS, Reason.AMBIGUOUS_PATH})
+                         Reason.NOT_FROM_GATEWAY_DNS, Reason.AMBIGUOUS_PATH,
+                         Reason.MCP_TOOL_DENIED, Reason.MCP_METHOD_DENIED})
 
 
 class Miss(enum.StrEnum):
@@ -193,11 +194,13 @@ class AddressIndex:
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """What an allowing decision carries to the gateway: the rule's limits and injections."""
+    """What an allowing decision carries to the gateway: the rule's limits, injections,
+    permitted networks and MCP conditions (policies.mcp)."""
 
     limits: Limits | None
     inject: tuple[Inject, ...]
     networks: tuple[ipaddress.IPv4Network, ...]
+    mcp: McpSpec | None = None
 
 
 class CompiledPolicy:
@@ -242,7 +245,7 @@ class CompiledPolicy:
         return Decision(verdict, reason, rule, self.name, self.version)
 
     def _allow(self, rule: CompiledRule) -> Decision:
-        grant = Grant(rule.spec.limits, tuple(rule.spec.inject), rule.networks)
+        grant = Grant(rule.spec.limits, tuple(rule.spec.inject), rule.networks, rule.spec.mcp)
         return allow(rule.id, policy=self.name, policy_version=self.version, grant=grant)
 
     def _candidates(self, request: Request) -> list[Candidate]:
