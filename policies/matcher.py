@@ -30,7 +30,8 @@ INJECT_PROTOCOLS = frozenset({"https"})
 # structural checks (fronting, refused addresses, unknown sandboxes) stay enforced.
 MONITORABLE = frozenset({Reason.NO_MATCHING_RULE, Reason.DENIED_BY_RULE,
                          Reason.NOT_FROM_GATEWAY_DNS, Reason.AMBIGUOUS_PATH,
-                         Reason.MCP_TOOL_DENIED, Reason.MCP_METHOD_DENIED})
+                         Reason.MCP_TOOL_DENIED, Reason.MCP_METHOD_DENIED,
+                         Reason.MCP_UNPARSEABLE})
 
 
 class Miss(enum.StrEnum):
