@@ -1,7 +1,8 @@
-"""Server-sent events read as the client will read them (the WHATWG event-stream rules: UTF-8
-with replacement, one leading BOM dropped, lines ended by CRLF, CR or LF, `field: value`
-with one leading space dropped) and written out again in one canonical form, so that what
-the gateway checked is exactly what the client gets: no spelling of the stream can mean one
+"""Server-sent events read as the MCP SDK's client reads them (httpx2's parser: the WHATWG
+event-stream rules, UTF-8 with replacement, lines ended by CRLF, CR or LF, `field: value`
+with one leading space dropped; a leading BOM is not dropped, so a first line behind one is
+a field no client knows) and written out again in one canonical form, so that what the
+gateway checked is exactly what any client gets: no spelling of the stream can mean one
 thing to the gateway and another to the client.
 
 `EventRewriter.feed(chunk) -> bytes` and `finish() -> bytes` fit mitmproxy's stream
@@ -41,21 +42,18 @@ class EventRewriter:
         self.limit = limit
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._buffer = ""
-        self._started = False
         self._event = _Event()
 
     def feed(self, chunk: bytes) -> bytes:
-        text = self._decoder.decode(chunk)
-        if not self._started and text:
-            self._started = True
-            text = text.removeprefix("\ufeff")
-        return self._lines(self._buffer + text, end=False)
+        return self._lines(self._buffer + self._decoder.decode(chunk), end=False)
 
     def finish(self) -> bytes:
-        """The rest; an event without its closing blank line is never dispatched by a
-        client, so it is dropped here too."""
+        """The rest; an event without its closing blank line is never dispatched by the
+        client, so it is dropped here too, except that the client takes a CR at the very
+        end for a line end followed by an empty line (and dispatches)."""
         text = self._buffer + self._decoder.decode(b"", final=True)
-        return self._lines(text + ("\n" if text else ""), end=True)
+        text = text[:-1] + "\n\n" if text.endswith("\r") else text + "\n" if text else ""
+        return self._lines(text, end=True)
 
     def _lines(self, text: str, end: bool) -> bytes:
         out: list[str] = []

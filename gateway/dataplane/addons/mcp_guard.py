@@ -121,7 +121,7 @@ class McpGuard:
             return
         problem = _unholdable(request)
         if problem is not None:
-            self._unreadable(flow, conn, exchange, Unreadable(problem))
+            self._unreadable(flow, conn, exchange, Unreadable(problem), body_read=False)
 
     def request(self, flow: http.HTTPFlow) -> None:
         exchange = flow.metadata.get(MCP_KEY)
@@ -184,7 +184,7 @@ class McpGuard:
                                              f"sandgate: {refused.refusal.text}"))
 
     def _unreadable(self, flow: http.HTTPFlow, conn: Conn, exchange: McpExchange,
-                    problem: Unreadable) -> None:
+                    problem: Unreadable, body_read: bool = True) -> None:
         policy = conn.sandbox.policy
         verdict = flow.metadata[METADATA_KEY]
         decision = policy.refuse(Reason.MCP_UNPARSEABLE, verdict.decision.rule)
@@ -200,8 +200,9 @@ class McpGuard:
         request = flow.request
         request.stream = False
         length = request.headers.get("content-length", "")
-        if (length and not length.isdigit()) or int(length or 0) > SMALL or \
-                (not length and (request.is_http2 or "transfer-encoding" in request.headers)):
+        unbounded = not length.isdigit() and (request.is_http2 or bool(length)
+                                              or "transfer-encoding" in request.headers)
+        if not body_read and (unbounded or int(length or 0) > SMALL):
             flow.kill()     # a body not worth reading to refuse it (nor unbounded)
             return
         flow.response = _json(400, error(None, problem.code, f"sandgate: {problem}",
@@ -221,8 +222,8 @@ class McpGuard:
             response.status_code = 200
             response.headers["content-type"] = "application/json"
             response.headers.pop("content-length", None)
-            errors = dumps(exchange.errors)
-            response.stream = lambda chunk: b"" if chunk else errors
+            pending = [dumps(exchange.errors)]
+            response.stream = lambda chunk: b"" if chunk or not pending else pending.pop()
             return
         if _encoded(response):
             self._broken(flow, "a compressed answer cannot be read")
