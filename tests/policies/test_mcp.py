@@ -149,7 +149,7 @@ def test_diff(after: str, expected: list[str] | None) -> None:
 
 def test_rules_differing_only_in_mcp_tie() -> None:
     rules = RULE + "  - id: gh2\n    hosts: [mcp.example.test]\n    mcp: {tools: ['*']}\n"
-    with pytest.raises(PolicyError, match="rule gh2: ties with rule gh: .* differ in mcp"):
+    with pytest.raises(PolicyError, match=r"rule gh2: ties with rule gh: .* differ in mcp"):
         policy(rules)
     other_path = rules.replace("hosts: [mcp.example.test]\n    mcp: {tools: ['*']}",
                                "hosts: [mcp.example.test]\n    paths: [/v2]\n"
