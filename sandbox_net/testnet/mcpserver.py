@@ -23,7 +23,7 @@ TOOLS = ("read_issue", "list_repos", "delete_repo", "get_secret")
 def make_server(write: Write, name: str) -> Any:
     from mcp.server import MCPServer
 
-    server = MCPServer(name)
+    server = MCPServer(name, log_level="WARNING")
 
     @server.tool()
     def read_issue(repo: str, number: int) -> str:
