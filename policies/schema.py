@@ -215,7 +215,7 @@ class McpSpec(_Strict):
 
     def __hash__(self) -> int:   # a grant: compared and bucketed by policies.precedence
         return hash((tuple(self.tools), tuple(self.deny_tools), tuple(self.methods),
-                     tuple(self.args.items())))
+                     frozenset(self.args.items())))
 
 
 class RuleSpec(_Strict):

@@ -2,14 +2,15 @@
 internet's mcp.upstream.test, testnet.mcpserver), driven by the SDK's own client.
 
 The client runs in the sandbox's network namespace (`nsenter --net=/run/netns/<netns>`, as
-bench/ does with wrk), not inside gVisor: the sandbox's python3 is the distribution's 3.11,
-without the SDK and its compiled dependencies. Its packets take exactly the sandbox's path:
-DNS and TCP redirected by the sandbox's nftables rules to the gateway, the gateway's TLS, the
-policy, the upstream; only the process runs outside gVisor.
+bench/ does with wrk, with the sandbox's resolver), not inside gVisor: the sandbox's python3
+is the distribution's 3.11, without the SDK and its compiled dependencies. Its packets take
+exactly the sandbox's path: DNS and TCP redirected by the sandbox's nftables rules to the
+gateway, the gateway's TLS, the policy, the upstream; only the process runs outside gVisor.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import sys
@@ -29,11 +30,19 @@ RULE = {"id": "code-host", "hosts": ["mcp.upstream.test"], "ports": [MCP_PORT],
                 "args": {"repo": "octo/*"}}}
 
 
-def client_in(netns: str, gateway: Gateway, path: str, mode: str) -> dict[str, Any]:
+def client_in(sandbox: dict[str, Any], gateway: Gateway, path: str,
+              mode: str) -> dict[str, Any]:
+    """The SDK's client in the sandbox's network namespace, with the sandbox's resolver (in a
+    mount namespace of its own, as `ip netns exec` does: the host's resolv.conf may name a
+    loopback resolver, which the sandbox's namespace does not have)."""
     ca = gateway.home / "ca" / "mitmproxy-ca-cert.pem"
+    resolv = gateway.home / f"resolv-{sandbox['id']}.conf"
+    resolv.write_text(f"nameserver {ipaddress.IPv4Address(sandbox['ip']) - 1}\n")
+    client = ["nsenter", f"--net=/run/netns/{sandbox['netns']}", sys.executable, "-m",
+              "tests.mcp_client", f"https://mcp.upstream.test:{MCP_PORT}{path}", str(ca), mode]
     result = subprocess.run(
-        ["nsenter", f"--net=/run/netns/{netns}", sys.executable, "-m", "tests.mcp_client",
-         f"https://mcp.upstream.test:{MCP_PORT}{path}", str(ca), mode],
+        ["unshare", "--mount", "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+         str(resolv), *client],
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     seen: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
@@ -48,8 +57,8 @@ def exchanges(gateway: Gateway, topology: Topology) -> dict[str, Any]:
     mark = topology.mark()
     with Client(uds=str(gateway.home / "control.sock")) as root, \
             root.create(policy=str(policy)) as sandbox:
-        seen = {"sse": client_in(sandbox.info["netns"], gateway, "/mcp", "legacy"),
-                "json": client_in(sandbox.info["netns"], gateway, "/mcp-json", "auto")}
+        seen = {"sse": client_in(sandbox.info, gateway, "/mcp", "legacy"),
+                "json": client_in(sandbox.info, gateway, "/mcp-json", "auto")}
         rows = list(sandbox.audit())
     return {**seen, "calls": topology.events(mark, kind="mcp-call"), "rows": rows}
 
