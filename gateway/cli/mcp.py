@@ -28,11 +28,12 @@ def mcp_command(listen: str | None, api_url: str | None) -> None:
 
     if listen is not None:
         host, port = _listen(listen)
-        server = build(Access(url=api_url or default_api, per_request=True))
+        api = api_url or default_api
+        server = build(Access(url=api, per_request=True))
         import uvicorn
 
-        uvicorn.run(http_app(server, api_url or default_api, host), host=host, port=port,
-                    log_level="warning")
+        click.echo(f"sandgate mcp: http://{host}:{port}/mcp (control API {api})", err=True)
+        uvicorn.run(http_app(server, api, host), host=host, port=port, log_level="warning")
         return
     token = os.environ.get("SANDGATE_TOKEN")
     if token:
