@@ -260,7 +260,7 @@ class PolicyStore:
         `mcp`: (tool, string arguments, method) of an MCP message in the body."""
         policy = self.acquire(name).policy
         try:
-            request = request_from_url(method, url, headers)
+            request = request_from_url(method, url, (headers or {}).items())
             call = mcp_call(mcp[0], mcp[1], mcp[2])
         except ValueError as e:
             raise BadRequest(str(e)) from e
@@ -268,7 +268,8 @@ class PolicyStore:
         decision = result.decision
         return {"decision": str(decision.verdict), "rule": decision.rule,
                 "reason": str(decision.reason), "policy": policy.name,
-                "version": policy.version, "steps": result.steps, "nearest": result.nearest}
+                "version": policy.version, "path": result.path,
+                "steps": result.steps, "nearest": result.nearest}
 
     def status(self) -> dict[str, Any]:
         with self._lock:

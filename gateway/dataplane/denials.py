@@ -11,7 +11,7 @@ from gateway.dataplane.state import FlowVerdict
 from policies.decision import Reason
 
 STATUS = {Reason.UPSTREAM_UNRESOLVABLE: 502, Reason.RATE_LIMITED: 429,
-          Reason.BODY_TOO_LARGE: 413}
+          Reason.BODY_TOO_LARGE: 413, Reason.AMBIGUOUS_PATH: 400, Reason.PROTOCOL_ERROR: 400}
 HINTS = {
     Reason.NO_MATCHING_RULE: "no rule of policy {policy} allows {host}:{port}; ask the "
                              "policy owners to add one (sandgate policy test shows the effect)",
@@ -28,7 +28,12 @@ HINTS = {
     Reason.QUARANTINED: "this sandbox is quarantined after a secret-exfiltration attempt",
     Reason.SIGV4_UNVERIFIED: "sign AWS requests with the sandbox's AWS_* placeholders",
     Reason.BODY_TOO_LARGE: "the request body is larger than policy {policy} allows",
-    Reason.AMBIGUOUS_PATH: "encoded '/' or '\\' in a path is refused; send the path plainly",
+    Reason.AMBIGUOUS_PATH: "this path reads differently to different servers (an encoded "
+                           "'/', '\\' or NUL, a backslash, double encoding, or encoding "
+                           "that is not UTF-8); send it plainly",
+    Reason.PROTOCOL_ERROR: "the request could mean more than one thing (a repeated Host, "
+                           "Authorization or Content-Length, or a request target that is "
+                           "not a path); send it plainly",
 }
 
 
