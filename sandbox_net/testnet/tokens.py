@@ -46,7 +46,7 @@ from werkzeug.exceptions import HTTPException
 
 type Write = Callable[..., None]
 
-GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
 
 
 class Client(ClientMixin):  # type: ignore[misc]
@@ -236,6 +236,7 @@ def _github(app: Flask, spec: dict[str, Any], lifetime: int, write: Write) -> No
 
 def _google(app: Flask, spec: dict[str, Any], lifetime: int, write: Write) -> None:
     signer = serialization.load_pem_private_key(spec["signer"].encode(), password=None)
+    assert isinstance(signer, rsa.RSAPrivateKey)
     access: dict[str, float] = {}
 
     @app.post("/google/token", endpoint="google_token")
@@ -253,12 +254,12 @@ def _google(app: Flask, spec: dict[str, Any], lifetime: int, write: Write) -> No
             value = jwt.encode({"iss": "https://accounts.google.test", "sub": claims["iss"],
                                 "email": claims["iss"], "aud": claims["target_audience"],
                                 "iat": now, "exp": now + lifetime}, signer, algorithm="RS256")
-            write("token-issued", api="google", token_kind="id", token=value, lifetime=lifetime,
+            write("token-issued", api="google", token=value, id_token=True, lifetime=lifetime,
                   audience=claims["target_audience"])
             return jsonify(id_token=value)
         value = "ya29." + secrets.token_urlsafe(30)
         access[value] = now + lifetime
-        write("token-issued", api="google", token_kind="access", token=value, lifetime=lifetime,
+        write("token-issued", api="google", token=value, id_token=False, lifetime=lifetime,
               scope=claims.get("scope"))
         return jsonify(access_token=value, expires_in=lifetime, token_type="Bearer")  # noqa: S106
 
@@ -375,6 +376,11 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
 class _Quiet(WSGIRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
+
+    def get_environ(self) -> dict[str, Any]:
+        environ = super().get_environ()
+        environ["HTTPS"] = "on"      # served over TLS (wsgiref cannot tell)
+        return environ
 
 
 def serve(write: Write, address: str, port: int, cert: str, key: str,

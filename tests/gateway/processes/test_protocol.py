@@ -106,7 +106,7 @@ def test_a_worker_asks_for_a_minted_value(tmp_path: Path, servers: Servers) -> N
         await hub.close(timeout=2)
         return got
 
-    synced, *answers = asyncio.run(scenario())
+    _synced, *answers = asyncio.run(scenario())
     by_id = {a.re: a.value for a in answers}
     assert by_id[1]["value"] == servers.issued("oauth")[-1]["token"]
     assert by_id[1]["fresh_until"] > time.time() and by_id[1]["error"] is None

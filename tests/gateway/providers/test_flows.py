@@ -107,7 +107,7 @@ def test_google_access_token_and_id_token(servers: Servers) -> None:
     assert identity.expires_at is not None
     # narrowed to an audience, a scopes-configured account mints an ID token
     narrowed = flows.mint(servers.google(), Narrow(audience=audience), prepare(servers))
-    assert servers.issued("google")[-1]["token_kind"] == "id"
+    assert servers.issued("google")[-1]["id_token"] is True
     assert servers.api("/google/id-api", narrowed.value.reveal()) == 200
 
 

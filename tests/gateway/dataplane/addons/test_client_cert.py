@@ -110,7 +110,7 @@ def test_the_connections_certificate_is_presented(plane: Plane, ca: certs.TestCA
 def test_a_connection_without_one_presents_none(plane: Plane, ca: certs.TestCA,
                                                 pki: ClientPki) -> None:
     client = connect(plane, NAME)
-    with pytest.raises(ssl.SSLError, match="PEER_DID_NOT_RETURN_A_CERTIFICATE|certificate"):
+    with pytest.raises(ssl.SSLError, match=r"PEER_DID_NOT_RETURN_A_CERTIFICATE|certificate"):
         handshake(plane, client, ca, pki)
 
 
