@@ -134,7 +134,7 @@ class Broker:
                           "with `as: mtls`, it has no value to inject")
         exchanges: list[transport.Exchange] = []
         try:
-            minted = self._mint(secret, current, config, narrow, exchanges)
+            current, minted = self._mint(secret, current, config, narrow, exchanges)
         except MintError as e:
             return self._failed(secret, current, previous, str(e), exchanges, sandbox_id)
         entry = _Entry({current.generation}, minted.value, minted.expires_at,
@@ -146,11 +146,13 @@ class Broker:
         return entry
 
     def _mint(self, secret: str, current: Current, config: ProviderConfig,
-              narrow: Narrow | None, exchanges: list[transport.Exchange]) -> Minted:
-        """Mint; when a refresh token was refused because another gateway (sharing the
-        database) rotated it meanwhile, once more with the one it stored."""
+              narrow: Narrow | None,
+              exchanges: list[transport.Exchange]) -> tuple[Current, Minted]:
+        """Mint, and the version of the configuration it was minted from: when a refresh
+        token was refused because another gateway (sharing the database) rotated it
+        meanwhile, once more with the one that gateway stored."""
         try:
-            return flows.mint(config, narrow, self._prepare(config, exchanges))
+            return current, flows.mint(config, narrow, self._prepare(config, exchanges))
         except MintError:
             if config.kind != providers.OAUTH2_REFRESH_TOKEN:
                 raise
@@ -158,7 +160,8 @@ class Broker:
             if latest.generation == current.generation:
                 raise
             latest_config = providers.from_text(sealed.reveal())
-            return flows.mint(latest_config, narrow, self._prepare(latest_config, exchanges))
+            return latest, flows.mint(latest_config, narrow,
+                                      self._prepare(latest_config, exchanges))
 
     def _prepare(self, config: ProviderConfig,
                  exchanges: list[transport.Exchange]) -> flows.Prepare:

@@ -144,8 +144,7 @@ class Credentials:
         sandbox, pairs, substitute = conn.sandbox, [], {}
         signed_over_body = "x-amz-content-sha256" not in flow.request.headers
         try:
-            reals = {index: (await self.state.values.value(spec, sandbox.id)).reveal()
-                     for index, spec in enumerate(specs) if not isinstance(spec, InjectMtls)}
+            reals = await self._values(specs, sandbox.id)
             for index, real in reals.items():
                 spec = specs[index]
                 own = sandbox.secrets[spec.secret]
@@ -178,6 +177,20 @@ class Credentials:
         flow.metadata[METADATA_KEY] = FlowVerdict(
             verdict.decision, verdict.host, verdict.port, verdict.upstream, verdict.error,
             secrets=injected)
+
+    async def _values(self, specs: list[Inject], sandbox_id: str) -> dict[int, str]:
+        """The value each spec injects (by its index). Whatever goes wrong getting one (the
+        hub gone, say) refuses the request: it never leaves without its credential."""
+        try:
+            return {index: (await self.state.values.value(spec, sandbox_id)).reveal()
+                    for index, spec in enumerate(specs) if not isinstance(spec, InjectMtls)}
+        except (CredentialError, VaultError):
+            raise
+        except Exception as e:
+            logger.exception("cannot get a value for sandbox %s", sandbox_id)
+            raise CredentialError(Reason.INTERNAL_ERROR,
+                                  f"the gateway failed to get a value ({type(e).__name__})") \
+                from None
 
     def _related(self, spec: Inject, real: str, own: str,
                  sandbox: SandboxContext) -> list[tuple[str, str]]:

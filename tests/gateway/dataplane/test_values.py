@@ -168,3 +168,15 @@ def test_one_question_for_many_requests(plane: Plane, servers: Servers) -> None:
         assert len({v.reveal() for v in values}) == 1
     asyncio.run(many())
     assert len(servers.issued("oauth")) == 1
+
+
+def test_a_value_that_cannot_be_had_refuses_the_request(plane: Plane,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub gone mid-question: the request does not leave without its credential."""
+    async def gone(*_args: object) -> None:
+        raise ConnectionResetError("hub closed")
+
+    monkeypatch.setattr(plane.state.coord, "credential", gone)
+    flow = send(plane, "api")
+    assert flow.response is not None and flow.response.status_code == 403
+    assert body(flow)["reason"] == "internal_error"

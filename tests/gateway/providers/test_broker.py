@@ -193,3 +193,36 @@ def test_freshness_ends_before_expiry() -> None:
     assert fresh_until(1000.0, 0.0) == 940.0          # a minute early at most
     assert fresh_until(10.0, 0.0) == 8.0              # a fifth of a short lifetime
     assert fresh_until(None, 0.0) == 300.0
+
+
+def test_a_refresh_token_another_gateway_rotated_is_taken_up(vault: Vault,
+                                                             servers: Servers) -> None:
+    """Two gateways on one database: the other one used and rotated the refresh token this
+    broker read; refused, this broker reads the one stored and stores its own rotation."""
+    providers.store(vault, "RT", servers.refresh_token(servers.consent()))
+    b = broker(vault, servers, Rows())
+    stale = generation(vault, "RT")
+    real_reveal = vault.reveal_provider
+    calls = 0
+
+    def other_gateway_rotates_first(name: str, *, fresh: bool = False) -> Any:
+        nonlocal calls
+        calls += 1
+        seen = real_reveal(name, fresh=fresh)
+        if calls == 1:   # after this broker read it, the other gateway spends it
+            from gateway.providers import flows
+            from tests.doubles import wsgi_connector as connector
+            config = providers.from_text(seen[1].reveal())
+            minted = flows.mint(config, None, connector(servers.app)([], []))
+            assert minted.rotated is not None
+            vault.put(name, minted.rotated.to_text(), provider=config.kind)
+        return seen
+
+    vault.reveal_provider = other_gateway_rotates_first  # type: ignore[method-assign]
+    answer = asyncio.run(b.credential("RT", stale, None, "s"))
+    assert answer.value is not None and answer.error is None
+    current, sealed = real_reveal("RT", fresh=True)
+    assert current.version == 3          # the other gateway's rotation, then this one's
+    assert providers.from_text(sealed.reveal()).get("refresh_token") == \
+        servers.issued("oauth")[-1]["refresh_token"]
+    b.close()
