@@ -39,6 +39,7 @@ class Reason(enum.StrEnum):
     REFUSED_ADDRESS = "refused_address"
     UPSTREAM_UNRESOLVABLE = "upstream_unresolvable"
     UNSUPPORTED_PROTOCOL = "unsupported_protocol"
+    PROTOCOL_MISMATCH = "protocol_mismatch"    # an opaque stream where the rules speak HTTP
     PROTOCOL_ERROR = "protocol_error"          # malformed or ambiguous (smuggling) requests
     CONNECTION_LIMIT = "connection_limit"
     BODY_TOO_LARGE = "body_too_large"
@@ -66,6 +67,7 @@ class Decision:
     policy: str | None = None
     policy_version: str | None = None
     grant: Grant | None = None   # limits and injections of the allowing rule
+    path: str | None = None      # the canonical path matched, to be sent upstream as such
 
     @property
     def allowed(self) -> bool:
@@ -77,5 +79,7 @@ def deny(reason: Reason, *, rule: str | None = None, policy: str | None = None,
     return Decision(Verdict.DENY, reason, rule, policy, policy_version)
 
 
-def allow(rule: str, *, policy: str, policy_version: str, grant: Grant | None = None) -> Decision:
-    return Decision(Verdict.ALLOW, Reason.ALLOWED_BY_RULE, rule, policy, policy_version, grant)
+def allow(rule: str, *, policy: str, policy_version: str, grant: Grant | None = None,
+          path: str | None = None) -> Decision:
+    return Decision(Verdict.ALLOW, Reason.ALLOWED_BY_RULE, rule, policy, policy_version, grant,
+                    path)

@@ -93,6 +93,10 @@ def _rule_changes(old: CompiledRule, new: CompiledRule) -> list[Change]:
     found += _sets("methods", sorted(old.methods), sorted(new.methods), _eq, str,
                    empty_is_any=True)
     found += _sets("paths", o.paths, n.paths, path_covers, str, empty_is_any=True)
+    if o.paths_case_insensitive != n.paths_case_insensitive:   # any case admits more
+        found.append((n.paths_case_insensitive, o.paths_case_insensitive,
+                      f"paths_case_insensitive {o.paths_case_insensitive} -> "
+                      f"{n.paths_case_insensitive}".lower()))
     found += _conditions("query", o.query, n.query)
     found += _conditions("headers", o.headers, n.headers)
     changes = []

@@ -28,7 +28,7 @@ from policies.loader import (
     rule_error,
 )
 from policies.matcher import CompiledPolicy, CompiledRule
-from policies.precedence import never_decide
+from policies.precedence import never_decide, refused_streams
 
 BROADEST_PREFIX = 16   # an address rule wider than a /16 (65,536 addresses) is "too broad"
 
@@ -90,7 +90,7 @@ def _check_directory(directory: Path, also: Sequence[Path], report: Report) -> N
 def warnings(policy: CompiledPolicy, sources: dict[str, Source]) -> list[LoadError]:
     """Lint findings for every rule of a compiled policy, placed in their own files."""
     found = [rule_error(sources, f.rule, f.message, warning=True)
-             for f in never_decide(policy)]
+             for f in [*never_decide(policy), *refused_streams(policy)]]
     for rule in policy.rules:
         found += [rule_error(sources, rule, message, loc, warning=True)
                   for loc, message in rule_warnings(rule)]

@@ -14,14 +14,16 @@ from dataclasses import dataclass, field
 
 from policies.decision import Decision, Reason, Verdict, allow
 from policies.hosts import HostIndex, HostPattern
-from policies.paths import AmbiguousPath, normalise_path, path_matches
+from policies.paths import AmbiguousPath, canonical_path, path_matches
 from policies.schema import PROTOCOLS, Inject, Limits, PolicySpec, RuleSpec
 
-# What an allow rule without `protocols` speaks. Raw TCP is not among them: an opaque stream
-# escapes every HTTP-level check, so it must be asked for by name (`protocols: [tcp]`). A deny
-# rule without `protocols` covers every protocol, raw TCP included: a deny must never be
-# sidestepped by speaking something else to the same host and port.
-DEFAULT_PROTOCOLS = frozenset({"http", "https", "tls"})
+# What an allow rule without `protocols` speaks: HTTP, in clear or over TLS. Opaque streams
+# (raw TCP, TLS that carries no HTTP) escape every HTTP-level check, so they must be asked for
+# by name (`protocols: [tcp]`, `[tls]`). A deny rule without `protocols` covers every
+# protocol, raw TCP included: a deny must never be sidestepped by speaking something else to
+# the same host and port.
+DEFAULT_PROTOCOLS = frozenset({"http", "https"})
+HTTP_PROTOCOLS = DEFAULT_PROTOCOLS
 ALL_PROTOCOLS = frozenset(PROTOCOLS)
 # What a rule that injects a credential speaks unless it says otherwise: never clear text.
 INJECT_PROTOCOLS = frozenset({"https"})
@@ -29,7 +31,8 @@ INJECT_PROTOCOLS = frozenset({"https"})
 # Denials that monitor mode turns into `would_deny`: the policy's own judgement. The gateway's
 # structural checks (fronting, refused addresses, unknown sandboxes) stay enforced.
 MONITORABLE = frozenset({Reason.NO_MATCHING_RULE, Reason.DENIED_BY_RULE,
-                         Reason.NOT_FROM_GATEWAY_DNS, Reason.AMBIGUOUS_PATH})
+                         Reason.NOT_FROM_GATEWAY_DNS, Reason.AMBIGUOUS_PATH,
+                         Reason.PROTOCOL_MISMATCH})
 
 
 class Miss(enum.StrEnum):
@@ -67,7 +70,9 @@ def host_rank(pattern: HostPattern) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One egress question. `host` is a normalised name, or None for an IP-literal dial."""
+    """One egress question. `host` is a normalised name, or None for an IP-literal dial;
+    `path` as the client sent it (the policy matches its canonical form); `headers` by lower
+    case name, every value of a repeated header."""
 
     port: int
     protocol: str                                   # http | https | tcp | tls
@@ -76,7 +81,7 @@ class Request:
     method: str | None = None
     path: str | None = None
     query: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     @property
     def is_http(self) -> bool:
@@ -122,14 +127,21 @@ class CompiledRule:
             return Miss.NOT_HTTP if s.http_only else None
         if self.methods and (request.method or "").upper() not in self.methods:
             return Miss.METHOD
-        if s.paths and (path is None or not any(path_matches(g, path) for g in s.paths)):
+        if s.paths and (path is None or not any(
+                path_matches(g, path, s.paths_case_insensitive) for g in s.paths)):
             return Miss.PATH
         if self.query and not self._query_matches(request.query):
             return Miss.QUERY
-        for name, glob in s.headers.items():
-            if not fnmatch.fnmatchcase(request.headers.get(name, ""), glob):
-                return Miss.HEADER
+        if s.headers and not self._headers_match(request.headers):
+            return Miss.HEADER
         return None
+
+    def _headers_match(self, headers: Mapping[str, Sequence[str]]) -> bool:
+        """As for the query: an allow rule needs every value of a repeated header to match,
+        a deny rule fires on any. An absent header is an empty value."""
+        check = any if self.is_deny else all
+        return all(check(fnmatch.fnmatchcase(v, glob) for v in headers.get(name) or ("",))
+                   for name, glob in self.spec.headers.items())
 
     def _query_matches(self, query: Mapping[str, Sequence[str]]) -> bool:
         """An allow rule needs every value of each named parameter to match (a repeated
@@ -153,8 +165,20 @@ class CompiledRule:
         """The specificity of the most specific of this rule's globs that matches `path`."""
         if not self.path_ranks or path is None:
             return NO_PATH
-        return max((rank for glob, rank in self.path_ranks if path_matches(glob, path)),
-                   default=NO_PATH)
+        ignore_case = self.spec.paths_case_insensitive
+        return max((rank for glob, rank in self.path_ranks
+                    if path_matches(glob, path, ignore_case)), default=NO_PATH)
+
+    def on_port(self, port: int) -> bool:
+        return not self.ports or port in self.ports
+
+    @property
+    def has_http_conditions(self) -> bool:
+        return self.spec.http_only
+
+    @property
+    def allows_http(self) -> bool:
+        return not self.is_deny and bool(self.protocols & HTTP_PROTOCOLS)
 
 
 def _protocols(rule: RuleSpec) -> frozenset[str]:
@@ -163,7 +187,7 @@ def _protocols(rule: RuleSpec) -> frozenset[str]:
     if rule.inject:
         return INJECT_PROTOCOLS
     if rule.http_only:  # HTTP conditions make an HTTP rule
-        return frozenset({"http", "https"})
+        return HTTP_PROTOCOLS
     return ALL_PROTOCOLS if rule.action == "deny" else DEFAULT_PROTOCOLS
 
 
@@ -241,9 +265,10 @@ class CompiledPolicy:
         verdict = Verdict.WOULD_DENY if self.monitor and reason in MONITORABLE else Verdict.DENY
         return Decision(verdict, reason, rule, self.name, self.version)
 
-    def _allow(self, rule: CompiledRule) -> Decision:
+    def _allow(self, rule: CompiledRule, path: str | None = None) -> Decision:
         grant = Grant(rule.spec.limits, tuple(rule.spec.inject), rule.networks)
-        return allow(rule.id, policy=self.name, policy_version=self.version, grant=grant)
+        return allow(rule.id, policy=self.name, policy_version=self.version, grant=grant,
+                     path=path)
 
     def _candidates(self, request: Request) -> list[Candidate]:
         if request.host is not None:
@@ -275,15 +300,48 @@ class CompiledPolicy:
 
     def decide(self, request: Request) -> Decision:
         """May this request (or stream) go out? Any matching deny rule wins; then the most
-        specific matching allow rule (docs/POLICY.md, Precedence); otherwise no."""
+        specific matching allow rule (docs/POLICY.md, Precedence); otherwise no.
+
+        Where a candidate rule has paths, the request's path is put in canonical form
+        (policies.paths), which the allowing decision carries for the gateway to send
+        upstream; a path with no one meaning is refused. An opaque stream (TCP, or TLS that
+        does not carry HTTP) to a port where the rules speak HTTP is refused."""
         candidates = self._candidates(request)
-        path = None
-        if request.is_http and request.path is not None:
-            try:
-                path = normalise_path(request.path)
-            except AmbiguousPath:
-                if any(r.spec.paths for _, r in candidates):
-                    return self.refuse(Reason.AMBIGUOUS_PATH)
+        try:
+            path = self._path(request, candidates)
+        except AmbiguousPath:
+            return self.refuse(Reason.AMBIGUOUS_PATH)
+        decision = self._decide(request, candidates, path)
+        if not request.is_http and self._wants_http(candidates, request.port, decision):
+            return self.refuse(Reason.PROTOCOL_MISMATCH, decision.rule)
+        return decision
+
+    def canonical_path(self, request: Request) -> str | None:
+        """The path the policy matches `request` by (and the gateway sends upstream), or None
+        when no rule naming its destination has paths. Raises AmbiguousPath."""
+        return self._path(request, self._candidates(request))
+
+    @staticmethod
+    def _path(request: Request, candidates: Sequence[Candidate]) -> str | None:
+        if not request.is_http or request.path is None or \
+                not any(rule.spec.paths for _, rule in candidates):
+            return None
+        return canonical_path(request.path)
+
+    @staticmethod
+    def _wants_http(candidates: Sequence[Candidate], port: int, decision: Decision) -> bool:
+        """Must this opaque stream have been HTTP? Yes where a rule naming its destination and
+        port has HTTP conditions (a stream would step past them: a leading CRLF is enough to
+        make a proxy take an HTTP request for one), and, to say why, where it was refused
+        only because the rules there speak HTTP."""
+        on_port = [rule for _, rule in candidates if rule.on_port(port)]
+        if decision.allowed:
+            return any(rule.has_http_conditions for rule in on_port)
+        return decision.reason == Reason.NO_MATCHING_RULE and \
+            any(rule.allows_http for rule in on_port)
+
+    def _decide(self, request: Request, candidates: Sequence[Candidate],
+                path: str | None) -> Decision:
         deny: CompiledRule | None = None
         allows: list[Candidate] = []
         for candidate in candidates:
@@ -297,7 +355,7 @@ class CompiledPolicy:
         if deny is not None:
             return self.refuse(Reason.DENIED_BY_RULE, deny.id)
         if allows:
-            return self._allow(most_specific(allows, path))
+            return self._allow(most_specific(allows, path), path)
         if request.host is None:
             return self.refuse(Reason.NOT_FROM_GATEWAY_DNS)
         return self.refuse(Reason.NO_MATCHING_RULE)

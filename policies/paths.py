@@ -1,15 +1,31 @@
-"""Path globs (`*` one segment, `**` any number of segments) and the request-path
-normalisation they are matched against."""
+"""Path globs (`*` one segment, `**` any number of segments), and the one meaning of a
+request path they are matched against: its canonical form, which is also the form the
+gateway sends upstream, so the policy and the upstream agree on what was asked for.
+
+Canonical form of a path (docs/POLICY.md, Path semantics):
+- percent-encoded unreserved characters decoded (`%61` is `a`, `%2e` is `.`), every other
+  percent-encoding kept, in upper case; raw characters outside ASCII percent-encoded;
+- `;` parameters removed from each segment, as Java servers do (`/admin;x=1/` is `/admin/`,
+  `..;` is `..`);
+- repeated slashes collapsed; `.` and `..` segments resolved (RFC 3986 5.2.4).
+Refused (AmbiguousPath), because upstreams read them differently: an encoded `/`, `\\`,
+NUL, or an encoded `%` starting another encoding (`%252e`: double decoding makes it `.`),
+a raw backslash, percent-encoding that is not UTF-8, a path that does not start with `/`.
+"""
 
 from __future__ import annotations
 
 import re
+import string
 from functools import lru_cache
 
-# Characters whose percent-encoded form could change what a path means to an upstream that
-# decodes it again: '/', '\\' create segments; '.' can form '..' segments.
-_ENCODED_SEPARATORS = re.compile(r"%(2f|5c)", re.IGNORECASE)
-_ENCODED_DOT = re.compile(r"%2e", re.IGNORECASE)
+from rfc3986 import normalizers
+
+UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+_HEX = frozenset(string.hexdigits)
+_TWICE = re.compile("%25[0-9A-Fa-f]{2}")
+# decoded, these would change the path's structure or end it for some upstream
+_NEVER_ENCODED = {"/": "an encoded '/'", "\\": "an encoded '\\'", "\0": "an encoded NUL"}
 
 
 class AmbiguousPath(ValueError):
@@ -31,7 +47,7 @@ def parse_path_glob(glob: str) -> re.Pattern[str]:
 
 
 @lru_cache(maxsize=4096)
-def _compile(glob: str) -> re.Pattern[str]:
+def _compile(glob: str, ignore_case: bool = False) -> re.Pattern[str]:
     tail = ""
     if glob.endswith("/**"):  # '/a/**': /a itself and everything below it
         glob, tail = glob[:-3], "(?:/.*)?"
@@ -41,29 +57,66 @@ def _compile(glob: str) -> re.Pattern[str]:
             parts.append("(?:/[^/]*)*")
         else:
             parts.append("/" + "[^/]*".join(re.escape(p) for p in segment.split("*")))
-    return re.compile("".join(parts) + tail + r"\Z")
+    if not tail and not glob.endswith("/"):
+        tail = "/?"     # `/a` matches `/a/` too: many servers route both to one handler
+    return re.compile("".join(parts) + tail + r"\Z", re.IGNORECASE if ignore_case else 0)
 
 
-def normalise_path(raw: str) -> str:
-    """The path a rule is matched against: query removed, '%2e' decoded, dot segments
-    removed (RFC 3986 5.2.4). Encoded '/' or '\\' and raw backslashes are refused
-    (AmbiguousPath): upstreams disagree on what they mean."""
-    path = raw.split("?", 1)[0].split("#", 1)[0] or "/"
-    if _ENCODED_SEPARATORS.search(path) or "\\" in path:
-        raise AmbiguousPath(f"path {raw!r} holds an encoded separator")
-    path = _ENCODED_DOT.sub(".", path)
-    output: list[str] = []
-    for segment in path.split("/")[1:]:
-        if segment == "..":
-            if output:
-                output.pop()
-        elif segment != ".":
-            output.append(segment)
-    result = "/" + "/".join(output)
-    if path.endswith(("/.", "/..")) and not result.endswith("/"):
-        result += "/"
-    return result
+def canonical_path(raw: str) -> str:
+    """The canonical form of a request path (query and fragment dropped). Raises
+    AmbiguousPath with what makes it ambiguous."""
+    path = raw.split("?", 1)[0].split("#", 1)[0]
+    if not path.startswith("/"):
+        raise AmbiguousPath(f"path {raw!r} does not start with '/'")
+    if "\\" in path:
+        raise AmbiguousPath(f"path {raw!r} holds a backslash")
+    segments = [_segment(s, raw) for s in path.split("/")[1:]]
+    kept = [s for i, s in enumerate(segments) if s or i == len(segments) - 1]
+    return normalizers.remove_dot_segments("/" + "/".join(kept)) or "/"
 
 
-def path_matches(glob: str, path: str) -> bool:
-    return _compile(glob).match(path) is not None
+def _segment(segment: str, raw: str) -> str:
+    """One segment, decoded where unambiguous, its `;` parameters removed."""
+    out: list[str] = []
+    encoded = bytearray()      # the bytes the segment's percent-encodings stand for
+    i = 0
+    while i < len(segment):
+        char = segment[i]
+        if char == ";":
+            break              # a path parameter: the rest of the segment
+        if char == "%":
+            pair = segment[i + 1:i + 3]
+            if len(pair) != 2 or not set(pair) <= _HEX:
+                raise AmbiguousPath(f"path {raw!r} holds a '%' that encodes nothing")
+            byte = int(pair, 16)
+            encoded.append(byte)
+            out.append(_decoded(byte, raw))
+            i += 3
+            continue
+        if ord(char) > 0x7E or ord(char) < 0x21:
+            raw_bytes = char.encode()
+            encoded.extend(raw_bytes)
+            out.append("".join(f"%{b:02X}" for b in raw_bytes))
+        else:
+            out.append(char)
+        i += 1
+    try:
+        encoded.decode("utf-8")
+    except UnicodeDecodeError:
+        raise AmbiguousPath(f"path {raw!r}: its percent-encoding is not UTF-8") from None
+    text = "".join(out)
+    if _TWICE.search(text):
+        # '%252e', or '%25%32%65': decoding once more (as some upstreams do) changes it
+        raise AmbiguousPath(f"path {raw!r} is encoded twice")
+    return text
+
+
+def _decoded(byte: int, raw: str) -> str:
+    char = chr(byte)
+    if char in _NEVER_ENCODED:
+        raise AmbiguousPath(f"path {raw!r} holds {_NEVER_ENCODED[char]}")
+    return char if char in UNRESERVED else f"%{byte:02X}"
+
+
+def path_matches(glob: str, path: str, ignore_case: bool = False) -> bool:
+    return _compile(glob, ignore_case).match(path) is not None

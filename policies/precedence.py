@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
+from policies.decision import Reason
 from policies.globs import common_path, common_value, path_covers, value_covers
 from policies.hosts import HostPattern
 from policies.matcher import CompiledPolicy, CompiledRule, PathRank, Request, host_rank
@@ -207,7 +208,7 @@ def _requests(a: CompiledRule, b: CompiledRule, host: str | None,
         for path in _paths(a, b):
             request = Request(port, protocol, host=host, address=address, method=method,
                               path=path, query={k: [v] for k, v in query.items()},
-                              headers=headers)
+                              headers={k: [v] for k, v in headers.items()})
             if a.matches(request, path) and b.matches(request, path):
                 text = f"{method} {protocol}://{target}:{port}{path}"
                 if query:
@@ -273,6 +274,26 @@ def never_decide(policy: CompiledPolicy) -> list[Finding]:
             findings.append(Finding(rule, f"shadowed: rule {shadows[0].id} comes first, is as "
                                           "specific and matches every request it does; "
                                           "remove one of them", shadows[0]))
+    return findings
+
+
+def refused_streams(policy: CompiledPolicy) -> list[Finding]:
+    """Allow rules naming `tcp` or `tls` where the gateway refuses streams anyway: another
+    rule for the same host and port has HTTP conditions (docs/POLICY.md, Protocols)."""
+    findings = []
+    for rule in policy.rules:
+        opaque = sorted(rule.protocols - HTTP)
+        if rule.is_deny or not opaque or not rule.spec.hosts:
+            continue
+        pattern = rule.spec.host_patterns()[0]
+        host = pattern.suffix if pattern.apex else "x." + pattern.suffix
+        port = min(rule.ports, default=443)
+        decision = policy.decide(Request(port, opaque[0], host=host))
+        if decision.reason == Reason.PROTOCOL_MISMATCH:
+            findings.append(Finding(rule, f"{opaque[0]} streams to {host}:{port} are refused "
+                                          "(protocol_mismatch): another rule for that host and "
+                                          "port has HTTP conditions; give the stream its own "
+                                          "port, or drop the conditions"))
     return findings
 
 

@@ -9,23 +9,24 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from policies.addresses import classify
 from policies.decision import Decision, Reason
 from policies.hosts import HostError, normalise_name
 from policies.matcher import CompiledPolicy, CompiledRule, Miss, Request
-from policies.paths import AmbiguousPath, normalise_path
+from policies.paths import AmbiguousPath
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 NEAREST = 3   # rules listed after a denial
 
 
 def request_from_url(method: str, url: str,
-                     headers: Mapping[str, str] | None = None) -> Request:
-    """The request `METHOD URL` would make. Schemes: http, https, tcp, tls (tcp://host:port).
-    Raises ValueError with what to write instead."""
+                     headers: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> Request:
+    """The request `METHOD URL` would make, with `headers` as a mapping or as (name, value)
+    pairs (a name may repeat). Schemes: http, https, tcp, tls (tcp://host:port). Raises
+    ValueError with what to write instead."""
     parsed = urllib.parse.urlsplit(url)
     scheme = parsed.scheme.lower()
     if scheme not in ("http", "https", "tcp", "tls"):
@@ -52,7 +53,10 @@ def request_from_url(method: str, url: str,
         except HostError as e:
             raise ValueError(str(e)) from None
     http = scheme in ("http", "https")
-    if headers and not http:
+    fields: dict[str, list[str]] = {}
+    for name, value in headers.items() if isinstance(headers, Mapping) else headers:
+        fields.setdefault(name.lower(), []).append(value)
+    if fields and not http:
         raise ValueError(f"headers belong to HTTP; {scheme}:// is a stream")
     query: dict[str, list[str]] = {}
     for key, value in urllib.parse.parse_qsl(parsed.query, keep_blank_values=True):
@@ -60,7 +64,7 @@ def request_from_url(method: str, url: str,
     return Request(port=port, protocol=scheme, host=host, address=address,
                    method=method.upper() if http else None,
                    path=(parsed.path or "/") if http else None, query=query,
-                   headers={k.lower(): v for k, v in (headers or {}).items()})
+                   headers=fields)
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -79,6 +83,7 @@ class Trial:
     decision: Decision
     steps: list[str] = field(default_factory=list)
     nearest: list[str] = field(default_factory=list)
+    path: str | None = None     # the canonical path matched, where rules have paths
 
 
 def trial(policy: CompiledPolicy, request: Request, body_size: int = 0,
@@ -96,13 +101,28 @@ def trial(policy: CompiledPolicy, request: Request, body_size: int = 0,
         steps = [f"dns: {request.host} gets a synthetic address"]
     else:
         steps = [f"dial: {request.address} is an IP literal (allowed only by an address rule)"]
+    path, path_steps = _path_steps(policy, request)
     decision = policy.decide(request)
-    result = Trial(decision, steps)
+    result = Trial(decision, steps + path_steps, path=path)
     if not decision.allowed:
         result.nearest = nearest(policy, request, decision)
         return result
     _after_allow(policy, request, body_size, resolves_to, result)
     return result
+
+
+def _path_steps(policy: CompiledPolicy, request: Request) -> tuple[str | None, list[str]]:
+    """The canonical path, and how the gateway reads it (docs/POLICY.md, Path semantics)."""
+    try:
+        path = policy.canonical_path(request)
+    except AmbiguousPath as e:
+        return None, [f"path: refused with 400, ambiguous_path ({e})"]
+    if path is None:
+        return None, []
+    raw = (request.path or "").split("?", 1)[0]
+    if path == raw:
+        return path, [f"path: {path} (canonical; sent upstream as it is)"]
+    return path, [f"path: {raw} is matched, and sent upstream, as {path}"]
 
 
 def _after_allow(policy: CompiledPolicy, request: Request, body_size: int,
@@ -144,7 +164,7 @@ def nearest(policy: CompiledPolicy, request: Request, decision: Decision) -> lis
         lines = [f"{decision.rule}: a deny rule, and a matching deny wins over every allow"]
     else:
         lines = []
-    path = _path(request)
+    path = _path(policy, request)
     misses = [(rule, miss) for rule in policy.candidates(request)
               if not rule.is_deny and (miss := rule.failed(request, path)) is not None]
     order = list(Miss)
@@ -156,11 +176,9 @@ def nearest(policy: CompiledPolicy, request: Request, decision: Decision) -> lis
     return lines
 
 
-def _path(request: Request) -> str | None:
-    if not request.is_http or request.path is None:
-        return None
+def _path(policy: CompiledPolicy, request: Request) -> str | None:
     try:
-        return normalise_path(request.path)
+        return policy.canonical_path(request)
     except AmbiguousPath:
         return None
 
@@ -199,11 +217,12 @@ def explain_miss(rule: CompiledRule, miss: Miss, request: Request, path: str | N
     if miss == Miss.QUERY:
         return _query_miss(rule, request.query)
     for name, glob in s.headers.items():
-        value = request.headers.get(name)
-        if value is None:
+        values = request.headers.get(name)
+        if not values:
             return f"header {name} missing (needs {glob!r})"
-        if not fnmatch.fnmatchcase(value, glob):
-            return f"header {name}: {value!r} does not match {glob!r}"
+        if failing := [v for v in values if not fnmatch.fnmatchcase(v, glob)]:
+            return f"header {name}: {failing[0]!r} does not match {glob!r}" + \
+                (f" (one of {len(values)} values; each must)" if len(values) > 1 else "")
     return "headers do not match"
 
 
@@ -255,6 +274,8 @@ def explain_rows(policy: CompiledPolicy) -> list[dict[str, str]]:
     for rule in policy.rules:
         s = rule.spec
         extra = []
+        if s.paths_case_insensitive:
+            extra.append("paths in any case")
         if s.query:
             extra.append("query " + " ".join(f"{k}={v}" for k, v in s.query.items()))
         if s.headers:

@@ -245,6 +245,7 @@ class RuleSpec(_Strict):
     protocols: list[Literal["http", "https", "tcp", "tls"]] = Field(default_factory=list)
     methods: list[Method] = Field(default_factory=list)
     paths: list[PathGlob] = Field(default_factory=list)
+    paths_case_insensitive: bool = False    # `/Admin/x` matches `/admin/**`
     query: dict[str, QueryEntry] = Field(default_factory=dict)
     headers: dict[HeaderName, str] = Field(default_factory=dict)
     limits: Limits | None = None
@@ -262,6 +263,8 @@ class RuleSpec(_Strict):
         if http_only and self.protocols and not set(self.protocols) & {"http", "https"}:
             raise ValueError("methods, paths, query, headers and inject apply to HTTP; "
                              "add http or https to `protocols`")
+        if self.paths_case_insensitive and not self.paths:
+            raise ValueError("`paths_case_insensitive` applies to `paths`; the rule has none")
         if self.inject and self.action == "deny":
             raise ValueError("a deny rule cannot inject credentials")
         if self.inject:

@@ -2,14 +2,20 @@
 atomically with `nft -f`, then read back and verified.
 
 Rules match links by wildcard (`sgh-*`), so the table protects a link before it exists:
-the table is applied first, links come up after.
+the table is applied first, links come up after. One set is per sandbox: `pins`, each link's
+name with the one source address it may send from. Anything else arriving on a sandbox link
+(a neighbour's address spoofed from a microVM guest, say) is dropped before DNS or the
+redirect to the proxy sees it, so nothing is ever attributed to the wrong sandbox. A link
+is pinned before it comes up and unpinned when it goes.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import subprocess
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +24,9 @@ from sandbox_net.errors import FirewallError
 # DNS queries per second one sandbox can get to the gateway's socket (over UDP); the gateway
 # answers up to 500 at once (gateway.timing.DNS_QUERIES_PER_SECOND) and throttles the rest.
 DNS_FLOOD_RATE = 1000
+PINS = "pins"
+
+type Pin = tuple[str, str]     # (host-side link name, the sandbox's address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +64,12 @@ def _chains(spec: FirewallSpec) -> tuple[_Chain, ...]:
     ports = ", ".join(str(p) for p in spec.transparent_ports)
     dns = spec.dns_port
     return (
+        # Before connection tracking and NAT: a packet from a sandbox link must carry the
+        # source address pinned to that link.
+        _Chain("guard", "filter", "prerouting", "raw", (
+            ("spoofed-source", f"{links} meta nfproto ipv4 iifname . ip saddr != @{PINS} "
+                               "counter drop"),
+        )),
         _Chain("prerouting", "nat", "prerouting", "dstnat", (
             # DNS first: port 53 to the gateway's DNS server, over UDP and TCP.
             ("dns-udp", f"{links} meta nfproto ipv4 udp dport 53 redirect to :{dns}"),
@@ -87,13 +102,25 @@ def _chains(spec: FirewallSpec) -> tuple[_Chain, ...]:
     )
 
 
-def render(spec: FirewallSpec) -> str:
-    """The whole table as one nft document. Applying it replaces any older version atomically."""
+def _element(pin: Pin) -> str:
+    link, address = pin
+    return f'"{link}" . {ipaddress.IPv4Address(address)}'
+
+
+def render(spec: FirewallSpec, pins: Iterable[Pin] = ()) -> str:
+    """The whole table as one nft document, with `pins` in place. Applying it replaces any
+    older version atomically."""
     lines = [
         f"table inet {spec.table} {{}}",
         f"delete table inet {spec.table}",
         f"table inet {spec.table} {{",
+        f"  set {PINS} {{",
+        "    type ifname . ipv4_addr;",
     ]
+    elements = ", ".join(_element(pin) for pin in pins)
+    if elements:
+        lines.append(f"    elements = {{ {elements} }};")
+    lines.append("  }")
     for chain in _chains(spec):
         lines.append(f"  chain {chain.name} {{")
         lines.append(f"    type {chain.kind} hook {chain.hook} priority {chain.priority}; "
@@ -112,12 +139,24 @@ def _nft(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[st
                           check=False, timeout=30)
 
 
-def apply(spec: FirewallSpec) -> None:
-    """Install (or replace) the table, then verify it. Raises FirewallError."""
-    result = _nft("-f", "-", stdin=render(spec))
+def apply(spec: FirewallSpec, pins: Collection[Pin] = ()) -> None:
+    """Install (or replace) the table with `pins`, then verify it. Raises FirewallError."""
+    result = _nft("-f", "-", stdin=render(spec, pins))
     if result.returncode != 0:
         raise FirewallError(f"nft rejected the sandgate table: {result.stderr.strip()}")
-    verify(spec)
+    verify(spec, pins)
+
+
+def pin(spec: FirewallSpec, link: str, address: str) -> None:
+    """Let `link` send from `address` (and nothing else). Raises FirewallError."""
+    result = _nft("add", "element", "inet", spec.table, PINS, f"{{ {_element((link, address))} }}")
+    if result.returncode != 0:
+        raise FirewallError(f"could not pin {link} to {address}: {result.stderr.strip()}")
+
+
+def unpin(spec: FirewallSpec, link: str, address: str) -> None:
+    """Forget `link`'s pin. Idempotent: a missing pin or table is no error."""
+    _nft("delete", "element", "inet", spec.table, PINS, f"{{ {_element((link, address))} }}")
 
 
 def _listing(spec: FirewallSpec) -> list[dict[str, Any]] | None:
@@ -132,11 +171,13 @@ def is_present(spec: FirewallSpec) -> bool:
     return _listing(spec) is not None
 
 
-def verify(spec: FirewallSpec) -> None:
-    """Read the table back from the kernel; raise FirewallError naming the first difference."""
+def verify(spec: FirewallSpec, pins: Collection[Pin] = ()) -> None:
+    """Read the table back from the kernel; raise FirewallError naming the first difference
+    (a missing pin among `pins` is one)."""
     items = _listing(spec)
     if items is None:
         raise FirewallError(f"nftables table inet {spec.table} is missing")
+    _verify_pins(spec, items, pins)
     chains = {i["chain"]["name"]: i["chain"] for i in items if "chain" in i}
     comments: dict[str, list[str]] = {}
     for item in items:
@@ -156,6 +197,19 @@ def verify(spec: FirewallSpec) -> None:
                 f"table inet {spec.table}: chain {chain.name} holds rules "
                 f"{comments.get(chain.name, [])}, expected {expected}"
             )
+
+
+def _verify_pins(spec: FirewallSpec, items: list[dict[str, Any]],
+                 pins: Collection[Pin]) -> None:
+    found = next((i["set"] for i in items if i.get("set", {}).get("name") == PINS), None)
+    if found is None:
+        raise FirewallError(f"table inet {spec.table}: set {PINS} is missing")
+    present = {(e["concat"][0], e["concat"][1]) for e in found.get("elem", ())
+               if isinstance(e, dict) and "concat" in e}
+    missing = [p for p in pins if (p[0], str(ipaddress.IPv4Address(p[1]))) not in present]
+    if missing:
+        raise FirewallError(f"table inet {spec.table}: {len(missing)} link(s) not pinned "
+                            f"to their address, first {missing[0][0]}")
 
 
 def remove(spec: FirewallSpec) -> None:

@@ -93,6 +93,10 @@ def create(naming: Naming, sandbox_id: str, addresses: SlotAddresses) -> Sandbox
             # Never forward what arrives on this link, even if the nftables table is gone
             # (deleted by mistake): the forward-chain drop and this do not share a failure.
             Path(f"/proc/sys/net/ipv4/conf/{link.host_link}/forwarding").write_text("0")
+            # Strict reverse-path filtering: a packet whose source routes via another link
+            # is dropped (the nftables pin is the guarantee; this is a second, independent
+            # one where conf/all/rp_filter does not loosen it).
+            Path(f"/proc/sys/net/ipv4/conf/{link.host_link}/rp_filter").write_text("1")
             (index,) = ipr.link_lookup(ifname=link.host_link)
             ipr.addr("add", index=index, address=str(addresses.host_ip), prefixlen=prefix)
         with _netlink_errors(f"configuring {link.netns}"), IPRoute(netns=link.netns) as ns:

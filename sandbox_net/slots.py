@@ -39,6 +39,12 @@ def release(engine: Engine, sandbox_id: str) -> None:
         session.commit()
 
 
+def addresses_of(engine: Engine, sandbox_id: str) -> SlotAddresses | None:
+    with Session(engine) as session:
+        row = session.exec(select(NetSlot).where(NetSlot.sandbox_id == sandbox_id)).first()
+        return addresses_for(row.slot) if row else None
+
+
 def allocated(engine: Engine, gateway_id: str | None = None) -> dict[str, SlotAddresses]:
     """Slots in use; with `gateway_id`, those of that gateway (and of none)."""
     query = select(NetSlot)

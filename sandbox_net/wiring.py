@@ -1,8 +1,8 @@
 """A sandbox's network, wired in the order that keeps it fail-closed and unwired in reverse:
 
-    wire:    address slot -> rules verified -> namespace + link (down) -> rules verified
-             -> link up
-    unwire:  link and namespace removed -> slot released
+    wire:    address slot -> rules verified -> namespace + link (down) -> link pinned to
+             the sandbox's address -> rules and pin verified -> link up
+    unwire:  pin removed -> link and namespace removed -> slot released
 
 `SandboxNetwork` is the narrow interface the control plane uses; `HostNetwork` is the real
 one (pyroute2, nftables, the slot table); tests use an in-memory double.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 
 from sandbox_net import cgroups, firewall, links, slots
-from sandbox_net.firewall import FirewallSpec
+from sandbox_net.firewall import FirewallSpec, Pin
 from sandbox_net.names import Naming
 
 
@@ -66,9 +66,11 @@ class HostNetwork(SandboxNetwork):
         try:
             firewall.verify(self.rules)
             link = links.create(self.naming, sandbox_id, addresses)
+            pin = (link.host_link, str(addresses.sandbox_ip))
+            firewall.pin(self.rules, *pin)
             # fail closed: the host may forward packets, so the link comes up only once the
-            # drop and redirect rules are verified in the kernel.
-            firewall.verify(self.rules)
+            # drop and redirect rules, and the link's source pin, are verified in the kernel.
+            firewall.verify(self.rules, [pin])
             links.bring_up(link)
         except BaseException:
             self.unwire(sandbox_id)
@@ -77,8 +79,18 @@ class HostNetwork(SandboxNetwork):
                      str(addresses.host_ip), addresses.synthetic)
 
     def unwire(self, sandbox_id: str) -> None:
+        addresses = slots.addresses_of(self.engine, sandbox_id)
+        if addresses is not None:
+            firewall.unpin(self.rules, self.naming.host_link(sandbox_id),
+                           str(addresses.sandbox_ip))
         links.destroy(self.naming, sandbox_id)
         slots.release(self.engine, sandbox_id)
+
+    def pins(self) -> list[Pin]:
+        """Each wired link with the one address it may send from (the slot table's view)."""
+        return [(self.naming.host_link(sandbox_id), str(addresses.sandbox_ip))
+                for sandbox_id, addresses in slots.allocated(self.engine,
+                                                             self.gateway_id).items()]
 
     def netns_path(self, sandbox_id: str) -> str:
         return str(links.NETNS_DIR / self.naming.netns(sandbox_id))

@@ -86,7 +86,7 @@ def test_command(policy: str, method: str, url: str, headers: tuple[str, ...],
 
     compiled = load_policy(policy, make_settings())
     try:
-        request = request_from_url(method, url, dict(parse_header(h) for h in headers))
+        request = request_from_url(method, url, [parse_header(h) for h in headers])
     except ValueError as e:
         fail(str(e))
     try:

@@ -257,14 +257,15 @@ class PolicyStore:
         """`sandgate policy test` through the API: the same answer, steps and near misses."""
         policy = self.acquire(name).policy
         try:
-            request = request_from_url(method, url, headers)
+            request = request_from_url(method, url, (headers or {}).items())
         except ValueError as e:
             raise BadRequest(str(e)) from e
         result = trial(policy, request, body_size)
         decision = result.decision
         return {"decision": str(decision.verdict), "rule": decision.rule,
                 "reason": str(decision.reason), "policy": policy.name,
-                "version": policy.version, "steps": result.steps, "nearest": result.nearest}
+                "version": policy.version, "path": result.path,
+                "steps": result.steps, "nearest": result.nearest}
 
     def status(self) -> dict[str, Any]:
         with self._lock:

@@ -1,6 +1,7 @@
 """The two-stage egress check shared by the HTTP and TCP addons: policy on the name (or an
 address rule for an IP literal), then resolve once and vet the address. The vetted address
-becomes a permit on the connection; server_connect dials permits and nothing else."""
+becomes a permit on the connection; server_connect dials permits and nothing else. A permit
+serves later requests on the connection only as far as their own rule opens its address."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from policies.matcher import Request
 
 def request_for(conn: Conn, protocol: str, *, method: str | None = None,
                 path: str | None = None, query: Mapping[str, Sequence[str]] | None = None,
-                headers: Mapping[str, str] | None = None) -> Request:
+                headers: Mapping[str, Sequence[str]] | None = None) -> Request:
     address = None if conn.name else ipaddress.IPv4Address(conn.dialed_ip)
     return Request(port=conn.dialed_port, protocol=protocol, host=conn.name, address=address,
                    method=method, path=path, query=query or {}, headers=headers or {})
@@ -38,6 +39,10 @@ async def authorize(state: GatewayState, conn: Conn, request: Request) -> FlowVe
             not await state.coord.admit(conn.sandbox.id, rule, grant.limits):
         return FlowVerdict(policy.refuse(Reason.RATE_LIMITED, decision.rule), conn.target, port)
     vetted = conn.permits.get((conn.target, port))
+    if vetted is not None and (why := state.resolver.refusal(vetted.address, grant)):
+        # vetted for another rule on this connection, one that opens a private range
+        return FlowVerdict(policy.refuse(Reason.REFUSED_ADDRESS, decision.rule), conn.target,
+                           port, error=f"{vetted.address} ({why}) is not opened by rule {rule}")
     if vetted is None:
         try:
             vetted = await _vet(state, conn, grant.networks if grant else ())

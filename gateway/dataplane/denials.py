@@ -11,8 +11,8 @@ from gateway.dataplane.state import FlowVerdict
 from policies.decision import Reason
 
 STATUS = {Reason.UPSTREAM_UNRESOLVABLE: 502, Reason.RATE_LIMITED: 429,
-          Reason.BODY_TOO_LARGE: 413, Reason.CREDENTIAL_UNAVAILABLE: 502,
-          Reason.CLIENT_CERT_CONFLICT: 421}
+          Reason.BODY_TOO_LARGE: 413, Reason.AMBIGUOUS_PATH: 400, Reason.PROTOCOL_ERROR: 400,
+          Reason.CREDENTIAL_UNAVAILABLE: 502, Reason.CLIENT_CERT_CONFLICT: 421}
 # Reasons whose error text the sandbox may read (it names the secret and what its provider
 # said, never a value): the hint alone would not say what to fix.
 DETAILED = {Reason.CREDENTIAL_UNAVAILABLE}
@@ -32,7 +32,12 @@ HINTS = {
     Reason.QUARANTINED: "this sandbox is quarantined after a secret-exfiltration attempt",
     Reason.SIGV4_UNVERIFIED: "sign AWS requests with the sandbox's AWS_* placeholders",
     Reason.BODY_TOO_LARGE: "the request body is larger than policy {policy} allows",
-    Reason.AMBIGUOUS_PATH: "encoded '/' or '\\' in a path is refused; send the path plainly",
+    Reason.AMBIGUOUS_PATH: "this path reads differently to different servers (an encoded "
+                           "'/', '\\' or NUL, a backslash, double encoding, or encoding "
+                           "that is not UTF-8); send it plainly",
+    Reason.PROTOCOL_ERROR: "the request could mean more than one thing (a repeated Host, "
+                           "Authorization or Content-Length, or a request target that is "
+                           "not a path); send it plainly",
     Reason.CREDENTIAL_UNAVAILABLE: "the gateway could not get rule {rule}'s credential from "
                                    "its provider; the secret's owner sees why in `sandgate "
                                    "secret list`",

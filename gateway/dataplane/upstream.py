@@ -8,11 +8,15 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import mitmproxy_rs
 
 from policies.addresses import HARD_REFUSED, REFUSED_RANGES, classify
 from policies.decision import Reason
+
+if TYPE_CHECKING:
+    from policies.matcher import Grant
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +77,10 @@ class UpstreamResolver:
             refusals.append(f"{address} ({why})")
         raise ResolveError(Reason.REFUSED_ADDRESS,
                            f"{name} resolves only to refused addresses: " + ", ".join(refusals))
+
+    def refusal(self, address: IPv4, grant: Grant | None) -> str | None:
+        """Why `address` may not be dialed under `grant`, or None when it may."""
+        return classify(address, self.own, grant.networks if grant else ())
 
     def vet_literal(self, address: IPv4,
                     permitted: Sequence[ipaddress.IPv4Network]) -> Vetted:

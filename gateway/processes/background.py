@@ -24,7 +24,7 @@ from gateway.timing import (
 )
 from sandbox_net import firewall
 from sandbox_net.errors import FirewallError
-from sandbox_net.firewall import FirewallSpec
+from sandbox_net.firewall import FirewallSpec, Pin
 
 logger = logging.getLogger(__name__)
 
@@ -62,20 +62,25 @@ async def keep_warm(sandboxes: Sandboxes) -> None:
             await asyncio.sleep(WARM_RETRY)
 
 
-async def watch_firewall(rules: FirewallSpec, interval: float) -> None:
-    """Reinstall the nftables table when it is changed or deleted (an operator's mistake).
-    Meanwhile new sandboxes are refused (creation verifies the table) and existing links do
-    not forward (per-link forwarding is off), so no sandbox gains direct egress."""
+async def watch_firewall(rules: FirewallSpec, interval: float,
+                         pins: Callable[[], list[Pin]]) -> None:
+    """Reinstall the nftables table, with every wired link's source pin, when it is changed
+    or deleted (an operator's mistake). Meanwhile new sandboxes are refused (creation
+    verifies the table) and existing links do not forward (per-link forwarding is off), so
+    no sandbox gains direct egress; a lost pin only cuts its link off."""
     while interval:
         await asyncio.sleep(interval)
         try:
-            await asyncio.to_thread(firewall.verify, rules)
+            current = await asyncio.to_thread(pins)
+            await asyncio.to_thread(firewall.verify, rules, current)
         except FirewallError as e:
             logger.error("egress rules changed or missing (%s); reinstalling them", e)
             try:
-                await asyncio.to_thread(firewall.apply, rules)
+                await asyncio.to_thread(firewall.apply, rules, current)
             except FirewallError:
                 logger.exception("could not reinstall the egress rules; will retry")
+        except Exception:
+            logger.exception("checking the egress rules failed; will retry")
 
 
 async def retention(engine: Engine, days: int | None, signer: HeadSigner | None) -> None:

@@ -120,7 +120,9 @@ def _runtimes(settings: Settings) -> dict[str, Runtime]:
 async def _serve_locked(settings: Settings) -> None:
     engine = make_engine(settings.db_url)
     gateway_id = settings.gateway_id
-    firewall.apply(settings.firewall)
+    network = HostNetwork(engine, settings.naming, settings.firewall, gateway_id=gateway_id,
+                          host_id=settings.host_id)
+    firewall.apply(settings.firewall, network.pins())
     writer = AuditWriter(engine, gateway_id=gateway_id, spool=settings.spool_file)
     published = HeadsFile(settings.heads_file).last(gateway_id)
     writer.start((published.seq, published.hash) if published else None)
@@ -162,8 +164,6 @@ async def _serve_locked(settings: Settings) -> None:
     policies.publish = sync.publish
     secrets = Secrets(state.vault, settings.key_source)
     secrets.changed = hub.vault_changed
-    network = HostNetwork(engine, settings.naming, settings.firewall, gateway_id=gateway_id,
-                          host_id=settings.host_id)
     sandboxes = Sandboxes(settings, Records(engine, gateway_id), registry, network,
                           _runtimes(settings), policies, ca_bundle=write_sandbox_bundle(settings),
                           secret_exists=secrets.exists,
@@ -199,7 +199,8 @@ async def _serve_locked(settings: Settings) -> None:
         background.reload_policies(policies), background.sync_policies(sync),
         background.retention(engine, settings.audit_retain_days, signer),
         background.reap(sandboxes),
-        background.watch_firewall(settings.firewall, settings.firewall_check_interval),
+        background.watch_firewall(settings.firewall, settings.firewall_check_interval,
+                                  network.pins),
         workers.supervise(), background.keep_warm(sandboxes))]
     try:
         serving = [asyncio.ensure_future(stopping.wait()),

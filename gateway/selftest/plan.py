@@ -82,7 +82,8 @@ def _probe(policy: CompiledPolicy, rule: CompiledRule) -> tuple[Probe | None, st
     headers = {name: _concrete(glob) for name, glob in spec.headers.items()}
     tls = SERVER_PORTS[port]
     request = Request(port=port, protocol="https" if tls else "http", host=host, method=method,
-                      path=path, query={k: [v] for k, v in query.items()}, headers=headers)
+                      path=path, query={k: [v] for k, v in query.items()},
+                      headers={k: [v] for k, v in headers.items()})
     decision = policy.decide(request)
     if decision.rule != rule.id or not decision.allowed:
         return None, f"the request built for it ({method} {path} on {host}) is not allowed " \

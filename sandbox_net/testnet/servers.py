@@ -28,6 +28,8 @@ import brotli
 from dnslib import QTYPE, RCODE, RR, A
 from dnslib.server import BaseResolver, DNSServer
 
+from sandbox_net.testnet.views import views
+
 LOG_LOCK = threading.Lock()
 
 
@@ -97,7 +99,9 @@ def make_handler(log: Log, scheme: str) -> type[BaseHTTPRequestHandler]:
             body, body_len = self._read_body()
             local = self.connection.getsockname()
             entry = {"scheme": scheme, "method": self.command, "path": self.path,
+                     "views": views(self.path),
                      "headers": {k.lower(): v for k, v in self.headers.items()},
+                     "header_lines": [[k.lower(), v] for k, v in self.headers.items()],
                      "local": list(local[:2]),
                      "peer": self.client_address[0], "body_len": body_len,
                      "body": body.decode("latin-1"),

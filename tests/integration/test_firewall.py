@@ -33,9 +33,9 @@ def test_apply_verify_remove(spec: firewall.FirewallSpec) -> None:
     assert not firewall.is_present(spec)
     firewall.apply(spec)
     firewall.verify(spec)
-    assert len(rules(spec)) == 9
+    assert len(rules(spec)) == 11
     firewall.apply(spec)  # idempotent: replaces, never duplicates
-    assert len(rules(spec)) == 9
+    assert len(rules(spec)) == 11
     firewall.remove(spec)
     assert not firewall.is_present(spec)
 
@@ -47,6 +47,20 @@ def test_verify_detects_a_deleted_rule(spec: firewall.FirewallSpec) -> None:
                     str(handle)], check=True)
     with pytest.raises(FirewallError, match="chain forward holds rules"):
         firewall.verify(spec)
+
+
+def test_pins_survive_a_reinstall_and_a_lost_one_is_detected(
+        spec: firewall.FirewallSpec) -> None:
+    link = spec.link_glob.replace("*", "a")
+    firewall.apply(spec)
+    firewall.pin(spec, link, "10.77.0.2")
+    firewall.verify(spec, [(link, "10.77.0.2")])
+    firewall.unpin(spec, link, "10.77.0.2")
+    firewall.unpin(spec, link, "10.77.0.2")        # idempotent
+    with pytest.raises(FirewallError, match="not pinned"):
+        firewall.verify(spec, [(link, "10.77.0.2")])
+    firewall.apply(spec, [(link, "10.77.0.2")])      # as the watchdog reinstalls it
+    firewall.verify(spec, [(link, "10.77.0.2")])
 
 
 def test_verify_detects_a_missing_table(spec: firewall.FirewallSpec) -> None:

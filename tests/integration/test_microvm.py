@@ -12,7 +12,8 @@ from datetime import datetime
 import pytest
 
 from gateway.client import Client, Sandbox, SandgateAPIError
-from tests.harness import Gateway
+from sandbox_net.names import Naming
+from tests.harness import Gateway, nft_counter
 from tests.topology import ECHO_IP, HTTP_IP, UDP_IP, Topology
 
 pytestmark = pytest.mark.integration
@@ -97,6 +98,32 @@ def test_ip_literals_tcp_and_udp_get_nothing(vm: Sandbox, topology: Topology) ->
     reached = topology.events(mark)
     assert [e["local"] for e in reached if e["kind"] == "tcp"] == [[ECHO_IP, 7]]
     assert [e for e in reached if e["kind"] in ("udp", "http")] == []
+
+
+def test_a_guest_spoofing_its_neighbours_address(vm: Sandbox, admin: Client,
+                                                 gateway: Gateway) -> None:
+    """Root of its own kernel, the guest takes a gVisor neighbour's address as the source of
+    its DNS queries; the link's pin drops them, and nothing is attributed to the neighbour.
+    The guest's own query that follows is the control: once it is in the log, the spoofed
+    one would have been too."""
+    table = Naming(gateway.prefix).table
+    with admin.create(policy="vm-web", ttl_seconds=600) as neighbour:
+        since, before = gateway.last_audit_id(), nft_counter(table, "guard", "spoofed-source")
+        gw = sh(vm, "sed -n 's/^nameserver //p' /etc/resolv.conf").split()[0]
+        ip = neighbour.info["ip"]
+        # the gateway's MAC first, asked for from the guest's own address (the host answers no
+        # ARP request from a spoofed one: strict reverse-path filtering)
+        sh(vm, f"ping -c 1 -W 1 {gw}; ip addr add {ip}/32 dev eth0 && "
+               f"ip route add {gw}/32 dev eth0 src {ip} && "
+               f"timeout 3 nslookup spoofvm.www.upstream.test {gw}; "
+               f"ip route del {gw}/32 dev eth0; ip addr del {ip}/32 dev eth0; "
+               f"nslookup control-vm.www.upstream.test {gw}; true", timeout=60)
+        gateway.wait_until(lambda: any("control-vm" in (r["host"] or "")
+                                       for r in gateway.audit_rows(since)), timeout=30)
+        rows = gateway.audit_rows(since)
+        assert [r for r in rows if r["sandbox_id"] == neighbour.id] == []
+        assert [r for r in rows if "spoofvm" in (r["host"] or "")] == []
+        assert nft_counter(table, "guard", "spoofed-source") > before
 
 
 def qemu_of(sandbox_id: str) -> list[str]:

@@ -42,6 +42,8 @@ def changes(new: str, top: str = "", old: str = BASE) -> list[str]:
     ("methods: [GET]", "methods: [GET, POST]", "widens       rule api: methods GET -> GET, POST"),
     ('paths: ["/repos/**"]', 'paths: ["/repos/*/*/issues"]',
      "narrows      rule api: paths /repos/** -> /repos/*/*/issues"),
+    ('paths: ["/repos/**"]', 'paths: ["/repos/**"]\n    paths_case_insensitive: true',
+     "widens       rule api: paths_case_insensitive false -> true"),
     ('query: {per_page: "[0-9]*"}', 'query: {per_page: {match: "[0-9]*", exactly_one: true}}',
      "narrows      rule api: query per_page: [0-9]* -> [0-9]* [exactly_one]"),
     ('query: {per_page: "[0-9]*"}', "query: {}",

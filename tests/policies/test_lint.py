@@ -51,6 +51,12 @@ def warnings_of(tmp_path: Path, rules: str) -> list[str]:
          "6:5: rule second: warning: shadowed: rule first comes first, is as specific and "
          "matches every request it does; remove one of them",
      ]),
+    ("  - id: feed\n    hosts: [feed.test]\n    ports: [443]\n    protocols: [tls]\n"
+     "  - id: feed-api\n    hosts: [feed.test]\n    paths: ['/api/**']\n", [
+         "4:5: rule feed: warning: tls streams to feed.test:443 are refused "
+         "(protocol_mismatch): another rule for that host and port has HTTP conditions; give "
+         "the stream its own port, or drop the conditions",
+     ]),
     ("  - id: clean\n    hosts: [pypi.org, '*.github.test']\n    addresses: [10.1.0.0/16]\n"
      "    ports: [443]\n", []),
 ])

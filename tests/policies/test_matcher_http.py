@@ -49,7 +49,7 @@ rules:
 
 
 def https(method: str, path: str, query: dict[str, list[str]] | None = None,
-          headers: dict[str, str] | None = None, host: str = "api.test",
+          headers: dict[str, list[str]] | None = None, host: str = "api.test",
           port: int = 443) -> Request:
     return Request(port, "https", host=host, method=method, path=path, query=query or {},
                    headers=headers or {})
@@ -69,9 +69,9 @@ CASES = [
     ("query ok", https("GET", "/search", {"q": ["x"], "page": ["2"]}), "allow", "search"),
     ("query missing", https("GET", "/search", {"q": ["x"]}), "deny", None),
     ("query bad", https("GET", "/search", {"q": ["x"], "page": ["22"]}), "deny", None),
-    ("header ok", https("POST", "/upload/a", headers={"content-type": "application/json"}),
+    ("header ok", https("POST", "/upload/a", headers={"content-type": ["application/json"]}),
      "allow", "upload"),
-    ("header bad", https("POST", "/upload/a", headers={"content-type": "text/plain"}),
+    ("header bad", https("POST", "/upload/a", headers={"content-type": ["text/plain"]}),
      "deny", None),
     ("tcp stream", Request(5432, "tcp", host="db.test"), "allow", "db"),
     ("tls stream on tcp rule", Request(5432, "tls", host="db.test"), "deny", None),

@@ -70,8 +70,13 @@ def test_order_does_not_matter() -> None:
 
 
 def test_a_specific_rule_that_does_not_match_leaves_the_broad_one() -> None:
-    decision = GITHUB.decide(Request(443, "tls", host="api.github.com"))
-    assert decision.rule == "broad"  # the api rules match https only (inject), broad matches
+    p = policy("""  - id: broad
+    hosts: ["*.github.com"]
+  - id: api
+    hosts: [api.github.com]
+    methods: [GET]
+""")
+    assert p.decide(https("api.github.com", method="POST")).rule == "broad"
 
 
 def test_the_longest_prefix_decides_among_address_rules() -> None:

@@ -43,7 +43,10 @@ def test_bad_urls(url: str, message: str) -> None:
 
 def test_headers() -> None:
     assert parse_header("Accept: application/json ") == ("accept", "application/json")
-    assert request_from_url("GET", "https://a.test/", {"Accept": "x"}).headers == {"accept": "x"}
+    assert request_from_url("GET", "https://a.test/", {"Accept": "x"}).headers == \
+        {"accept": ["x"]}
+    repeated = request_from_url("GET", "https://a.test/", [("Accept", "x"), ("accept", "y")])
+    assert repeated.headers == {"accept": ["x", "y"]}
     with pytest.raises(ValueError, match="headers belong to HTTP"):
         request_from_url("-", "tcp://a.test:22", {"accept": "x"})
 

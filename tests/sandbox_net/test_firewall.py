@@ -13,7 +13,18 @@ def test_one_atomic_document_that_replaces_any_older_table() -> None:
                          "table inet sandgate_t {"]
     assert 'iifname "th-*" meta nfproto ipv4 udp dport 53 redirect to :15053' in doc
     assert 'iifname "th-*" meta nfproto ipv4 meta l4proto tcp redirect to :15001' in doc
-    assert doc.count("counter drop") == 4          # DNS flood, input, forward both ways
+    assert doc.count("counter drop") == 5   # spoofed source, DNS flood, input, forward x2
+
+
+def test_each_link_is_pinned_to_its_address_before_anything_else_sees_it() -> None:
+    doc = firewall.render(firewall.FirewallSpec("sandgate_t", "th-*", 15001, 15053),
+                          [("th-a", "10.77.0.2"), ("th-b", "10.77.0.6")])
+    assert 'elements = { "th-a" . 10.77.0.2, "th-b" . 10.77.0.6 };' in doc
+    guard = doc.index("chain guard")
+    assert guard < doc.index("chain prerouting")
+    assert "type filter hook prerouting priority raw;" in doc[guard:]
+    assert ('iifname "th-*" meta nfproto ipv4 iifname . ip saddr != @pins counter drop '
+            'comment "spoofed-source"') in doc
 
 
 def test_connections_are_spread_over_the_workers_by_a_hash() -> None:

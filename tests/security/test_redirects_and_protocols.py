@@ -94,7 +94,7 @@ except OSError as e:
 """)
     assert got["got"] in ("closed", "error:ConnectionResetError")
     assert seat.seen(mark) == []
-    assert seat.reasons(mark, "tcp") == ["no_matching_rule"]
+    assert seat.reasons(mark, "tcp") == ["protocol_mismatch"]   # the rules there speak HTTP
 
 
 def test_tls_without_sni(seat: Seat) -> None:

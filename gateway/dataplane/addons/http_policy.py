@@ -1,8 +1,15 @@
-"""HTTP requests: the Host (or :authority) must name the host behind the dialed address; then
-the policy decides on host and port. A denial is answered here with a 403 whose JSON body
-names the policy, the rule (or its absence) and what to do about it."""
+"""HTTP requests, on every version alike: one meaning per request before the policy sees it.
+The request target must be origin-form (an absolute-form naming the dialed host is turned
+into one; naming another is host fronting); Host, :authority and an absolute target must name
+the dialed host; a repeated Host, Authorization or Content-Length is refused. Then the policy
+decides, and where rules have paths the request goes upstream with the canonical path the
+policy matched. A denial is answered here with a 403 (400 for an ambiguous path) whose JSON
+body names the policy, the rule (or its absence) and what to do about it."""
 
 from __future__ import annotations
+
+import dataclasses
+import urllib.parse
 
 from mitmproxy import http
 
@@ -14,30 +21,70 @@ from policies.decision import Reason
 from policies.hosts import HostError, normalise_name
 from policies.matcher import Request
 
+# Headers a request may carry once: upstreams disagree on which copy counts.
+SINGLE = ("host", "authorization", "proxy-authorization", "content-length")
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
-def _host_of(flow: http.HTTPFlow) -> str | None:
-    """The host the request names: Host header (HTTP/1) or :authority (HTTP/2), port removed."""
-    authority = flow.request.host_header
-    if not authority:
-        return None
-    host = authority.rsplit(":", 1)[0] if not authority.endswith("]") else authority
+
+class Refusal(Exception):
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _authority(text: str, default_port: int) -> tuple[str | None, int | None]:
+    """(normalised host, port) of an authority (`host`, `host:port`, `[v6]:port`); None for
+    what does not parse."""
     try:
-        return normalise_name(host.strip("[]"))
-    except HostError:
-        return None
+        parts = urllib.parse.urlsplit("//" + text)
+        port = parts.port or default_port
+        return normalise_name(parts.hostname or ""), port
+    except (ValueError, HostError):
+        return None, None
 
 
-def _authority_agrees(flow: http.HTTPFlow, host: str | None) -> bool:
-    """An absolute-form request line (GET http://other/ HTTP/1.1) must name the same host as
-    the Host header: some upstreams route on one, some on the other."""
-    authority = flow.request.authority
-    if not authority or flow.request.is_http2:
-        return True  # origin form; for HTTP/2, :authority is what host_header already read
-    try:
-        named = normalise_name(authority.rsplit(":", 1)[0].strip("[]"))
-    except HostError:
-        return False
-    return named == host
+def _check_target(conn: Conn, flow: http.HTTPFlow) -> None:
+    """Turn the request target into origin-form, or raise Refusal. mitmproxy keeps HTTP/2's
+    and HTTP/3's :path verbatim and HTTP/1's absolute-form in `authority`; an upstream
+    speaking HTTP/1 would get either as an absolute-form request line."""
+    request = flow.request
+    scheme = "https" if flow.client_conn.tls else "http"
+    target = request.path
+    if request.authority and not request.is_http2 and not request.is_http3:
+        target = f"{request.scheme}://{request.authority}{request.path}"   # HTTP/1 absolute
+    if target.startswith("/") or (target == "*" and request.method == "OPTIONS"):
+        return
+    parts = urllib.parse.urlsplit(target)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise Refusal(Reason.PROTOCOL_ERROR, f"request target {target[:200]!r} is neither "
+                                             "origin-form nor absolute-form")
+    named = _authority(parts.netloc, DEFAULT_PORTS[parts.scheme])
+    if named != (conn.name or conn.dialed_ip, conn.dialed_port) or parts.scheme != scheme:
+        raise Refusal(Reason.HOST_MISMATCH, f"request target {target[:200]!r} on a "
+                                            f"connection to {conn.target}")
+    if not request.is_http2 and not request.is_http3:
+        request.authority = ""      # HTTP/1's absolute-form; :authority stays as it is
+    request.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def _check_headers(conn: Conn, flow: http.HTTPFlow) -> None:
+    """Raise Refusal for a repeated single header, or a Host or :authority naming another
+    host than the dialed one (host fronting: credentials and policy follow the dialed name,
+    so a request naming another host is refused rather than silently re-targeted)."""
+    headers = flow.request.headers
+    for name in SINGLE:
+        if len(headers.get_all(name)) > 1:
+            raise Refusal(Reason.PROTOCOL_ERROR, f"{len(headers.get_all(name))} {name} headers")
+    dialed = conn.name or conn.dialed_ip
+    # HTTP/1: the Host header; HTTP/2 and 3: :authority, and a Host header if one came too
+    named = [flow.request.authority] if flow.request.is_http2 or flow.request.is_http3 else []
+    named += headers.get_all("host")
+    for authority in filter(None, named):
+        if _authority(authority, conn.dialed_port)[0] != dialed:
+            raise Refusal(Reason.HOST_MISMATCH,
+                          f"Host {authority[:200]!r} on a connection to {conn.target}")
+    if not any(named):
+        raise Refusal(Reason.HOST_MISMATCH, f"no Host on a connection to {conn.target}")
 
 
 def _request(conn: Conn, flow: http.HTTPFlow) -> Request:
@@ -45,7 +92,9 @@ def _request(conn: Conn, flow: http.HTTPFlow) -> Request:
     query: dict[str, list[str]] = {}
     for key, value in request.query.items(multi=True):
         query.setdefault(key, []).append(value)
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    headers: dict[str, list[str]] = {}
+    for name, value in request.headers.items(multi=True):
+        headers.setdefault(name.lower(), []).append(value)
     return request_for(conn, "https" if flow.client_conn.tls else "http",
                        method=request.method, path=request.path, query=query, headers=headers)
 
@@ -60,35 +109,52 @@ class HttpPolicy:
             flow.kill()
             return
         flow.metadata[SENT_KEY] = sent(flow.request)   # for the audit row, before any change
+        verdict = await self._verdict(conn, flow)
+        flow.metadata[METADATA_KEY] = verdict
+        if flow.error is not None:
+            return          # mitmproxy answers it already
+        if not verdict.decision.allowed:
+            refuse(flow, verdict)
+            return
+        if verdict.decision.path is not None:
+            self._send_canonical(flow, verdict)
+        if verdict.upstream:
+            # Dial the vetted address for this and later requests on the connection, so the
+            # upstream connection is reused; the Host header stays as the client sent it.
+            flow.request.data.host = verdict.upstream
+
+    async def _verdict(self, conn: Conn, flow: http.HTTPFlow) -> FlowVerdict:
         policy = conn.sandbox.policy
         if flow.error is not None:
             # mitmproxy refused it already (CONNECT in transparent mode, ambiguous framing
             # that could smuggle a second request): record it as such.
-            flow.metadata[METADATA_KEY] = FlowVerdict(
-                policy.refuse(Reason.PROTOCOL_ERROR), conn.target, conn.dialed_port,
-                error=flow.error.msg)
-            return
+            return FlowVerdict(policy.refuse(Reason.PROTOCOL_ERROR), conn.target,
+                               conn.dialed_port, error=flow.error.msg)
         length = flow.request.headers.get("content-length", "")
         if length.isdigit() and int(length) > policy.limits.request_body_bytes:
-            verdict = FlowVerdict(policy.refuse(Reason.BODY_TOO_LARGE), conn.target,
-                                  conn.dialed_port, error=f"request body of {length} bytes")
-            flow.metadata[METADATA_KEY] = verdict
-            refuse(flow, verdict)
-            return
+            return FlowVerdict(policy.refuse(Reason.BODY_TOO_LARGE), conn.target,
+                               conn.dialed_port, error=f"request body of {length} bytes")
+        try:
+            _check_headers(conn, flow)
+            _check_target(conn, flow)
+        except Refusal as e:
+            return FlowVerdict(policy.refuse(e.reason), conn.target, conn.dialed_port,
+                               error=str(e))
         verdict = await authorize(self.state, conn, _request(conn, flow))
-        named = _host_of(flow)
-        if verdict.decision.allowed and (named != (conn.name or conn.dialed_ip)
-                                         or not _authority_agrees(flow, named)):
-            # Host fronting: credentials and policy follow the dialed name, so a request
-            # naming another host is refused rather than silently re-targeted.
-            verdict = FlowVerdict(conn.sandbox.policy.refuse(Reason.HOST_MISMATCH),
-                                  conn.target, conn.dialed_port,
-                                  error=f"Host {flow.request.host_header!r} on a connection "
-                                        f"to {conn.target}")
-        flow.metadata[METADATA_KEY] = verdict
-        if not verdict.decision.allowed:
-            refuse(flow, verdict)
-        elif verdict.upstream:
-            # Dial the vetted address for this and later requests on the connection, so the
-            # upstream connection is reused; the Host header stays as the client sent it.
-            flow.request.data.host = verdict.upstream
+        if verdict.decision.reason == Reason.AMBIGUOUS_PATH:
+            return FlowVerdict(verdict.decision, verdict.host, verdict.port,
+                               error=f"path {flow.request.path[:200]!r} has no one meaning")
+        return verdict
+
+    @staticmethod
+    def _send_canonical(flow: http.HTTPFlow, verdict: FlowVerdict) -> None:
+        """Send upstream the path the policy matched; the audit row keeps it, and how the
+        sandbox spelled it when that differs."""
+        path, sep, query = flow.request.path.partition("?")
+        canonical = verdict.decision.path or path
+        if canonical == path:
+            return
+        flow.request.path = canonical + sep + query
+        as_sent = flow.metadata[SENT_KEY]
+        flow.metadata[SENT_KEY] = dataclasses.replace(as_sent, path=canonical)
+        verdict.error = verdict.error or f"path canonicalised from {as_sent.path!r}"

@@ -99,6 +99,7 @@ def test_test_models_dns_and_names_the_nearest_rules(sandgate: Sandgate) -> None
     assert post.returncode == 1
     assert post.stdout.splitlines()[1:] == [
         "  dns: api.github.com gets a synthetic address",
+        "  path: /repos/o/r/issues (canonical; sent upstream as it is)",
         "  nearest rules:",
         "    graphql: path /repos/o/r/issues matches none of /graphql",
         "    rest-read: method POST not in GET, HEAD",

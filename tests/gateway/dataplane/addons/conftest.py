@@ -34,10 +34,13 @@ def connect(plane: Plane, name: str | None, port: int = 443, *,
 
 def request(conn: connection.Client, method: str, url: str, *,
             headers: list[tuple[str, str]] | None = None, body: bytes = b"",
-            http2: bool = False, absolute: bool = False) -> http.HTTPFlow:
-    """A request on `conn`, with the Host (or :authority) of `url`."""
+            http2: bool = False, absolute: bool = False,
+            target: str | None = None) -> http.HTTPFlow:
+    """A request on `conn`, with the Host (or :authority) of `url`; `target` replaces the
+    path (and query) it sends, verbatim."""
     parts = urllib.parse.urlsplit(url)
-    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    if target is None:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
     fields = [] if http2 else [("host", parts.netloc)]
     fields += headers or []
     if body and not any(k.lower() in ("content-length", "transfer-encoding") for k, _ in fields):

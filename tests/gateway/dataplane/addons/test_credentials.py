@@ -104,7 +104,7 @@ def test_the_query_form(plane: Plane) -> None:
 
 @pytest.mark.parametrize(("host", "place"), [
     ("api", "path"), ("api", "query"), ("api", "header"), ("api", "cookie"),
-    ("api", "second authorization"), ("api", "authorization, other scheme"),
+    ("api", "authorization, other scheme"),
     ("keyed", "authorization"), ("query", "other parameter"), ("query", "key twice"),
     ("api", "percent-encoded path"), ("api", "base64 header"),
 ])
@@ -127,8 +127,6 @@ def test_a_placeholder_anywhere_else_trips_the_wire_even_to_the_bound_host(
         headers = [("x-note", base64.b64encode(f"token={p}".encode()).decode())]
     elif place == "cookie":
         headers = [("cookie", f"session={p}")]
-    elif place == "second authorization":
-        headers = [("authorization", f"Bearer {p}"), ("authorization", f"Bearer {p}")]
     else:
         headers = [("authorization", f"Token {p}")]
     flow = request(connect(plane, f"{host}.example.test"), "GET", url, headers=headers)

@@ -1,6 +1,9 @@
 """HttpPolicy: Host (or :authority, or an absolute request line) must name the dialed host;
-then the policy decides, the name is vetted upstream, and a refusal is a JSON 403 (413, 429,
-502) naming the policy, rule and reason."""
+then the policy decides, the name is vetted upstream, and a refusal is a JSON 403 (400, 413,
+429, 502) naming the policy, rule and reason. One meaning per request: the canonical path
+goes upstream, absolute targets become origin-form or are refused, repeated single headers
+are refused, header conditions see every value, a private address is reused only by the rule
+that opened it."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import pytest
 from mitmproxy import http
 
 from gateway.dataplane.addons.http_policy import HttpPolicy
-from gateway.dataplane.state import METADATA_KEY, FlowVerdict
+from gateway.dataplane.state import METADATA_KEY, SENT_KEY, FlowVerdict
 from tests.doubles import Plane, data_plane
 from tests.gateway.dataplane.addons.conftest import connect, request
 
@@ -25,9 +28,15 @@ rules:
   - {id: few, hosts: [few.example.test], ports: [443], limits: {requests_per_minute: 1}}
   - {id: private, hosts: [intranet.example.test], ports: [443]}
   - {id: gone, hosts: [gone.example.test], ports: [443]}
+  - {id: repos, hosts: [code.example.test], ports: [443], paths: ["/repos/**"]}
+  - {id: no-admin, action: deny, hosts: [code.example.test], paths: ["/admin/**"]}
+  - {id: no-debug, action: deny, hosts: [code.example.test], headers: {x-debug: "1"}}
+  - {id: lan, hosts: [mixed.example.test], paths: ["/lan/**"], addresses: [10.1.0.0/16]}
+  - {id: mixed, hosts: [mixed.example.test]}
 """
 ANSWERS = {"api.example.test": ["203.0.113.10"], "few.example.test": ["203.0.113.11"],
-           "intranet.example.test": ["10.1.2.3"]}
+           "intranet.example.test": ["10.1.2.3"], "code.example.test": ["203.0.113.13"],
+           "mixed.example.test": ["10.1.2.4"]}
 
 
 def decide(plane: Plane, flow: http.HTTPFlow) -> FlowVerdict:
@@ -120,3 +129,95 @@ def test_monitor_mode_lets_through_what_it_would_deny(tmp_path: Path) -> None:
     flow = request(connect(plane, "new.example.test"), "GET", "https://new.example.test/")
     verdict = decide(plane, flow)
     assert str(verdict.decision.verdict) == "would_deny" and flow.response is None
+
+
+def test_the_canonical_path_goes_upstream(plane: Plane) -> None:
+    flow = request(connect(plane, "code.example.test"), "GET", "https://code.example.test/",
+                   target="/repos/a/%62//./c;v=1?q=%2e")
+    verdict = decide(plane, flow)
+    assert verdict.decision.rule == "repos" and flow.response is None
+    assert flow.request.path == "/repos/a/b/c?q=%2e"        # the query as it was
+    assert flow.metadata[SENT_KEY].path == "/repos/a/b/c"   # audited as matched...
+    assert verdict.error == "path canonicalised from '/repos/a/%62//./c;v=1'"   # ...and sent
+
+
+@pytest.mark.parametrize(("target", "status", "reason"), [
+    ("/repos/..;/admin/x", 403, "denied_by_rule"),
+    ("/repos/%2e%2e/admin/x", 403, "denied_by_rule"),
+    ("//admin/x", 403, "denied_by_rule"),
+    ("/%61dmin/x", 403, "denied_by_rule"),
+    ("/repos/a%2fb", 400, "ambiguous_path"),
+    ("/repos/a\\..\\..\\admin", 400, "ambiguous_path"),
+    ("/repos/%252e%252e/admin", 400, "ambiguous_path"),
+])
+def test_paths_that_could_mean_a_denied_one(plane: Plane, target: str, status: int,
+                                            reason: str) -> None:
+    flow = request(connect(plane, "code.example.test"), "GET", "https://code.example.test/",
+                   target=target)
+    assert str(decide(plane, flow).decision.reason) == reason
+    assert denial(flow)[:1] == (status,)
+
+
+@pytest.mark.parametrize("http2", [False, True])
+def test_an_absolute_target_naming_the_dialed_host_becomes_origin_form(
+        plane: Plane, http2: bool) -> None:
+    flow = request(connect(plane, "code.example.test"), "GET", "https://code.example.test/",
+                   http2=http2, absolute=True,
+                   target="/repos/x" if not http2 else "https://code.example.test/repos/x?a")
+    if not http2:
+        flow.request.authority = "code.example.test"
+    assert decide(plane, flow).decision.rule == "repos"
+    assert (flow.request.authority if not http2 else "", flow.request.path) == \
+        ("", "/repos/x" if not http2 else "/repos/x?a")
+
+
+@pytest.mark.parametrize(("http2", "target", "reason"), [
+    (True, "https://evil.example/x", "host_mismatch"),       # :path smuggling another host
+    (True, "https://code.example.test:8443/x", "host_mismatch"),   # or another port
+    (True, "http://code.example.test/x", "host_mismatch"),   # or clear text
+    (True, "x", "protocol_error"),
+    (True, "*", "protocol_error"),                            # '*' is for OPTIONS
+    (False, "https://code.example.test:22/x", "host_mismatch"),
+])
+def test_absolute_targets_elsewhere_are_refused(plane: Plane, http2: bool, target: str,
+                                                reason: str) -> None:
+    flow = request(connect(plane, "code.example.test"), "GET", "https://code.example.test/",
+                   http2=http2, absolute=True, target=target)
+    if not http2:
+        parts = target.split("/", 3)
+        flow.request.authority, flow.request.path = parts[2], "/" + parts[3]
+    assert str(decide(plane, flow).decision.reason) == reason
+    assert flow.response is not None
+
+
+@pytest.mark.parametrize(("headers", "http2", "reason"), [
+    ([("host", "code.example.test")], False, "protocol_error"),         # a second Host
+    ([("authorization", "a"), ("authorization", "b")], False, "protocol_error"),
+    ([("content-length", "0"), ("content-length", "0")], False, "protocol_error"),
+    ([("host", "api.example.test")], True, "host_mismatch"),            # Host vs :authority
+])
+def test_headers_that_could_mean_two_things(plane: Plane, headers: list[tuple[str, str]],
+                                            http2: bool, reason: str) -> None:
+    flow = request(connect(plane, "code.example.test"), "GET",
+                   "https://code.example.test/repos/x", headers=headers, http2=http2)
+    assert str(decide(plane, flow).decision.reason) == reason
+
+
+def test_a_deny_on_a_header_sees_every_value(plane: Plane) -> None:
+    flow = request(connect(plane, "code.example.test"), "GET",
+                   "https://code.example.test/repos/x",
+                   headers=[("x-debug", "0"), ("X-Debug", "1")])
+    assert decide(plane, flow).decision.rule == "no-debug"
+
+
+def test_a_private_address_serves_only_the_rule_that_opened_it(plane: Plane) -> None:
+    conn = connect(plane, "mixed.example.test")
+    opened = request(conn, "GET", "https://mixed.example.test/lan/x")
+    assert decide(plane, opened).upstream == "10.1.2.4"
+    other = request(conn, "GET", "https://mixed.example.test/elsewhere")
+    verdict = decide(plane, other)
+    assert (str(verdict.decision.reason), verdict.decision.rule) == ("refused_address", "mixed")
+    assert other.response is not None
+    fresh = request(connect(plane, "mixed.example.test"), "GET",
+                    "https://mixed.example.test/elsewhere")
+    assert str(decide(plane, fresh).decision.reason) == "refused_address"

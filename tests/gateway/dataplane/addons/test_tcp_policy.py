@@ -20,15 +20,18 @@ name: p
 rules:
   - {id: db, hosts: [db.example.test], ports: [5432], protocols: [tcp]}
   - {id: web, hosts: [web.example.test]}
+  - {id: feed, hosts: [feed.example.test], ports: [443], protocols: [https, tls]}
 """
-ANSWERS = {"db.example.test": ["203.0.113.20"], "web.example.test": ["203.0.113.21"]}
+ANSWERS = {"db.example.test": ["203.0.113.20"], "web.example.test": ["203.0.113.21"],
+           "feed.example.test": ["203.0.113.22"]}
 
 
 @pytest.mark.parametrize(("name", "port", "tls", "allowed"), [
     ("db.example.test", 5432, False, True),
     ("db.example.test", 5433, False, False),     # another port
     ("web.example.test", 8080, False, False),    # raw TCP is not among a rule's defaults
-    ("web.example.test", 443, True, True),       # TLS that carries no HTTP is
+    ("web.example.test", 443, True, False),      # nor is TLS that carries no HTTP
+    ("feed.example.test", 443, True, True),      # unless a rule names it
 ])
 def test_streams_are_decided_at_their_start(tmp_path: Path, name: str, port: int, tls: bool,
                                             allowed: bool) -> None:
