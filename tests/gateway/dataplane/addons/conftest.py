@@ -77,7 +77,7 @@ class Through:
         asyncio.run(self.policy.requestheaders(flow))
         if flow.response is not None:
             return b""
-        self.credentials.requestheaders(flow)
+        asyncio.run(self.credentials.requestheaders(flow))
         self.bodies.requestheaders(flow)
         if flow.response is not None:
             return b""
