@@ -52,6 +52,9 @@ class Reason(enum.StrEnum):
     QUARANTINED = "quarantined"
     SIGV4_UNVERIFIED = "sigv4_unverified"
     RESPONSE_UNSCANNABLE = "response_unscannable"
+    CREDENTIAL_REFRESHED = "credential_refreshed"      # a provider minted a value (audit only)
+    CREDENTIAL_UNAVAILABLE = "credential_unavailable"  # a provider gave none
+    CLIENT_CERT_CONFLICT = "client_cert_conflict"      # another identity on this connection
     # gateway: the conversation itself
     CLIENT_TLS_FAILED = "client_tls_failed"
     UPSTREAM_ERROR = "upstream_error"

@@ -105,9 +105,39 @@ class SandboxLimits(_Strict):
     response_body_bytes: StrictInt | None = Field(default=None, ge=0)   # None: no limit
 
 
+def _pairs(value: Any) -> Any:
+    """`{contents: read}` as sorted (name, level) pairs (pairs stay pairs)."""
+    if isinstance(value, dict):
+        return tuple(sorted(value.items()))
+    if isinstance(value, list | tuple) and all(isinstance(p, list | tuple) for p in value):
+        return tuple(sorted(tuple(p) for p in value))
+    raise ValueError("permissions is a mapping such as {contents: read, issues: write}")
+
+
 # Credential injection forms (the vault consumes these; see docs/POLICY.md).
+class Narrow(_Strict):
+    """What a credential a provider mints for this rule may do, narrower than the provider's
+    default: a GitHub App token limited to some repositories and permissions, an OAuth2 or
+    Google access token with fewer scopes, a Google ID token for this audience."""
+
+    # tuples, not lists and dicts: a rule's grant is hashed
+    repositories: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$")], ...] = ()
+    permissions: Annotated[tuple[tuple[Annotated[str, Field(pattern=r"^[a-z_]+$")],
+                                       Literal["read", "write", "admin"]], ...],
+                           BeforeValidator(_pairs)] = ()
+    scopes: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    audience: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _something(self) -> Narrow:
+        if not (self.repositories or self.permissions or self.scopes or self.audience):
+            raise ValueError("narrow needs repositories, permissions, scopes or audience")
+        return self
+
+
 class _Inject(_Strict):
     secret: SecretName
+    narrow: Narrow | None = None   # for secrets a provider mints (vault.providers)
 
 
 class InjectBearer(_Inject):
@@ -153,10 +183,30 @@ class InjectSigV4(_Inject):
     form: Literal["aws-sigv4"] = Field(alias="as")
     access_key_id: SecretName
 
+    @model_validator(mode="after")
+    def _static(self) -> InjectSigV4:
+        if self.narrow is not None:
+            raise ValueError("aws-sigv4 signs with stored keys: `narrow` does not apply")
+        return self
+
+
+class InjectMtls(_Inject):
+    """`secret` is an mtls_client_cert provider: the gateway presents its certificate in
+    the TLS handshake with the rule's hosts. Nothing is written into the request."""
+
+    form: Literal["mtls"] = Field(alias="as")
+
+    @model_validator(mode="after")
+    def _unnarrowed(self) -> InjectMtls:
+        if self.narrow is not None:
+            raise ValueError("a client certificate is presented as it is: `narrow` does not "
+                             "apply to `as: mtls`")
+        return self
+
 
 Inject = Annotated[InjectBearer | InjectHeader | InjectBasic | InjectQuery | InjectBody
-                   | InjectSigV4, Field(discriminator="form")]
-INJECT_FORMS = ("bearer", "header", "basic", "query", "body", "aws-sigv4")
+                   | InjectSigV4 | InjectMtls, Field(discriminator="form")]
+INJECT_FORMS = ("bearer", "header", "basic", "query", "body", "aws-sigv4", "mtls")
 
 
 class QueryCondition(_Strict):
@@ -265,6 +315,9 @@ class RuleSpec(_Strict):
             raise ValueError("inject over plain http sends the credential in clear text to "
                              "every hop; use `protocols: [https]`, or add "
                              "`allow_cleartext_inject: true` if you mean it")
+        if sum(isinstance(i, InjectMtls) for i in self.inject) > 1:
+            raise ValueError("a connection presents one client certificate: one `as: mtls` "
+                             "per rule")
         wildcards = [h for h in self.hosts if h.startswith(("*.", "."))]
         if wildcards and not self.allow_wildcard_inject:
             raise ValueError(f"inject to wildcard hosts ({', '.join(wildcards)}) hands the "

@@ -75,7 +75,7 @@ def test_version_is_content_hash() -> None:
 def test_rule_level_errors_each_with_exact_position() -> None:
     assert errors_of(TESTDATA / "bad_rules.yaml") == [
         "7:9: rule forms: unknown secret form 'cookie'; use one of bearer, header, basic, "
-        "query, body, aws-sigv4",
+        "query, body, aws-sigv4, mtls",
         "9:9: rule forms: missing required key 'header'",
         "13:13: rule globs: paths: path 'repos/**' must start with '/'",
         "13:25: rule globs: paths: path '/a/b**': '**' must be a whole segment, as in /a/**/b",

@@ -79,7 +79,7 @@ class Through:
         asyncio.run(self.policy.requestheaders(flow))
         if flow.response is not None:
             return b""
-        self.credentials.requestheaders(flow)
+        asyncio.run(self.credentials.requestheaders(flow))
         self.bodies.requestheaders(flow)
         self.mcp.requestheaders(flow)
         if flow.response is not None or flow.error is not None:

@@ -2,8 +2,8 @@
 message the row is about, and `mcp_tool`, the tool of a tools/call. Hashed only when set
 (gateway.audit.models.LATER), so the rows written before keep their hash.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
