@@ -29,6 +29,10 @@ class Reason(enum.StrEnum):
     ALLOWED_BY_RULE = "allowed_by_rule"
     AMBIGUOUS_PATH = "ambiguous_path"
     RATE_LIMITED = "rate_limited"
+    # policy engine: MCP servers (a rule's `mcp:`)
+    MCP_TOOL_DENIED = "mcp_tool_denied"        # tools/call of a tool (or arguments) not allowed
+    MCP_METHOD_DENIED = "mcp_method_denied"    # a JSON-RPC method (or posted response) not allowed
+    MCP_UNPARSEABLE = "mcp_unparseable"        # not JSON-RPC the gateway can read, so refused
     # gateway: who is asking
     UNKNOWN_SANDBOX = "unknown_sandbox"
     # gateway: names and addresses

@@ -235,6 +235,39 @@ def _query_condition(value: Any) -> Any:
 QueryEntry = Annotated[QueryCondition, BeforeValidator(_query_condition)]
 
 
+def _mcp_glob(text: str) -> str:
+    if not text or text != text.strip() or any(c in text for c in "\r\n\0"):
+        raise ValueError(f"{text!r} is not a tool or method name glob (no spaces at the ends, "
+                         "no control characters)")
+    return text
+
+
+def _mcp_method(text: str) -> str:
+    _mcp_glob(text)
+    if text == "tools/call":
+        raise ValueError("tools/call is decided by `tools` and `deny_tools`, not `methods`")
+    return text
+
+
+McpGlob = Annotated[str, Field(max_length=200), AfterValidator(_mcp_glob)]
+McpMethod = Annotated[str, Field(max_length=200), AfterValidator(_mcp_method)]
+
+
+class McpSpec(_Strict):
+    """What an MCP server reached over streamable HTTP may be asked (policies.mcp gives the
+    meaning). Deny first: a tool no `tools` glob names cannot be called."""
+
+    tools: list[McpGlob] = Field(default_factory=list)        # tools/call allowed for these
+    deny_tools: list[McpGlob] = Field(default_factory=list)   # never, whatever `tools` says
+    methods: list[McpMethod] = Field(default_factory=list)    # JSON-RPC methods beyond the base
+    args: dict[Annotated[str, Field(min_length=1, max_length=200)], str] = Field(
+        default_factory=dict)                                  # top-level string args by glob
+
+    def __hash__(self) -> int:   # a grant: compared and bucketed by policies.precedence
+        return hash((tuple(self.tools), tuple(self.deny_tools), tuple(self.methods),
+                     frozenset(self.args.items())))
+
+
 class RuleSpec(_Strict):
     id: str = Field(min_length=1, max_length=100, pattern=RULE_ID)
     description: str = ""
@@ -248,6 +281,7 @@ class RuleSpec(_Strict):
     paths_case_insensitive: bool = False    # `/Admin/x` matches `/admin/**`
     query: dict[str, QueryEntry] = Field(default_factory=dict)
     headers: dict[HeaderName, str] = Field(default_factory=dict)
+    mcp: McpSpec | None = None
     limits: Limits | None = None
     inject: list[Inject] = Field(default_factory=list)
     # Injection is over HTTPS to named hosts unless the policy says otherwise, knowingly:
@@ -259,14 +293,16 @@ class RuleSpec(_Strict):
         if not self.hosts and not self.addresses:
             raise ValueError("a rule needs `hosts` or `addresses` (deny first: an empty rule "
                              "would match nothing)")
-        http_only = self.methods or self.paths or self.query or self.headers or self.inject
-        if http_only and self.protocols and not set(self.protocols) & {"http", "https"}:
-            raise ValueError("methods, paths, query, headers and inject apply to HTTP; "
+        if self.http_only and self.protocols and not set(self.protocols) & {"http", "https"}:
+            raise ValueError("methods, paths, query, headers, mcp and inject apply to HTTP; "
                              "add http or https to `protocols`")
         if self.paths_case_insensitive and not self.paths:
             raise ValueError("`paths_case_insensitive` applies to `paths`; the rule has none")
         if self.inject and self.action == "deny":
             raise ValueError("a deny rule cannot inject credentials")
+        if self.mcp is not None and self.action == "deny":
+            raise ValueError("a deny rule cannot carry `mcp`: deny the whole server with a deny "
+                             "rule, or list the tools under `mcp.deny_tools` of the allow rule")
         if self.inject:
             self._check_inject()
         if self.action == "deny" and any(q.exactly_one or q.only for q in self.query.values()):
@@ -293,7 +329,8 @@ class RuleSpec(_Strict):
 
     @property
     def http_only(self) -> bool:
-        return bool(self.methods or self.paths or self.query or self.headers or self.inject)
+        return bool(self.methods or self.paths or self.query or self.headers or self.inject
+                    or self.mcp is not None)
 
 
 class PolicySpec(_Strict):

@@ -8,6 +8,7 @@ from sandbox_net.testnet import (  # noqa: F401
     HTTPS_IP,
     LINK_HOST,
     LINK_INET,
+    MCP_PORT,
     MTLS_IP,
     OTHER_IP,
     REVEAL_PORT,

@@ -41,6 +41,7 @@ ECHO_IP = "198.51.100.20"
 UDP_IP = "198.51.100.30"
 DNS_IP = "198.51.100.53"
 REVEAL_PORT = 9443   # on HTTPS_IP: secure.upstream.test:9443
+MCP_PORT = 9444      # on HTTPS_IP: mcp.upstream.test:9444, an MCP server (testnet.mcpserver)
 TOKENS_IP = "198.51.100.40"   # token endpoints and the APIs taking their tokens (tokens=True)
 MTLS_IP = "198.51.100.41"     # an upstream that requires a client certificate (tokens=True)
 TOKEN_NAMES = {"auth.upstream.test": TOKENS_IP, "github.upstream.test": TOKENS_IP,
@@ -52,13 +53,15 @@ ZONE = {
     "other.upstream.test": OTHER_IP,
     "denied.upstream.test": OTHER_IP,
     "echo.upstream.test": ECHO_IP,
+    "mcp.upstream.test": HTTPS_IP,
 }
 # Addresses a gateway must refuse to dial (private, metadata, CGNAT); each hosts a trap
 # server, so even a buggy gateway reaches only our own trap: trap-<i>.upstream.test in DNS.
 TRAPS = ["10.99.0.1", "169.254.169.254", "100.64.0.1", "172.16.5.5", "192.168.7.7"]
 TRAPS_FIRST = TRAPS[0]
 METADATA_IP = "169.254.169.254"
-TLS_NAMES = ["secure.upstream.test", "other.upstream.test", "www.upstream.test"]
+TLS_NAMES = ["secure.upstream.test", "other.upstream.test", "www.upstream.test",
+             "mcp.upstream.test"]
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Topology:
     host_netns: str | None = None   # where the "host" side lives; None: the real host
     dns_ttl: int = 5                # of single-address answers
     reveal: bool = False            # the credential-revealing upstream on REVEAL_PORT
+    mcp: bool = False               # the MCP server on MCP_PORT (starting it takes a second)
     tokens: bool = False            # token endpoints and the mTLS upstream (testnet.tokens)
     token_lifetime: int = 4         # seconds the tokens they issue live
     ca: TestCA | None = None
@@ -175,6 +179,7 @@ class Topology:
             # the test suite's, it needs hypercorn from the dev extras)
             "reveal": [{"address": HTTPS_IP, "port": REVEAL_PORT, "tls": tls}] if self.reveal
                       else [],
+            "mcp": [{"address": HTTPS_IP, "port": MCP_PORT, "tls": tls}] if self.mcp else [],
             "sigv4_keys": self.sigv4_keys,
             # token endpoints (Authlib, Flask: runtime dependencies) and the mTLS upstream
             "tokens": [{"address": TOKENS_IP, "port": 443, "tls": tls,

@@ -335,6 +335,11 @@ def main(config_path: str) -> None:
 
         reveal_server.serve(log.write, reveal["address"], reveal["port"], reveal["tls"]["cert"],
                             reveal["tls"]["key"])
+    for mcp in config.get("mcp", []):
+        from sandbox_net.testnet import mcpserver
+
+        mcpserver.serve(log.write, mcp["address"], mcp["port"], mcp["tls"]["cert"],
+                        mcp["tls"]["key"])
     for tokens in config.get("tokens", []):
         from sandbox_net.testnet import tokens as token_server
 

@@ -88,7 +88,7 @@ def test_rule_level_errors_each_with_exact_position() -> None:
         "go under `hosts`)",
         "16:47: rule addrs: addresses: '2001:db8::/32': sandboxes speak IPv4 only; IPv6 "
         "addresses cannot match",
-        "17:5: rule tcp-with-paths: methods, paths, query, headers and inject apply to HTTP; "
+        "17:5: rule tcp-with-paths: methods, paths, query, headers, mcp and inject apply to HTTP; "
         "add http or https to `protocols`",
         "21:5: rule deny-inject: a deny rule cannot inject credentials",
         "29:17: rule nothing: protocols: 'gopher': Input should be 'http', 'https', 'tcp' or "
