@@ -62,14 +62,15 @@ def _started(process: subprocess.Popen[str], what: str) -> subprocess.Popen[str]
 
 
 @contextlib.contextmanager
-def world(workdir: Path) -> Iterator[World]:
+def world(workdir: Path, mcp: bool = False) -> Iterator[World]:
+    """`mcp`: the test internet's MCP server too (sandbox_net.testnet.mcpserver)."""
     # three characters: each gateway adds a fourth (gateway_in)
     prefix = "b" + "".join(secrets.choice(string.ascii_lowercase + string.digits)
                            for _ in range(2))
     host = f"{prefix}-host"
     processes: list[subprocess.Popen[str]] = []
     with host_namespace(host):
-        topology = Topology(prefix, workdir / "inet", host_netns=host)
+        topology = Topology(prefix, workdir / "inet", host_netns=host, mcp=mcp)
         topology.start()
         the_world = World(prefix, topology, workdir)
         try:

@@ -135,6 +135,19 @@ class Client:
     def put_secret(self, name: str, value: str) -> int:
         return int(self.request("PUT", f"/v1/secrets/{name}", json={"value": value})["version"])
 
+    def put_provider(self, name: str, provider: str, fields: dict[str, str]) -> int:
+        """A secret the gateway mints from `provider` (oauth2_client_credentials,
+        oauth2_refresh_token, github_app, google_service_account) or presents
+        (mtls_client_cert), configured by `fields` (docs/POLICY.md)."""
+        return int(self.request("PUT", f"/v1/secrets/{name}",
+                                json={"provider": provider, "fields": fields})["version"])
+
+    def secrets(self) -> list[dict[str, Any]]:
+        """Every secret's metadata, and for a provider its state (last refresh, expiry,
+        error); never a value."""
+        result: list[dict[str, Any]] = self.request("GET", "/v1/secrets")
+        return result
+
     # audit
     def audit(self, path: str = "/v1/audit", **filters: Any) -> Iterator[dict[str, Any]]:
         """Every matching audit row, oldest first, following the cursor."""

@@ -29,6 +29,10 @@ class Reason(enum.StrEnum):
     ALLOWED_BY_RULE = "allowed_by_rule"
     AMBIGUOUS_PATH = "ambiguous_path"
     RATE_LIMITED = "rate_limited"
+    # policy engine: MCP servers (a rule's `mcp:`)
+    MCP_TOOL_DENIED = "mcp_tool_denied"        # tools/call of a tool (or arguments) not allowed
+    MCP_METHOD_DENIED = "mcp_method_denied"    # a JSON-RPC method (or posted response) not allowed
+    MCP_UNPARSEABLE = "mcp_unparseable"        # not JSON-RPC the gateway can read, so refused
     # gateway: who is asking
     UNKNOWN_SANDBOX = "unknown_sandbox"
     # gateway: names and addresses
@@ -48,6 +52,9 @@ class Reason(enum.StrEnum):
     QUARANTINED = "quarantined"
     SIGV4_UNVERIFIED = "sigv4_unverified"
     RESPONSE_UNSCANNABLE = "response_unscannable"
+    CREDENTIAL_REFRESHED = "credential_refreshed"      # a provider minted a value (audit only)
+    CREDENTIAL_UNAVAILABLE = "credential_unavailable"  # a provider gave none
+    CLIENT_CERT_CONFLICT = "client_cert_conflict"      # another identity on this connection
     # gateway: the conversation itself
     CLIENT_TLS_FAILED = "client_tls_failed"
     UPSTREAM_ERROR = "upstream_error"

@@ -6,7 +6,7 @@ credentials, each classified as
 - `credentials`: what is injected into some request changes.
 
 Rules are paired by (qualified) id and compared field by field: hosts, addresses, ports,
-protocols, methods, paths, query, headers, inject, limits; then the policy's mode and
+protocols, methods, paths, query, headers, mcp, inject, limits; then the policy's mode and
 sandbox limits. Because the most specific allow rule decides, a new or changed rule can
 also take requests over from another one: each rule's sample request is decided by both
 versions, and a request whose deciding rule changes is reported with what it now gets.
@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from policies.globs import path_covers, value_covers
 from policies.hosts import HostPattern
 from policies.matcher import CompiledPolicy, CompiledRule
+from policies.mcp import describe
 from policies.precedence import sample_request
-from policies.schema import QueryCondition
+from policies.schema import McpSpec, QueryCondition
 
 WIDENS, NARROWS, CREDENTIALS = "widens", "narrows", "credentials"
 
@@ -99,6 +100,7 @@ def _rule_changes(old: CompiledRule, new: CompiledRule) -> list[Change]:
                       f"{n.paths_case_insensitive}".lower()))
     found += _conditions("query", o.query, n.query)
     found += _conditions("headers", o.headers, n.headers)
+    found += _mcp(o.mcp, n.mcp)
     changes = []
     for more, less, text in found:
         # a deny rule that admits more requests lets fewer out
@@ -111,6 +113,25 @@ def _rule_changes(old: CompiledRule, new: CompiledRule) -> list[Change]:
         changes.append(Change(CREDENTIALS, subject,
                               f"inject {_inject(old) or 'none'} -> {_inject(new) or 'none'}"))
     return changes
+
+
+def _mcp(old: McpSpec | None, new: McpSpec | None) -> list[tuple[bool, bool, str]]:
+    """`mcp:` narrows what an allow rule lets through: dropping it admits any JSON-RPC,
+    adding it admits less; within it, more tools or methods widen, more deny_tools or args
+    narrow."""
+    if old == new:
+        return []
+    if old is None or new is None:
+        text = f"mcp {describe(old) if old else 'none'} -> {describe(new) if new else 'none'}"
+        return [(new is None, old is None, text)]
+    found = _sets("mcp.tools", old.tools, new.tools, value_covers, str, empty="none")
+    found += [(less, more, text) for more, less, text in
+              _sets("mcp.deny_tools", old.deny_tools, new.deny_tools, value_covers, str,
+                    empty="none")]
+    found += _sets("mcp.methods", old.methods, new.methods, value_covers, str,
+                   empty="base only")
+    found += _conditions("mcp.args", old.args, new.args)
+    return found
 
 
 def _eq(a: object, b: object) -> bool:
@@ -126,13 +147,13 @@ def _host_covers(outer: HostPattern, inner: HostPattern) -> bool:
 
 def _sets[T](name: str, old: Iterable[T], new: Iterable[T], covers: Callable[[T, T], bool],
              show: Callable[[T], str],
-             empty_is_any: bool = False) -> list[tuple[bool, bool, str]]:
+             empty_is_any: bool = False, empty: str = "any") -> list[tuple[bool, bool, str]]:
     """Does `new` admit more and/or less than `old`? An empty list is `any` when
-    `empty_is_any`. `covers(a, b)`: a admits all b does."""
+    `empty_is_any`; `empty` shows one. `covers(a, b)`: a admits all b does."""
     a, b = list(old), list(new)
     if [show(x) for x in a] == [show(x) for x in b]:
         return []
-    text = f"{name} {', '.join(map(show, a)) or 'any'} -> {', '.join(map(show, b)) or 'any'}"
+    text = f"{name} {', '.join(map(show, a)) or empty} -> {', '.join(map(show, b)) or empty}"
     if empty_is_any and (not a or not b):
         return [(not b, not a, text)]
     more = any(not any(covers(x, y) for x in a) for y in b)
@@ -195,7 +216,7 @@ def _inject(rule: CompiledRule) -> str:
 
 def _takeovers(old: CompiledPolicy, new: CompiledPolicy) -> list[Change]:
     """Requests whose deciding allow rule changes between the versions, when that changes
-    their credentials or budget: the precedence rules at work."""
+    their credentials, budget or MCP conditions: the precedence rules at work."""
     changes = []
     for rule in [*new.rules, *old.rules]:
         sample = sample_request(rule)
@@ -214,4 +235,8 @@ def _takeovers(old: CompiledPolicy, new: CompiledPolicy) -> list[Change]:
                                   f"{_inject(now_rule) or 'none'}"))
         changes += _limit_changes(f"rule {now.rule}", was_rule, now_rule,
                                   f"now decides {text} (was rule {was.rule}): ")
+        for more, less, what in _mcp(was_rule.spec.mcp, now_rule.spec.mcp):
+            line = f"now decides {text} (was rule {was.rule}): {what}"
+            changes += [Change(kind, f"rule {now.rule}", line)
+                        for kind, on in ((WIDENS, more), (NARROWS, less)) if on]
     return changes

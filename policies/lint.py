@@ -4,7 +4,8 @@ meant (`--strict` makes them fail the check too).
 Warnings: rules that never decide (a deny always overrides them, or an earlier, equally
 specific rule with the same grant always does), wildcards over a public suffix (`*.co.uk`,
 `*.github.io`: anyone can register a name there), addresses that are never dialable or too
-broad, repeated ports, and a directory holding no policy.
+broad, repeated ports, `mcp:` that lets no tool be called, and a directory holding no
+policy.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from policies.loader import (
     rule_error,
 )
 from policies.matcher import CompiledPolicy, CompiledRule
+from policies.mcp import tool_visible
 from policies.precedence import never_decide, refused_streams
 
 BROADEST_PREFIX = 16   # an address rule wider than a /16 (65,536 addresses) is "too broad"
@@ -103,7 +105,20 @@ type Finding = tuple[tuple[str | int, ...], str]
 def rule_warnings(rule: CompiledRule) -> list[Finding]:
     """(location within the rule, message) for each thing a rule says that is probably not
     meant."""
-    return [*_public_suffix_wildcards(rule), *_addresses(rule), *_repeats(rule)]
+    return [*_public_suffix_wildcards(rule), *_addresses(rule), *_repeats(rule), *_mcp(rule)]
+
+
+def _mcp(rule: CompiledRule) -> list[Finding]:
+    spec = rule.spec.mcp
+    if spec is None:
+        return []
+    if not spec.tools:
+        return [(("mcp",), "mcp lists no `tools`, so no tools/call passes; list the tools the "
+                           "sandbox may call (globs, \"*\" for all)")]
+    if not any(tool_visible(spec, glob) for glob in spec.tools):
+        return [(("mcp", "tools"), "every tool `tools` names is also in `deny_tools`, so no "
+                                   "tools/call passes; remove them from one list")]
+    return []
 
 
 def _public_suffix_wildcards(rule: CompiledRule) -> list[Finding]:

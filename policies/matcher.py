@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from policies.decision import Decision, Reason, Verdict, allow
 from policies.hosts import HostIndex, HostPattern
 from policies.paths import AmbiguousPath, canonical_path, path_matches
-from policies.schema import PROTOCOLS, Inject, Limits, PolicySpec, RuleSpec
+from policies.schema import PROTOCOLS, Inject, Limits, McpSpec, PolicySpec, RuleSpec
 
 # What an allow rule without `protocols` speaks: HTTP, in clear or over TLS. Opaque streams
 # (raw TCP, TLS that carries no HTTP) escape every HTTP-level check, so they must be asked for
@@ -32,7 +32,8 @@ INJECT_PROTOCOLS = frozenset({"https"})
 # structural checks (fronting, refused addresses, unknown sandboxes) stay enforced.
 MONITORABLE = frozenset({Reason.NO_MATCHING_RULE, Reason.DENIED_BY_RULE,
                          Reason.NOT_FROM_GATEWAY_DNS, Reason.AMBIGUOUS_PATH,
-                         Reason.PROTOCOL_MISMATCH})
+                         Reason.PROTOCOL_MISMATCH, Reason.MCP_TOOL_DENIED,
+                         Reason.MCP_METHOD_DENIED, Reason.MCP_UNPARSEABLE})
 
 
 class Miss(enum.StrEnum):
@@ -217,11 +218,13 @@ class AddressIndex:
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """What an allowing decision carries to the gateway: the rule's limits and injections."""
+    """What an allowing decision carries to the gateway: the rule's limits, injections,
+    permitted networks and MCP conditions (policies.mcp)."""
 
     limits: Limits | None
     inject: tuple[Inject, ...]
     networks: tuple[ipaddress.IPv4Network, ...]
+    mcp: McpSpec | None = None
 
 
 class CompiledPolicy:
@@ -266,7 +269,8 @@ class CompiledPolicy:
         return Decision(verdict, reason, rule, self.name, self.version)
 
     def _allow(self, rule: CompiledRule, path: str | None = None) -> Decision:
-        grant = Grant(rule.spec.limits, tuple(rule.spec.inject), rule.networks)
+        grant = Grant(rule.spec.limits, tuple(rule.spec.inject), rule.networks,
+                      rule.spec.mcp)
         return allow(rule.id, policy=self.name, policy_version=self.version, grant=grant,
                      path=path)
 

@@ -16,6 +16,7 @@ from policies.addresses import classify
 from policies.decision import Decision, Reason
 from policies.hosts import HostError, normalise_name
 from policies.matcher import CompiledPolicy, CompiledRule, Miss, Request
+from policies.mcp import CALL, McpMiss, check_call, check_method, describe
 from policies.paths import AmbiguousPath
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -75,6 +76,40 @@ def parse_header(text: str) -> tuple[str, str]:
     return name.strip().lower(), value.strip()
 
 
+@dataclass(frozen=True)
+class McpCall:
+    """A JSON-RPC message to ask about: `tools/call` of `tool` with string `arguments`, or
+    another `method`."""
+
+    method: str = CALL
+    tool: str | None = None
+    arguments: Mapping[str, str] = field(default_factory=dict)
+
+
+def mcp_call(tool: str | None, args: Sequence[str] | Mapping[str, str] = (),
+             method: str | None = None) -> McpCall | None:
+    """The MCP message `policy test` asks about: `tool` (with `NAME=VALUE` args) or `method`.
+    Raises ValueError with what to write instead."""
+    if tool and method:
+        raise ValueError("give --mcp-tool (a tools/call) or --mcp-method, not both")
+    if args and not tool:
+        raise ValueError("--mcp-arg belongs to a tools/call: add --mcp-tool NAME")
+    if method:
+        return McpCall(method=method)
+    if not tool:
+        return None
+    if isinstance(args, Mapping):
+        return McpCall(tool=tool, arguments=dict(args))
+    arguments = {}
+    for text in args:
+        name, sep, value = text.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--mcp-arg {text!r} is not NAME=VALUE; write --mcp-arg "
+                             "repo=octo/hello")
+        arguments[name] = value
+    return McpCall(tool=tool, arguments=arguments)
+
+
 @dataclass
 class Trial:
     """What the gateway would do with one request: the decision, the steps that led to it,
@@ -87,7 +122,8 @@ class Trial:
 
 
 def trial(policy: CompiledPolicy, request: Request, body_size: int = 0,
-          resolves_to: ipaddress.IPv4Address | None = None) -> Trial:
+          resolves_to: ipaddress.IPv4Address | None = None,
+          mcp: McpCall | None = None) -> Trial:
     """Ask `policy` about `request` as the gateway would: DNS first (a name no rule allows
     never resolves), then the decision, then the checks that follow an allow."""
     if request.host is not None:
@@ -108,7 +144,37 @@ def trial(policy: CompiledPolicy, request: Request, body_size: int = 0,
         result.nearest = nearest(policy, request, decision)
         return result
     _after_allow(policy, request, body_size, resolves_to, result)
+    if result.decision.allowed:
+        _mcp_step(policy, mcp, result)
     return result
+
+
+def _mcp_step(policy: CompiledPolicy, call: McpCall | None, result: Trial) -> None:
+    """What the gateway does with the JSON-RPC body, when the allowing rule has `mcp:`."""
+    grant, rule = result.decision.grant, result.decision.rule
+    spec = grant.mcp if grant else None
+    if spec is None:
+        if call is not None:
+            result.steps.append(f"mcp: rule {rule} has no `mcp:`; the JSON-RPC body is not "
+                                "looked into (any tool, any method)")
+        return
+    if call is None:
+        result.steps.append(f"mcp: rule {rule} reads the JSON-RPC body: {describe(spec)} "
+                            "(--mcp-tool NAME tests a call)")
+        return
+    if call.method == CALL:
+        refusal = check_call(spec, call.tool or "", call.arguments)
+        what = f"tools/call {call.tool}"
+    else:
+        refusal = check_method(spec, call.method)
+        what = call.method
+    if refusal is None:
+        result.steps.append(f"mcp: {what} is allowed by rule {rule}")
+        return
+    reason = Reason.MCP_METHOD_DENIED if refusal.miss == McpMiss.METHOD else \
+        Reason.MCP_TOOL_DENIED
+    result.decision = policy.refuse(reason, rule)
+    result.steps.append(f"mcp: {refusal.text}: answered with a JSON-RPC error, never sent")
 
 
 def _path_steps(policy: CompiledPolicy, request: Request) -> tuple[str | None, list[str]]:
@@ -285,6 +351,8 @@ def explain_rows(policy: CompiledPolicy) -> list[dict[str, str]]:
             extra.append("limits " + " ".join(f"{k}={v}" for k, v in limits.items()))
         if s.inject:
             extra.append("inject " + " ".join(f"{i.secret}:{i.form}" for i in s.inject))
+        if s.mcp is not None:
+            extra.append("mcp " + describe(s.mcp))
         if s.hosts and s.addresses:
             extra.append("may resolve to " + ",".join(s.addresses))
         destinations = s.hosts or s.addresses

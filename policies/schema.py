@@ -105,9 +105,39 @@ class SandboxLimits(_Strict):
     response_body_bytes: StrictInt | None = Field(default=None, ge=0)   # None: no limit
 
 
+def _pairs(value: Any) -> Any:
+    """`{contents: read}` as sorted (name, level) pairs (pairs stay pairs)."""
+    if isinstance(value, dict):
+        return tuple(sorted(value.items()))
+    if isinstance(value, list | tuple) and all(isinstance(p, list | tuple) for p in value):
+        return tuple(sorted(tuple(p) for p in value))
+    raise ValueError("permissions is a mapping such as {contents: read, issues: write}")
+
+
 # Credential injection forms (the vault consumes these; see docs/POLICY.md).
+class Narrow(_Strict):
+    """What a credential a provider mints for this rule may do, narrower than the provider's
+    default: a GitHub App token limited to some repositories and permissions, an OAuth2 or
+    Google access token with fewer scopes, a Google ID token for this audience."""
+
+    # tuples, not lists and dicts: a rule's grant is hashed
+    repositories: tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$")], ...] = ()
+    permissions: Annotated[tuple[tuple[Annotated[str, Field(pattern=r"^[a-z_]+$")],
+                                       Literal["read", "write", "admin"]], ...],
+                           BeforeValidator(_pairs)] = ()
+    scopes: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    audience: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _something(self) -> Narrow:
+        if not (self.repositories or self.permissions or self.scopes or self.audience):
+            raise ValueError("narrow needs repositories, permissions, scopes or audience")
+        return self
+
+
 class _Inject(_Strict):
     secret: SecretName
+    narrow: Narrow | None = None   # for secrets a provider mints (vault.providers)
 
 
 class InjectBearer(_Inject):
@@ -153,10 +183,30 @@ class InjectSigV4(_Inject):
     form: Literal["aws-sigv4"] = Field(alias="as")
     access_key_id: SecretName
 
+    @model_validator(mode="after")
+    def _static(self) -> InjectSigV4:
+        if self.narrow is not None:
+            raise ValueError("aws-sigv4 signs with stored keys: `narrow` does not apply")
+        return self
+
+
+class InjectMtls(_Inject):
+    """`secret` is an mtls_client_cert provider: the gateway presents its certificate in
+    the TLS handshake with the rule's hosts. Nothing is written into the request."""
+
+    form: Literal["mtls"] = Field(alias="as")
+
+    @model_validator(mode="after")
+    def _unnarrowed(self) -> InjectMtls:
+        if self.narrow is not None:
+            raise ValueError("a client certificate is presented as it is: `narrow` does not "
+                             "apply to `as: mtls`")
+        return self
+
 
 Inject = Annotated[InjectBearer | InjectHeader | InjectBasic | InjectQuery | InjectBody
-                   | InjectSigV4, Field(discriminator="form")]
-INJECT_FORMS = ("bearer", "header", "basic", "query", "body", "aws-sigv4")
+                   | InjectSigV4 | InjectMtls, Field(discriminator="form")]
+INJECT_FORMS = ("bearer", "header", "basic", "query", "body", "aws-sigv4", "mtls")
 
 
 class QueryCondition(_Strict):
@@ -185,6 +235,39 @@ def _query_condition(value: Any) -> Any:
 QueryEntry = Annotated[QueryCondition, BeforeValidator(_query_condition)]
 
 
+def _mcp_glob(text: str) -> str:
+    if not text or text != text.strip() or any(c in text for c in "\r\n\0"):
+        raise ValueError(f"{text!r} is not a tool or method name glob (no spaces at the ends, "
+                         "no control characters)")
+    return text
+
+
+def _mcp_method(text: str) -> str:
+    _mcp_glob(text)
+    if text == "tools/call":
+        raise ValueError("tools/call is decided by `tools` and `deny_tools`, not `methods`")
+    return text
+
+
+McpGlob = Annotated[str, Field(max_length=200), AfterValidator(_mcp_glob)]
+McpMethod = Annotated[str, Field(max_length=200), AfterValidator(_mcp_method)]
+
+
+class McpSpec(_Strict):
+    """What an MCP server reached over streamable HTTP may be asked (policies.mcp gives the
+    meaning). Deny first: a tool no `tools` glob names cannot be called."""
+
+    tools: list[McpGlob] = Field(default_factory=list)        # tools/call allowed for these
+    deny_tools: list[McpGlob] = Field(default_factory=list)   # never, whatever `tools` says
+    methods: list[McpMethod] = Field(default_factory=list)    # JSON-RPC methods beyond the base
+    args: dict[Annotated[str, Field(min_length=1, max_length=200)], str] = Field(
+        default_factory=dict)                                  # top-level string args by glob
+
+    def __hash__(self) -> int:   # a grant: compared and bucketed by policies.precedence
+        return hash((tuple(self.tools), tuple(self.deny_tools), tuple(self.methods),
+                     frozenset(self.args.items())))
+
+
 class RuleSpec(_Strict):
     id: str = Field(min_length=1, max_length=100, pattern=RULE_ID)
     description: str = ""
@@ -198,6 +281,7 @@ class RuleSpec(_Strict):
     paths_case_insensitive: bool = False    # `/Admin/x` matches `/admin/**`
     query: dict[str, QueryEntry] = Field(default_factory=dict)
     headers: dict[HeaderName, str] = Field(default_factory=dict)
+    mcp: McpSpec | None = None
     limits: Limits | None = None
     inject: list[Inject] = Field(default_factory=list)
     # Injection is over HTTPS to named hosts unless the policy says otherwise, knowingly:
@@ -209,14 +293,16 @@ class RuleSpec(_Strict):
         if not self.hosts and not self.addresses:
             raise ValueError("a rule needs `hosts` or `addresses` (deny first: an empty rule "
                              "would match nothing)")
-        http_only = self.methods or self.paths or self.query or self.headers or self.inject
-        if http_only and self.protocols and not set(self.protocols) & {"http", "https"}:
-            raise ValueError("methods, paths, query, headers and inject apply to HTTP; "
+        if self.http_only and self.protocols and not set(self.protocols) & {"http", "https"}:
+            raise ValueError("methods, paths, query, headers, mcp and inject apply to HTTP; "
                              "add http or https to `protocols`")
         if self.paths_case_insensitive and not self.paths:
             raise ValueError("`paths_case_insensitive` applies to `paths`; the rule has none")
         if self.inject and self.action == "deny":
             raise ValueError("a deny rule cannot inject credentials")
+        if self.mcp is not None and self.action == "deny":
+            raise ValueError("a deny rule cannot carry `mcp`: deny the whole server with a deny "
+                             "rule, or list the tools under `mcp.deny_tools` of the allow rule")
         if self.inject:
             self._check_inject()
         if self.action == "deny" and any(q.exactly_one or q.only for q in self.query.values()):
@@ -229,6 +315,9 @@ class RuleSpec(_Strict):
             raise ValueError("inject over plain http sends the credential in clear text to "
                              "every hop; use `protocols: [https]`, or add "
                              "`allow_cleartext_inject: true` if you mean it")
+        if sum(isinstance(i, InjectMtls) for i in self.inject) > 1:
+            raise ValueError("a connection presents one client certificate: one `as: mtls` "
+                             "per rule")
         wildcards = [h for h in self.hosts if h.startswith(("*.", "."))]
         if wildcards and not self.allow_wildcard_inject:
             raise ValueError(f"inject to wildcard hosts ({', '.join(wildcards)}) hands the "
@@ -240,7 +329,8 @@ class RuleSpec(_Strict):
 
     @property
     def http_only(self) -> bool:
-        return bool(self.methods or self.paths or self.query or self.headers or self.inject)
+        return bool(self.methods or self.paths or self.query or self.headers or self.inject
+                    or self.mcp is not None)
 
 
 class PolicySpec(_Strict):

@@ -123,7 +123,8 @@ def topology(tmp_path_factory: pytest.TempPathFactory, ip_forwarding: None) -> I
     prefix = new_prefix()
     topo = Topology(prefix, tmp_path_factory.mktemp("inet"),
                     traps=TRAPS,
-                    sigv4_keys={AWS_KEY_ID: AWS_SECRET}, reveal=True)
+                    sigv4_keys={AWS_KEY_ID: AWS_SECRET}, reveal=True, mcp=True,
+                    tokens=True)
     try:
         topo.start()
         yield topo

@@ -1,18 +1,24 @@
 """Test doubles for the root-free unit tests, each standing in for something that needs root or
 other processes: a sandbox network (namespaces, nftables), a runtime (runsc), the audit
-writer's database thread. Everything else in these tests is the real code: policies, the
-registry, the authority, the vault (SQLite in a temporary directory), mitmproxy's flows.
+writer's database thread, the network to token endpoints. Everything else in these tests is
+the real code: policies, the registry, the authority, the vault (SQLite in a temporary
+directory), mitmproxy's flows, the token servers.
 
 Integration tests (tests/integration, tests/security) use the real things."""
 
 from __future__ import annotations
 
 import ipaddress
+import urllib.parse
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
+import requests.adapters
+import requests.structures
 from mitmproxy import connection
 from mitmproxy.connection import ConnectionState
 from mitmproxy.proxy.mode_specs import ProxyMode
@@ -23,6 +29,7 @@ from gateway.dataplane.state import GatewayState
 from gateway.dataplane.upstream import UpstreamResolver
 from gateway.db import make_engine
 from gateway.processes.authority import Authority, LocalCoordinator
+from gateway.providers.transport import Connector, Exchange
 from policies.loader import load_text
 from sandbox_net.errors import NetError, RuntimeFailure
 from sandbox_net.runtime.base import Runtime, SandboxSpec
@@ -190,3 +197,46 @@ class InMemoryRuntime(Runtime):
 
 __all__ = ["InMemoryNetwork", "InMemoryRuntime", "NetError", "Plane", "RowSink", "client",
            "data_plane", "policy_handle"]
+
+
+# the network to token endpoints
+class WsgiAdapter(requests.adapters.BaseAdapter):
+    """Stands in for the network between the gateway and a token endpoint (the real one, in
+    the test topology, needs root): hands each request to a WSGI app in this process (the
+    real token servers of sandbox_net.testnet.tokens) and notes it as the gateway's adapter
+    does."""
+
+    def __init__(self, app: Any, exchanges: list[Exchange]) -> None:
+        super().__init__()
+        self.client = app.test_client()
+        self.exchanges = exchanges
+
+    def send(self, request: requests.PreparedRequest, **_kwargs: Any) -> requests.Response:
+        url = urllib.parse.urlsplit(request.url or "")
+        exchange = Exchange(request.method or "GET", url.hostname or "", url.port or 443,
+                            url.path, upstream="203.0.113.80")
+        self.exchanges.append(exchange)
+        answer = self.client.open(url.path + (f"?{url.query}" if url.query else ""),
+                                  method=request.method, headers=dict(request.headers),
+                                  data=request.body, base_url=f"https://{url.netloc}")
+        exchange.status = answer.status_code
+        response = requests.Response()
+        response.status_code = answer.status_code
+        response.headers = requests.structures.CaseInsensitiveDict(answer.headers)
+        response._content = answer.get_data()
+        response.url, response.request = request.url or "", request
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def wsgi_connector(app: Any) -> Connector:
+    """A broker's `connect` that reaches `app` (see WsgiAdapter)."""
+    def connect(_permitted: Any, exchanges: list[Exchange]) -> Callable[[Any], None]:
+        def prepare(session: requests.Session) -> None:
+            adapter = WsgiAdapter(app, exchanges)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+        return prepare
+    return connect

@@ -1,5 +1,6 @@
-"""The vault's tables: one row per secret (its current version and last use) and one per
-version (the sealed value and its wrapped data key)."""
+"""The vault's tables: one row per secret (its current version, last use and, for a secret a
+provider mints, the provider's kind and state) and one per version (the sealed value and its
+wrapped data key)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ class SecretRecord(SQLModel, table=True):
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     last_used_at: datetime | None = None
+    # a provider secret (vault.providers): its kind, and what the gateway last saw of it
+    provider: str | None = None
+    refreshed_at: datetime | None = None    # the last value minted
+    expires_at: datetime | None = None      # when that value (or the certificate) expires
+    error: str | None = None                # the last failure, never holding a value
+    error_at: datetime | None = None
 
 
 class SecretVersion(SQLModel, table=True):

@@ -1,5 +1,9 @@
 """Write-only secret storage in the project's database. Values go in; only the injector
-gets them out (as SecretValue); every other interface sees metadata."""
+gets them out (as SecretValue); every other interface sees metadata.
+
+A provider secret (vault.providers) holds its provider's configuration as its sealed value:
+`reveal` refuses it (the injector must never send a configuration), `reveal_provider` gives
+it to the gateway's minting broker and the mTLS addon."""
 
 from __future__ import annotations
 
@@ -33,6 +37,30 @@ class SecretInfo:
     created_at: datetime
     updated_at: datetime
     last_used_at: datetime | None
+    provider: str | None = None
+    refreshed_at: datetime | None = None
+    expires_at: datetime | None = None
+    error: str | None = None
+    error_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    """A secret's current version as the database holds it."""
+
+    version: int
+    updated_at: datetime
+    provider: str | None
+
+    @property
+    def generation(self) -> str:
+        """Names this version, also apart from a version of the same number that a secret
+        deleted and created again had (the same text in every process)."""
+        return f"{self.version}@{self.updated_at.isoformat()}"
+
+
+class VaultConflict(VaultError):
+    """The secret changed since the caller read it (a compare-and-set write lost)."""
 
 
 CURRENT_TTL = 1.0   # seconds; documented in README.md (Secrets without secrets...)
@@ -46,7 +74,7 @@ class Vault:
         self._master = master
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, int, datetime], SecretValue] = {}
-        self._current: dict[str, tuple[tuple[int, datetime] | None, float]] = {}
+        self._current: dict[str, tuple[Current | None, float]] = {}
         self._used: dict[str, float] = {}
         self._used_flushed = time.monotonic()
 
@@ -54,8 +82,11 @@ class Vault:
     def master_key_id(self) -> str:
         return self._master.id
 
-    def put(self, name: str, value: str) -> int:
-        """Store a new version of `name`; return its version number."""
+    def put(self, name: str, value: str, *, provider: str | None = None,
+            expect: str | None = None) -> int:
+        """Store a new version of `name`; return its version number. `provider`: the kind
+        of provider whose configuration `value` is; `expect`: write only if the current
+        version is still this generation (else VaultConflict)."""
         try:
             data = value.encode()
         except UnicodeEncodeError:
@@ -66,6 +97,9 @@ class Vault:
             raise VaultError(f"a secret is at most {MAX_VALUE_BYTES} bytes")
         with self._lock, Session(self.engine) as session:
             record = session.get(SecretRecord, name)
+            if expect is not None and (record is None or Current(
+                    record.version, record.updated_at, record.provider).generation != expect):
+                raise VaultConflict(f"secret {name!r} changed meanwhile")
             version = record.version + 1 if record else 1
             data_key, ciphertext = seal(data, _value_aad(name, version))
             session.add(SecretVersion(
@@ -76,6 +110,11 @@ class Vault:
                 record = SecretRecord(name=name, version=version)
             else:
                 record.version, record.updated_at = version, datetime.now(UTC)
+            if record.provider != provider:
+                # another kind of secret under the same name: what was seen of the old is moot
+                record.refreshed_at = record.expires_at = record.error_at = None
+                record.error = None
+            record.provider = provider
             session.add(record)
             session.commit()
             self._current.pop(name, None)
@@ -98,38 +137,70 @@ class Vault:
         with Session(self.engine) as session:
             return session.get(SecretRecord, name) is not None
 
-    def _read_current(self, name: str) -> tuple[int, datetime] | None:
-        """(version, time it was written) of `name`, read from the database at most every
-        CURRENT_TTL seconds (changes made through this Vault apply at once). The time tells
-        a version 1 re-created after a deletion from the one before it."""
+    def current(self, name: str, *, fresh: bool = False) -> Current | None:
+        """The current version of `name`, read from the database at most every CURRENT_TTL
+        seconds (changes made through this Vault apply at once); `fresh`: read it now."""
         now = time.monotonic()
         known = self._current.get(name)
-        if known is not None and now - known[1] < CURRENT_TTL:
+        if known is not None and now - known[1] < CURRENT_TTL and not fresh:
             return known[0]
         with Session(self.engine) as session:
             record = session.get(SecretRecord, name)
-            current = (record.version, record.updated_at) if record else None
+            current = Current(record.version, record.updated_at, record.provider) \
+                if record else None
         self._current[name] = (current, now)
         return current
 
-    def reveal(self, name: str) -> SecretValue:
-        """The current value of `name` (the injector's and scrubber's call only)."""
-        current = self._read_current(name)
+    def _sealed(self, name: str, fresh: bool = False) -> tuple[Current, SecretValue]:
+        current = self.current(name, fresh=fresh)
         if current is None:
             raise VaultError(f"no secret named {name!r}")
-        version = current[0]
-        cached = self._cache.get((name, *current))
+        key = (name, current.version, current.updated_at)
+        cached = self._cache.get(key)
         if cached is not None:
-            return cached
+            return current, cached
         with Session(self.engine) as session:
-            row = session.get(SecretVersion, (name, version))
+            row = session.get(SecretVersion, (name, current.version))
         if row is None:
-            raise VaultError(f"secret {name!r} version {version} is missing")
-        data_key = self._master.unwrap(row.wrapped_key, _key_aad(name, version))
-        value = SecretValue(unseal(data_key, row.ciphertext, _value_aad(name, version))
-                            .decode())
-        self._cache[(name, *current)] = value
+            raise VaultError(f"secret {name!r} version {current.version} is missing")
+        data_key = self._master.unwrap(row.wrapped_key, _key_aad(name, current.version))
+        value = SecretValue(unseal(data_key, row.ciphertext,
+                                   _value_aad(name, current.version)).decode())
+        self._cache[key] = value
+        return current, value
+
+    def reveal(self, name: str) -> SecretValue:
+        """The current value of `name` (the injector's and scrubber's call only). A provider
+        secret has no value to reveal: its provider mints one (gateway.providers)."""
+        current, value = self._sealed(name)
+        if current.provider is not None:
+            raise VaultError(f"secret {name!r} is a {current.provider} provider: its value "
+                             "is minted by the gateway, never read from the vault")
         return value
+
+    def reveal_provider(self, name: str, *, fresh: bool = False) -> tuple[Current, SecretValue]:
+        """A provider secret's configuration (vault.providers), with the version it is;
+        `fresh`: as the database holds it now."""
+        current, value = self._sealed(name, fresh)
+        if current.provider is None:
+            raise VaultError(f"secret {name!r} is a stored value, not a provider")
+        return current, value
+
+    def set_state(self, name: str, *, refreshed_at: datetime | None = None,
+                  expires_at: datetime | None = None, error: str | None = None) -> None:
+        """What the gateway saw of a provider secret: a value minted (`refreshed_at`, its
+        `expires_at`) or a failure (`error`, which must hold no secret value)."""
+        with Session(self.engine) as session:
+            record = session.get(SecretRecord, name)
+            if record is None:
+                return
+            if error is None:
+                record.refreshed_at, record.expires_at = refreshed_at, expires_at
+                record.error = record.error_at = None
+            else:
+                record.error, record.error_at = error[:500], datetime.now(UTC)
+            session.add(record)
+            session.commit()
 
     def mark_used(self, name: str) -> None:
         """Remember a use; written to the database at most every few seconds."""
@@ -153,7 +224,8 @@ class Vault:
     def list(self) -> list[SecretInfo]:
         with Session(self.engine) as session:
             rows = session.exec(select(SecretRecord).order_by(col(SecretRecord.name)))
-            return [SecretInfo(r.name, r.version, r.created_at, r.updated_at, r.last_used_at)
+            return [SecretInfo(r.name, r.version, r.created_at, r.updated_at, r.last_used_at,
+                               r.provider, r.refreshed_at, r.expires_at, r.error, r.error_at)
                     for r in rows]
 
     def rotate_master(self, new: MasterKey) -> int:

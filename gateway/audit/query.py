@@ -49,6 +49,8 @@ class AuditFilter:
     rule: str | None = None
     status: int | None = None
     secret: str | None = None
+    mcp_tool: str | None = None      # MCP rows (a rule with mcp:) of this tool
+    mcp_method: str | None = None    # ... of this JSON-RPC method
     owner: str | None = None         # only rows of sandboxes with this owner
     after_id: int | None = None      # cursor: rows with a larger id
     limit: int = 100
@@ -72,7 +74,9 @@ def _statement(f: AuditFilter) -> Any:
         stmt = stmt.where(col(AuditEvent.host).like(_like(host), escape="\\")
                           if "*" in host else AuditEvent.host == host)
     for column, value in ((AuditEvent.decision, f.decision), (AuditEvent.reason, f.reason),
-                          (AuditEvent.rule, f.rule), (AuditEvent.status, f.status)):
+                          (AuditEvent.rule, f.rule), (AuditEvent.status, f.status),
+                          (AuditEvent.mcp_tool, f.mcp_tool),
+                          (AuditEvent.mcp_method, f.mcp_method)):
         if value is not None:
             stmt = stmt.where(column == value)
     if f.secret:

@@ -35,6 +35,8 @@ def _filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--rule", help="a rule id"),
         click.option("--status", type=int, help="an HTTP status"),
         click.option("--secret", help="rows that injected or caught this secret (by name)"),
+        click.option("--mcp-tool", help="MCP tools/call rows of this tool"),
+        click.option("--mcp-method", help="MCP rows of this JSON-RPC method"),
     ]
     for option in reversed(options):
         f = option(f)
@@ -52,7 +54,8 @@ def _audit_filter(limit: int = 100, after_id: int | None = None, **kw: Any) -> A
     return AuditFilter(since=since, until=until, sandbox_id=kw.get("sandbox"),
                        host=kw.get("host"), decision=kw.get("decision"),
                        reason=kw.get("reason"), rule=kw.get("rule"), status=kw.get("status"),
-                       secret=kw.get("secret"), after_id=after_id, limit=limit)
+                       secret=kw.get("secret"), mcp_tool=kw.get("mcp_tool"),
+                       mcp_method=kw.get("mcp_method"), after_id=after_id, limit=limit)
 
 
 @contextmanager

@@ -14,6 +14,7 @@ import click
 from gateway.cli.audit import audit_group
 from gateway.cli.common import EXIT_BUG, EXIT_ENVIRONMENT, fail
 from gateway.cli.image import image_group
+from gateway.cli.mcp import mcp_command
 from gateway.cli.policy import policy_group
 from gateway.cli.run import run
 from gateway.cli.secret import secret_group, vault_group
@@ -53,7 +54,7 @@ def cli(ctx: click.Context) -> None:
 
 
 for command in (serve, api_command, run, selftest, audit_group, token_group, policy_group,
-                secret_group, vault_group, image_group):
+                secret_group, vault_group, image_group, mcp_command):
     cli.add_command(command)
 
 

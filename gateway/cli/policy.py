@@ -76,13 +76,19 @@ def check(paths: tuple[Path, ...], strict: bool) -> None:
 @click.option("--resolves-to", metavar="IP",
               help="assume the name resolves to this address (checks the never-dialable and "
                    "private ranges)")
+@click.option("--mcp-tool", metavar="NAME", help="the body is an MCP tools/call of this tool")
+@click.option("--mcp-arg", "mcp_args", multiple=True, metavar="NAME=VALUE",
+              help="a string argument of that call (repeatable)")
+@click.option("--mcp-method", metavar="METHOD",
+              help="the body is an MCP JSON-RPC request of this method (not tools/call)")
 def test_command(policy: str, method: str, url: str, headers: tuple[str, ...],
-                 body_size: int, resolves_to: str | None) -> None:
+                 body_size: int, resolves_to: str | None, mcp_tool: str | None,
+                 mcp_args: tuple[str, ...], mcp_method: str | None) -> None:
     """Would POLICY allow METHOD URL? Prints allow/deny/would_deny, the rule and the reason,
-    what the gateway does on the way (DNS, address checks, limits, credentials), and on a
-    denial the nearest rules with the condition each failed. Exit 0 when allowed, 1 when the
-    answer is no."""
-    from policies.report import parse_header, request_from_url, trial, verdict_line
+    what the gateway does on the way (DNS, address checks, limits, credentials, the JSON-RPC
+    body of an MCP server), and on a denial the nearest rules with the condition each
+    failed. Exit 0 when allowed, 1 when the answer is no."""
+    from policies.report import mcp_call, parse_header, request_from_url, trial, verdict_line
 
     compiled = load_policy(policy, make_settings())
     try:
@@ -93,7 +99,11 @@ def test_command(policy: str, method: str, url: str, headers: tuple[str, ...],
         address = ipaddress.IPv4Address(resolves_to) if resolves_to else None
     except ValueError:
         fail(f"--resolves-to {resolves_to!r} is not an IPv4 address", "write it as 203.0.113.7")
-    result = trial(compiled, request, body_size, address)
+    try:
+        call = mcp_call(mcp_tool, mcp_args, mcp_method)
+    except ValueError as e:
+        fail(str(e))
+    result = trial(compiled, request, body_size, address, call)
     click.echo(verdict_line(result, compiled))
     for step in result.steps:
         click.echo(f"  {step}")

@@ -1,6 +1,7 @@
 """`sandgate secret ...` and `sandgate vault rotate-master`: write-only secrets. A value goes
 in through stdin or a hidden prompt (never argv, which other users can read in ps); no
-command ever prints one."""
+command ever prints one. A provider secret (`--provider KIND`) is configured by fields:
+plain ones with --field, secret ones only from a file (--file NAME=PATH, `-` for stdin)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import click
@@ -18,6 +20,7 @@ from vault.crypto import VaultError
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
+    from vault.providers import ProviderConfig
     from vault.store import Vault
 
 SET_FIRST = "`sandgate secret set NAME` (the value on stdin) creates the vault and its key"
@@ -74,15 +77,38 @@ def secret_group() -> None:
 @secret_group.command("set")
 @click.argument("name")
 @click.argument("extra", nargs=-1)
-def set_secret(name: str, extra: tuple[str, ...]) -> None:
-    """Store NAME's value, read from stdin or a hidden prompt; a new version if it exists."""
+@click.option("--provider", metavar="KIND",
+              help="a secret the gateway mints or presents: oauth2_client_credentials, "
+                   "oauth2_refresh_token, github_app, google_service_account, "
+                   "mtls_client_cert")
+@click.option("--field", "fields", multiple=True, metavar="NAME=VALUE",
+              help="a provider's plain field (token_url, client_id, scopes, ...)")
+@click.option("--file", "files", multiple=True, metavar="NAME=PATH",
+              help="a provider's field read from a file (- for stdin); secret fields only so")
+def set_secret(name: str, extra: tuple[str, ...], provider: str | None,
+               fields: tuple[str, ...], files: tuple[str, ...]) -> None:
+    """Store NAME's value, read from stdin or a hidden prompt; a new version if it exists.
+    With --provider, NAME's provider configuration instead (docs/POLICY.md)."""
     if extra:
         fail("a secret value is never taken from the command line (other users see it in ps, "
              "and it stays in shell history)",
              f"pipe it in: printf %s \"$VALUE\" | sandgate secret set {name}")
     _check_name(name)
+    if provider is None and (fields or files):
+        fail("--field and --file configure a provider", "add --provider KIND")
     settings = make_settings()
     writable_home(settings)   # before asking for a value that could not be stored
+    if provider is not None:
+        config = _provider_config(provider, fields, files)
+        with _vault(settings, create=True) as vault:
+            from vault.providers import store
+
+            try:
+                version = store(vault, name, config)
+            except VaultError as e:
+                fail(str(e))
+        click.echo(f"stored {name} version {version} ({provider})")
+        return
     value = _read_value(name)
     with _vault(settings, create=True) as vault:
         try:
@@ -90,6 +116,49 @@ def set_secret(name: str, extra: tuple[str, ...]) -> None:
         except VaultError as e:
             fail(str(e))
     click.echo(f"stored {name} version {version}")
+
+
+def _pairs(option: str, items: tuple[str, ...]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"{option} {item.split('=')[0]!r}: write it as {option} NAME=VALUE")
+        if key in pairs:
+            fail(f"{option} {key} is given twice")
+        pairs[key] = value
+    return pairs
+
+
+def _provider_config(kind: str, fields: tuple[str, ...],
+                     files: tuple[str, ...]) -> ProviderConfig:
+    from vault.providers import KINDS, ProviderError, parse
+
+    spec = KINDS.get(kind)
+    plain, from_files = _pairs("--field", fields), _pairs("--file", files)
+    for key in plain:
+        if spec is not None and key in spec.secret:
+            fail(f"{key} is secret: a command line is visible to other users (ps) and stays "
+                 "in shell history", f"give it from a file: --file {key}=PATH (- for stdin)")
+        if key in from_files:
+            fail(f"{key} is given by --field and by --file")
+    if list(from_files.values()).count("-") > 1:
+        fail("only one --file can read stdin")
+    values = {**plain, **{k: _read_file(k, path) for k, path in from_files.items()}}
+    try:
+        return parse(kind, values)
+    except ProviderError as e:
+        fail(str(e))
+
+
+def _read_file(key: str, path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(64 * 1024 + 1)
+    except (OSError, UnicodeDecodeError) as e:
+        fail(f"--file {key}: cannot read {path}: {getattr(e, 'strerror', None) or e}")
 
 
 def _bound_hosts(settings: Settings) -> dict[str, set[str]]:
@@ -117,12 +186,16 @@ def list_secrets() -> None:
         return
     bound = _bound_hosts(settings)
     print_table([{
-        "name": i.name, "version": i.version,
-        "created": i.created_at.isoformat(timespec="seconds"),
-        "updated": i.updated_at.isoformat(timespec="seconds"),
-        "last_used": i.last_used_at.isoformat(timespec="seconds") if i.last_used_at else "-",
+        "name": i.name, "version": i.version, "provider": i.provider or "-",
+        "updated": _when(i.updated_at), "last_used": _when(i.last_used_at),
+        "last_refresh": _when(i.refreshed_at), "expires": _when(i.expires_at),
+        "error": f"{_when(i.error_at)} {i.error}" if i.error else "-",
         "bound_hosts": ",".join(sorted(bound.get(i.name, ()))) or "-",
     } for i in infos])
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.isoformat(timespec="seconds") if moment else "-"
 
 
 @secret_group.command("rm")

@@ -42,7 +42,7 @@ from policies.loader import (
     version_of,
 )
 from policies.matcher import CompiledPolicy
-from policies.report import request_from_url, trial
+from policies.report import mcp_call, request_from_url, trial
 from policies.schema import NAME
 
 logger = logging.getLogger(__name__)
@@ -253,14 +253,18 @@ class PolicyStore:
         path.unlink()
 
     def test(self, name: str, method: str, url: str, headers: Mapping[str, str] | None = None,
-             body_size: int = 0) -> dict[str, Any]:
-        """`sandgate policy test` through the API: the same answer, steps and near misses."""
+             body_size: int = 0,
+             mcp: tuple[str | None, Mapping[str, str], str | None] = (None, {}, None)
+             ) -> dict[str, Any]:
+        """`sandgate policy test` through the API: the same answer, steps and near misses.
+        `mcp`: (tool, string arguments, method) of an MCP message in the body."""
         policy = self.acquire(name).policy
         try:
             request = request_from_url(method, url, (headers or {}).items())
+            call = mcp_call(mcp[0], mcp[1], mcp[2])
         except ValueError as e:
             raise BadRequest(str(e)) from e
-        result = trial(policy, request, body_size)
+        result = trial(policy, request, body_size, mcp=call)
         decision = result.decision
         return {"decision": str(decision.verdict), "rule": decision.rule,
                 "reason": str(decision.reason), "policy": policy.name,

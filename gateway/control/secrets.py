@@ -9,8 +9,10 @@ from typing import Any
 
 from gateway.errors import BadRequest, NotFound
 from policies.schema import SECRET_NAME
+from vault import providers
 from vault.crypto import KeySource, VaultError
 from vault.keyring import rotate_master_key
+from vault.providers import ProviderError
 from vault.store import Vault
 
 
@@ -38,9 +40,25 @@ class Secrets:
         self.changed()
         return version
 
+    def put_provider(self, name: str, kind: str, fields: dict[str, str]) -> int:
+        """A secret a provider mints (or, for mtls_client_cert, presents): its
+        configuration, checked, sealed like any value."""
+        check_name(name)
+        try:
+            version = providers.store(self.vault, name, providers.parse(kind, fields))
+        except (ProviderError, VaultError) as e:
+            raise BadRequest(str(e), "see docs/POLICY.md, Credentials a provider mints") \
+                from e
+        self.changed()
+        return version
+
     def list(self) -> list[dict[str, Any]]:
+        """Metadata only; for a provider secret its state: last refresh, expiry of what it
+        holds, last error (never a value)."""
         return [{"name": i.name, "version": i.version, "created_at": i.created_at,
-                 "updated_at": i.updated_at, "last_used_at": i.last_used_at}
+                 "updated_at": i.updated_at, "last_used_at": i.last_used_at,
+                 "provider": i.provider, "refreshed_at": i.refreshed_at,
+                 "expires_at": i.expires_at, "error": i.error, "error_at": i.error_at}
                 for i in self.vault.list()]
 
     def delete(self, name: str) -> None:

@@ -1,16 +1,30 @@
 """What the data plane needs from the state all gateway processes share: per-sandbox
-connection counts, rate-limit buckets, quarantine, the synthetic DNS map, activity, and the
-audit log. In a proxy worker the hub client answers (gateway.processes.hub_client); in the
-main process, the authority itself (gateway.processes.authority.LocalCoordinator).
+connection counts, rate-limit buckets, quarantine, the synthetic DNS map, activity, the
+audit log, and the values providers mint. In a proxy worker the hub client answers
+(gateway.processes.hub_client); in the main process, the authority itself
+(gateway.processes.authority.LocalCoordinator).
 
 Everything a worker decides per request that is not in this list (policy, placeholders,
 vetting) it decides alone, from its replica of the registry."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from policies.schema import Limits
+from policies.schema import Limits, Narrow
+from vault.secret import SecretValue
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A provider secret's current value as the main process's broker (gateway.providers)
+    minted it for every worker, or why there is none. Good to use until `fresh_until`
+    (epoch seconds); ask again after."""
+
+    value: SecretValue | None
+    fresh_until: float
+    error: str | None = None
 
 
 class Coordinator(Protocol):
@@ -40,3 +54,8 @@ class Coordinator(Protocol):
 
     def forget(self, sandbox_id: str) -> None:
         """The sandbox is gone: drop whatever this process keeps about it."""
+
+    async def credential(self, secret: str, generation: str, narrow: Narrow | None,
+                         sandbox_id: str) -> Credential:
+        """The value the broker minted for a provider secret (`generation`: the version of
+        its configuration the asker knows), minted now if it has none fresh."""

@@ -11,7 +11,11 @@ from gateway.dataplane.state import FlowVerdict
 from policies.decision import Reason
 
 STATUS = {Reason.UPSTREAM_UNRESOLVABLE: 502, Reason.RATE_LIMITED: 429,
-          Reason.BODY_TOO_LARGE: 413, Reason.AMBIGUOUS_PATH: 400, Reason.PROTOCOL_ERROR: 400}
+          Reason.BODY_TOO_LARGE: 413, Reason.AMBIGUOUS_PATH: 400, Reason.PROTOCOL_ERROR: 400,
+          Reason.CREDENTIAL_UNAVAILABLE: 502, Reason.CLIENT_CERT_CONFLICT: 421}
+# Reasons whose error text the sandbox may read (it names the secret and what its provider
+# said, never a value): the hint alone would not say what to fix.
+DETAILED = {Reason.CREDENTIAL_UNAVAILABLE}
 HINTS = {
     Reason.NO_MATCHING_RULE: "no rule of policy {policy} allows {host}:{port}; ask the "
                              "policy owners to add one (sandgate policy test shows the effect)",
@@ -34,6 +38,11 @@ HINTS = {
     Reason.PROTOCOL_ERROR: "the request could mean more than one thing (a repeated Host, "
                            "Authorization or Content-Length, or a request target that is "
                            "not a path); send it plainly",
+    Reason.CREDENTIAL_UNAVAILABLE: "the gateway could not get rule {rule}'s credential from "
+                                   "its provider; the secret's owner sees why in `sandgate "
+                                   "secret list`",
+    Reason.CLIENT_CERT_CONFLICT: "this connection presents another client certificate than "
+                                 "rule {rule} does; send this request on a new connection",
 }
 
 
@@ -49,6 +58,8 @@ def denial_response(verdict: FlowVerdict) -> http.Response:
         "reason": str(d.reason),
         "hint": hint.format(policy=d.policy, rule=d.rule, host=verdict.host, port=verdict.port),
     }
+    if d.reason in DETAILED and verdict.error:
+        body["detail"] = verdict.error
     status = STATUS.get(d.reason, 403)
     return http.Response.make(status, json.dumps(body) + "\n",
                               {"content-type": "application/json",

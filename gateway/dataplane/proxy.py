@@ -12,6 +12,7 @@ from mitmproxy import flow as flow_
 from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconfig
 
 from gateway.dataplane.addons import pipeline
+from gateway.dataplane.addons.client_cert import ClientCert
 from gateway.dataplane.state import GatewayState
 from gateway.dataplane.trust import upstream_trust
 from gateway.settings import Settings
@@ -84,7 +85,10 @@ def build_master(settings: Settings, state: GatewayState, *, tcp_port: int,
     builtins = builtin_addons()
     server = next(a for a in builtins if isinstance(a, proxyserver.Proxyserver))
     state.cut = Cutter(server)
-    proxy.addons.add(Sandgate(pipeline(state)), *builtins, Ready(on_ready, tcp_port))
+    # ClientCert after TlsConfig: it moves the upstream TLS connection TlsConfig built to the
+    # context of the rule's client certificate (addons.client_cert).
+    proxy.addons.add(Sandgate(pipeline(state)), *builtins, ClientCert(state),
+                     Ready(on_ready, tcp_port))
     updates: dict[str, object] = {
         "mode": [f"transparent@{tcp_port}"],
         "connection_strategy": "lazy",

@@ -11,6 +11,7 @@ from typing import Any
 from gateway.dataplane.coordinator import Coordinator
 from gateway.dataplane.registry import Registry, SandboxContext
 from gateway.dataplane.upstream import UpstreamResolver, Vetted
+from gateway.dataplane.values import Values
 from policies.decision import Decision
 from vault.store import Vault
 
@@ -37,6 +38,10 @@ class Conn:
     upstream_alpn: bytes | None = None
     # requests streamed before the upstream's protocol was known (framed for HTTP/1 so far)
     framing_pending: list[Any] = field(default_factory=list)
+    # the client certificate (an mtls secret's name, or none) every upstream connection of
+    # this connection presents, fixed by its first allowed request (addons.credentials)
+    client_cert: str | None = None
+    client_cert_fixed: bool = False
 
     @property
     def target(self) -> str:
@@ -86,6 +91,8 @@ class GatewayState:
         self.conns: dict[str, Conn] = {}
         self.ready = False  # set once the proxy listens
         self.vault: Vault | None = None
+        # the values injected: the vault's, or a provider's through `coord`
+        self.values = Values(lambda: self.vault, coord)
         self.quarantine_on_exfil = True
         # cuts a flow's client and server connections at once (gateway.dataplane.proxy)
         self.cut: Callable[[Any], None] = lambda _flow: None

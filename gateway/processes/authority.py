@@ -9,12 +9,16 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.audit.writer import AuditWriter
+from gateway.dataplane.coordinator import Credential
 from gateway.dataplane.registry import Registry
 from gateway.processes.buckets import RateLimiter
-from policies.schema import Limits
+from policies.schema import Limits, Narrow
+
+if TYPE_CHECKING:
+    from gateway.providers.broker import Broker
 
 
 class Authority:
@@ -80,9 +84,11 @@ def audit_row(row: dict[str, Any]) -> dict[str, Any]:
 class LocalCoordinator:
     """The main process's own view (its DNS server), straight onto the authority."""
 
-    def __init__(self, authority: Authority, audit: AuditWriter) -> None:
+    def __init__(self, authority: Authority, audit: AuditWriter,
+                 broker: Broker | None = None) -> None:
         self.authority = authority
         self.audit = audit
+        self.broker = broker
         # Told of a row the full audit queue did not take (the DNS throttle counts it).
         self.lost: Callable[[str | None], None] = lambda _sandbox_id: None
 
@@ -117,3 +123,9 @@ class LocalCoordinator:
 
     def forget(self, sandbox_id: str) -> None:
         self.authority.forget(sandbox_id)
+
+    async def credential(self, secret: str, generation: str, narrow: Narrow | None,
+                         sandbox_id: str) -> Credential:
+        if self.broker is None:
+            return Credential(None, time.time() + 5, "this gateway mints no credentials")
+        return await self.broker.credential(secret, generation, narrow, sandbox_id)

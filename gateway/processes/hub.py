@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.audit.writer import AuditWriter
 from gateway.dataplane.registry import Registry, RegistryListener, SandboxContext
@@ -29,9 +29,12 @@ from gateway.processes import protocol
 from gateway.processes.authority import Authority, audit_row
 from gateway.readiness import Readiness
 from gateway.timing import ACK_TIMEOUT
+from policies.schema import Narrow
+
+if TYPE_CHECKING:
+    from gateway.providers.broker import Broker
 
 logger = logging.getLogger(__name__)
-
 
 
 def snapshot(sandbox: SandboxContext) -> protocol.SandboxSnapshot:
@@ -67,8 +70,11 @@ type Handler = Callable[[_Peer, Any], None]
 
 class Hub(RegistryListener):
     def __init__(self, authority: Authority, audit: AuditWriter, registry: Registry,
-                 path: Path, readiness: Readiness | None = None) -> None:
+                 path: Path, readiness: Readiness | None = None,
+                 broker: Broker | None = None) -> None:
         self.authority = authority
+        self.broker = broker
+        self._minting: set[asyncio.Task[None]] = set()
         self.readiness = readiness
         self.audit = audit
         self.registry = registry
@@ -90,6 +96,7 @@ class Hub(RegistryListener):
                                                                m.size),
             protocol.Active: lambda _peer, m: authority.active(m.sandbox),
             protocol.Quarantine: lambda _peer, m: authority.quarantine(m.sandbox),
+            protocol.Mint: self._mint,
             protocol.Ack: self._acknowledged,
             protocol.Ready: self._ready,
         }
@@ -168,6 +175,28 @@ class Hub(RegistryListener):
         row = audit_row(message.row)
         if not self.audit.offer(**row):
             await asyncio.to_thread(self.audit.record, **row)
+
+    def _mint(self, peer: _Peer, message: protocol.Mint) -> None:
+        """Answered when the broker has the value: the worker's other messages go on
+        meanwhile (a mint may take a token endpoint's round trip)."""
+        task = asyncio.ensure_future(self._answer_mint(peer, message))
+        self._minting.add(task)
+        task.add_done_callback(self._minting.discard)
+
+    async def _answer_mint(self, peer: _Peer, message: protocol.Mint) -> None:
+        answer: dict[str, Any] = {"value": None, "fresh_until": 0.0,
+                                  "error": "this gateway mints no credentials"}
+        try:
+            if self.broker is not None:
+                narrow = Narrow.model_validate(message.narrow) if message.narrow else None
+                credential = await self.broker.credential(message.secret, message.generation,
+                                                          narrow, message.sandbox)
+                answer = {"value": credential.value.reveal() if credential.value else None,
+                          "fresh_until": credential.fresh_until, "error": credential.error}
+        except Exception:
+            logger.exception("minting secret %s failed", message.secret)
+            answer["error"] = f"secret {message.secret}: the gateway failed to mint it"
+        peer.send(protocol.Answer(message.id, answer))
 
     def _acknowledged(self, peer: _Peer, message: protocol.Ack) -> None:
         if message.ack == peer.sync_ack:

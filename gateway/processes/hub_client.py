@@ -10,10 +10,12 @@ import os
 import time
 from typing import Any
 
+from gateway.dataplane.coordinator import Credential
 from gateway.processes import protocol
 from gateway.settings import Settings
 from gateway.timing import ACTIVE_EVERY
-from policies.schema import Limits
+from policies.schema import Limits, Narrow
+from vault.secret import SecretValue
 
 
 class HubClient:
@@ -74,6 +76,17 @@ class HubClient:
 
     def record(self, row: dict[str, Any]) -> None:
         self.send(protocol.Record(row=row))
+
+    async def credential(self, secret: str, generation: str, narrow: Narrow | None,
+                         sandbox_id: str) -> Credential:
+        number, future = self._question_id()
+        self.send(protocol.Mint(id=number, secret=secret, generation=generation,
+                                narrow=narrow.model_dump(mode="json") if narrow else None,
+                                sandbox=sandbox_id))
+        answer = await future
+        value = answer.get("value")
+        return Credential(SecretValue(value) if isinstance(value, str) else None,
+                          float(answer["fresh_until"]), answer.get("error"))
 
     async def drained(self) -> None:
         # Returns at once unless the socket's buffer is over its high-water mark: the main

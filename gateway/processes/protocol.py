@@ -7,8 +7,8 @@ with `Answer(re=id)`) and *tells*. The hub tells every worker of each registry c
 sandbox is known to all workers before it starts and forgotten by all before its address is
 reused.
 
-    worker -> hub   Hello, Acquire?, Admit?, NameFor?, Release, Charge, Quarantine, Record,
-                    Active, Ready, Ack
+    worker -> hub   Hello, Acquire?, Admit?, NameFor?, Mint?, Release, Charge, Quarantine,
+                    Record, Active, Ready, Ack
     hub -> worker   Answer, Add, Remove, Quarantined, Mapped, VaultChanged, Synced
 
 After `Hello` the hub sends an `Add` for every live sandbox, then `Synced`: a worker that has
@@ -35,6 +35,7 @@ class Op(enum.StrEnum):
     ACQUIRE = "acquire"
     ADMIT = "admit"
     NAME_FOR = "name_for"
+    MINT = "mint"
     RELEASE = "release"
     CHARGE = "charge"
     QUARANTINE = "quarantine"
@@ -94,6 +95,22 @@ class NameFor:
     id: int
     sandbox: str
     address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mint:
+    """Question: a provider secret's value, as the main process's broker holds or mints it
+    (gateway.providers.broker). `generation`: the version of the secret the worker knows;
+    `narrow`: the rule's narrowing (policies.schema.Narrow, as JSON data). The answer is
+    {"value": str | None, "fresh_until": epoch seconds, "error": str | None}: it travels
+    only on this socket, which only root can open."""
+
+    op: ClassVar[Op] = Op.MINT
+    id: int
+    secret: str
+    generation: str
+    narrow: dict[str, Any] | None
+    sandbox: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,14 +243,14 @@ class Synced:
     ack: int | None = None
 
 
-type Message = (Hello | Acquire | Admit | NameFor | Release | Charge | Quarantine | Record
-                | Active | Ready | Ack | Answer | Add | Remove | Quarantined | Mapped
+type Message = (Hello | Acquire | Admit | NameFor | Mint | Release | Charge | Quarantine
+                | Record | Active | Ready | Ack | Answer | Add | Remove | Quarantined | Mapped
                 | VaultChanged | Synced)
-type Question = Acquire | Admit | NameFor
+type Question = Acquire | Admit | NameFor | Mint
 
 _TYPES: dict[str, type[Any]] = {cls.op: cls for cls in (
-    Hello, Acquire, Admit, NameFor, Release, Charge, Quarantine, Record, Active, Ready, Ack,
-    Answer, Add, Remove, Quarantined, Mapped, VaultChanged, Synced)}
+    Hello, Acquire, Admit, NameFor, Mint, Release, Charge, Quarantine, Record, Active, Ready,
+    Ack, Answer, Add, Remove, Quarantined, Mapped, VaultChanged, Synced)}
 
 
 def _nested(cls: type[Any]) -> dict[str, type[Any]]:
@@ -273,5 +290,7 @@ def decode(line: bytes) -> Message:
                           else kind(**data[name]))
         message: Message = cls(**data)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ProtocolError(f"not a hub message: {line[:200]!r} ({e})") from None
+        # nothing of the line itself: an answer may carry a minted credential
+        raise ProtocolError(f"not a hub message ({len(line)} bytes: {type(e).__name__})") \
+            from None
     return message

@@ -43,9 +43,11 @@ from gateway.dataplane.upstream import UpstreamResolver
 from gateway.db import make_engine
 from gateway.errors import NotReady
 from gateway.processes import background
-from gateway.processes.authority import Authority, LocalCoordinator
+from gateway.processes.authority import Authority, LocalCoordinator, audit_row
 from gateway.processes.hub import Hub
 from gateway.processes.supervisor import WorkerPool
+from gateway.providers.broker import Broker, threadsafe_resolve
+from gateway.providers.transport import connector, tls_context
 from gateway.readiness import Readiness
 from gateway.settings import Settings
 from gateway.timing import GIL_SWITCH_INTERVAL
@@ -141,11 +143,16 @@ async def _serve_locked(settings: Settings) -> None:
     state.vault = open_vault(engine, settings.key_source, create=True)
     state.quarantine_on_exfil = settings.quarantine_on_exfil
     readiness = Readiness(settings.workers)
-    hub = Hub(authority, writer, registry, settings.hub_socket, readiness)
     ensure_ca(settings)
     trust = upstream_trust(settings.ca_dir, settings.upstream_ca)
     write_merged(trust)
     logger.info("upstream TLS is verified against %s", trust.describe())
+    # provider secrets: minted here, once for every worker (gateway.providers)
+    connect = connector(threadsafe_resolve(resolver, asyncio.get_running_loop()),
+                        tls_context(trust))
+    broker = Broker(state.vault, connect, record=lambda row: writer.record(**audit_row(row)))
+    coordinator.broker = broker
+    hub = Hub(authority, writer, registry, settings.hub_socket, readiness, broker)
     throttle = DnsThrottle(registry, writer)
     coordinator.lost = throttle.lost
     dns = DnsServer(state, settings.dns_port, settings.synthetic_ttl, throttle)
@@ -212,6 +219,7 @@ async def _serve_locked(settings: Settings) -> None:
         await asyncio.to_thread(sandboxes.shutdown)
         await workers.stop()
         await hub.close()
+        broker.close()
         await dns.close()
         writer.close()
         for close in closers:

@@ -21,11 +21,15 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyroute2 import IPRoute, NetlinkError, netns
 
 from sandbox_net.testnet.certs import TestCA, make_ca
+
+if TYPE_CHECKING:
+    from sandbox_net.testnet.mtls import ClientPki
+    from sandbox_net.testnet.tokens import Material
 
 LINK_HOST = "198.51.100.249"
 LINK_INET = "198.51.100.250"
@@ -37,6 +41,11 @@ ECHO_IP = "198.51.100.20"
 UDP_IP = "198.51.100.30"
 DNS_IP = "198.51.100.53"
 REVEAL_PORT = 9443   # on HTTPS_IP: secure.upstream.test:9443
+MCP_PORT = 9444      # on HTTPS_IP: mcp.upstream.test:9444, an MCP server (testnet.mcpserver)
+TOKENS_IP = "198.51.100.40"   # token endpoints and the APIs taking their tokens (tokens=True)
+MTLS_IP = "198.51.100.41"     # an upstream that requires a client certificate (tokens=True)
+TOKEN_NAMES = {"auth.upstream.test": TOKENS_IP, "github.upstream.test": TOKENS_IP,
+               "google.upstream.test": TOKENS_IP, "mtls.upstream.test": MTLS_IP}
 
 ZONE = {
     "www.upstream.test": HTTP_IP,
@@ -44,13 +53,15 @@ ZONE = {
     "other.upstream.test": OTHER_IP,
     "denied.upstream.test": OTHER_IP,
     "echo.upstream.test": ECHO_IP,
+    "mcp.upstream.test": HTTPS_IP,
 }
 # Addresses a gateway must refuse to dial (private, metadata, CGNAT); each hosts a trap
 # server, so even a buggy gateway reaches only our own trap: trap-<i>.upstream.test in DNS.
 TRAPS = ["10.99.0.1", "169.254.169.254", "100.64.0.1", "172.16.5.5", "192.168.7.7"]
 TRAPS_FIRST = TRAPS[0]
 METADATA_IP = "169.254.169.254"
-TLS_NAMES = ["secure.upstream.test", "other.upstream.test", "www.upstream.test"]
+TLS_NAMES = ["secure.upstream.test", "other.upstream.test", "www.upstream.test",
+             "mcp.upstream.test"]
 
 
 @dataclass
@@ -64,7 +75,12 @@ class Topology:
     host_netns: str | None = None   # where the "host" side lives; None: the real host
     dns_ttl: int = 5                # of single-address answers
     reveal: bool = False            # the credential-revealing upstream on REVEAL_PORT
+    mcp: bool = False               # the MCP server on MCP_PORT (starting it takes a second)
+    tokens: bool = False            # token endpoints and the mTLS upstream (testnet.tokens)
+    token_lifetime: int = 4         # seconds the tokens they issue live
     ca: TestCA | None = None
+    material: Material | None = None
+    client_pki: ClientPki | None = None
     process: subprocess.Popen[str] | None = None
 
     @property
@@ -82,13 +98,21 @@ class Topology:
     # lifecycle
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.ca = make_ca(self.workdir / "ca", [*TLS_NAMES, *self.tls_names],
-                          [HTTPS_IP, OTHER_IP])
+        names = [*TLS_NAMES, *self.tls_names, *(TOKEN_NAMES if self.tokens else ())]
+        self.ca = make_ca(self.workdir / "ca", names, [HTTPS_IP, OTHER_IP])
+        if self.tokens:
+            from sandbox_net.testnet.mtls import make_client_pki
+            from sandbox_net.testnet.tokens import make_material
+
+            self.material = make_material(self.workdir / "tokens", "google.upstream.test",
+                                          self.token_lifetime)
+            self.client_pki = make_client_pki(self.workdir / "client-pki")
         self._build_network()
         self._start_servers()
 
     def _service_addresses(self) -> list[str]:
-        return [HTTP_IP, HTTPS_IP, OTHER_IP, ECHO_IP, UDP_IP, DNS_IP, *self.traps]
+        tokens = [TOKENS_IP, MTLS_IP] if self.tokens else []
+        return [HTTP_IP, HTTPS_IP, OTHER_IP, ECHO_IP, UDP_IP, DNS_IP, *tokens, *self.traps]
 
     def _build_network(self) -> None:
         netns.create(self.netns)
@@ -134,6 +158,7 @@ class Topology:
             "sandboxes.upstream.test": "10.77.0.1",
             "gateway-own.upstream.test": LINK_HOST,
             "rebind.upstream.test": [HTTP_IP, *self.traps[:1]],
+            **(TOKEN_NAMES if self.tokens else {}),
             **self.extra_zone,
         }
         config = {
@@ -154,7 +179,13 @@ class Topology:
             # the test suite's, it needs hypercorn from the dev extras)
             "reveal": [{"address": HTTPS_IP, "port": REVEAL_PORT, "tls": tls}] if self.reveal
                       else [],
+            "mcp": [{"address": HTTPS_IP, "port": MCP_PORT, "tls": tls}] if self.mcp else [],
             "sigv4_keys": self.sigv4_keys,
+            # token endpoints (Authlib, Flask: runtime dependencies) and the mTLS upstream
+            "tokens": [{"address": TOKENS_IP, "port": 443, "tls": tls,
+                        "spec": self.material.spec()}] if self.material else [],
+            "mtls": [{"address": MTLS_IP, "port": 443, "tls": tls,
+                      "client_ca": str(self.client_pki.ca)}] if self.client_pki else [],
         }
         config_path = self.workdir / "upstreams.json"
         config_path.write_text(json.dumps(config))

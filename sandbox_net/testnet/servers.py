@@ -335,6 +335,21 @@ def main(config_path: str) -> None:
 
         reveal_server.serve(log.write, reveal["address"], reveal["port"], reveal["tls"]["cert"],
                             reveal["tls"]["key"])
+    for mcp in config.get("mcp", []):
+        from sandbox_net.testnet import mcpserver
+
+        mcpserver.serve(log.write, mcp["address"], mcp["port"], mcp["tls"]["cert"],
+                        mcp["tls"]["key"])
+    for tokens in config.get("tokens", []):
+        from sandbox_net.testnet import tokens as token_server
+
+        token_server.serve(log.write, tokens["address"], tokens["port"], tokens["tls"]["cert"],
+                           tokens["tls"]["key"], tokens["spec"])
+    for mtls in config.get("mtls", []):
+        from sandbox_net.testnet import mtls as mtls_server
+
+        mtls_server.serve(log.write, mtls["address"], mtls["port"], mtls["tls"]["cert"],
+                          mtls["tls"]["key"], mtls["client_ca"])
     print("ready", flush=True)
     threading.Event().wait()
 

@@ -75,7 +75,7 @@ def test_version_is_content_hash() -> None:
 def test_rule_level_errors_each_with_exact_position() -> None:
     assert errors_of(TESTDATA / "bad_rules.yaml") == [
         "7:9: rule forms: unknown secret form 'cookie'; use one of bearer, header, basic, "
-        "query, body, aws-sigv4",
+        "query, body, aws-sigv4, mtls",
         "9:9: rule forms: missing required key 'header'",
         "13:13: rule globs: paths: path 'repos/**' must start with '/'",
         "13:25: rule globs: paths: path '/a/b**': '**' must be a whole segment, as in /a/**/b",
@@ -88,7 +88,7 @@ def test_rule_level_errors_each_with_exact_position() -> None:
         "go under `hosts`)",
         "16:47: rule addrs: addresses: '2001:db8::/32': sandboxes speak IPv4 only; IPv6 "
         "addresses cannot match",
-        "17:5: rule tcp-with-paths: methods, paths, query, headers and inject apply to HTTP; "
+        "17:5: rule tcp-with-paths: methods, paths, query, headers, mcp and inject apply to HTTP; "
         "add http or https to `protocols`",
         "21:5: rule deny-inject: a deny rule cannot inject credentials",
         "29:17: rule nothing: protocols: 'gopher': Input should be 'http', 'https', 'tcp' or "

@@ -29,6 +29,8 @@ class AuditParams(BaseModel):
     rule: str | None = None
     status: int | None = None
     secret: str | None = None
+    mcp_tool: str | None = None
+    mcp_method: str | None = None
     cursor: int | None = Field(default=None, description="next_cursor of the previous page")
     limit: int = Field(default=100, ge=1, le=10000)
     latest: bool = Field(default=False, description="the newest `limit` rows (oldest first); "
@@ -42,7 +44,8 @@ class AuditParams(BaseModel):
             raise BadRequest(str(e)) from e
         return AuditFilter(since=since, until=until, sandbox_id=self.sandbox, host=self.host,
                            decision=self.decision, reason=self.reason, rule=self.rule,
-                           status=self.status, secret=self.secret, after_id=self.cursor,
+                           status=self.status, secret=self.secret, mcp_tool=self.mcp_tool,
+                           mcp_method=self.mcp_method, after_id=self.cursor,
                            limit=self.limit)
 
 

@@ -24,6 +24,10 @@ class PolicyTest(BaseModel):
     url: str = Field(max_length=8192)
     headers: dict[str, str] = Field(default_factory=dict, max_length=64)
     body_size: int = Field(default=0, ge=0)
+    # an MCP message in the body: tools/call of mcp_tool (with string mcp_args), or mcp_method
+    mcp_tool: str | None = Field(default=None, max_length=200)
+    mcp_args: dict[str, str] = Field(default_factory=dict, max_length=64)
+    mcp_method: str | None = Field(default=None, max_length=200)
 
 
 def router(policies: PolicyStore) -> APIRouter:
@@ -57,6 +61,7 @@ def router(policies: PolicyStore) -> APIRouter:
     @api.post("/{name}/test")
     def test_policy(name: str, body: PolicyTest, caller: Caller) -> dict[str, Any]:
         need(caller, Scope.POLICIES)
-        return policies.test(name, body.method, body.url, body.headers, body.body_size)
+        return policies.test(name, body.method, body.url, body.headers, body.body_size,
+                             mcp=(body.mcp_tool, body.mcp_args, body.mcp_method))
 
     return api

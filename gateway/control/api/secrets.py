@@ -1,9 +1,11 @@
 """/v1/secrets and /v1/vault: values go in, never out."""
 
+from __future__ import annotations
+
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from gateway.control.api.deps import Caller, need
@@ -12,8 +14,20 @@ from gateway.control.secrets import Secrets
 
 
 class SecretBody(BaseModel):
+    """A value, or a provider and its fields (vault.providers)."""
+
     model_config = ConfigDict(extra="forbid")
-    value: str = Field(min_length=1, max_length=65536, repr=False)
+    value: str | None = Field(default=None, min_length=1, max_length=65536, repr=False)
+    provider: str | None = Field(default=None, min_length=1, max_length=64)
+    fields: dict[str, str] = Field(default_factory=dict, max_length=32, repr=False)
+
+    @model_validator(mode="after")
+    def _one(self) -> SecretBody:
+        if (self.value is None) == (self.provider is None):
+            raise ValueError("give a value, or a provider and its fields")
+        if self.value is not None and self.fields:
+            raise ValueError("fields go with a provider")
+        return self
 
 
 def router(secrets: Secrets) -> APIRouter:
@@ -22,7 +36,12 @@ def router(secrets: Secrets) -> APIRouter:
     @api.put("/secrets/{name}")
     async def put_secret(name: str, body: SecretBody, caller: Caller) -> dict[str, Any]:
         need(caller, Scope.SECRETS)
-        version = await run_in_threadpool(secrets.put, name, body.value)
+        if body.provider is not None:
+            version = await run_in_threadpool(secrets.put_provider, name, body.provider,
+                                              body.fields)
+        else:
+            assert body.value is not None
+            version = await run_in_threadpool(secrets.put, name, body.value)
         return {"name": name, "version": version}
 
     @api.get("/secrets")

@@ -5,9 +5,11 @@ connection-level refusals are recorded where they are decided."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from mitmproxy import http, tcp, tls
 
+from gateway.dataplane.addons.mcp_guard import MCP_KEY, McpExchange
 from gateway.dataplane.bodies import Counts
 from gateway.dataplane.records import header_summary, sent
 from gateway.dataplane.state import (
@@ -62,8 +64,7 @@ class AuditTrail:
         counts = flow.metadata.get(COUNTS_KEY)
         up, down = (counts.up, counts.down) if isinstance(counts, Counts) else (
             len(request.raw_content or b""), len(response.raw_content or b"") if response else 0)
-        self.state.record(
-            decision,
+        fields: dict[str, Any] = dict(
             sandbox_id=conn.sandbox.id if conn else None,
             conn=conn,
             protocol="ws" if flow.websocket is not None else
@@ -85,6 +86,18 @@ class AuditTrail:
             secrets=",".join(verdict.secrets) if verdict and verdict.secrets else None,
             error=error or (verdict.error if verdict else None),
         )
+        exchange = flow.metadata.get(MCP_KEY)
+        calls = exchange.calls if isinstance(exchange, McpExchange) else []
+        if not calls:
+            self.state.record(decision, **fields)
+            return
+        # one row per JSON-RPC message (a batch has several), each with its own decision
+        # unless it went out with the exchange; the exchange's bytes are counted once
+        for i, (method, tool, own) in enumerate(calls):
+            if i:
+                fields.update(bytes_up=0, bytes_down=0)
+            self.state.record(own if own.verdict != Verdict.ALLOW else decision,
+                              mcp_method=method, mcp_tool=tool, **fields)
 
     # raw TCP
     async def tcp_end(self, flow: tcp.TCPFlow) -> None:

@@ -29,6 +29,7 @@ from gateway.dataplane.bodies import (
     whole,
 )
 from gateway.dataplane.denials import denial_response
+from gateway.dataplane.mcp import HOLD_LIMIT as MCP_HOLD_LIMIT
 from gateway.dataplane.state import (
     COUNTS_KEY,
     METADATA_KEY,
@@ -91,7 +92,7 @@ class Bodies:
         allowed = self._allowed(flow)
         if allowed is None or flow.response is not None:
             return
-        conn, _verdict = allowed
+        conn, verdict = allowed
         request, secrets = flow.request, self._secrets(flow)
         h2 = request.is_http2 or request.is_http3
         unframed = "content-length" not in request.headers and \
@@ -111,7 +112,11 @@ class Bodies:
                 f"to be signed again: give its length, at most {SIGNED_BODY_LIMIT} bytes, or "
                 "sign with x-amz-content-sha256"))
             return
-        if _held(request) or secrets.needs_body:
+        # a body an `mcp:` rule reads (gateway.dataplane.addons.mcp_guard) is held up to its
+        # own limit; McpGuard refuses what is larger
+        grant = verdict.decision.grant
+        window = MCP_HOLD_LIMIT if grant is not None and grant.mcp is not None else SCAN_WINDOW
+        if _held(request, window) or secrets.needs_body:
             flow.metadata[CHECKED_KEY] = body
             return
         if secrets.substitute:      # the decoded body goes out, with the real value in it

@@ -12,6 +12,11 @@ response: every form of each real value sent (vault.scrub).
 
 Response: headers and HTTP/2 trailers are scrubbed here, WebSocket messages too; a message
 from the sandbox carrying a placeholder trips the wire and cuts the connection.
+
+Values come from gateway.dataplane.values: the vault's, or the one a provider minted (a
+failure answers 502 credential_unavailable). An `as: mtls` injection writes nothing: it fixes
+the client certificate the connection's upstream TLS presents (addons.client_cert); a
+connection presents one, so a request whose rule wants another is answered 421.
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ from gateway.dataplane.state import (
     FlowVerdict,
     GatewayState,
 )
+from gateway.dataplane.values import CredentialError
 from policies.decision import Reason, Verdict
-from policies.schema import Inject, InjectBasic, InjectBody, InjectSigV4
+from policies.schema import Inject, InjectBasic, InjectBody, InjectMtls, InjectSigV4
 from vault import placeholders, scrub, sigv4
 from vault.crypto import VaultError
 from vault.placeholders import Binding
@@ -73,7 +79,7 @@ class Credentials:
         return list(self.state.registry.placeholders.lookup_all(found).values())
 
     # requests
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
         conn = self.state.conns.get(flow.client_conn.id)
         verdict = _verdict(flow)
         if conn is None or verdict is None or not verdict.decision.allowed or flow.response:
@@ -84,8 +90,30 @@ class Credentials:
         leaks = self.leaks(injection.head_texts(flow.request, spots))
         if leaks:
             self.trip(flow, conn, leaks, "the request")
-        elif specs:
-            self._inject(flow, conn, specs, spots, verdict)
+        elif self._client_cert(flow, conn, specs) and specs:
+            await self._inject(flow, conn, specs, spots, verdict)
+
+    def _client_cert(self, flow: http.HTTPFlow, conn: Conn, specs: list[Inject]) -> bool:
+        """The connection's client certificate: fixed by its first allowed request, the same
+        for every later one (each upstream connection of it presents that one, or none).
+        False when the request was refused."""
+        wanted = next((s.secret for s in specs if isinstance(s, InjectMtls)), None)
+        verdict = _verdict(flow)
+        rule = verdict.decision.rule if verdict is not None else None
+        if wanted is not None:
+            try:
+                self.state.values.client_identity(wanted)
+            except CredentialError as e:
+                self.refuse(flow, conn, e.reason, str(e), (wanted,), rule)
+                return False
+        if not conn.client_cert_fixed:
+            conn.client_cert, conn.client_cert_fixed = wanted, True
+        elif conn.client_cert != wanted:
+            self.refuse(flow, conn, Reason.CLIENT_CERT_CONFLICT,
+                        f"the connection presents {conn.client_cert or 'no client certificate'}"
+                        f", this request's rule {wanted or 'none'}", rule=rule)
+            return False
+        return True
 
     def request(self, flow: http.HTTPFlow) -> None:
         """At the end of the request: HTTP/2 trailers through the tripwire; SigV4 signed over
@@ -108,16 +136,17 @@ class Credentials:
                 if isinstance(spec, InjectSigV4) and not self._resign(flow, conn, spec):
                     return
 
-    def _inject(self, flow: http.HTTPFlow, conn: Conn, specs: list[Inject],
-                spots: injection.Spots, verdict: FlowVerdict) -> None:
+    async def _inject(self, flow: http.HTTPFlow, conn: Conn, specs: list[Inject],
+                      spots: injection.Spots, verdict: FlowVerdict) -> None:
         vault = self.state.vault
         if vault is None:
             return
         sandbox, pairs, substitute = conn.sandbox, [], {}
         signed_over_body = "x-amz-content-sha256" not in flow.request.headers
         try:
-            for index, spec in enumerate(specs):
-                real = vault.reveal(spec.secret).reveal()
+            reals = await self._values(specs, sandbox.id)
+            for index, real in reals.items():
+                spec = specs[index]
                 own = sandbox.secrets[spec.secret]
                 pairs += [(real, own), *self._related(spec, real, own, sandbox)]
                 if isinstance(spec, InjectBody):
@@ -129,8 +158,14 @@ class Credentials:
                 else:
                     injection.write(flow.request, spec, real, self._username(spec),
                                     present=index in spots.present)
-                for name in secret_names(spec):
-                    vault.mark_used(name)
+            for name in {n for spec in specs for n in secret_names(spec)}:
+                vault.mark_used(name)
+        except CredentialError as e:
+            logger.error("cannot inject for sandbox %s: %s", sandbox.id, e)
+            self.refuse(flow, conn, e.reason, str(e),
+                        tuple(sorted({n for spec in specs for n in secret_names(spec)})),
+                        verdict.decision.rule)
+            return
         except VaultError as e:
             logger.error("cannot inject for sandbox %s: %s", sandbox.id, e)
             self.refuse(flow, conn, Reason.INTERNAL_ERROR, f"vault: {e}")
@@ -142,6 +177,20 @@ class Credentials:
         flow.metadata[METADATA_KEY] = FlowVerdict(
             verdict.decision, verdict.host, verdict.port, verdict.upstream, verdict.error,
             secrets=injected)
+
+    async def _values(self, specs: list[Inject], sandbox_id: str) -> dict[int, str]:
+        """The value each spec injects (by its index). Whatever goes wrong getting one (the
+        hub gone, say) refuses the request: it never leaves without its credential."""
+        try:
+            return {index: (await self.state.values.value(spec, sandbox_id)).reveal()
+                    for index, spec in enumerate(specs) if not isinstance(spec, InjectMtls)}
+        except (CredentialError, VaultError):
+            raise
+        except Exception as e:
+            logger.exception("cannot get a value for sandbox %s", sandbox_id)
+            raise CredentialError(Reason.INTERNAL_ERROR,
+                                  f"the gateway failed to get a value ({type(e).__name__})") \
+                from None
 
     def _related(self, spec: Inject, real: str, own: str,
                  sandbox: SandboxContext) -> list[tuple[str, str]]:
@@ -200,9 +249,9 @@ class Credentials:
 
     # refusals
     def refuse(self, flow: http.HTTPFlow, conn: Conn, reason: Reason, error: str,
-               secrets: tuple[str, ...] = ()) -> None:
-        verdict = FlowVerdict(conn.sandbox.policy.refuse(reason), conn.target, conn.dialed_port,
-                              error=error, secrets=secrets)
+               secrets: tuple[str, ...] = (), rule: str | None = None) -> None:
+        verdict = FlowVerdict(conn.sandbox.policy.refuse(reason, rule), conn.target,
+                              conn.dialed_port, error=error, secrets=secrets)
         flow.metadata[METADATA_KEY] = verdict
         flow.response = denial_response(verdict)
 

@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 
 from gateway.audit.chain import VerifyReport, apply_retention, verify
 from gateway.audit.heads import CHECKPOINT, HeadsFile, HeadSigner, make_head, record_signed_head
-from gateway.audit.models import GENESIS, AuditEvent, AuditHead, row_hash
+from gateway.audit.models import CHAINED, GENESIS, AuditEvent, AuditHead, row_hash
 from gateway.audit.writer import AuditWriter
 from tests.gateway.audit.conftest import problem, write
 
@@ -245,3 +245,15 @@ def test_a_heads_file_that_does_not_parse_is_named(tmp_path: Path) -> None:
     path.write_text('{"gateway_id": "gw1", "seq": 1, "hash": "ab"}\nnot json\n')
     with pytest.raises(ValueError, match="line 2 is not a chain head"):
         list(HeadsFile(path).heads())
+
+
+def test_columns_added_later_are_hashed_only_when_set() -> None:
+    """Rows written before `dropped`, `mcp_method` and `mcp_tool` existed keep their hash;
+    a row that sets one is bound to it."""
+    row = {name: None for name in CHAINED} | {"time": "2026-01-01T00:00:00", "decision": "allow",
+                                              "reason": "allowed_by_rule", "protocol": "http"}
+    before = {k: v for k, v in row.items() if k not in ("dropped", "mcp_method", "mcp_tool")}
+    assert row_hash(row) == row_hash(before)
+    with_tool = {**row, "mcp_method": "tools/call", "mcp_tool": "read_issue"}
+    assert row_hash(with_tool) != row_hash(row)
+    assert row_hash(with_tool) != row_hash({**with_tool, "mcp_tool": "delete_repo"})

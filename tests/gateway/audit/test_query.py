@@ -7,6 +7,7 @@ import time
 from sqlalchemy.engine import Engine
 
 from gateway.audit import query as audit_query
+from gateway.audit.chain import verify
 from tests.gateway.audit.conftest import write
 
 
@@ -50,3 +51,13 @@ def test_export_shapes(engine: Engine) -> None:
     assert ocsf["http_request"]["url"]["hostname"] == "h0.test"
     assert ocsf["metadata"]["uid"] == "gw1:1"
     assert isinstance(ocsf["time"], int) and abs(ocsf["time"] / 1000 - time.time()) < 60
+
+
+def test_mcp_rows_by_tool_and_method(engine: Engine) -> None:
+    write(engine, 2, mcp_method="tools/call", mcp_tool="read_issue")
+    write(engine, 1, mcp_method="tools/list", gateway_id="gw2")
+    rows = audit_query.latest(engine, audit_query.AuditFilter(mcp_tool="read_issue"))
+    assert [(r.mcp_method, r.mcp_tool) for r in rows] == [("tools/call", "read_issue")] * 2
+    listed = audit_query.latest(engine, audit_query.AuditFilter(mcp_method="tools/list"))
+    assert len(listed) == 1 and listed[0].mcp_tool is None
+    assert verify(engine).ok

@@ -18,6 +18,7 @@ from gateway.processes.authority import Authority
 from gateway.processes.hub import Hub
 from gateway.readiness import Readiness
 from policies.schema import Limits
+from tests.token_servers import Servers
 
 SNAPSHOT = protocol.SandboxSnapshot(
     id="a1", ip="10.77.0.2", policy="/p/web.yaml", network="198.18.0.0/24",
@@ -29,6 +30,9 @@ EVERY_MESSAGE: list[protocol.Message] = [
     protocol.Acquire(id=1, sandbox="a1", limit=5),
     protocol.Admit(id=2, sandbox="a1", rule="r", limits=LIMITS),
     protocol.NameFor(id=3, sandbox="a1", address="198.18.0.7"),
+    protocol.Mint(id=4, secret="GH", generation="2@2026-01-01T00:00:00",
+                  narrow={"repositories": ["hello"], "permissions": [["contents", "read"]],
+                          "scopes": [], "audience": None}, sandbox="a1"),
     protocol.Release(sandbox="a1"),
     protocol.Charge(sandbox="a1", rule="r", limits=LIMITS, size=123),
     protocol.Quarantine(sandbox="a1"),
@@ -65,6 +69,50 @@ def test_round_trip(message: protocol.Message) -> None:
 def test_what_is_not_a_message_is_refused(line: bytes) -> None:
     with pytest.raises(protocol.ProtocolError):
         protocol.decode(line)
+
+
+def test_a_refused_line_is_not_repeated_in_the_error() -> None:
+    """An answer may carry a minted credential: the error (logged) shows none of it."""
+    with pytest.raises(protocol.ProtocolError) as caught:
+        protocol.decode(b'{"op": "answer", "re": 1, "value": {"value": "ghs_secret"}, "x": 1}')
+    assert "ghs_secret" not in str(caught.value)
+
+
+def test_a_worker_asks_for_a_minted_value(tmp_path: Path, servers: Servers) -> None:
+    from gateway.providers.broker import Broker
+    from tests.doubles import RowSink, wsgi_connector
+    from vault import providers
+    from vault.crypto import MasterKey
+    from vault.store import Vault
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    vault = Vault(engine, MasterKey.generate())
+    providers.store(vault, "API", servers.client_credentials())
+    current = vault.current("API")
+    assert current is not None
+    broker = Broker(vault, wsgi_connector(servers.app), lambda _row: None)
+    registry = Registry()
+    hub = Hub(Authority(registry), RowSink(), registry, tmp_path / "hub.sock",  # type: ignore[arg-type]
+              broker=broker)
+
+    async def scenario() -> list[Any]:
+        await hub.start()
+        got = await _talk(hub.path, [
+            protocol.Hello(worker=0, pid=1),
+            protocol.Mint(id=1, secret="API", generation=current.generation, narrow=None,
+                          sandbox="s"),
+            protocol.Mint(id=2, secret="NONE", generation="1@x", narrow=None, sandbox="s"),
+        ], answers=3)
+        await hub.close(timeout=2)
+        return got
+
+    _synced, *answers = asyncio.run(scenario())
+    by_id = {a.re: a.value for a in answers}
+    assert by_id[1]["value"] == servers.issued("oauth")[-1]["token"]
+    assert by_id[1]["fresh_until"] > time.time() and by_id[1]["error"] is None
+    assert by_id[2]["value"] is None and "no secret named 'NONE'" in by_id[2]["error"]
+    broker.close()
+    engine.dispose()
 
 
 async def _talk(hub_path: Path, messages: list[protocol.Message],

@@ -64,6 +64,7 @@ class Through:
         from gateway.dataplane.addons.bodies import Bodies
         from gateway.dataplane.addons.credentials import Credentials
         from gateway.dataplane.addons.http_policy import HttpPolicy
+        from gateway.dataplane.addons.mcp_guard import McpGuard
 
         self.plane = plane
         self.cut: list[http.HTTPFlow] = []
@@ -71,15 +72,17 @@ class Through:
         self.policy = HttpPolicy(plane.state)
         self.credentials = Credentials(plane.state)
         self.bodies = Bodies(plane.state, self.credentials.trip)
+        self.mcp = McpGuard(plane.state)
 
     def request(self, flow: http.HTTPFlow, chunks: list[bytes] | None = None) -> bytes:
         """What goes upstream of the body (held: the request's content)."""
         asyncio.run(self.policy.requestheaders(flow))
         if flow.response is not None:
             return b""
-        self.credentials.requestheaders(flow)
+        asyncio.run(self.credentials.requestheaders(flow))
         self.bodies.requestheaders(flow)
-        if flow.response is not None:
+        self.mcp.requestheaders(flow)
+        if flow.response is not None or flow.error is not None:
             return b""
         sent = b""
         stream = flow.request.stream
@@ -89,6 +92,9 @@ class Through:
             flow.request.raw_content = None
         self.credentials.request(flow)
         self.bodies.request(flow)
+        self.mcp.request(flow)
+        if flow.response is not None:
+            return b""
         if not callable(stream):
             sent = flow.request.raw_content or b""
         return sent
@@ -99,6 +105,7 @@ class Through:
         flow.response = response
         self.credentials.responseheaders(flow)
         self.bodies.responseheaders(flow)
+        self.mcp.responseheaders(flow)
         got = b""
         stream = flow.response.stream
         if callable(stream):
@@ -107,6 +114,7 @@ class Through:
             flow.response.raw_content = None
         self.credentials.response(flow)
         self.bodies.response(flow)
+        self.mcp.response(flow)
         if not callable(stream):
             got = flow.response.raw_content or b""
         return got

@@ -13,7 +13,7 @@ from gateway.dataplane.addons.audit_trail import AuditTrail
 from gateway.dataplane.addons.http_policy import HttpPolicy
 from gateway.dataplane.addons.tcp_policy import TcpPolicy
 from tests.doubles import data_plane
-from tests.gateway.dataplane.addons.conftest import connect, request
+from tests.gateway.dataplane.addons.conftest import Through, connect, request
 
 POLICY = """
 version: 1
@@ -67,3 +67,26 @@ def test_a_stream_row_counts_both_directions(tmp_path: Path) -> None:
     up = sum(len(m.content) for m in flow.messages if m.from_client)
     assert (row["protocol"], row["host"], row["port"], row["bytes_up"]) == \
         ("tcp", "db.example.test", 5432, up)
+
+
+def test_one_row_per_json_rpc_message_of_a_batch(tmp_path: Path) -> None:
+    """Each message of a batch gets its own row with its own decision, the method and the
+    tool; the exchange's bytes are counted once, on the first row."""
+    policy = POLICY + "  - {id: mcp, hosts: [mcp.example.test], mcp: {tools: [read_*]}}\n"
+    plane = data_plane(tmp_path, policy, answers={"mcp.example.test": ["203.0.113.30"]})
+    calls = [{"jsonrpc": "2.0", "id": i, "method": "tools/call",
+              "params": {"name": name, "arguments": {}}}
+             for i, name in enumerate(["read_issue", "delete_repo"])]
+    body = json.dumps([*calls, {"jsonrpc": "2.0", "method": "notifications/initialized"}])
+    flow = request(connect(plane, "mcp.example.test"), "POST", "https://mcp.example.test/mcp",
+                   headers=[("content-type", "application/json")], body=body.encode())
+    through = Through(plane)
+    through.request(flow)
+    through.response(flow, http.Response.make(200, b"[]", {"content-type": "application/json"}))
+    asyncio.run(AuditTrail(plane.state).response(flow))
+    rows = [(r["mcp_method"], r["mcp_tool"], r["decision"], r["reason"], r["rule"])
+            for r in plane.rows]
+    assert rows == [("tools/call", "read_issue", "allow", "allowed_by_rule", "mcp"),
+                    ("tools/call", "delete_repo", "deny", "mcp_tool_denied", "mcp"),
+                    ("notifications/initialized", None, "allow", "allowed_by_rule", "mcp")]
+    assert [r["bytes_up"] > 0 for r in plane.rows] == [True, False, False]

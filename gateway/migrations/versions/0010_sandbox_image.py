@@ -1,8 +1,8 @@
 """Sandbox images: the image (name and content id) a sandbox runs on, the user its commands
 run as, the size of its writable tmpfs.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0010
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
