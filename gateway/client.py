@@ -3,8 +3,9 @@
     from gateway.client import Client
 
     client = Client("http://127.0.0.1:8700", token="sgt_...")
-    with client.create(policy="pypi", secrets=["GITHUB_TOKEN"], ttl_seconds=600) as sandbox:
-        result = sandbox.exec(["python3", "-c", "print('hi')"])
+    with client.create(policy="pypi", image="base", secrets=["GITHUB_TOKEN"],
+                       ttl_seconds=600) as sandbox:
+        result = sandbox.exec(["python3", "-c", "print('hi')"])   # in /workspace, as uid 1000
         print(result.exit_code, result.stdout)
         for row in sandbox.audit():
             print(row["decision"], row["host"])
@@ -90,12 +91,18 @@ class Client:
             time.sleep(wait)
 
     # sandboxes
-    def create(self, policy: str, *, runtime: str = "gvisor", secrets: list[str] | None = None,
+    def create(self, policy: str, *, runtime: str = "gvisor", image: str | None = None,
+               user: str | None = None, secrets: list[str] | None = None,
                env: dict[str, str] | None = None, **limits: Any) -> Sandbox:
-        """A new sandbox. `limits`: ttl_seconds, idle_timeout_seconds, memory_mb, cpus,
-        max_pids."""
+        """A new sandbox on `image` (default `base`), its commands run as `user` (default the
+        image's non-root user, else uid 1000). `limits`: ttl_seconds, idle_timeout_seconds,
+        memory_mb, cpus, max_pids, disk_mb."""
         body = {"policy": policy, "runtime": runtime, "secrets": secrets or [],
                 "env": env or {}, **limits}
+        if image is not None:
+            body["image"] = image
+        if user is not None:
+            body["user"] = user
         return Sandbox(self, self.request("POST", "/v1/sandboxes", json=body))
 
     def sandboxes(self) -> list[dict[str, Any]]:
@@ -104,6 +111,12 @@ class Client:
 
     def sandbox(self, sandbox_id: str) -> Sandbox:
         return Sandbox(self, self.request("GET", f"/v1/sandboxes/{sandbox_id}"))
+
+    # images
+    def images(self) -> list[dict[str, Any]]:
+        """The images sandboxes can run on (built and imported with `sandgate image`)."""
+        result: list[dict[str, Any]] = self.request("GET", "/v1/images")
+        return result
 
     # policies and secrets
     def put_policy(self, name: str, yaml: str) -> dict[str, Any]:
@@ -173,14 +186,14 @@ class Sandbox:
         self.info = self._client.request("GET", f"/v1/sandboxes/{self.id}")
         return self.info
 
-    def exec(self, cmd: list[str], *, stdin: str | None = None, cwd: str = "/tmp",
+    def exec(self, cmd: list[str], *, stdin: str | None = None, cwd: str | None = None,
              env: dict[str, str] | None = None, timeout: float = 60) -> ExecResult:
         body = {"cmd": cmd, "stdin": stdin, "cwd": cwd, "env": env or {},
                 "timeout_seconds": timeout}
         return ExecResult(**self._client.request("POST", f"/v1/sandboxes/{self.id}/exec",
                                                  json=body))
 
-    def exec_stream(self, cmd: list[str], *, stdin: str | None = None, cwd: str = "/tmp",
+    def exec_stream(self, cmd: list[str], *, stdin: str | None = None, cwd: str | None = None,
                     env: dict[str, str] | None = None,
                     timeout: float = 60) -> Iterator[tuple[str, Any]]:
         """("stdout" | "stderr", bytes) as output arrives, then ("exit", exit code)."""

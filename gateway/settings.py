@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sandbox_net.firewall import FirewallSpec
+from sandbox_net.images.store import IMAGE_NAME
 from sandbox_net.names import Naming
 from vault.crypto import KeySource
 
@@ -62,8 +63,10 @@ class Settings(BaseSettings):
     otlp_endpoint: str | None = None
     firewall_check_interval: float = Field(default=0.5, ge=0)  # 0: no watchdog
     synthetic_ttl: int = 60
-    # gVisor sandboxes started ahead for create calls with the default limits
+    # gVisor sandboxes started ahead, per image of warm_images, for create calls with the
+    # default limits and user
     warm_pool: int = Field(default=0, ge=0, le=64)
+    warm_images: str = "base"   # comma-separated image names
     # TCP proxy processes (the main process serves DNS, the API, the audit log). Default: one
     # per core.
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
@@ -85,6 +88,15 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
+
+    @field_validator("warm_images")
+    @classmethod
+    def _warm_images(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        bad = [name for name in names if not IMAGE_NAME.match(name)]
+        if bad:
+            raise ValueError(f"warm image name {bad[0]!r} is not an image name")
+        return ",".join(names)
 
     @field_validator("upstream_resolver")
     @classmethod
@@ -150,6 +162,15 @@ class Settings(BaseSettings):
     @property
     def sandboxes_dir(self) -> Path:
         return self.home / "sandboxes"
+
+    @property
+    def warm_image_names(self) -> list[str]:
+        return [name for name in self.warm_images.split(",") if name]
+
+    @property
+    def images_dir(self) -> Path:
+        """Sandbox images (sandbox_net.images.store), shared by every data dir on the host."""
+        return self.cache_dir / "images"
 
     @property
     def runsc_dir(self) -> Path:

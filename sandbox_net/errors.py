@@ -12,3 +12,15 @@ class FirewallError(NetError):
 
 class RuntimeFailure(Exception):
     """A sandbox runtime could not start, exec or stop."""
+
+
+class ImageError(Exception):
+    """An image could not be built, imported, read or removed."""
+
+
+class UnknownImage(ImageError):
+    """No image has the name asked for."""
+
+
+class ImageInUse(ImageError):
+    """A running sandbox uses the image that was to be removed."""

@@ -26,6 +26,10 @@ SYSTEM_PACKAGES=(
     "qemu-system-x86_64:qemu-system-x86"   # the microVM runtime
     "busybox:busybox-static"
     "cpio:cpio"
+    "mmdebstrap:mmdebstrap"          # sandbox images from the distribution's packages
+    "umoci:umoci"                    # OCI images: unpacking layers (rootless)
+    "skopeo:skopeo"                  # OCI images: docker/podman save archives and layouts
+    "mkfs.ext4:e2fsprogs"            # an image as the microVM's read-only disk
     "systemd-analyze:systemd"        # tests/deploy verifies the systemd unit
     "patchelf:patchelf"              # a pyenv Python copied where every user can run it
 )
@@ -90,16 +94,26 @@ make_venv() {
 }
 
 # What the runtimes fetch from the distribution, once per host, into the shared cache
-# (SANDGATE_CACHE_DIR): set-up time is the only time they need the package mirror.
+# (SANDGATE_CACHE_DIR): set-up time is the only time they need the package mirror. The
+# microVM kernel, and the sandbox image `base` (python3, curl, git, CA certificates; about
+# a minute and a half the first time, mmdebstrap's progress shown).
 fetch_runtime_artifacts() {
     [ "$(id -u)" -eq 0 ] || return 0
-    local cache tries=0
+    local cache images tries=0
     cache=$("$VENV/bin/python" -c 'from gateway.settings import Settings; print(Settings().cache_dir)')
+    images=$("$VENV/bin/python" -c 'from gateway.settings import Settings; print(Settings().images_dir)')
     until "$VENV/bin/python" -m sandbox_net.runtime.microvm_image "$cache/microvm" >/dev/null; do
         tries=$((tries + 1))
         [ "$tries" -ge 4 ] && die "could not fetch the microVM kernel (network?). Retry later."
         echo "bootstrap: fetching the microVM kernel failed, updating apt lists and retrying ($tries/3)" >&2
         apt-get -o Acquire::Retries=5 update -qq || sleep 15
+    done
+    tries=0
+    until "$VENV/bin/python" -m sandbox_net.images.base "$images" >/dev/null; do
+        tries=$((tries + 1))
+        [ "$tries" -ge 4 ] && die "could not build the sandbox image base (network?). Retry later."
+        echo "bootstrap: building the sandbox image base failed, retrying ($tries/3)" >&2
+        sleep 15
     done
 }
 

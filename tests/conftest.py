@@ -4,6 +4,7 @@ the end, also when tests fail."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.settings import Settings
 from sandbox_net import cgroups
+from sandbox_net.errors import ImageError
+from sandbox_net.images.store import ImageStore
 from tests import isolation, leases
 from tests.harness import AWS_KEY_ID, AWS_SECRET, REAL_SECRETS, Gateway
 from tests.topology import TRAPS, Topology
@@ -59,12 +63,22 @@ def leftovers(prefix: str) -> list[str]:
 def force_clean(prefix: str) -> None:
     commands = {"netns": ["ip", "netns", "del"], "link": ["ip", "link", "del"],
                 "table": ["nft", "delete", "table", "inet"]}
+    remove_test_images(prefix)
     for entry in leftovers(prefix):
         kind, name = entry.split()
         if kind == "cgroup":
             cgroups.destroy(name)
         else:
             subprocess.run([*commands[kind], name], check=False, capture_output=True)
+
+
+def remove_test_images(prefix: str) -> None:
+    """Images a test imported into the host's store are named sgtest-PREFIX-..."""
+    store = ImageStore(Settings().images_dir)
+    for image in store.list():
+        if image.name.startswith(f"sgtest-{prefix}-"):
+            with contextlib.suppress(ImageError):
+                store.remove(image.name)
 
 
 def kill_runsc(home: Path) -> list[int]:

@@ -188,7 +188,7 @@ class InMemoryRuntime(Runtime):
         self.started.append(spec.sandbox_id)
 
     def exec_command(self, spec: SandboxSpec, argv: list[str], *, env: dict[str, str],
-                     cwd: str) -> list[str]:
+                     cwd: str | None) -> list[str]:
         return ["true"]
 
     def stop(self, spec: SandboxSpec) -> None:

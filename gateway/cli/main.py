@@ -13,6 +13,7 @@ import click
 
 from gateway.cli.audit import audit_group
 from gateway.cli.common import EXIT_BUG, EXIT_ENVIRONMENT, fail
+from gateway.cli.image import image_group
 from gateway.cli.mcp import mcp_command
 from gateway.cli.policy import policy_group
 from gateway.cli.run import run
@@ -53,7 +54,7 @@ def cli(ctx: click.Context) -> None:
 
 
 for command in (serve, api_command, run, selftest, audit_group, token_group, policy_group,
-                secret_group, vault_group, mcp_command):
+                secret_group, vault_group, image_group, mcp_command):
     cli.add_command(command)
 
 

@@ -15,6 +15,8 @@ import click
 
 from gateway.cli.common import check_host, fail, load_policy, make_settings, policy_path
 from gateway.cli.serve import with_upstream
+from sandbox_net.images.base import BASE, BASE_HINT
+from sandbox_net.images.store import LIST_HINT, ImageStore
 
 RUNTIMES = ("gvisor", "microvm")
 
@@ -38,11 +40,18 @@ def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
               help="give the sandbox a placeholder for vault secret NAME, in env var NAME "
                    "(repeatable); the gateway swaps in the value where a policy rule says so")
 @click.option("--runtime", default="gvisor", show_default=True, help="sandbox runtime")
+@click.option("--image", default=BASE, show_default=True, metavar="NAME",
+              help="the sandbox's root filesystem (sandgate image list)")
+@click.option("--user", default=None, metavar="USER",
+              help="run as NAME, UID or UID:GID of the image (default: the image's non-root "
+                   "user, else uid 1000; root only when named)")
 @with_upstream
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(policy: str, env_pairs: tuple[str, ...], secrets: tuple[str, ...], runtime: str,
-        upstream_resolver: str | None, upstream_ca: str | None, cmd: tuple[str, ...]) -> None:
-    """Run CMD in a new sandbox whose only way out is the gateway; exit with its status."""
+        image: str, user: str | None, upstream_resolver: str | None, upstream_ca: str | None,
+        cmd: tuple[str, ...]) -> None:
+    """Run CMD in a new sandbox whose only way out is the gateway; exit with its status.
+    Its working directory is /workspace (or the image's WorkingDir)."""
     from gateway.processes.launch import gateway
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
@@ -54,27 +63,29 @@ def run(policy: str, env_pairs: tuple[str, ...], secrets: tuple[str, ...], runti
     env = _parse_env(env_pairs)
     load_policy(policy, settings)  # every problem reported now, before a sandbox exists
     check_host(settings)
+    if ImageStore(settings.images_dir).find(image) is None:   # the store is root's
+        fail(f"unknown image {image!r}", BASE_HINT if image == BASE else LIST_HINT)
     policy_ref = str(policy_path(policy, settings))
+    body = {"runtime": runtime, "image": image, "policy": policy_ref, "env": env,
+            "secrets": list(secrets), **({"user": user} if user else {})}
     with gateway(settings) as client:
-        code = _run_in_sandbox(client, runtime, policy_ref, env, list(secrets), list(cmd))
+        code = _run_in_sandbox(client, body, list(cmd))
     sys.exit(code if code >= 0 else 128 - code)
 
 
 INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
 
 
-def _run_in_sandbox(client: Any, runtime: str, policy: str, env: dict[str, str],
-                    secrets: list[str], cmd: list[str]) -> int:
+def _run_in_sandbox(client: Any, body: dict[str, Any], cmd: list[str]) -> int:
     """Create, run, delete. Interrupts are held back while the sandbox is being created and
     deleted, so a Ctrl-C can never leave a sandbox whose id we do not know."""
     sandbox: dict[str, Any] | None = None
     attached: Attached | None = None
     signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
     try:
-        sandbox = client.create_sandbox(runtime=runtime, policy=policy, env=env,
-                                        secrets=secrets)
+        sandbox = client.create_sandbox(**body)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)  # a pending Ctrl-C lands here
-        attached = Attached(client.local_exec(sandbox["id"], cmd, env={}, cwd="/tmp"))
+        attached = Attached(client.local_exec(sandbox["id"], cmd, env={}, cwd=None))
         return attached.wait()
     finally:
         signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)

@@ -15,6 +15,9 @@ class SandboxRecord(SQLModel, table=True):
 
     id: str = Field(primary_key=True)
     runtime: str
+    image: str | None = None                # image name, and the content it stood for
+    image_id: str | None = None
+    run_as: str | None = None               # uid:gid of its commands
     policy: str
     policy_source: str
     state: str = Field(index=True)          # creating | running | deleted
@@ -28,6 +31,7 @@ class SandboxRecord(SQLModel, table=True):
     memory_mb: int | None = None
     cpus: float | None = None
     max_pids: int | None = None
+    disk_mb: int | None = None
     end_reason: str | None = None           # deleted | expired | idle | gateway-stopped ...
     created_at: datetime = Field(default_factory=utcnow)
     deleted_at: datetime | None = None

@@ -75,7 +75,7 @@ class ControlClient:
         self._call("DELETE", f"/v1/sandboxes/{sandbox_id}")
 
     def local_exec(self, sandbox_id: str, cmd: list[str], env: dict[str, str],
-                   cwd: str) -> list[str]:
+                   cwd: str | None) -> list[str]:
         result = self._call("POST", f"/v1/sandboxes/{sandbox_id}/local-exec",
                             json={"cmd": cmd, "env": env, "cwd": cwd})
         return list(result["argv"])

@@ -52,6 +52,7 @@ from gateway.readiness import Readiness
 from gateway.settings import Settings
 from gateway.timing import GIL_SWITCH_INTERVAL
 from sandbox_net import firewall, links
+from sandbox_net.images.store import ImageStore
 from sandbox_net.runtime.base import Runtime
 from sandbox_net.runtime.gvisor import GVisorRuntime
 from sandbox_net.runtime.microvm import MicroVMRuntime
@@ -165,7 +166,8 @@ async def _serve_locked(settings: Settings) -> None:
     secrets = Secrets(state.vault, settings.key_source)
     secrets.changed = hub.vault_changed
     sandboxes = Sandboxes(settings, Records(engine, gateway_id), registry, network,
-                          _runtimes(settings), policies, ca_bundle=write_sandbox_bundle(settings),
+                          _runtimes(settings), policies, ImageStore(settings.images_dir),
+                          ca_bundle=write_sandbox_bundle(settings),
                           secret_exists=secrets.exists,
                           open_connections=authority.open_connections,
                           flush_audit=writer.flush, readiness=readiness)

@@ -9,6 +9,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandbox_net.errors import RuntimeFailure
+
 
 @dataclass(frozen=True, slots=True)
 class FileMount:
@@ -19,18 +21,40 @@ class FileMount:
 
 
 @dataclass(frozen=True, slots=True)
+class RootImage:
+    """The image a sandbox runs on (sandbox_net.images): its tree, read-only, for gVisor; the
+    same tree as an ext4 file (built on first use) for a microVM."""
+
+    id: str
+    rootfs: Path
+    disk: Path
+
+
+WORKSPACE = "/workspace"
+
+
+@dataclass(frozen=True, slots=True)
 class SandboxSpec:
     sandbox_id: str
     netns_path: str          # the sandbox's network namespace; its only way out is the gateway
     workdir: Path            # private directory on the host for the runtime's state
+    root: RootImage | None = None   # None only for stopping what a crash left
     env: dict[str, str] = field(default_factory=dict)
     files: tuple[FileMount, ...] = ()
-    masked_dirs: tuple[str, ...] = ()   # host directories hidden behind an empty tmpfs
+    uid: int = 1000          # who every command runs as (root only on explicit request)
+    gid: int = 1000
+    cwd: str = WORKSPACE     # default working directory of commands
+    disk_mb: int = 512       # size of each writable tmpfs, /tmp and /workspace
     memory_mb: int = 512
     max_pids: int = 256
     cpus: float = 1.0
     ip: str = ""             # the sandbox's address (a VM takes it on its own interface)
     gateway_ip: str = ""     # the host side of its link: default route and DNS
+
+    def image(self) -> RootImage:
+        if self.root is None:
+            raise RuntimeFailure(f"sandbox {self.sandbox_id} has no image to run on")
+        return self.root
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +80,9 @@ class Runtime(ABC):
 
     @abstractmethod
     def exec_command(self, spec: SandboxSpec, argv: list[str], *, env: dict[str, str],
-                     cwd: str) -> list[str]:
-        """A host command line that runs `argv` in the sandbox with the caller's stdio."""
+                     cwd: str | None) -> list[str]:
+        """A host command line that runs `argv` in the sandbox with the caller's stdio, in
+        `cwd` (default: spec.cwd), as spec.uid."""
 
     @abstractmethod
     def stop(self, spec: SandboxSpec) -> None:
@@ -77,7 +102,7 @@ def bounded(argv: list[str], timeout: float) -> list[str]:
 
 
 def run_exec(runtime: Runtime, spec: SandboxSpec, argv: list[str], *, stdin: bytes | None,
-             env: dict[str, str], cwd: str, timeout: float) -> ExecResult:
+             env: dict[str, str], cwd: str | None, timeout: float) -> ExecResult:
     """Run `argv` in the sandbox, capturing output (each stream cut at OUTPUT_LIMIT)."""
     command = runtime.exec_command(spec, bounded(argv, timeout), env=env, cwd=cwd)
     started = time.monotonic()

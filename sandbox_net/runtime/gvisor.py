@@ -21,15 +21,15 @@ from typing import Any
 
 from sandbox_net import cgroups
 from sandbox_net.errors import RuntimeFailure
-from sandbox_net.runtime.base import Runtime, SandboxSpec
+from sandbox_net.runtime.base import WORKSPACE, Runtime, SandboxSpec
 
 CAPABILITIES = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def _process(argv: list[str], env: dict[str, str], cwd: str) -> dict[str, Any]:
+def _process(spec: SandboxSpec, argv: list[str], env: dict[str, str],
+             cwd: str) -> dict[str, Any]:
     return {
-        "user": {"uid": 0, "gid": 0},
+        "user": {"uid": spec.uid, "gid": spec.gid},
         "args": argv,
         "env": [f"{k}={v}" for k, v in env.items()],
         "cwd": cwd,
@@ -40,20 +40,28 @@ def _process(argv: list[str], env: dict[str, str], cwd: str) -> dict[str, Any]:
     }
 
 
+def _tmpfs(destination: str, *options: str) -> dict[str, Any]:
+    return {"destination": destination, "type": "tmpfs", "source": "tmpfs",
+            "options": ["nosuid", "nodev", *options]}
+
+
 def bundle_config(spec: SandboxSpec) -> dict[str, Any]:
-    """OCI config: the host's / read-only, a private tmpfs /tmp, given files bound read-only."""
-    env = {"PATH": DEFAULT_PATH, "HOME": "/tmp", **spec.env}
+    """OCI config: the image's tree as a read-only root; size-limited tmpfs /tmp and
+    /workspace (owned by the sandbox's user); the given files bound read-only. Nothing of the
+    host's own filesystem.
+
+    No user namespace: with this runsc a user namespace needs a mapping that contains host
+    uid 0 (an unmapped root cannot set the sandbox up), so it would change nothing. The
+    sandbox's processes run as an unprivileged user inside gVisor, whose own kernel stands
+    between them and the host's."""
+    size = f"size={spec.disk_mb}m"
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs",
          "options": ["nosuid", "noexec", "nodev", "ro"]},
-        {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "nodev", "mode=1777"]},
-    ]
-    mounts += [
-        {"destination": d, "type": "tmpfs", "source": "tmpfs", "options": ["ro", "mode=700"]}
-        for d in spec.masked_dirs
+        _tmpfs("/tmp", "mode=1777", size),
+        _tmpfs(WORKSPACE, "mode=0755", f"uid={spec.uid}", f"gid={spec.gid}", size),
     ]
     mounts += [
         {"destination": f.target, "type": "bind", "source": str(f.source),
@@ -62,8 +70,9 @@ def bundle_config(spec: SandboxSpec) -> dict[str, Any]:
     ]
     return {
         "ociVersion": "1.0.0",
-        "process": _process(["/bin/sleep", "infinity"], env, "/tmp"),
-        "root": {"path": "/", "readonly": True},
+        # `sleep` from the image keeps the sandbox up; every command is a `runsc exec`
+        "process": _process(spec, ["sleep", "infinity"], spec.env, "/"),
+        "root": {"path": str(spec.image().rootfs), "readonly": True},
         "hostname": "sandbox",
         "mounts": mounts,
         "linux": {
@@ -127,10 +136,10 @@ class GVisorRuntime(Runtime):
         cgroups.attach(_cgroup(spec), self._sandbox_pids(spec))
 
     def exec_command(self, spec: SandboxSpec, argv: list[str], *, env: dict[str, str],
-                     cwd: str) -> list[str]:
-        merged = {"PATH": DEFAULT_PATH, "HOME": "/tmp", **spec.env, **env}
+                     cwd: str | None) -> list[str]:
         process_file = spec.workdir / f"exec-{os.getpid()}-{time.monotonic_ns()}.json"
-        process_file.write_text(json.dumps(_process(argv, merged, cwd)))
+        process_file.write_text(json.dumps(_process(spec, argv, {**spec.env, **env},
+                                                    cwd or spec.cwd)))
         return [*self._base(spec), "exec", f"--process={process_file}", spec.sandbox_id]
 
     def stop(self, spec: SandboxSpec) -> None:

@@ -20,15 +20,15 @@ import time
 from pathlib import Path
 
 from sandbox_net import cgroups, links
-from sandbox_net.errors import RuntimeFailure
+from sandbox_net.errors import ImageError, RuntimeFailure
+from sandbox_net.images import disk
 from sandbox_net.runtime import vm_agent
 from sandbox_net.runtime.base import Runtime, SandboxSpec
-from sandbox_net.runtime.microvm_image import build
+from sandbox_net.runtime.microvm_image import build, sandbox_initrd
 
 QEMU = "qemu-system-x86_64"
 QEMU_OVERHEAD_MB = 160
 MIN_MEMORY_MB = 128
-DEFAULT_PATH = "/bin:/sbin:/usr/bin:/usr/sbin"
 
 
 def _timing_arguments(hz: int) -> str:
@@ -79,7 +79,13 @@ class MicroVMRuntime(Runtime):
     def start(self, spec: SandboxSpec) -> None:
         self.preflight()
         image = build(self.cache_dir)
+        root = spec.image()
+        try:
+            root_disk = disk.ensure(root.rootfs, root.disk, root.id)
+        except ImageError as e:
+            raise RuntimeFailure(f"cannot make the image's disk: {e}") from None
         spec.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        initrd = sandbox_initrd(image.initrd, spec.files, spec.workdir / "initrd.img")
         links.bridge_for_vm(Path(spec.netns_path).name, tap="tap0")
         name = _cgroup(spec)
         cgroups.create(name, cgroups.Limits(spec.memory_mb + QEMU_OVERHEAD_MB, spec.cpus,
@@ -89,9 +95,13 @@ class MicroVMRuntime(Runtime):
             "nsenter", f"--net={spec.netns_path}", QEMU,
             "-M", f"microvm,accel={_accelerator(self.accel)}", "-m", str(memory), "-smp", "1",
             "-nodefaults", "-no-user-config", "-nographic",
-            "-kernel", str(image.kernel), "-initrd", str(image.initrd),
+            "-kernel", str(image.kernel), "-initrd", str(initrd),
             "-append", f"console=ttyS0 quiet panic=-1 {_timing_arguments(image.hz)} "
-                       f"sg.ip={spec.ip} sg.gw={spec.gateway_ip}",
+                       f"sg.ip={spec.ip} sg.gw={spec.gateway_ip} sg.uid={spec.uid} "
+                       f"sg.gid={spec.gid} sg.disk={spec.disk_mb}",
+            # the image, read-only for QEMU too: nothing in the guest can write to it
+            "-drive", f"id=root,file={root_disk},format=raw,if=none,readonly=on",
+            "-device", "virtio-blk-device,drive=root",
             "-serial", f"file:{spec.workdir / 'console.log'}",
             "-netdev", "tap,id=net0,ifname=tap0,script=no,downscript=no",
             "-device", "virtio-net-device,netdev=net0",
@@ -112,10 +122,11 @@ class MicroVMRuntime(Runtime):
             raise RuntimeFailure(f"microVM {spec.sandbox_id} did not boot: {log_tail}") from None
 
     def exec_command(self, spec: SandboxSpec, argv: list[str], *, env: dict[str, str],
-                     cwd: str) -> list[str]:
-        merged = {"PATH": DEFAULT_PATH, "HOME": "/tmp", **spec.env, **env}
+                     cwd: str | None) -> list[str]:
         request = spec.workdir / f"exec-{os.getpid()}-{time.monotonic_ns()}.json"
-        request.write_text(json.dumps({"argv": argv, "env": merged, "cwd": cwd}))
+        request.write_text(json.dumps({"argv": argv, "env": {**spec.env, **env},
+                                       "cwd": cwd or spec.cwd, "uid": spec.uid,
+                                       "gid": spec.gid}))
         return [sys.executable, "-m", "sandbox_net.runtime.vm_agent",
                 str(self._socket(spec)), str(request)]
 
@@ -126,7 +137,7 @@ class MicroVMRuntime(Runtime):
             if spec.sandbox_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
                 os.kill(pid, signal.SIGKILL)
         cgroups.destroy(_cgroup(spec))
-        for leftover in ("agent.sock", "agent.sock.lock", "qemu.pid"):
+        for leftover in ("agent.sock", "agent.sock.lock", "qemu.pid", "initrd.img"):
             with contextlib.suppress(OSError):
                 (spec.workdir / leftover).unlink()
 

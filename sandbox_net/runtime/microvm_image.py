@@ -2,8 +2,15 @@
 
 Kernel: Debian's `linux-image-cloud-amd64` (downloaded with apt-get download and unpacked,
 nothing installed on the host). Its virtio drivers are modules, loaded by our init in
-dependency order (the package ships no modules.dep). Userland: busybox-static, our init, and
-the guest agent (a busybox shell loop on a virtio serial port: see vm_agent.py).
+dependency order (the package ships no modules.dep). Userland of the initramfs: busybox-static,
+our init, and the guest agent (a busybox shell loop on a virtio serial port: see vm_agent.py).
+
+The sandbox itself runs on its image (sandbox_net.images), a read-only virtio block device:
+init mounts it under an overlay only long enough to place the sandbox's files (resolv.conf,
+hosts, the CA bundle), makes it read-only again, and mounts size-limited tmpfs on /tmp and
+/workspace. The agent stays in the initramfs, out of the sandbox's sight, and enters the
+image's root for each command as the sandbox's user (busybox nsenter -r -w -S -G), with no
+new privileges.
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox_net.errors import RuntimeFailure
+from sandbox_net.runtime.base import FileMount
 
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
 MODULES = ("virtio_ring", "virtio", "virtio_mmio", "failover", "net_failover", "virtio_net",
-           "virtio_console")
+           "virtio_console", "virtio_blk", "overlay")
+NEWROOT = "/newroot"
 
 INIT = """#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /etc /run /usr/bin /usr/sbin /sbin
@@ -28,17 +37,44 @@ INIT = """#!/bin/busybox sh
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-mount -t tmpfs -o mode=1777 tmp /tmp
+mount -t tmpfs -o mode=0700 agent /tmp
 for m in {modules}; do insmod /lib/modules/$m.ko; done
 for arg in $(cat /proc/cmdline); do
-  case $arg in sg.ip=*) IP=${{arg#sg.ip=}};; sg.gw=*) GW=${{arg#sg.gw=}};; esac
+  case $arg in
+    sg.ip=*) IP=${{arg#sg.ip=}};; sg.gw=*) GW=${{arg#sg.gw=}};;
+    sg.uid=*) SUID=${{arg#sg.uid=}};; sg.gid=*) SGID=${{arg#sg.gid=}};;
+    sg.disk=*) DISK=${{arg#sg.disk=}};;
+  esac
 done
 ip link set lo up
 ip addr add "$IP/30" dev eth0
 ip link set eth0 up
 ip route add default via "$GW"
-echo "nameserver $GW" > /etc/resolv.conf
-echo "127.0.0.1 localhost" > /etc/hosts
+R={newroot}
+mkdir -p /image /rw $R
+mount -t ext4 -o ro /dev/vda /image || poweroff -f
+mount -t tmpfs -o size=32m,mode=0755 rw /rw
+mkdir -p /rw/upper /rw/work
+mount -t overlay -o lowerdir=/image,upperdir=/rw/upper,workdir=/rw/work overlay $R
+# Every path inside the image is resolved from a chroot into it, so that the image's own
+# symlinks resolve against its root, never the initramfs's: busybox and the sandbox's files
+# visit the image for that only.
+rm -rf $R/.sandgate && mkdir -m 0700 $R/.sandgate
+cp -r /bin/busybox /sandgate/files /sandgate/files.list $R/.sandgate/
+chroot $R /.sandgate/busybox sh -c '
+  b=/.sandgate/busybox
+  while read -r n target; do
+    $b rm -f "$target"; $b mkdir -p "${{target%/*}}"
+    $b cat "/.sandgate/files/$n" > "$target"; $b chmod 0644 "$target"
+  done < /.sandgate/files.list
+  $b mkdir -p /tmp /workspace /proc /sys /dev
+  $b mount -t tmpfs -o nosuid,nodev,mode=1777,size=$1m tmp /tmp
+  $b mount -t tmpfs -o nosuid,nodev,mode=0755,uid=$2,gid=$3,size=$1m workspace /workspace
+  $b mount -t proc proc /proc
+  $b mount -t sysfs -o ro,nosuid,nodev,noexec sys /sys
+  $b mount -t devtmpfs dev /dev' - "$DISK" "$SUID" "$SGID" || poweroff -f
+rm -rf $R/.sandgate
+mount -o remount,ro $R
 export HOME=/tmp PATH=/bin:/sbin:/usr/bin:/usr/sbin
 while [ -z "$PORT" ]; do PORT=$(ls /dev/vport*p1 2>/dev/null | head -n 1); done
 # A virtio port opens once: read-write on fd 0, duplicated to fd 1. While the host side is
@@ -127,13 +163,40 @@ def build(cache: Path) -> VmImage:
     cache.mkdir(parents=True, exist_ok=True, mode=0o700)
     vmlinuz, modules = _kernel(cache)
     busybox = _busybox()
-    init = INIT.format(modules=" ".join(MODULES))
+    init = INIT.format(modules=" ".join(MODULES), newroot=NEWROOT)
     key = hashlib.sha256(b"\0".join([str(vmlinuz).encode(), busybox.read_bytes(),
                                      init.encode(), AGENT.encode()])).hexdigest()[:16]
     initrd = cache / f"initrd-{key}.cpio.gz"
     if not initrd.exists():
         _pack(initrd, busybox, modules, init)
     return VmImage(vmlinuz, initrd, _hz(vmlinuz))
+
+
+def sandbox_initrd(base: Path, files: tuple[FileMount, ...], target: Path) -> Path:
+    """`base` followed by a small archive of the sandbox's own files (`/sandgate/files/N` and
+    `/sandgate/files.list`: "N TARGET" per line), which init places in the image's view. The
+    kernel unpacks concatenated archives; the second must start on a 4-byte boundary."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "sandgate" / "files").mkdir(parents=True)
+        listing = []
+        for n, mount in enumerate(files):
+            shutil.copyfile(mount.source, root / "sandgate" / "files" / str(n))
+            listing.append(f"{n} {mount.target}\n")
+        (root / "sandgate" / "files.list").write_text("".join(listing))
+        extra = _cpio(root)
+    data = base.read_bytes()
+    target.write_bytes(data + b"\0" * (-len(data) % 4) + extra)
+    return target
+
+
+def _cpio(root: Path) -> bytes:
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    archive = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root,
+                             input="\n".join(files).encode(), capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise RuntimeFailure(f"cpio failed: {archive.stderr.decode()[-300:]}")
+    return archive.stdout
 
 
 def _hz(vmlinuz: Path) -> int:
@@ -159,15 +222,10 @@ def _pack(target: Path, busybox: Path, modules: Path, init: str) -> None:
         (root / "init").write_text(init)
         (root / "agent").write_text(AGENT)
         os.chmod(root / "init", 0o755)  # noqa: S103 - the guest's init, inside the image
-        files = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
-        archive = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root,
-                                 input="\n".join(files).encode(), capture_output=True,
-                                 check=False)
-        if archive.returncode != 0:
-            raise RuntimeFailure(f"cpio failed: {archive.stderr.decode()[-300:]}")
+        archive = _cpio(root)
         partial = target.with_suffix(".tmp")
         with open(partial, "wb") as out:
-            subprocess.run(["gzip", "-1"], input=archive.stdout, stdout=out, check=True)
+            subprocess.run(["gzip", "-1"], input=archive, stdout=out, check=True)
         os.replace(partial, target)
 
 

@@ -13,6 +13,7 @@ import base64
 import fcntl
 import json
 import os
+import posixpath
 import secrets
 import shlex
 import socket
@@ -23,14 +24,30 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sandbox_net.errors import RuntimeFailure
+from sandbox_net.runtime.microvm_image import NEWROOT
 
 KILLED = 137  # what the guest's `timeout -s KILL` leaves
 
 
-def script_for(argv: list[str], env: dict[str, str], cwd: str) -> str:
+def script_for(argv: list[str], env: dict[str, str], cwd: str, uid: int, gid: int) -> str:
+    """The guest script that runs `argv` in the image's root (microvm_image.NEWROOT) as
+    uid:gid in `cwd`, without new privileges. It runs in the agent's busybox shell, outside
+    the image; nsenter -r/-w enters the image's root and working directory. nsenter opens
+    the directory before it enters the root, so every component of `cwd` must be a real
+    directory: a symlink in the image (resolved against the initramfs's root there) is
+    refused."""
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()
                       if k.replace("_", "").isalnum())
-    return f"{exports}cd {shlex.quote(cwd)} || exit 126\nexec {shlex.join(argv)}\n"
+    cwd = posixpath.normpath(posixpath.join("/", cwd))
+    parts = [p for p in cwd.split("/") if p]
+    prefixes = [NEWROOT + "/" + "/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    checks = " && ".join(f"[ ! -L {shlex.quote(p)} ] && [ -d {shlex.quote(p)} ]"
+                         for p in prefixes) or "true"
+    where = prefixes[-1] if prefixes else NEWROOT
+    enter = ["/bin/busybox", "setpriv", "--nnp", "/bin/busybox", "nsenter", "-F",
+             f"-r{NEWROOT}", f"-w{where}", "-S", str(uid), "-G", str(gid), "--", *argv]
+    return (f"{exports}{checks} || {{ echo no such directory in the sandbox, or one through "
+            f"a symlink: {shlex.quote(cwd)} >&2; exit 126; }}\nexec {shlex.join(enter)}\n")
 
 
 @contextmanager
@@ -101,8 +118,9 @@ def main() -> int:
     path, request_file = Path(sys.argv[1]), Path(sys.argv[2])
     request = json.loads(request_file.read_text())
     stdin = b"" if os.isatty(0) else sys.stdin.buffer.read()
-    code, out, err = run(path, script_for(request["argv"], request["env"], request["cwd"]),
-                         stdin, timeout=request.get("timeout", 86400))
+    script = script_for(request["argv"], request["env"], request["cwd"], request["uid"],
+                        request["gid"])
+    code, out, err = run(path, script, stdin, timeout=request.get("timeout", 86400))
     sys.stdout.buffer.write(out)
     sys.stdout.buffer.flush()
     sys.stderr.buffer.write(err)

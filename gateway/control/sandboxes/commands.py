@@ -23,7 +23,9 @@ class Commands:
         self.sandboxes = sandboxes
 
     def _run(self, sandbox_id: str, argv: list[str], *, stdin: bytes | None = None,
-             env: dict[str, str] | None = None, cwd: str = "/", timeout: float = 120) -> Any:
+             env: dict[str, str] | None = None, cwd: str | None = None,
+             timeout: float = 120) -> Any:
+        """`argv` in the sandbox; relative paths are relative to its working directory."""
         runtime, spec = self.sandboxes.running(sandbox_id)
         return run_exec(runtime, spec, argv, stdin=stdin, env=env or {}, cwd=cwd,
                         timeout=timeout)
@@ -93,7 +95,7 @@ class Commands:
         if result.exit_code != 0:
             raise BadRequest(f"cannot write {upload.path}: "
                              f"{result.stderr.decode(errors='replace').strip()}",
-                             "the sandbox's root is read-only; write below /tmp")
+                             "the sandbox's root is read-only; write below /workspace or /tmp")
 
     def download(self, sandbox_id: str, path: str) -> bytes:
         result = self._run(sandbox_id, ["/bin/cat", "--", path])

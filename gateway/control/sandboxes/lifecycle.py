@@ -22,28 +22,24 @@ from pathlib import Path
 from gateway.clock import utcnow
 from gateway.control.models import SandboxRecord
 from gateway.control.policy_store import PolicyHandle, PolicyStore
+from gateway.control.sandboxes import roots
 from gateway.control.sandboxes.records import Records, public
 from gateway.control.sandboxes.schemas import SandboxCreate, SandboxPublic
 from gateway.control.sandboxes.warm import WarmPool
-from gateway.dataplane.ca import SYSTEM_BUNDLE
 from gateway.dataplane.registry import Registry, SandboxContext, SyntheticPool
 from gateway.errors import BadRequest, NotFound, NotReady, Unavailable
 from gateway.readiness import Readiness
 from gateway.settings import Settings
 from gateway.timing import DRAIN_TIMEOUT, READY_WAIT
-from sandbox_net.errors import FirewallError, NetError, RuntimeFailure
+from sandbox_net.errors import FirewallError, NetError, RuntimeFailure, UnknownImage
+from sandbox_net.images.store import LIST_HINT, Hold, Image, ImageStore
+from sandbox_net.images.users import RunAs
 from sandbox_net.names import new_sandbox_id
-from sandbox_net.runtime.base import FileMount, Runtime, SandboxSpec
+from sandbox_net.runtime.base import Runtime, SandboxSpec
 from sandbox_net.wiring import SandboxNetwork, Wired
 from vault.placeholders import new_placeholder
 
 logger = logging.getLogger(__name__)
-
-CA_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
-# Host paths a sandbox must not read through its read-only view of the host's root:
-# credentials, keys, other users' data, and runtime state (the data dir is added too).
-MASKED_DIRS = ("/root", "/home", "/etc/ssh", "/var/lib", "/var/backups", "/run", "/srv")
-MASKED_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +49,10 @@ class Started:
     spec: SandboxSpec
     wired: Wired
     runtime: str
+
+    @property
+    def image_id(self) -> str:
+        return self.spec.root.id if self.spec.root else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +64,7 @@ class _Deadline:
 class Sandboxes:
     def __init__(self, settings: Settings, records: Records, registry: Registry,
                  network: SandboxNetwork, runtimes: dict[str, Runtime], policies: PolicyStore,
-                 *, ca_bundle: Path, secret_exists: Callable[[str], bool],
+                 images: ImageStore, *, ca_bundle: Path, secret_exists: Callable[[str], bool],
                  open_connections: Callable[[str], int] = lambda _id: 0,
                  flush_audit: Callable[[], object] = lambda: None,
                  readiness: Readiness | None = None) -> None:
@@ -74,6 +74,7 @@ class Sandboxes:
         self.network = network
         self.runtimes = runtimes
         self.policies = policies
+        self.images = images
         self.ca_bundle = ca_bundle
         self.secret_exists = secret_exists
         self.open_connections = open_connections
@@ -82,12 +83,16 @@ class Sandboxes:
         self.warm = WarmPool(settings.warm_pool)
         self._lock = threading.Lock()
         self._running: dict[str, Started] = {}
+        self._holds: dict[str, Hold] = {}     # each sandbox keeps its image's content
+        self._missing: set[str] = set()       # warm images found missing (logged once)
         self._deadlines: dict[str, _Deadline] = {}
 
     # create
     def create(self, request: SandboxCreate, owner: str = "local") -> SandboxPublic:
         self._await_ready()
         runtime = self._runtime(request.runtime)
+        image = roots.find(self.images, request.image)
+        user = roots.run_as(image, request.user)
         handle = self.policies.acquire(request.policy)
         for key in request.env:
             if not key or "=" in key or "\0" in key:
@@ -96,11 +101,12 @@ class Sandboxes:
             if not self.secret_exists(name):
                 raise BadRequest(f"no secret named {name!r}",
                                  f"set it first: sandgate secret set {name}")
-        started = self.warm.claim(request)
+        started = self.warm.claim(request, image.id)
         sandbox_id = started.spec.sandbox_id if started else new_sandbox_id()
         now = utcnow()
         record = SandboxRecord(
-            id=sandbox_id, runtime=runtime.name, policy=handle.policy.name,
+            id=sandbox_id, runtime=runtime.name, image=image.name, image_id=image.id,
+            run_as=str(user), disk_mb=request.disk_mb, policy=handle.policy.name,
             policy_source=str(handle.path), state="creating", owner=owner,
             gateway_id=self.records.gateway_id, ttl_seconds=request.ttl_seconds,
             expires_at=now + timedelta(seconds=request.ttl_seconds),
@@ -109,8 +115,8 @@ class Sandboxes:
         self.records.save(record)
         try:
             if started is None:
-                started = self._start(self._prepare(sandbox_id, request), request.runtime,
-                                      register=(request, handle, record))
+                started = self._start(self._prepare(sandbox_id, request, image, user),
+                                      request.runtime, register=(request, handle, record))
             else:
                 record.ip = started.wired.ip
                 started = self._register(started, request, handle, record)
@@ -144,8 +150,14 @@ class Sandboxes:
             raise NotReady(str(e)) from e
         return runtime
 
-    def _prepare(self, sandbox_id: str, request: SandboxCreate) -> tuple[SandboxSpec, Wired]:
-        """The sandbox's network (up only once its rules are verified) and spec."""
+    def _prepare(self, sandbox_id: str, request: SandboxCreate, image: Image,
+                 user: RunAs) -> tuple[SandboxSpec, Wired]:
+        """The sandbox's image (held while it runs), its network (up only once its rules are
+        verified) and spec."""
+        try:
+            self._holds[sandbox_id] = self.images.hold(image)
+        except UnknownImage as e:
+            raise BadRequest(str(e), LIST_HINT) from None
         try:
             wired = self.network.wire(sandbox_id)
         except FirewallError as e:
@@ -157,8 +169,9 @@ class Sandboxes:
         workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         return SandboxSpec(
             sandbox_id=sandbox_id, netns_path=wired.netns_path, workdir=workdir,
-            env={k: str(SYSTEM_BUNDLE) for k in CA_ENV},
-            files=self._files(workdir, wired.gateway_ip), masked_dirs=self._masked_dirs(),
+            root=roots.root(image), env=roots.env(image),
+            files=roots.files(image, workdir, wired.gateway_ip, self.ca_bundle),
+            uid=user.uid, gid=user.gid, cwd=roots.cwd(image), disk_mb=request.disk_mb,
             memory_mb=request.memory_mb, max_pids=request.max_pids, cpus=request.cpus,
             ip=wired.ip, gateway_ip=wired.gateway_ip,
         ), wired
@@ -194,11 +207,26 @@ class Sandboxes:
         return started
 
     def keep_warm(self) -> None:
-        """Start gVisor sandboxes until `warm_pool` wait unclaimed (from a background loop)."""
-        while self.warm.wanted():
-            sandbox_id = new_sandbox_id()
+        """Start gVisor sandboxes until `warm_pool` wait unclaimed for each of the warm images
+        (from a background loop). Those of an image that has since been rebuilt or removed
+        are stopped."""
+        images = {}
+        for name in self.settings.warm_image_names:
+            image = self.images.find(name)
+            if image is None and name not in self._missing:
+                logger.warning("warm pool: no image %r (see: sandgate image list)", name)
+                self._missing.add(name)
+            elif image is not None:
+                images[image.id] = image
+        for stale in self.warm.drop_except(set(images)):
+            self._running[stale.spec.sandbox_id] = stale
+            self.destroy(stale.spec.sandbox_id, "warm-pool-image-changed")
+        while (image_id := self.warm.wanted(list(images))) is not None:
+            image, sandbox_id = images[image_id], new_sandbox_id()
+            request = SandboxCreate(policy="-", image=image.name)
             try:
-                started = self._start(self._prepare(sandbox_id, SandboxCreate(policy="-")),
+                started = self._start(self._prepare(sandbox_id, request, image,
+                                                    roots.run_as(image, None)),
                                       "gvisor", register=None)
             except BaseException:
                 self.destroy(sandbox_id, "warm-pool-failed")
@@ -206,26 +234,6 @@ class Sandboxes:
             del self._running[sandbox_id]
             if not self.warm.put(started):
                 self.destroy(sandbox_id, "gateway-stopped")   # shut-down began meanwhile
-
-    def _files(self, workdir: Path, nameserver: str) -> tuple[FileMount, ...]:
-        resolv = workdir / "resolv.conf"
-        resolv.write_text(f"nameserver {nameserver}\noptions attempts:2 timeout:2\n")
-        hosts = workdir / "hosts"
-        hosts.write_text("127.0.0.1\tlocalhost\n")
-        empty = workdir / "empty"
-        empty.write_text("")
-        mounts = [FileMount(resolv, "/etc/resolv.conf"), FileMount(hosts, "/etc/hosts"),
-                  FileMount(self.ca_bundle, str(SYSTEM_BUNDLE))]
-        mounts += [FileMount(empty, f) for f in MASKED_FILES if Path(f).exists()]
-        return tuple(mounts)
-
-    def _masked_dirs(self) -> tuple[str, ...]:
-        candidates = {Path(d) for d in (*MASKED_DIRS, str(self.settings.home))}
-        # /tmp is the sandbox's own tmpfs already; paths below it do not exist there, nor do
-        # paths below another masked directory.
-        kept = [d for d in candidates if d.is_dir() and not d.is_relative_to("/tmp")
-                and not any(d != o and d.is_relative_to(o) for o in candidates)]
-        return tuple(sorted(str(d) for d in kept))
 
     # delete
     def delete(self, sandbox_id: str) -> None:
@@ -270,6 +278,9 @@ class Sandboxes:
             self.registry.remove(sandbox_id)
             self.network.unwire(sandbox_id)
             shutil.rmtree(self.settings.sandboxes_dir / sandbox_id, ignore_errors=True)
+            hold = self._holds.pop(sandbox_id, None)
+            if hold is not None:
+                hold.release()
             record = self.records.get(sandbox_id)
             if record is not None and record.state != "deleted":
                 record.state = "deleted"

@@ -42,8 +42,10 @@ class Records:
 
 def public(record: SandboxRecord, netns: str | None) -> SandboxPublic:
     return SandboxPublic(
-        id=record.id, runtime=record.runtime, policy=record.policy, state=record.state,
+        id=record.id, runtime=record.runtime, image=record.image, user=record.run_as,
+        policy=record.policy, state=record.state,
         owner=record.owner, expires_at=record.expires_at, memory_mb=record.memory_mb,
-        cpus=record.cpus, max_pids=record.max_pids, end_reason=record.end_reason,
+        cpus=record.cpus, max_pids=record.max_pids, disk_mb=record.disk_mb,
+        end_reason=record.end_reason,
         deleted_at=record.deleted_at, ip=record.ip, created_at=record.created_at,
         netns=netns if record.state != "deleted" else None)

@@ -10,12 +10,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from policies.schema import SECRET_NAME
 
 RuntimeName = Literal["gvisor", "microvm"]
+IMAGE_NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+USER_SPEC = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?$"
 
 
 class SandboxCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     runtime: RuntimeName = "gvisor"
+    image: str = Field(default="base", pattern=IMAGE_NAME,
+                       description="the sandbox's root filesystem (GET /v1/images)")
+    user: str | None = Field(
+        default=None, pattern=USER_SPEC,
+        description="who commands run as: NAME, UID, NAME:GROUP or UID:GID in the image; "
+                    "default the image's own non-root user, else uid 1000; 'root' only "
+                    "when asked for")
     policy: str = Field(min_length=1, description="policy name, or a policy file path "
                                                    "(local control socket only)")
     env: dict[str, str] = Field(default_factory=dict)
@@ -30,11 +39,16 @@ class SandboxCreate(BaseModel):
     memory_mb: int = Field(default=512, ge=64, le=65536)
     cpus: float = Field(default=1.0, gt=0, le=64)
     max_pids: int = Field(default=256, ge=8, le=65536)
+    disk_mb: int = Field(default=512, ge=16, le=65536,
+                         description="size of each writable tmpfs, /tmp and /workspace "
+                                     "(counted against memory)")
 
 
 class SandboxPublic(BaseModel):
     id: str
     runtime: str
+    image: str | None = None
+    user: str | None = None      # uid:gid
     policy: str
     state: str
     owner: str | None = None
@@ -42,11 +56,16 @@ class SandboxPublic(BaseModel):
     memory_mb: int | None = None
     cpus: float | None = None
     max_pids: int | None = None
+    disk_mb: int | None = None
     end_reason: str | None = None
     ip: str | None
     netns: str | None = None
     created_at: datetime
     deleted_at: datetime | None = None
+
+
+CWD = Field(default=None, description="working directory; default the image's WorkingDir, "
+                                     "else /workspace")
 
 
 class LocalExec(BaseModel):
@@ -56,7 +75,7 @@ class LocalExec(BaseModel):
 
     cmd: list[str] = Field(min_length=1)
     env: dict[str, str] = Field(default_factory=dict)
-    cwd: str = "/tmp"
+    cwd: str | None = CWD
 
 
 class ExecRequest(BaseModel):
@@ -64,7 +83,7 @@ class ExecRequest(BaseModel):
 
     cmd: list[str] = Field(min_length=1, description="argv; not run through a shell")
     stdin: str | None = Field(default=None, max_length=16 * 1024 * 1024)
-    cwd: str = "/tmp"
+    cwd: str | None = CWD
     env: dict[str, str] = Field(default_factory=dict)
     timeout_seconds: float = Field(default=60, gt=0, le=3600)
 

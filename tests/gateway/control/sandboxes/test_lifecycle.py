@@ -1,6 +1,7 @@
-"""The sandbox lifecycle with an in-memory network and runtime: the order of steps (a sandbox
-runs only once the gateway knows it; it is forgotten only once it is stopped), undoing every
-step of a failed create, deadlines, the warm pool, and start-up reconciliation."""
+"""The sandbox lifecycle with an in-memory network and runtime (and a real image store with
+tiny images): the order of steps (a sandbox runs only once the gateway knows it; it is
+forgotten only once it is stopped), undoing every step of a failed create, deadlines, the
+warm pool per image, images and users, and start-up reconciliation."""
 
 from __future__ import annotations
 
@@ -22,9 +23,11 @@ from gateway.db import make_engine
 from gateway.errors import BadRequest, NotReady, Unavailable
 from gateway.readiness import Readiness
 from gateway.settings import Settings
-from sandbox_net.errors import FirewallError
+from sandbox_net.errors import FirewallError, ImageInUse
+from sandbox_net.images.store import ImageStore
 from sandbox_net.runtime.base import SandboxSpec
 from tests.doubles import InMemoryNetwork, InMemoryRuntime
+from tests.images import add_image
 
 
 class OrderedRuntime(InMemoryRuntime):
@@ -47,6 +50,7 @@ class World:
     network: InMemoryNetwork
     runtime: OrderedRuntime
     records: Records
+    images: ImageStore
 
 
 @pytest.fixture
@@ -55,7 +59,10 @@ def world(tmp_path: Path) -> Iterator[World]:
     policies.mkdir()
     (policies / "web.yaml").write_text(
         "version: 1\nname: web\nrules:\n  - {id: api, hosts: [api.example.test]}\n")
-    settings = Settings(home=tmp_path / "home", policy_dir=policies, warm_pool=1)
+    settings = Settings(home=tmp_path / "home", policy_dir=policies, warm_pool=1,
+                        cache_dir=tmp_path / "cache")
+    images = ImageStore(settings.images_dir)
+    add_image(images, "base")
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     registry = Registry()
     network = InMemoryNetwork()
@@ -64,9 +71,10 @@ def world(tmp_path: Path) -> Iterator[World]:
     bundle = tmp_path / "bundle.pem"
     bundle.write_text("")
     sandboxes = Sandboxes(settings, records, registry, network, {"gvisor": runtime},
-                          PolicyStore(policies), ca_bundle=bundle,
+                          PolicyStore(policies), images, ca_bundle=bundle,
                           secret_exists=lambda name: name == "TOKEN")
-    yield World(sandboxes, registry, network, runtime, records)
+    yield World(sandboxes, registry, network, runtime, records, images)
+    sandboxes.shutdown()   # releases the images the sandboxes held
     engine.dispose()
 
 
@@ -156,7 +164,97 @@ def test_shutdown_stops_every_sandbox_warm_ones_too(world: World) -> None:
     world.sandboxes.create(SandboxCreate(policy="web", memory_mb=1024))
     world.sandboxes.shutdown()
     assert world.runtime.running == {} and world.network.wired == {}
-    assert not world.sandboxes.warm.wanted()
+    assert world.sandboxes.warm.wanted([world.images.get("base").id]) is None
+
+
+def test_a_sandbox_runs_on_its_image_and_nothing_of_the_host(world: World,
+                                                             tmp_path: Path) -> None:
+    image = add_image(world.images, "py", env={"LANG": "C.UTF-8", "PATH": "/opt/py/bin"},
+                      workdir="/srv/app", user=None)
+    created = world.sandboxes.create(SandboxCreate(policy="web", image="py", disk_mb=64))
+    spec = world.runtime.running[created.id]
+    assert spec.root is not None and (spec.root.id, spec.root.rootfs) == (image.id,
+                                                                         image.rootfs)
+    assert (spec.uid, spec.gid, spec.cwd, spec.disk_mb) == (1000, 1000, "/srv/app", 64)
+    assert spec.env["LANG"] == "C.UTF-8" and spec.env["PATH"] == "/opt/py/bin"
+    assert spec.env["SSL_CERT_FILE"] == "/etc/ssl/certs/ca-certificates.crt"
+    # only the gateway's own files, each from the sandbox's workdir or the CA bundle; the
+    # bundle at the path the CA variables name, and at no other the image lacks
+    assert {f.target for f in spec.files} == {"/etc/resolv.conf", "/etc/hosts",
+                                              "/etc/ssl/certs/ca-certificates.crt"}
+    assert {f.source.parent for f in spec.files} <= {spec.workdir, tmp_path}
+    (image.rootfs / "etc" / "ssl").mkdir()
+    (image.rootfs / "etc" / "ssl" / "cert.pem").symlink_to("/elsewhere")
+    other = world.sandboxes.create(SandboxCreate(policy="web", image="py"))
+    assert "/etc/ssl/cert.pem" in {f.target for f in world.runtime.running[other.id].files}
+    assert (created.image, created.user, created.disk_mb) == ("py", "1000:1000", 64)
+
+
+@pytest.mark.parametrize(("image_user", "requested", "expected"), [
+    ("agent", None, "1000:1000"),          # the image's own user
+    (None, None, "1000:1000"),             # none: uid 1000
+    ("root", None, "1000:1000"),           # root only when the request names it
+    ("agent", "root", "0:0"),
+    ("agent", "4242", "4242:4242"),        # a number the image does not know
+    ("agent", "agent:root", "1000:0"),
+])
+def test_who_commands_run_as(world: World, image_user: str | None, requested: str | None,
+                             expected: str) -> None:
+    add_image(world.images, "u", user=image_user)
+    created = world.sandboxes.create(SandboxCreate(policy="web", image="u", user=requested))
+    assert created.user == expected
+    spec = world.runtime.running[created.id]
+    assert f"{spec.uid}:{spec.gid}" == expected
+
+
+@pytest.mark.parametrize(("request_", "message"), [
+    (dict(policy="web", image="nope"), "unknown image 'nope'"),
+    (dict(policy="web", user="nobody-here"), "user 'nobody-here' is not in the image"),
+])
+def test_unknown_images_and_users_create_nothing(world: World, request_: dict[str, object],
+                                                 message: str) -> None:
+    with pytest.raises(BadRequest, match=message) as raised:
+        world.sandboxes.create(SandboxCreate.model_validate(request_))
+    assert world.runtime.started == [] and world.records.live() == []
+    if "image" in request_:
+        assert raised.value.hint == "see: sandgate image list"
+
+
+def test_an_image_in_use_is_kept_until_its_sandboxes_are_gone(world: World) -> None:
+    add_image(world.images, "busy")
+    created = world.sandboxes.create(SandboxCreate(policy="web", image="busy"))
+    with pytest.raises(ImageInUse):
+        world.images.remove("busy")
+    world.sandboxes.delete(created.id)
+    world.images.remove("busy")
+    assert world.images.find("busy") is None
+
+
+def test_the_warm_pool_keeps_sandboxes_per_image_and_drops_stale_ones(world: World) -> None:
+    world.sandboxes.settings.warm_images = "base,py"
+    py = add_image(world.images, "py", env={"V": "1"})
+    world.sandboxes.keep_warm()
+    assert sorted(s.root.id for s in world.runtime.running.values() if s.root) == sorted(
+        [world.images.get("base").id, py.id])
+    claimed = world.sandboxes.create(SandboxCreate(policy="web", image="py"))
+    assert world.runtime.running[claimed.id].root.id == py.id  # type: ignore[union-attr]
+    as_root = world.sandboxes.create(SandboxCreate(policy="web", image="py", user="root"))
+    assert as_root.id not in world.runtime.started[:2]        # another user: a cold one
+    rebuilt = add_image(world.images, "py", env={"V": "2"})   # the name, new content
+    world.sandboxes.keep_warm()
+    warm = [s for s in world.runtime.running.values()
+            if s.sandbox_id not in (claimed.id, as_root.id)]
+    assert sorted(s.root.id for s in warm if s.root) == sorted(
+        [world.images.get("base").id, rebuilt.id])
+
+
+def test_a_host_without_base_says_how_to_build_it(world: World) -> None:
+    world.images.remove("base")
+    with pytest.raises(BadRequest, match="unknown image 'base'") as raised:
+        world.sandboxes.create(SandboxCreate(policy="web"))
+    assert raised.value.hint is not None
+    assert "scripts/bootstrap.sh" in raised.value.hint
+    assert "sandgate image list" in raised.value.hint
 
 
 def test_a_create_waits_for_every_worker_then_gives_up_with_retry(
