@@ -199,13 +199,25 @@ def verify(spec: FirewallSpec, pins: Collection[Pin] = ()) -> None:
             )
 
 
-def _verify_pins(spec: FirewallSpec, items: list[dict[str, Any]],
-                 pins: Collection[Pin]) -> None:
+def _pins_of(items: list[dict[str, Any]]) -> set[Pin] | None:
     found = next((i["set"] for i in items if i.get("set", {}).get("name") == PINS), None)
     if found is None:
+        return None
+    return {(e["concat"][0], e["concat"][1]) for e in found.get("elem", ())
+            if isinstance(e, dict) and "concat" in e}
+
+
+def pinned(spec: FirewallSpec) -> set[Pin]:
+    """The (link, address) pairs the kernel's pin set holds (none without the table)."""
+    items = _listing(spec)
+    return (_pins_of(items) or set()) if items is not None else set()
+
+
+def _verify_pins(spec: FirewallSpec, items: list[dict[str, Any]],
+                 pins: Collection[Pin]) -> None:
+    present = _pins_of(items)
+    if present is None:
         raise FirewallError(f"table inet {spec.table}: set {PINS} is missing")
-    present = {(e["concat"][0], e["concat"][1]) for e in found.get("elem", ())
-               if isinstance(e, dict) and "concat" in e}
     missing = [p for p in pins if (p[0], str(ipaddress.IPv4Address(p[1]))) not in present]
     if missing:
         raise FirewallError(f"table inet {spec.table}: {len(missing)} link(s) not pinned "

@@ -11,12 +11,14 @@ one (pyroute2, nftables, the slot table); tests use an in-memory double.
 from __future__ import annotations
 
 import ipaddress
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
 from sandbox_net import cgroups, firewall, links, slots
+from sandbox_net.errors import FirewallError
 from sandbox_net.firewall import FirewallSpec, Pin
 from sandbox_net.names import Naming
 
@@ -60,6 +62,11 @@ class HostNetwork(SandboxNetwork):
         self.rules = rules
         self.gateway_id = gateway_id
         self.host_id = host_id
+        # The pins in force, and a lock held while one is added or removed and while the
+        # table is checked and reinstalled: a reinstall from a list read before a concurrent
+        # wire would drop that link's pin and cut it off.
+        self._pinned: set[Pin] = set()
+        self._pins_lock = threading.Lock()
 
     def wire(self, sandbox_id: str) -> Wired:
         addresses = slots.allocate(self.engine, sandbox_id, self.gateway_id, self.host_id)
@@ -67,7 +74,9 @@ class HostNetwork(SandboxNetwork):
             firewall.verify(self.rules)
             link = links.create(self.naming, sandbox_id, addresses)
             pin = (link.host_link, str(addresses.sandbox_ip))
-            firewall.pin(self.rules, *pin)
+            with self._pins_lock:
+                firewall.pin(self.rules, *pin)
+                self._pinned.add(pin)
             # fail closed: the host may forward packets, so the link comes up only once the
             # drop and redirect rules, and the link's source pin, are verified in the kernel.
             firewall.verify(self.rules, [pin])
@@ -81,16 +90,29 @@ class HostNetwork(SandboxNetwork):
     def unwire(self, sandbox_id: str) -> None:
         addresses = slots.addresses_of(self.engine, sandbox_id)
         if addresses is not None:
-            firewall.unpin(self.rules, self.naming.host_link(sandbox_id),
-                           str(addresses.sandbox_ip))
+            pin = (self.naming.host_link(sandbox_id), str(addresses.sandbox_ip))
+            with self._pins_lock:
+                self._pinned.discard(pin)
+                firewall.unpin(self.rules, *pin)
         links.destroy(self.naming, sandbox_id)
         slots.release(self.engine, sandbox_id)
 
-    def pins(self) -> list[Pin]:
-        """Each wired link with the one address it may send from (the slot table's view)."""
-        return [(self.naming.host_link(sandbox_id), str(addresses.sandbox_ip))
-                for sandbox_id, addresses in slots.allocated(self.engine,
-                                                             self.gateway_id).items()]
+    def install_rules(self) -> None:
+        """Install the nftables table with the pins in force (none before the first wire)."""
+        with self._pins_lock:
+            firewall.apply(self.rules, sorted(self._pinned))
+
+    def restore_rules(self) -> str | None:
+        """Check the table and every pin in force; when anything differs (an operator's
+        mistake), reinstall the table with them and say what differed."""
+        with self._pins_lock:
+            pins = sorted(self._pinned)
+            try:
+                firewall.verify(self.rules, pins)
+            except FirewallError as e:
+                firewall.apply(self.rules, pins)
+                return str(e)
+        return None
 
     def netns_path(self, sandbox_id: str) -> str:
         return str(links.NETNS_DIR / self.naming.netns(sandbox_id))

@@ -22,9 +22,7 @@ from gateway.timing import (
     RETENTION_INTERVAL,
     WARM_RETRY,
 )
-from sandbox_net import firewall
 from sandbox_net.errors import FirewallError
-from sandbox_net.firewall import FirewallSpec, Pin
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +60,7 @@ async def keep_warm(sandboxes: Sandboxes) -> None:
             await asyncio.sleep(WARM_RETRY)
 
 
-async def watch_firewall(rules: FirewallSpec, interval: float,
-                         pins: Callable[[], list[Pin]]) -> None:
+async def watch_firewall(interval: float, restore: Callable[[], str | None]) -> None:
     """Reinstall the nftables table, with every wired link's source pin, when it is changed
     or deleted (an operator's mistake). Meanwhile new sandboxes are refused (creation
     verifies the table) and existing links do not forward (per-link forwarding is off), so
@@ -71,14 +68,11 @@ async def watch_firewall(rules: FirewallSpec, interval: float,
     while interval:
         await asyncio.sleep(interval)
         try:
-            current = await asyncio.to_thread(pins)
-            await asyncio.to_thread(firewall.verify, rules, current)
-        except FirewallError as e:
-            logger.error("egress rules changed or missing (%s); reinstalling them", e)
-            try:
-                await asyncio.to_thread(firewall.apply, rules, current)
-            except FirewallError:
-                logger.exception("could not reinstall the egress rules; will retry")
+            problem = await asyncio.to_thread(restore)
+            if problem is not None:
+                logger.error("egress rules changed or missing (%s); reinstalled them", problem)
+        except FirewallError:
+            logger.exception("could not reinstall the egress rules; will retry")
         except Exception:
             logger.exception("checking the egress rules failed; will retry")
 

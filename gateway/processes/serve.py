@@ -123,7 +123,7 @@ async def _serve_locked(settings: Settings) -> None:
     gateway_id = settings.gateway_id
     network = HostNetwork(engine, settings.naming, settings.firewall, gateway_id=gateway_id,
                           host_id=settings.host_id)
-    firewall.apply(settings.firewall, network.pins())
+    network.install_rules()
     writer = AuditWriter(engine, gateway_id=gateway_id, spool=settings.spool_file)
     published = HeadsFile(settings.heads_file).last(gateway_id)
     writer.start((published.seq, published.hash) if published else None)
@@ -201,8 +201,7 @@ async def _serve_locked(settings: Settings) -> None:
         background.reload_policies(policies), background.sync_policies(sync),
         background.retention(engine, settings.audit_retain_days, signer),
         background.reap(sandboxes),
-        background.watch_firewall(settings.firewall, settings.firewall_check_interval,
-                                  network.pins),
+        background.watch_firewall(settings.firewall_check_interval, network.restore_rules),
         workers.supervise(), background.keep_warm(sandboxes))]
     try:
         serving = [asyncio.ensure_future(stopping.wait()),

@@ -1,0 +1,68 @@
+"""HostNetwork against the real kernel: the firewall watchdog's check and reinstall never race
+a sandbox being wired (a reinstall from a stale list of pins would cut that link off)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.db import make_engine
+from sandbox_net import firewall, links
+from sandbox_net.names import Naming
+from sandbox_net.wiring import HostNetwork
+from tests.conftest import force_clean, new_prefix
+
+
+@pytest.fixture
+def network(require_root: None, tmp_path: Path) -> Iterator[HostNetwork]:
+    naming = Naming(new_prefix())
+    spec = firewall.FirewallSpec(naming.table, naming.link_glob, 15901, 15953)
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    net = HostNetwork(engine, naming, spec, gateway_id="gw", host_id="host")
+    net.install_rules()
+    try:
+        yield net
+    finally:
+        force_clean(naming.prefix)
+        engine.dispose()
+
+
+def pinned(net: HostNetwork) -> set[str]:
+    """The links the kernel's pin set holds."""
+    return {link for link, _address in firewall.pinned(net.rules)}
+
+
+def test_a_check_while_a_sandbox_is_being_wired_keeps_every_pin(
+        network: HostNetwork, monkeypatch: pytest.MonkeyPatch) -> None:
+    network.wire("aaaaaaaa")
+    created, resume = threading.Event(), threading.Event()
+    create = links.create
+
+    def paused_create(*args: Any) -> links.SandboxLink:
+        link = create(*args)
+        created.set()
+        assert resume.wait(30)
+        return link
+
+    monkeypatch.setattr(links, "create", paused_create)
+    second = threading.Thread(target=network.wire, args=("bbbbbbbb",))
+    second.start()
+    try:
+        assert created.wait(30)      # a slot and a link, no pin yet
+        assert network.restore_rules() is None      # nothing differs: no reinstall
+    finally:
+        resume.set()
+        second.join(30)
+    names = {network.naming.host_link(i) for i in ("aaaaaaaa", "bbbbbbbb")}
+    assert pinned(network) == names
+    firewall.remove(network.rules)                  # an operator's mistake
+    assert "missing" in (network.restore_rules() or "")
+    assert pinned(network) == names                 # reinstalled with both pins
+    network.unwire("aaaaaaaa")
+    network.unwire("bbbbbbbb")
+    assert pinned(network) == set()
+    assert network.restore_rules() is None
