@@ -35,6 +35,7 @@ from mcp_types import (
 )
 from pydantic import ValidationError
 
+from gateway.dataplane.mcp_exchange import HOLD_LIMIT
 from policies.mcp import (
     CALL,
     McpMiss,
@@ -46,9 +47,6 @@ from policies.mcp import (
 )
 from policies.schema import McpSpec
 
-# A JSON-RPC body (request, or a response that must be read) or one SSE event is held whole
-# up to this: a tools/call carrying a few MiB of file content fits; what does not is refused.
-HOLD_LIMIT = 4 * 1024 * 1024
 RESPONSE = "response"      # the audit's method for a JSON-RPC response the client posts
 METHOD_HEADER, NAME_HEADER, PARAM_HEADER = "mcp-method", "mcp-name", "mcp-param-"
 _B64 = re.compile(r"=\?base64\?(.*)\?=")

@@ -8,7 +8,7 @@ from gateway.dataplane.addons.bodies import Bodies
 from gateway.dataplane.addons.credentials import Credentials
 from gateway.dataplane.addons.http_policy import HttpPolicy
 from gateway.dataplane.addons.identify import Identify
-from gateway.dataplane.addons.mcp_guard import McpGuard
+from gateway.dataplane.addons.mcp_on_demand import McpOnDemand
 from gateway.dataplane.addons.rate_meter import RateMeter
 from gateway.dataplane.addons.tcp_policy import TcpPolicy
 from gateway.dataplane.addons.tls_guard import TlsGuard
@@ -27,7 +27,7 @@ def pipeline(state: GatewayState) -> list[object]:
         HttpPolicy(state),          # Host must name the dialed host; policy; 403 JSON
         credentials,                # real values at their spots only; tripwire; scrubbing
         Bodies(state, credentials.trip),   # limits, tripwire and scrub in bodies, streamed
-        McpGuard(state),            # rules with mcp: JSON-RPC per message, tools/list filtered
+        McpOnDemand(state),         # rules with mcp: JSON-RPC per message, tools/list filtered
         TcpPolicy(state),           # policy for non-HTTP streams
         UpstreamConnect(state),     # dial only vetted addresses
         RateMeter(state),           # bytes-per-minute limits

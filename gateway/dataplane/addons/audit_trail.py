@@ -9,8 +9,8 @@ from typing import Any
 
 from mitmproxy import http, tcp, tls
 
-from gateway.dataplane.addons.mcp_guard import MCP_KEY, McpExchange
 from gateway.dataplane.bodies import Counts
+from gateway.dataplane.mcp_exchange import MCP_KEY, McpExchange
 from gateway.dataplane.records import header_summary, sent
 from gateway.dataplane.state import (
     COUNTS_KEY,

@@ -29,7 +29,7 @@ from gateway.dataplane.bodies import (
     whole,
 )
 from gateway.dataplane.denials import denial_response
-from gateway.dataplane.mcp import HOLD_LIMIT as MCP_HOLD_LIMIT
+from gateway.dataplane.mcp_exchange import HOLD_LIMIT as MCP_HOLD_LIMIT
 from gateway.dataplane.state import (
     COUNTS_KEY,
     METADATA_KEY,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from mcp_types import INTERNAL_ERROR
@@ -29,7 +28,6 @@ from mitmproxy import http
 
 from gateway.dataplane.mcp import (
     CODES,
-    HOLD_LIMIT,
     Item,
     Unreadable,
     dumps,
@@ -41,6 +39,7 @@ from gateway.dataplane.mcp import (
     loads,
     read_post,
 )
+from gateway.dataplane.mcp_exchange import HOLD_LIMIT, MCP_KEY, McpExchange
 from gateway.dataplane.sse import EventRewriter, TooLong, event
 from gateway.dataplane.state import (
     METADATA_KEY,
@@ -55,26 +54,9 @@ from policies.mcp import McpMiss
 from policies.schema import McpSpec
 from vault import scrub
 
-MCP_KEY = "sandgate.mcp"     # McpExchange
 SMALL = 64 * 1024            # a refused body up to this is read and answered; larger: cut
 HINT = ("ask the policy owners to allow it; sandgate policy test POLICY POST URL --mcp-tool "
         "NAME shows what a rule allows")
-
-
-@dataclass
-class McpExchange:
-    """What this addon learned about one HTTP exchange with an MCP server (audit_trail
-    writes one row per message)."""
-
-    spec: McpSpec
-    items: list[Item] = field(default_factory=list)
-    decisions: list[Decision] = field(default_factory=list)
-    # (JSON-RPC method, tool, decision) per message, for the audit rows
-    errors: list[dict[str, Any]] = field(default_factory=list)  # replies merged into the answer
-    calls: list[tuple[str, str | None, Decision]] = field(default_factory=list)
-    read_response: bool = False
-    answered: bool = False       # the gateway answered; nothing went upstream
-    hidden: int = 0              # tools taken out of tools/list answers
 
 
 def _reason(item: Item) -> Reason:

@@ -64,7 +64,7 @@ class Through:
         from gateway.dataplane.addons.bodies import Bodies
         from gateway.dataplane.addons.credentials import Credentials
         from gateway.dataplane.addons.http_policy import HttpPolicy
-        from gateway.dataplane.addons.mcp_guard import McpGuard
+        from gateway.dataplane.addons.mcp_on_demand import McpOnDemand
 
         self.plane = plane
         self.cut: list[http.HTTPFlow] = []
@@ -72,7 +72,7 @@ class Through:
         self.policy = HttpPolicy(plane.state)
         self.credentials = Credentials(plane.state)
         self.bodies = Bodies(plane.state, self.credentials.trip)
-        self.mcp = McpGuard(plane.state)
+        self.mcp = McpOnDemand(plane.state)     # as in the pipeline
 
     def request(self, flow: http.HTTPFlow, chunks: list[bytes] | None = None) -> bytes:
         """What goes upstream of the body (held: the request's content)."""

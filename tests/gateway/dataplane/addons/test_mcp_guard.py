@@ -13,7 +13,7 @@ import pytest
 from mcp_types import JSONRPCError, jsonrpc_message_adapter
 from mitmproxy import http
 
-from gateway.dataplane.addons.mcp_guard import MCP_KEY, McpExchange
+from gateway.dataplane.mcp_exchange import MCP_KEY, McpExchange
 from gateway.dataplane.state import METADATA_KEY
 from tests.doubles import Plane, data_plane
 from tests.gateway.dataplane.addons.conftest import Through, connect, request
