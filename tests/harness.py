@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,17 @@ def unforwardable_packets() -> int:
     lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()
              if line.startswith("Ip:")]
     return int(dict(zip(lines[0], lines[1], strict=True))["InAddrErrors"])
+
+
+def wait_for[T](condition: Callable[[], T], timeout: float, interval: float = 0.1) -> T:
+    """The first true value `condition` returns, asked every `interval` seconds; fails the
+    test when none came within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
 
 
 MAX_WORKERS = 4   # transparent ports reserved per test gateway

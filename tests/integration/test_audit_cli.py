@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import force_clean, kill_runsc, new_prefix
-from tests.harness import SANDGATE, Gateway
+from tests.harness import SANDGATE, Gateway, wait_for
 from tests.topology import Topology
 
 pytestmark = pytest.mark.integration
@@ -78,13 +77,6 @@ def lookup(gw: Gateway, name: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def wait_for(condition: Any, timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_signed_verify_tail_summary_export_and_otlp(
@@ -108,7 +100,7 @@ def test_signed_verify_tail_summary_export_and_otlp(
     records = wait_for(lambda: [r for post in receiver.received
                                 for rl in post["body"]["resourceLogs"]
                                 for sl in rl["scopeLogs"] for r in sl["logRecords"]
-                                if name in r["body"]["stringValue"]])
+                                if name in r["body"]["stringValue"]], timeout=15)
     assert all(post["path"] == "/v1/logs" for post in receiver.received)
     attributes = {a["key"]: a["value"] for a in records[0]["attributes"]}
     assert attributes["sandgate.host"] == {"stringValue": name}
