@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import signal
 import sqlite3
 import subprocess
 import threading
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import force_clean, kill_runsc, new_prefix
+from tests.conftest import killed_after
 from tests.harness import SANDGATE, Gateway, wait_for
 from tests.topology import Topology
 
@@ -54,19 +53,16 @@ class Receiver(ThreadingHTTPServer):
 def signed_gateway(tmp_path: Path, topology: Topology) -> Iterator[tuple[Gateway, Receiver]]:
     receiver = Receiver()
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    gw = Gateway(new_prefix(), tmp_path / "gw", topology)
     key = tmp_path / "audit.key"
-    created = gw.sandgate("audit", "keygen", str(key))
-    assert created.returncode == 0, created.stderr
-    gw.extra_env.update(SANDGATE_AUDIT_SIGNING_KEY_FILE=str(key),
-                        SANDGATE_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_port}")
     try:
-        gw.start()
-        yield gw, receiver
+        with killed_after(tmp_path / "gw", topology) as gw:
+            created = gw.sandgate("audit", "keygen", str(key))
+            assert created.returncode == 0, created.stderr
+            gw.extra_env.update(SANDGATE_AUDIT_SIGNING_KEY_FILE=str(key),
+                                SANDGATE_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_port}")
+            gw.start()
+            yield gw, receiver
     finally:
-        gw.stop(signal.SIGKILL)
-        kill_runsc(gw.home)
-        force_clean(gw.prefix)
         receiver.shutdown()
         receiver.server_close()
 
