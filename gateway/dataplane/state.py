@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mitmproxy import http, tcp
+
 from gateway.dataplane.coordinator import Coordinator
 from gateway.dataplane.registry import Registry, SandboxContext
 from gateway.dataplane.upstream import UpstreamResolver, Vetted
@@ -77,6 +79,18 @@ class FlowSecrets:
     substitute: dict[str, str] = field(default_factory=dict)   # placeholder -> real value
     scrub: dict[bytes, bytes] | None = None          # real forms -> placeholder forms
     needs_body: bool = False       # SigV4 without x-amz-content-sha256: sign over the body
+
+
+def flow_verdict(flow: http.HTTPFlow | tcp.TCPFlow) -> FlowVerdict | None:
+    """The flow's verdict, once the policy addons decided it."""
+    verdict = flow.metadata.get(METADATA_KEY)
+    return verdict if isinstance(verdict, FlowVerdict) else None
+
+
+def flow_secrets(flow: http.HTTPFlow) -> FlowSecrets:
+    """What the credentials addon decided for the flow (nothing, when it decided nothing)."""
+    secrets = flow.metadata.get(SECRETS_KEY)
+    return secrets if isinstance(secrets, FlowSecrets) else FlowSecrets()
 
 
 class GatewayState:

@@ -14,19 +14,13 @@ from gateway.dataplane.bodies import Counts
 from gateway.dataplane.records import header_summary, sent
 from gateway.dataplane.state import (
     COUNTS_KEY,
-    METADATA_KEY,
     SENT_KEY,
-    FlowVerdict,
     GatewayState,
     Sent,
+    flow_verdict,
     peer_ip,
 )
 from policies.decision import Decision, Reason, Verdict, deny
-
-
-def _verdict(flow: http.HTTPFlow | tcp.TCPFlow) -> FlowVerdict | None:
-    verdict = flow.metadata.get(METADATA_KEY)
-    return verdict if isinstance(verdict, FlowVerdict) else None
 
 
 def _upstream(flow: http.HTTPFlow | tcp.TCPFlow) -> str | None:
@@ -51,7 +45,7 @@ class AuditTrail:
         if flow.metadata.get("sandgate.audited"):
             return
         flow.metadata["sandgate.audited"] = True
-        verdict = _verdict(flow)
+        verdict = flow_verdict(flow)
         conn = self.state.conns.get(flow.client_conn.id)
         decision = verdict.decision if verdict else deny(Reason.INTERNAL_ERROR)
         if error and decision.allowed:
@@ -109,7 +103,7 @@ class AuditTrail:
         await self.state.coord.drained()
 
     def _tcp(self, flow: tcp.TCPFlow, error: str | None) -> None:
-        verdict = _verdict(flow)
+        verdict = flow_verdict(flow)
         conn = self.state.conns.get(flow.client_conn.id)
         if verdict is None or conn is None:
             return  # refused before the stream started; recorded there

@@ -33,11 +33,11 @@ from gateway.dataplane.mcp import HOLD_LIMIT as MCP_HOLD_LIMIT
 from gateway.dataplane.state import (
     COUNTS_KEY,
     METADATA_KEY,
-    SECRETS_KEY,
     Conn,
-    FlowSecrets,
     FlowVerdict,
     GatewayState,
+    flow_secrets,
+    flow_verdict,
 )
 from policies.decision import Decision, Reason, Verdict
 
@@ -69,16 +69,10 @@ class Bodies:
 
     def _allowed(self, flow: http.HTTPFlow) -> tuple[Conn, FlowVerdict] | None:
         conn = self.state.conns.get(flow.client_conn.id)
-        verdict = flow.metadata.get(METADATA_KEY)
-        if conn is None or not isinstance(verdict, FlowVerdict) or \
-                not verdict.decision.allowed:
+        verdict = flow_verdict(flow)
+        if conn is None or verdict is None or not verdict.decision.allowed:
             return None
         return conn, verdict
-
-    @staticmethod
-    def _secrets(flow: http.HTTPFlow) -> FlowSecrets:
-        secrets = flow.metadata.get(SECRETS_KEY)
-        return secrets if isinstance(secrets, FlowSecrets) else FlowSecrets()
 
     @staticmethod
     def counts(flow: http.HTTPFlow) -> Counts:
@@ -93,7 +87,7 @@ class Bodies:
         if allowed is None or flow.response is not None:
             return
         conn, verdict = allowed
-        request, secrets = flow.request, self._secrets(flow)
+        request, secrets = flow.request, flow_secrets(flow)
         h2 = request.is_http2 or request.is_http3
         unframed = "content-length" not in request.headers and \
             "transfer-encoding" not in request.headers
@@ -171,7 +165,7 @@ class Bodies:
         if allowed is None or response is None or _no_body(flow.request, response):
             return
         conn, _verdict = allowed
-        scrub = self._secrets(flow).scrub
+        scrub = flow_secrets(flow).scrub
         body = Incoming(conn.sandbox.policy.limits.response_body_bytes,
                         response.headers.get("content-encoding", ""), scrub,
                         self.counts(flow))

@@ -44,11 +44,11 @@ from gateway.dataplane.mcp import (
 from gateway.dataplane.sse import EventRewriter, TooLong, event
 from gateway.dataplane.state import (
     METADATA_KEY,
-    SECRETS_KEY,
     Conn,
-    FlowSecrets,
     FlowVerdict,
     GatewayState,
+    flow_secrets,
+    flow_verdict,
 )
 from policies.decision import Decision, Reason, Verdict
 from policies.mcp import McpMiss
@@ -99,8 +99,8 @@ class McpGuard:
 
     def _allowed(self, flow: http.HTTPFlow) -> tuple[Conn, FlowVerdict, McpSpec] | None:
         conn = self.state.conns.get(flow.client_conn.id)
-        verdict = flow.metadata.get(METADATA_KEY)
-        if conn is None or not isinstance(verdict, FlowVerdict) or flow.response is not None:
+        verdict = flow_verdict(flow)
+        if conn is None or verdict is None or flow.response is not None:
             return None
         grant = verdict.decision.grant
         if not verdict.decision.allowed or grant is None or grant.mcp is None:
@@ -347,6 +347,5 @@ def _json(status: int, body: Any) -> http.Response:
 def _shown(flow: http.HTTPFlow, text: str) -> str:
     """`text` with any credential the gateway wrote into the body turned back into its
     placeholder (a `body` injection happens before this addon reads the body)."""
-    secrets = flow.metadata.get(SECRETS_KEY)
-    table = secrets.scrub if isinstance(secrets, FlowSecrets) else None
+    table = flow_secrets(flow).scrub
     return scrub.scrub(text.encode(), table).decode(errors="replace") if table else text
