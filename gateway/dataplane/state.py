@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mitmproxy import http, tcp
@@ -60,6 +60,10 @@ class FlowVerdict:
     upstream: str | None = None
     error: str | None = None
     secrets: tuple[str, ...] = ()     # names of secrets injected (or caught leaking)
+
+    def redecided(self, decision: Decision, error: str | None) -> FlowVerdict:
+        """The same request decided again, later in the pipeline (a body, an MCP message)."""
+        return replace(self, decision=decision, error=error)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,8 +49,7 @@ class AuditTrail:
         conn = self.state.conns.get(flow.client_conn.id)
         decision = verdict.decision if verdict else deny(Reason.INTERNAL_ERROR)
         if error and decision.allowed:
-            decision = Decision(Verdict.ERROR, Reason.UPSTREAM_ERROR, decision.rule,
-                                decision.policy, decision.policy_version)
+            decision = decision.failed(Reason.UPSTREAM_ERROR)
         request, response = flow.request, flow.response
         end = response.timestamp_end if response and response.timestamp_end else time.time()
         as_sent = flow.metadata.get(SENT_KEY)
@@ -109,8 +108,7 @@ class AuditTrail:
             return  # refused before the stream started; recorded there
         decision = verdict.decision
         if error and decision.allowed:
-            decision = Decision(Verdict.ERROR, Reason.UPSTREAM_ERROR, decision.rule,
-                                decision.policy, decision.policy_version)
+            decision = decision.failed(Reason.UPSTREAM_ERROR)
         up = sum(len(m.content) for m in flow.messages if m.from_client)
         down = sum(len(m.content) for m in flow.messages if not m.from_client)
         self.state.record(

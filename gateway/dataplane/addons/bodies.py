@@ -39,7 +39,7 @@ from gateway.dataplane.state import (
     flow_secrets,
     flow_verdict,
 )
-from policies.decision import Decision, Reason, Verdict
+from policies.decision import Reason
 
 type Body = Outgoing | Incoming
 
@@ -206,11 +206,8 @@ class Bodies:
 
     def _unscannable(self, flow: http.HTTPFlow, refusal: Refusal) -> None:
         verdict = flow.metadata[METADATA_KEY]
-        decision = verdict.decision
-        flow.metadata[METADATA_KEY] = FlowVerdict(
-            Decision(Verdict.ERROR, refusal.reason, decision.rule, decision.policy,
-                     decision.policy_version),
-            verdict.host, verdict.port, verdict.upstream, refusal.error, verdict.secrets)
+        flow.metadata[METADATA_KEY] = verdict.redecided(verdict.decision.failed(refusal.reason),
+                                                        refusal.error)
         flow.response = http.Response.make(
             502, json.dumps({"error": str(refusal.reason), "host": verdict.host,
                              "hint": refusal.error}) + "\n",
@@ -243,8 +240,5 @@ class Bodies:
         verdict = flow.metadata[METADATA_KEY]
         decision = conn.sandbox.policy.refuse(refusal.reason) \
             if refusal.reason != Reason.RESPONSE_UNSCANNABLE else \
-            Decision(Verdict.ERROR, refusal.reason, verdict.decision.rule,
-                     verdict.decision.policy, verdict.decision.policy_version)
-        flow.metadata[METADATA_KEY] = FlowVerdict(decision, verdict.host, verdict.port,
-                                                  verdict.upstream, refusal.error,
-                                                  verdict.secrets)
+            verdict.decision.failed(refusal.reason)
+        flow.metadata[METADATA_KEY] = verdict.redecided(decision, refusal.error)

@@ -50,7 +50,7 @@ from gateway.dataplane.state import (
     flow_secrets,
     flow_verdict,
 )
-from policies.decision import Decision, Reason, Verdict
+from policies.decision import Decision, Reason
 from policies.mcp import McpMiss
 from policies.schema import McpSpec
 from vault import scrub
@@ -189,9 +189,7 @@ class McpGuard:
         verdict = flow.metadata[METADATA_KEY]
         decision = policy.refuse(Reason.MCP_UNPARSEABLE, verdict.decision.rule)
         if decision.allowed:      # monitor mode: would have been refused
-            flow.metadata[METADATA_KEY] = FlowVerdict(decision, verdict.host, verdict.port,
-                                                      verdict.upstream, str(problem),
-                                                      verdict.secrets)
+            flow.metadata[METADATA_KEY] = verdict.redecided(decision, str(problem))
             flow.metadata.pop(MCP_KEY, None)
             return
         flow.metadata[METADATA_KEY] = FlowVerdict(decision, conn.target, conn.dialed_port,
@@ -319,10 +317,8 @@ class McpGuard:
 
     def _broken(self, flow: http.HTTPFlow, text: str) -> None:
         verdict = flow.metadata[METADATA_KEY]
-        d = verdict.decision
-        flow.metadata[METADATA_KEY] = FlowVerdict(
-            Decision(Verdict.ERROR, Reason.MCP_UNPARSEABLE, d.rule, d.policy, d.policy_version),
-            verdict.host, verdict.port, verdict.upstream, text, verdict.secrets)
+        flow.metadata[METADATA_KEY] = verdict.redecided(
+            verdict.decision.failed(Reason.MCP_UNPARSEABLE), text)
 
 
 def _unholdable(request: http.Request) -> str | None:
