@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import yaml
 
+from gateway.client import Client
 from gateway.processes.launch import socket_accepts
 from tests.topology import DNS_IP, Topology
 
@@ -202,6 +203,13 @@ class Gateway:
         result = self.sandgate(*args)
         assert result.returncode == 0, result.stderr
         return result.stdout.strip().splitlines()[-1]
+
+    def admin_client(self, token_name: str, policies: dict[str, str] | None = None) -> Client:
+        """An API client holding a new admin token, with `policies` (name -> text) stored."""
+        client = Client(self.api_url, self.token("admin", token_name))
+        for name, text in (policies or {}).items():
+            client.put_policy(name, text)
+        return client
 
     def healthy(self) -> bool:
         if not socket_accepts(self.home / "control.sock"):
