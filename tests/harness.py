@@ -167,11 +167,15 @@ class Gateway:
 
     def alive(self) -> bool:
         """/healthz answers: the API is up (which says nothing of the proxy workers)."""
+        return self._answers("/healthz")
+
+    def _answers(self, path: str) -> bool:
+        """`path` answers 200 on the control socket."""
         if not socket_accepts(self.home / "control.sock"):
             return False
         try:
             with self.client() as c:
-                return c.get("/healthz", timeout=2).status_code == 200
+                return c.get(path, timeout=2).status_code == 200
         except httpx.TransportError:
             return False
 
@@ -212,13 +216,8 @@ class Gateway:
         return client
 
     def healthy(self) -> bool:
-        if not socket_accepts(self.home / "control.sock"):
-            return False
-        try:
-            with self.client() as c:
-                return c.get("/readyz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
+        """/readyz answers: the API and the proxy workers are up."""
+        return self._answers("/readyz")
 
     # driving it
     def policy(self, name: str, rules: list[dict[str, Any]], **extra: Any) -> Path:
