@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import yaml
 
-from gateway.client import Client
+from gateway.client import Client, SandgateAPIError
 from gateway.processes.launch import socket_accepts
 from tests.topology import DNS_IP, Topology
 
@@ -65,6 +65,15 @@ def wait_for[T](condition: Callable[[], T], timeout: float, interval: float = 0.
             return value
         time.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+def status_of(call: Callable[[], object]) -> int:
+    """The HTTP status an API client call ended with: 200 when it raised nothing."""
+    try:
+        call()
+    except SandgateAPIError as e:
+        return e.status
+    return 200
 
 
 MAX_WORKERS = 4   # transparent ports reserved per test gateway
