@@ -77,6 +77,10 @@ class Decision:
     def allowed(self) -> bool:
         return self.verdict in (Verdict.ALLOW, Verdict.WOULD_DENY)
 
+    def failed(self, reason: Reason) -> Decision:
+        """This decision's rule and policy, but the exchange broke for `reason`."""
+        return Decision(Verdict.ERROR, reason, self.rule, self.policy, self.policy_version)
+
 
 def deny(reason: Reason, *, rule: str | None = None, policy: str | None = None,
          policy_version: str | None = None) -> Decision:

@@ -34,16 +34,31 @@ SYSTEM_PACKAGES=(
     "patchelf:patchelf"              # a pyenv Python copied where every user can run it
 )
 
-apt_install() {
-    local tries=0
-    export DEBIAN_FRONTEND=noninteractive
-    until apt-get -o Acquire::Retries=5 update -qq \
-        && apt-get -o Acquire::Retries=5 install -y -qq --no-install-recommends "$@"; do
+# retry WHAT PAUSE COMMAND...: COMMAND until it succeeds, four tries at most (a download may
+# fail for a while); PAUSE, a command, runs between tries.
+retry() {
+    local what=$1 pause=$2 tries=0
+    shift 2
+    until "$@"; do
         tries=$((tries + 1))
-        [ "$tries" -ge 4 ] && die "apt-get could not install: $* (network?). Retry later."
-        echo "bootstrap: apt-get failed, retrying in 15 s ($tries/3)" >&2
-        sleep 15
+        [ "$tries" -ge 4 ] && die "could not $what (network?). Retry later."
+        echo "bootstrap: could not $what, retrying ($tries/3)" >&2
+        $pause
     done
+}
+
+quietly() { "$@" >/dev/null; }
+
+refresh_apt_lists() { apt-get -o Acquire::Retries=5 update -qq || sleep 15; }
+
+apt_update_and_install() {
+    apt-get -o Acquire::Retries=5 update -qq \
+        && apt-get -o Acquire::Retries=5 install -y -qq --no-install-recommends "$@"
+}
+
+apt_install() {
+    export DEBIAN_FRONTEND=noninteractive
+    retry "install $* with apt-get" "sleep 15" apt_update_and_install "$@"
 }
 
 install_system_packages() {
@@ -99,22 +114,13 @@ make_venv() {
 # a minute and a half the first time, mmdebstrap's progress shown).
 fetch_runtime_artifacts() {
     [ "$(id -u)" -eq 0 ] || return 0
-    local cache images tries=0
+    local cache images
     cache=$("$VENV/bin/python" -c 'from gateway.settings import Settings; print(Settings().cache_dir)')
     images=$("$VENV/bin/python" -c 'from gateway.settings import Settings; print(Settings().images_dir)')
-    until "$VENV/bin/python" -m sandbox_net.runtime.microvm_image "$cache/microvm" >/dev/null; do
-        tries=$((tries + 1))
-        [ "$tries" -ge 4 ] && die "could not fetch the microVM kernel (network?). Retry later."
-        echo "bootstrap: fetching the microVM kernel failed, updating apt lists and retrying ($tries/3)" >&2
-        apt-get -o Acquire::Retries=5 update -qq || sleep 15
-    done
-    tries=0
-    until "$VENV/bin/python" -m sandbox_net.images.base "$images" >/dev/null; do
-        tries=$((tries + 1))
-        [ "$tries" -ge 4 ] && die "could not build the sandbox image base (network?). Retry later."
-        echo "bootstrap: building the sandbox image base failed, retrying ($tries/3)" >&2
-        sleep 15
-    done
+    retry "fetch the microVM kernel" refresh_apt_lists \
+        quietly "$VENV/bin/python" -m sandbox_net.runtime.microvm_image "$cache/microvm"
+    retry "build the sandbox image base" "sleep 15" \
+        quietly "$VENV/bin/python" -m sandbox_net.images.base "$images"
 }
 
 main() {

@@ -133,6 +133,19 @@ def topology(tmp_path_factory: pytest.TempPathFactory, ip_forwarding: None) -> I
         force_clean(prefix)
 
 
+@contextlib.contextmanager
+def killed_after(home: Path, topology: Topology) -> Iterator[Gateway]:
+    """A gateway of one test's own (not started): killed (SIGKILL) and swept afterwards
+    however the test ends, as a crash would leave it."""
+    gw = Gateway(new_prefix(), home, topology)
+    try:
+        yield gw
+    finally:
+        gw.stop(signal.SIGKILL)
+        kill_runsc(gw.home)
+        force_clean(gw.prefix)
+
+
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory: pytest.TempPathFactory, topology: Topology) -> Iterator[Gateway]:
     prefix = new_prefix()

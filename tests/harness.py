@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import yaml
 
+from gateway.client import Client, SandgateAPIError
 from gateway.processes.launch import socket_accepts
 from tests.topology import DNS_IP, Topology
 
@@ -52,6 +54,26 @@ def unforwardable_packets() -> int:
     lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()
              if line.startswith("Ip:")]
     return int(dict(zip(lines[0], lines[1], strict=True))["InAddrErrors"])
+
+
+def wait_for[T](condition: Callable[[], T], timeout: float, interval: float = 0.1) -> T:
+    """The first true value `condition` returns, asked every `interval` seconds; fails the
+    test when none came within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def status_of(call: Callable[[], object]) -> int:
+    """The HTTP status an API client call ended with: 200 when it raised nothing."""
+    try:
+        call()
+    except SandgateAPIError as e:
+        return e.status
+    return 200
 
 
 MAX_WORKERS = 4   # transparent ports reserved per test gateway
@@ -154,11 +176,15 @@ class Gateway:
 
     def alive(self) -> bool:
         """/healthz answers: the API is up (which says nothing of the proxy workers)."""
+        return self._answers("/healthz")
+
+    def _answers(self, path: str) -> bool:
+        """`path` answers 200 on the control socket."""
         if not socket_accepts(self.home / "control.sock"):
             return False
         try:
             with self.client() as c:
-                return c.get("/healthz", timeout=2).status_code == 200
+                return c.get(path, timeout=2).status_code == 200
         except httpx.TransportError:
             return False
 
@@ -191,14 +217,16 @@ class Gateway:
         assert result.returncode == 0, result.stderr
         return result.stdout.strip().splitlines()[-1]
 
+    def admin_client(self, token_name: str, policies: dict[str, str] | None = None) -> Client:
+        """An API client holding a new admin token, with `policies` (name -> text) stored."""
+        client = Client(self.api_url, self.token("admin", token_name))
+        for name, text in (policies or {}).items():
+            client.put_policy(name, text)
+        return client
+
     def healthy(self) -> bool:
-        if not socket_accepts(self.home / "control.sock"):
-            return False
-        try:
-            with self.client() as c:
-                return c.get("/readyz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
+        """/readyz answers: the API and the proxy workers are up."""
+        return self._answers("/readyz")
 
     # driving it
     def policy(self, name: str, rules: list[dict[str, Any]], **extra: Any) -> Path:

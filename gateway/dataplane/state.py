@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from mitmproxy import http, tcp
 
 from gateway.dataplane.coordinator import Coordinator
 from gateway.dataplane.registry import Registry, SandboxContext
@@ -59,6 +61,10 @@ class FlowVerdict:
     error: str | None = None
     secrets: tuple[str, ...] = ()     # names of secrets injected (or caught leaking)
 
+    def redecided(self, decision: Decision, error: str | None) -> FlowVerdict:
+        """The same request decided again, later in the pipeline (a body, an MCP message)."""
+        return replace(self, decision=decision, error=error)
+
 
 @dataclass(frozen=True, slots=True)
 class Sent:
@@ -77,6 +83,18 @@ class FlowSecrets:
     substitute: dict[str, str] = field(default_factory=dict)   # placeholder -> real value
     scrub: dict[bytes, bytes] | None = None          # real forms -> placeholder forms
     needs_body: bool = False       # SigV4 without x-amz-content-sha256: sign over the body
+
+
+def flow_verdict(flow: http.HTTPFlow | tcp.TCPFlow) -> FlowVerdict | None:
+    """The flow's verdict, once the policy addons decided it."""
+    verdict = flow.metadata.get(METADATA_KEY)
+    return verdict if isinstance(verdict, FlowVerdict) else None
+
+
+def flow_secrets(flow: http.HTTPFlow) -> FlowSecrets:
+    """What the credentials addon decided for the flow (nothing, when it decided nothing)."""
+    secrets = flow.metadata.get(SECRETS_KEY)
+    return secrets if isinstance(secrets, FlowSecrets) else FlowSecrets()
 
 
 class GatewayState:

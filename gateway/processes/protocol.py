@@ -22,6 +22,7 @@ import dataclasses
 import enum
 import json
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -56,56 +57,70 @@ class ProtocolError(ValueError):
     """A line that is not a message of this protocol."""
 
 
+class _Message:
+    __slots__ = ()
+    op: ClassVar[Op]     # names the message's type on the wire
+
+
+_TYPES: dict[str, type[Any]] = {}
+
+
+@typing.dataclass_transform(frozen_default=True)
+def message[T: _Message](op: Op) -> Callable[[type[T]], type[T]]:
+    """A message type: a frozen dataclass that travels as `op`."""
+    def define(cls: type[T]) -> type[T]:
+        cls.op = op
+        made = dataclass(frozen=True, slots=True)(cls)
+        _TYPES[op] = made
+        return made
+    return define
+
+
 # worker -> hub
-@dataclass(frozen=True, slots=True)
-class Hello:
+@message(Op.HELLO)
+class Hello(_Message):
     """First line of a worker's connection."""
 
-    op: ClassVar[Op] = Op.HELLO
     worker: int
     pid: int
 
 
-@dataclass(frozen=True, slots=True)
-class Acquire:
+@message(Op.ACQUIRE)
+class Acquire(_Message):
     """Question: count one more open connection for the sandbox, unless it is at `limit`."""
 
-    op: ClassVar[Op] = Op.ACQUIRE
     id: int
     sandbox: str
     limit: int
 
 
-@dataclass(frozen=True, slots=True)
-class Admit:
+@message(Op.ADMIT)
+class Admit(_Message):
     """Question: take a request token from the rule's bucket (and check its byte budget)."""
 
-    op: ClassVar[Op] = Op.ADMIT
     id: int
     sandbox: str
     rule: str
     limits: Limits
 
 
-@dataclass(frozen=True, slots=True)
-class NameFor:
+@message(Op.NAME_FOR)
+class NameFor(_Message):
     """Question: the name behind one of the sandbox's synthetic addresses, if any."""
 
-    op: ClassVar[Op] = Op.NAME_FOR
     id: int
     sandbox: str
     address: str
 
 
-@dataclass(frozen=True, slots=True)
-class Mint:
+@message(Op.MINT)
+class Mint(_Message):
     """Question: a provider secret's value, as the main process's broker holds or mints it
     (gateway.providers.broker). `generation`: the version of the secret the worker knows;
     `narrow`: the rule's narrowing (policies.schema.Narrow, as JSON data). The answer is
     {"value": str | None, "fresh_until": epoch seconds, "error": str | None}: it travels
     only on this socket, which only root can open."""
 
-    op: ClassVar[Op] = Op.MINT
     id: int
     secret: str
     generation: str
@@ -113,71 +128,63 @@ class Mint:
     sandbox: str
 
 
-@dataclass(frozen=True, slots=True)
-class Release:
+@message(Op.RELEASE)
+class Release(_Message):
     """One of the sandbox's connections closed."""
 
-    op: ClassVar[Op] = Op.RELEASE
     sandbox: str
 
 
-@dataclass(frozen=True, slots=True)
-class Charge:
+@message(Op.CHARGE)
+class Charge(_Message):
     """Bytes an allowed request or stream moved, for the rule's bytes-per-minute limit."""
 
-    op: ClassVar[Op] = Op.CHARGE
     sandbox: str
     rule: str
     limits: Limits
     size: int
 
 
-@dataclass(frozen=True, slots=True)
-class Quarantine:
+@message(Op.QUARANTINE)
+class Quarantine(_Message):
     """The sandbox tried to send a secret where it may not go: nothing more goes out."""
 
-    op: ClassVar[Op] = Op.QUARANTINE
     sandbox: str
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+@message(Op.RECORD)
+class Record(_Message):
     """One audit row: audit columns (gateway.audit.models.FIELDS) by name; `time` in epoch
     seconds."""
 
-    op: ClassVar[Op] = Op.RECORD
     row: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Active:
+@message(Op.ACTIVE)
+class Active(_Message):
     """The sandbox used the network (for the idle timeout)."""
 
-    op: ClassVar[Op] = Op.ACTIVE
     sandbox: str
 
 
-@dataclass(frozen=True, slots=True)
-class Ready:
+@message(Op.READY)
+class Ready(_Message):
     """The worker's proxy listens."""
 
-    op: ClassVar[Op] = Op.READY
 
 
-@dataclass(frozen=True, slots=True)
-class Ack:
+@message(Op.ACK)
+class Ack(_Message):
     """The worker applied the change numbered `ack`."""
 
-    op: ClassVar[Op] = Op.ACK
     ack: int
 
 
 # hub -> worker
-@dataclass(frozen=True, slots=True)
-class Answer:
+@message(Op.ANSWER)
+class Answer(_Message):
     """The reply to question `re`."""
 
-    op: ClassVar[Op] = Op.ANSWER
     re: int
     value: Any
 
@@ -197,49 +204,43 @@ class SandboxSnapshot:
     quarantined: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Add:
-    op: ClassVar[Op] = Op.ADD
+@message(Op.ADD)
+class Add(_Message):
     sandbox: SandboxSnapshot
     ack: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Remove:
-    op: ClassVar[Op] = Op.REMOVE
+@message(Op.REMOVE)
+class Remove(_Message):
     sandbox: str
     ack: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Quarantined:
-    op: ClassVar[Op] = Op.QUARANTINED
+@message(Op.QUARANTINED)
+class Quarantined(_Message):
     sandbox: str
 
 
-@dataclass(frozen=True, slots=True)
-class Mapped:
+@message(Op.MAPPED)
+class Mapped(_Message):
     """The main process's DNS gave `name` the synthetic `address` of the sandbox."""
 
-    op: ClassVar[Op] = Op.MAPPED
     sandbox: str
     address: str
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class VaultChanged:
+@message(Op.VAULT_CHANGED)
+class VaultChanged(_Message):
     """Secrets or the master key changed: reopen the vault."""
 
-    op: ClassVar[Op] = Op.VAULT_CHANGED
     ack: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Synced:
+@message(Op.SYNCED)
+class Synced(_Message):
     """Every sandbox live when the worker connected has been sent: acknowledge it."""
 
-    op: ClassVar[Op] = Op.SYNCED
     ack: int | None = None
 
 
@@ -247,11 +248,6 @@ type Message = (Hello | Acquire | Admit | NameFor | Mint | Release | Charge | Qu
                 | Record | Active | Ready | Ack | Answer | Add | Remove | Quarantined | Mapped
                 | VaultChanged | Synced)
 type Question = Acquire | Admit | NameFor | Mint
-
-_TYPES: dict[str, type[Any]] = {cls.op: cls for cls in (
-    Hello, Acquire, Admit, NameFor, Mint, Release, Charge, Quarantine, Record, Active, Ready,
-    Ack, Answer, Add, Remove, Quarantined, Mapped, VaultChanged, Synced)}
-
 
 def _nested(cls: type[Any]) -> dict[str, type[Any]]:
     """Fields of `cls` whose values are models or dataclasses (rebuilt on decoding)."""

@@ -134,22 +134,26 @@ def dns_elsewhere(seat: Seat, plan: Plan) -> Iterator[Result]:
 
 
 # addresses
+def _get_refused(seat: Seat, address: str, port: int, host: str, path: str = "/",
+                 sni: str | None = None) -> list[str]:
+    """What is wrong with a GET sent by hand to `address` (over TLS with `sni` when given):
+    nothing when it was refused."""
+    mark = seat.mark()
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    got = seat.run(f"out['reply'] = http_raw({address!r}, {port}, {request!r}, sni={sni!r})")
+    return _refused(seat, mark, str(got["reply"]))
+
+
 def ip_literal(seat: Seat, plan: Plan) -> Iterator[Result]:
     sni = plan.probes[0].host if plan.probes else "sandgate-selftest.example"
-    mark = seat.mark()
-    got = seat.run(f"out['reply'] = http_raw({HTTPS_IP!r}, 443, b'GET / HTTP/1.1\\r\\nHost: "
-                   f"{sni}\\r\\nConnection: close\\r\\n\\r\\n', sni={sni!r})")
     yield judge("ip literal", f"https://{HTTPS_IP}/ dialed directly (SNI {sni}) is refused",
-                _refused(seat, mark, str(got["reply"])))
+                _get_refused(seat, HTTPS_IP, 443, sni, sni=sni))
 
 
 def private_addresses(seat: Seat, plan: Plan) -> Iterator[Result]:
     for address in TRAPS:
-        mark = seat.mark()
-        got = seat.run(f"out['reply'] = http_raw({address!r}, 80, b'GET /latest/meta-data/ "
-                       f"HTTP/1.1\\r\\nHost: {address}\\r\\nConnection: close\\r\\n\\r\\n')")
         yield judge("private address", f"http://{address}/ is refused",
-                    _refused(seat, mark, str(got["reply"])))
+                    _get_refused(seat, address, 80, address, "/latest/meta-data/"))
 
 
 def host_fronting(seat: Seat, plan: Plan) -> Iterator[Result]:
@@ -178,15 +182,7 @@ def ssrf_by_name(seat: Seat, plan: Plan) -> Iterator[Result]:
 # other protocols
 def raw_tcp(seat: Seat, plan: Plan) -> Iterator[Result]:
     mark = seat.mark()
-    got = seat.run(f"""
-try:
-    s = socket.create_connection(({ECHO_IP!r}, 7), timeout=5)
-    s.sendall(b'ping')
-    s.settimeout(5)
-    out['reply'] = s.recv(100).decode(errors='replace') or 'closed'
-except OSError as e:
-    out['reply'] = 'error:' + type(e).__name__
-""")
+    got = seat.run(f"out['reply'] = echo({ECHO_IP!r}, 7)")
     problems = _refused(seat, mark, "")
     if got["reply"] == "ping":
         problems.append("the bytes came back")

@@ -51,6 +51,16 @@ def http_raw(address, port, request, wait=5.0, sni=None):
         return data.decode(errors="replace")
     except (OSError, socket.timeout) as e:
         return "error:" + type(e).__name__
+def echo(address, port):
+    """Send b'ping' to an echo service; what came back ('closed' or the error's name when
+    nothing did)."""
+    try:
+        s = socket.create_connection((address, port), timeout=5)
+        s.sendall(b'ping')
+        s.settimeout(5)
+        return s.recv(100).decode(errors='replace') or 'closed'
+    except OSError as e:
+        return 'error:' + type(e).__name__
 def status_of(text):
     return text.split(" ", 2)[1] if text.startswith("HTTP/") else text
 '''

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -138,20 +138,21 @@ def check(seen: dict[str, Any]) -> None:
     assert sandbox not in json.dumps(seen["after"])
 
 
-def test_over_stdio(gateway: Gateway, tokens: dict[str, str]) -> None:
+def life_over(connect: Callable[[str], AbstractAsyncContextManager[Client]],
+              tokens: dict[str, str]) -> dict[str, Any]:
+    """life_of_a_sandbox with the owner and the other token each connected by `connect`."""
     async def scenario() -> dict[str, Any]:
-        async with stdio(gateway, tokens["owner"]) as owner, \
-                stdio(gateway, tokens["other"]) as other:
+        async with connect(tokens["owner"]) as owner, connect(tokens["other"]) as other:
             return await life_of_a_sandbox(owner, other)
-    check(anyio.run(scenario))
+    return anyio.run(scenario)
+
+
+def test_over_stdio(gateway: Gateway, tokens: dict[str, str]) -> None:
+    check(life_over(lambda token: stdio(gateway, token), tokens))
 
 
 def test_over_http(http_server: str, tokens: dict[str, str]) -> None:
-    async def scenario() -> dict[str, Any]:
-        async with over_http(http_server, tokens["owner"]) as owner, \
-                over_http(http_server, tokens["other"]) as other:
-            return await life_of_a_sandbox(owner, other)
-    check(anyio.run(scenario))
+    check(life_over(lambda token: over_http(http_server, token), tokens))
 
 
 def test_http_needs_a_token_that_may_use_sandboxes(http_server: str,

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from gateway.client import Client, SandgateAPIError
-from tests.harness import Gateway
+from tests.harness import Gateway, status_of
 from tests.topology import Topology
 
 pytestmark = pytest.mark.integration
@@ -41,14 +41,6 @@ def clients(gateway: Gateway, tokens: dict[str, str]) -> Iterator[dict[str, Clie
     yield made
     for client in made.values():
         client.close()
-
-
-def status_of(call: object) -> int:
-    try:
-        call()  # type: ignore[operator]
-    except SandgateAPIError as e:
-        return e.status
-    return 200
 
 
 def test_health_needs_no_token(gateway: Gateway) -> None:

@@ -4,7 +4,6 @@ service answers with a 4xx, never a 500."""
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import force_clean, kill_runsc, new_prefix
+from tests.conftest import killed_after
 from tests.harness import Gateway
 from tests.topology import Topology
 
@@ -21,14 +20,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def fuzz_gateway(tmp_path: Path, topology: Topology) -> Iterator[Gateway]:
-    gw = Gateway(new_prefix(), tmp_path / "gw", topology)
-    try:
+    with killed_after(tmp_path / "gw", topology) as gw:
         gw.start()
         yield gw
-    finally:
-        gw.stop(signal.SIGKILL)
-        kill_runsc(gw.home)
-        force_clean(gw.prefix)
 
 
 def test_no_server_errors(fuzz_gateway: Gateway) -> None:

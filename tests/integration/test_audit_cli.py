@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import secrets
-import signal
 import sqlite3
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import force_clean, kill_runsc, new_prefix
-from tests.harness import SANDGATE, Gateway
+from tests.conftest import killed_after
+from tests.harness import SANDGATE, Gateway, wait_for
 from tests.topology import Topology
 
 pytestmark = pytest.mark.integration
@@ -55,19 +53,16 @@ class Receiver(ThreadingHTTPServer):
 def signed_gateway(tmp_path: Path, topology: Topology) -> Iterator[tuple[Gateway, Receiver]]:
     receiver = Receiver()
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    gw = Gateway(new_prefix(), tmp_path / "gw", topology)
     key = tmp_path / "audit.key"
-    created = gw.sandgate("audit", "keygen", str(key))
-    assert created.returncode == 0, created.stderr
-    gw.extra_env.update(SANDGATE_AUDIT_SIGNING_KEY_FILE=str(key),
-                        SANDGATE_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_port}")
     try:
-        gw.start()
-        yield gw, receiver
+        with killed_after(tmp_path / "gw", topology) as gw:
+            created = gw.sandgate("audit", "keygen", str(key))
+            assert created.returncode == 0, created.stderr
+            gw.extra_env.update(SANDGATE_AUDIT_SIGNING_KEY_FILE=str(key),
+                                SANDGATE_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_port}")
+            gw.start()
+            yield gw, receiver
     finally:
-        gw.stop(signal.SIGKILL)
-        kill_runsc(gw.home)
-        force_clean(gw.prefix)
         receiver.shutdown()
         receiver.server_close()
 
@@ -78,13 +73,6 @@ def lookup(gw: Gateway, name: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def wait_for(condition: Any, timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_signed_verify_tail_summary_export_and_otlp(
@@ -108,7 +96,7 @@ def test_signed_verify_tail_summary_export_and_otlp(
     records = wait_for(lambda: [r for post in receiver.received
                                 for rl in post["body"]["resourceLogs"]
                                 for sl in rl["scopeLogs"] for r in sl["logRecords"]
-                                if name in r["body"]["stringValue"]])
+                                if name in r["body"]["stringValue"]], timeout=15)
     assert all(post["path"] == "/v1/logs" for post in receiver.received)
     attributes = {a["key"]: a["value"] for a in records[0]["attributes"]}
     assert attributes["sandgate.host"] == {"stringValue": name}

@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from gateway.audit.chain import verify
 from gateway.db import make_engine
-from tests.conftest import force_clean, kill_runsc, new_prefix
+from tests.conftest import killed_after
 from tests.harness import Gateway
 from tests.topology import Topology
 
@@ -33,20 +33,15 @@ LOSS_WINDOW_S = 1.0          # docs/AUDIT.md: the most a kill -9 can lose
 @pytest.fixture(params=["sqlite", "postgresql"])
 def load_gateway(request: pytest.FixtureRequest, tmp_path: Path,
                  topology: Topology) -> Iterator[Gateway]:
-    gw = Gateway(new_prefix(), tmp_path / "gw", topology)
-    if request.param == "postgresql":
-        url = request.getfixturevalue("postgres_url")
-        engine = make_engine(url, migrate=False)
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-        engine.dispose()
-        gw.extra_env["SANDGATE_DATABASE_URL"] = url
-    try:
+    with killed_after(tmp_path / "gw", topology) as gw:
+        if request.param == "postgresql":
+            url = request.getfixturevalue("postgres_url")
+            engine = make_engine(url, migrate=False)
+            with engine.begin() as conn:
+                conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+            engine.dispose()
+            gw.extra_env["SANDGATE_DATABASE_URL"] = url
         yield gw
-    finally:
-        gw.stop(signal.SIGKILL)
-        kill_runsc(gw.home)
-        force_clean(gw.prefix)
 
 
 def start_load(gw: Gateway, count: int) -> list[subprocess.Popen[str]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import force_clean, kill_runsc, leftovers, new_prefix
+from tests.conftest import killed_after, leftovers
 from tests.harness import Gateway, worker_processes
 from tests.topology import HTTP_IP, UDP_IP, Topology
 
@@ -40,13 +40,8 @@ print(json.dumps(out))
 
 @pytest.fixture
 def own_gateway(tmp_path: Path, topology: Topology) -> Iterator[Gateway]:
-    gw = Gateway(new_prefix(), tmp_path / "gw", topology)
-    try:
+    with killed_after(tmp_path / "gw", topology) as gw:
         yield gw
-    finally:
-        gw.stop(signal.SIGKILL)
-        kill_runsc(gw.home)
-        force_clean(gw.prefix)
 
 
 def create(gw: Gateway, policy: Path, runtime: str = "gvisor") -> dict[str, str]:

@@ -39,10 +39,8 @@ BUSYBOX_APPLETS = ("sh", "sleep", "timeout", "id", "pwd", "cat", "mkdir", "wc", 
 
 @pytest.fixture(scope="module")
 def admin(gateway: Gateway) -> Iterator[Client]:
-    client = Client(gateway.api_url, gateway.token("admin", "images"))
-    client.put_policy("images", POLICY)
-    yield client
-    client.close()
+    with gateway.admin_client("images", {"images": POLICY}) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

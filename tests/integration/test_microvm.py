@@ -55,10 +55,8 @@ sys.exit(4)
 
 @pytest.fixture(scope="module")
 def admin(gateway: Gateway) -> Iterator[Client]:
-    client = Client(gateway.api_url, gateway.token("admin", "vm-admin"))
-    client.put_policy("vm-web", POLICY)
-    yield client
-    client.close()
+    with gateway.admin_client("vm-admin", {"vm-web": POLICY}) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

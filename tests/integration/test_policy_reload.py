@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import Gateway
+from tests.harness import Gateway, wait_for
 from tests.topology import Topology
 
 pytestmark = pytest.mark.integration
@@ -39,13 +38,6 @@ def status(gateway: Gateway) -> tuple[int, dict[str, Any]]:
     return result.returncode, {"text": result.stdout, **report}
 
 
-def wait_until(condition: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def active(gateway: Gateway, path: Path) -> dict[str, Any]:
@@ -79,7 +71,7 @@ def test_edit_applies_to_the_running_sandbox(gateway: Gateway, topology: Topolog
         first = active(gateway, path)["version"]
 
         path.write_text(BROKEN)
-        rejected = wait_until(lambda: active(gateway, path)["error"])
+        rejected = wait_for(lambda: active(gateway, path)["error"], timeout=10)
         assert f"{path}:8:5: rule oops: unknown key 'hostz'" in rejected
         assert fetch()[0] == "200"                 # the last good version still decides
         code, report = status(gateway)
@@ -87,7 +79,7 @@ def test_edit_applies_to_the_running_sandbox(gateway: Gateway, topology: Topolog
         assert active(gateway, path)["version"] == first
 
         path.write_text(DENY_PATH)
-        wait_until(lambda: active(gateway, path)["version"] != first)
+        wait_for(lambda: active(gateway, path)["version"] != first, timeout=10)
         assert active(gateway, path)["error"] is None
         code, body = fetch()
         assert code == "403"
@@ -114,7 +106,7 @@ def test_an_alias_bomb_changes_nothing_and_the_gateway_keeps_serving(
         assert not (gateway.policy_dir / "bomb.yaml").exists()
         # through hot reload: rejected, the last good version keeps deciding
         path.write_text(BOMB)
-        rejected = wait_until(lambda: active(gateway, path)["error"])
+        rejected = wait_for(lambda: active(gateway, path)["error"], timeout=10)
         assert f"{path}:2:7: YAML anchors (&a) are not allowed" in rejected
         assert fetch()[0] == "200"
         assert active(gateway, path)["version"] == first

@@ -69,9 +69,8 @@ def tokens(topology: Topology) -> Material:
 
 @pytest.fixture(scope="module")
 def client(gateway: Gateway) -> Iterator[Client]:
-    c = Client(gateway.api_url, gateway.token("admin", "providers-suite"))
-    yield c
-    c.close()
+    with gateway.admin_client("providers-suite") as c:
+        yield c
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import leftovers
-from tests.harness import SANDGATE, Gateway, nft_counter, unforwardable_packets
+from tests.harness import SANDGATE, Gateway, nft_counter, unforwardable_packets, wait_for
 from tests.topology import ECHO_IP, HTTPS_IP, UDP_IP, Topology
 
 pytestmark = pytest.mark.integration
@@ -197,7 +195,8 @@ def test_interrupted_run_tears_everything_down(gateway: Gateway, web_policy: Pat
                            env=gateway.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         sandboxes = wait_for(lambda: [s for s in gateway_sandboxes(gateway)
-                                      if when == "creating" or s["state"] == when], timeout=30)
+                                      if when == "creating" or s["state"] == when],
+                             timeout=30, interval=0.05)
         assert len(sandboxes) == 1
         netns = sandboxes[0]["netns"]
         cli.send_signal(sig)
@@ -214,10 +213,3 @@ def gateway_sandboxes(gateway: Gateway) -> list[dict[str, Any]]:
         return list(c.get("/v1/sandboxes").json())
 
 
-def wait_for(probe: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := probe():
-            return result
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")

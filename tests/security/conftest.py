@@ -36,14 +36,13 @@ SEC_TOKEN = "real-security-token-" + secrets.token_hex(10)
 
 @pytest.fixture(scope="session")
 def security_client(gateway: Gateway) -> Iterator[Client]:
-    client = Client(gateway.api_url, gateway.token("admin", "security-suite"))
-    client.put_policy("security-suite", json.dumps(SECURITY_POLICY))
-    client.put_secret("SEC_TOKEN", SEC_TOKEN)
-    from tests.harness import REAL_SECRETS
+    policies = {"security-suite": json.dumps(SECURITY_POLICY)}
+    with gateway.admin_client("security-suite", policies) as client:
+        client.put_secret("SEC_TOKEN", SEC_TOKEN)
+        from tests.harness import REAL_SECRETS
 
-    REAL_SECRETS.append(SEC_TOKEN)
-    yield client
-    client.close()
+        REAL_SECRETS.append(SEC_TOKEN)
+        yield client
 
 
 def _seat(topology: Topology, client: Client) -> Iterator[Seat]:

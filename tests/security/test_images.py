@@ -187,10 +187,8 @@ def derived(plants: Plants, tmp_path_factory: pytest.TempPathFactory,
 
 @pytest.fixture(scope="module")
 def admin(gw: Gateway) -> Iterator[Client]:
-    client = Client(gw.api_url, gw.token("admin", "images-security"))
-    client.put_policy("none", "version: 1\nname: none\n")
-    yield client
-    client.close()
+    with gw.admin_client("images-security", {"none": "version: 1\nname: none\n"}) as client:
+        yield client
 
 
 @pytest.fixture(scope="module", params=RUNTIMES)

@@ -15,7 +15,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -61,31 +61,32 @@ class _Deadline:
     idle: int | None            # seconds without activity allowed
 
 
+@dataclass(eq=False, repr=False)
 class Sandboxes:
-    def __init__(self, settings: Settings, records: Records, registry: Registry,
-                 network: SandboxNetwork, runtimes: dict[str, Runtime], policies: PolicyStore,
-                 images: ImageStore, *, ca_bundle: Path, secret_exists: Callable[[str], bool],
-                 open_connections: Callable[[str], int] = lambda _id: 0,
-                 flush_audit: Callable[[], object] = lambda: None,
-                 readiness: Readiness | None = None) -> None:
-        self.settings = settings
-        self.records = records
-        self.registry = registry
-        self.network = network
-        self.runtimes = runtimes
-        self.policies = policies
-        self.images = images
-        self.ca_bundle = ca_bundle
-        self.secret_exists = secret_exists
-        self.open_connections = open_connections
-        self.flush_audit = flush_audit
-        self.readiness = readiness
-        self.warm = WarmPool(settings.warm_pool)
-        self._lock = threading.Lock()
-        self._running: dict[str, Started] = {}
-        self._holds: dict[str, Hold] = {}     # each sandbox keeps its image's content
-        self._missing: set[str] = set()       # warm images found missing (logged once)
-        self._deadlines: dict[str, _Deadline] = {}
+    settings: Settings
+    records: Records
+    registry: Registry
+    network: SandboxNetwork
+    runtimes: dict[str, Runtime]
+    policies: PolicyStore
+    images: ImageStore
+    _: dataclasses.KW_ONLY
+    ca_bundle: Path
+    secret_exists: Callable[[str], bool]
+    open_connections: Callable[[str], int] = lambda _id: 0
+    flush_audit: Callable[[], object] = lambda: None
+    readiness: Readiness | None = None
+    warm: WarmPool = field(init=False)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _running: dict[str, Started] = field(init=False, default_factory=dict)
+    # each sandbox keeps its image's content
+    _holds: dict[str, Hold] = field(init=False, default_factory=dict)
+    # warm images found missing (logged once)
+    _missing: set[str] = field(init=False, default_factory=set)
+    _deadlines: dict[str, _Deadline] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.warm = WarmPool(self.settings.warm_pool)
 
     # create
     def create(self, request: SandboxCreate, owner: str = "local") -> SandboxPublic:

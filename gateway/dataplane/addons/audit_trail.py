@@ -14,19 +14,13 @@ from gateway.dataplane.mcp_exchange import MCP_KEY, McpExchange
 from gateway.dataplane.records import header_summary, sent
 from gateway.dataplane.state import (
     COUNTS_KEY,
-    METADATA_KEY,
     SENT_KEY,
-    FlowVerdict,
     GatewayState,
     Sent,
+    flow_verdict,
     peer_ip,
 )
 from policies.decision import Decision, Reason, Verdict, deny
-
-
-def _verdict(flow: http.HTTPFlow | tcp.TCPFlow) -> FlowVerdict | None:
-    verdict = flow.metadata.get(METADATA_KEY)
-    return verdict if isinstance(verdict, FlowVerdict) else None
 
 
 def _upstream(flow: http.HTTPFlow | tcp.TCPFlow) -> str | None:
@@ -51,12 +45,11 @@ class AuditTrail:
         if flow.metadata.get("sandgate.audited"):
             return
         flow.metadata["sandgate.audited"] = True
-        verdict = _verdict(flow)
+        verdict = flow_verdict(flow)
         conn = self.state.conns.get(flow.client_conn.id)
         decision = verdict.decision if verdict else deny(Reason.INTERNAL_ERROR)
         if error and decision.allowed:
-            decision = Decision(Verdict.ERROR, Reason.UPSTREAM_ERROR, decision.rule,
-                                decision.policy, decision.policy_version)
+            decision = decision.failed(Reason.UPSTREAM_ERROR)
         request, response = flow.request, flow.response
         end = response.timestamp_end if response and response.timestamp_end else time.time()
         as_sent = flow.metadata.get(SENT_KEY)
@@ -109,14 +102,13 @@ class AuditTrail:
         await self.state.coord.drained()
 
     def _tcp(self, flow: tcp.TCPFlow, error: str | None) -> None:
-        verdict = _verdict(flow)
+        verdict = flow_verdict(flow)
         conn = self.state.conns.get(flow.client_conn.id)
         if verdict is None or conn is None:
             return  # refused before the stream started; recorded there
         decision = verdict.decision
         if error and decision.allowed:
-            decision = Decision(Verdict.ERROR, Reason.UPSTREAM_ERROR, decision.rule,
-                                decision.policy, decision.policy_version)
+            decision = decision.failed(Reason.UPSTREAM_ERROR)
         up = sum(len(m.content) for m in flow.messages if m.from_client)
         down = sum(len(m.content) for m in flow.messages if not m.from_client)
         self.state.record(

@@ -33,13 +33,13 @@ from gateway.dataplane.mcp_exchange import HOLD_LIMIT as MCP_HOLD_LIMIT
 from gateway.dataplane.state import (
     COUNTS_KEY,
     METADATA_KEY,
-    SECRETS_KEY,
     Conn,
-    FlowSecrets,
     FlowVerdict,
     GatewayState,
+    flow_secrets,
+    flow_verdict,
 )
-from policies.decision import Decision, Reason, Verdict
+from policies.decision import Reason
 
 type Body = Outgoing | Incoming
 
@@ -69,16 +69,10 @@ class Bodies:
 
     def _allowed(self, flow: http.HTTPFlow) -> tuple[Conn, FlowVerdict] | None:
         conn = self.state.conns.get(flow.client_conn.id)
-        verdict = flow.metadata.get(METADATA_KEY)
-        if conn is None or not isinstance(verdict, FlowVerdict) or \
-                not verdict.decision.allowed:
+        verdict = flow_verdict(flow)
+        if conn is None or verdict is None or not verdict.decision.allowed:
             return None
         return conn, verdict
-
-    @staticmethod
-    def _secrets(flow: http.HTTPFlow) -> FlowSecrets:
-        secrets = flow.metadata.get(SECRETS_KEY)
-        return secrets if isinstance(secrets, FlowSecrets) else FlowSecrets()
 
     @staticmethod
     def counts(flow: http.HTTPFlow) -> Counts:
@@ -93,7 +87,7 @@ class Bodies:
         if allowed is None or flow.response is not None:
             return
         conn, verdict = allowed
-        request, secrets = flow.request, self._secrets(flow)
+        request, secrets = flow.request, flow_secrets(flow)
         h2 = request.is_http2 or request.is_http3
         unframed = "content-length" not in request.headers and \
             "transfer-encoding" not in request.headers
@@ -171,7 +165,7 @@ class Bodies:
         if allowed is None or response is None or _no_body(flow.request, response):
             return
         conn, _verdict = allowed
-        scrub = self._secrets(flow).scrub
+        scrub = flow_secrets(flow).scrub
         body = Incoming(conn.sandbox.policy.limits.response_body_bytes,
                         response.headers.get("content-encoding", ""), scrub,
                         self.counts(flow))
@@ -212,11 +206,8 @@ class Bodies:
 
     def _unscannable(self, flow: http.HTTPFlow, refusal: Refusal) -> None:
         verdict = flow.metadata[METADATA_KEY]
-        decision = verdict.decision
-        flow.metadata[METADATA_KEY] = FlowVerdict(
-            Decision(Verdict.ERROR, refusal.reason, decision.rule, decision.policy,
-                     decision.policy_version),
-            verdict.host, verdict.port, verdict.upstream, refusal.error, verdict.secrets)
+        flow.metadata[METADATA_KEY] = verdict.redecided(verdict.decision.failed(refusal.reason),
+                                                        refusal.error)
         flow.response = http.Response.make(
             502, json.dumps({"error": str(refusal.reason), "host": verdict.host,
                              "hint": refusal.error}) + "\n",
@@ -249,8 +240,5 @@ class Bodies:
         verdict = flow.metadata[METADATA_KEY]
         decision = conn.sandbox.policy.refuse(refusal.reason) \
             if refusal.reason != Reason.RESPONSE_UNSCANNABLE else \
-            Decision(Verdict.ERROR, refusal.reason, verdict.decision.rule,
-                     verdict.decision.policy, verdict.decision.policy_version)
-        flow.metadata[METADATA_KEY] = FlowVerdict(decision, verdict.host, verdict.port,
-                                                  verdict.upstream, refusal.error,
-                                                  verdict.secrets)
+            verdict.decision.failed(refusal.reason)
+        flow.metadata[METADATA_KEY] = verdict.redecided(decision, refusal.error)

@@ -37,6 +37,8 @@ from gateway.dataplane.state import (
     FlowSecrets,
     FlowVerdict,
     GatewayState,
+    flow_secrets,
+    flow_verdict,
 )
 from gateway.dataplane.values import CredentialError
 from policies.decision import Reason, Verdict
@@ -58,11 +60,6 @@ def entitled(sandbox: SandboxContext, verdict: FlowVerdict | None) -> list[Injec
     return [s for s in grant.inject if all(n in sandbox.secrets for n in secret_names(s))]
 
 
-def _verdict(flow: http.HTTPFlow) -> FlowVerdict | None:
-    verdict = flow.metadata.get(METADATA_KEY)
-    return verdict if isinstance(verdict, FlowVerdict) else None
-
-
 def _texts(fields: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
     return [part for field in fields for part in field]
 
@@ -81,7 +78,7 @@ class Credentials:
     # requests
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         conn = self.state.conns.get(flow.client_conn.id)
-        verdict = _verdict(flow)
+        verdict = flow_verdict(flow)
         if conn is None or verdict is None or not verdict.decision.allowed or flow.response:
             return   # refused: nothing of it is looked into (nor decoded)
         specs = entitled(conn.sandbox, verdict)
@@ -98,7 +95,7 @@ class Credentials:
         for every later one (each upstream connection of it presents that one, or none).
         False when the request was refused."""
         wanted = next((s.secret for s in specs if isinstance(s, InjectMtls)), None)
-        verdict = _verdict(flow)
+        verdict = flow_verdict(flow)
         rule = verdict.decision.rule if verdict is not None else None
         if wanted is not None:
             try:
@@ -119,7 +116,7 @@ class Credentials:
         """At the end of the request: HTTP/2 trailers through the tripwire; SigV4 signed over
         the body re-signed now that the body is here (held whole)."""
         conn = self.state.conns.get(flow.client_conn.id)
-        verdict = _verdict(flow)
+        verdict = flow_verdict(flow)
         if conn is None or verdict is None or not verdict.decision.allowed or flow.response:
             return
         if flow.request.trailers:
@@ -130,8 +127,7 @@ class Credentials:
                 if streamed:
                     self.state.cut(flow)
                 return
-        secrets = flow.metadata.get(SECRETS_KEY)
-        if isinstance(secrets, FlowSecrets) and secrets.needs_body:
+        if flow_secrets(flow).needs_body:
             for spec in entitled(conn.sandbox, verdict):
                 if isinstance(spec, InjectSigV4) and not self._resign(flow, conn, spec):
                     return
@@ -288,8 +284,7 @@ class Credentials:
 
     @staticmethod
     def _scrub_table(flow: http.HTTPFlow) -> dict[bytes, bytes] | None:
-        secrets = flow.metadata.get(SECRETS_KEY)
-        return secrets.scrub if isinstance(secrets, FlowSecrets) else None
+        return flow_secrets(flow).scrub
 
     # WebSocket
     def websocket_message(self, flow: http.HTTPFlow) -> None:

@@ -43,13 +43,13 @@ from gateway.dataplane.mcp_exchange import HOLD_LIMIT, MCP_KEY, McpExchange
 from gateway.dataplane.sse import EventRewriter, TooLong, event
 from gateway.dataplane.state import (
     METADATA_KEY,
-    SECRETS_KEY,
     Conn,
-    FlowSecrets,
     FlowVerdict,
     GatewayState,
+    flow_secrets,
+    flow_verdict,
 )
-from policies.decision import Decision, Reason, Verdict
+from policies.decision import Decision, Reason
 from policies.mcp import McpMiss
 from policies.schema import McpSpec
 from vault import scrub
@@ -81,8 +81,8 @@ class McpGuard:
 
     def _allowed(self, flow: http.HTTPFlow) -> tuple[Conn, FlowVerdict, McpSpec] | None:
         conn = self.state.conns.get(flow.client_conn.id)
-        verdict = flow.metadata.get(METADATA_KEY)
-        if conn is None or not isinstance(verdict, FlowVerdict) or flow.response is not None:
+        verdict = flow_verdict(flow)
+        if conn is None or verdict is None or flow.response is not None:
             return None
         grant = verdict.decision.grant
         if not verdict.decision.allowed or grant is None or grant.mcp is None:
@@ -171,9 +171,7 @@ class McpGuard:
         verdict = flow.metadata[METADATA_KEY]
         decision = policy.refuse(Reason.MCP_UNPARSEABLE, verdict.decision.rule)
         if decision.allowed:      # monitor mode: would have been refused
-            flow.metadata[METADATA_KEY] = FlowVerdict(decision, verdict.host, verdict.port,
-                                                      verdict.upstream, str(problem),
-                                                      verdict.secrets)
+            flow.metadata[METADATA_KEY] = verdict.redecided(decision, str(problem))
             flow.metadata.pop(MCP_KEY, None)
             return
         flow.metadata[METADATA_KEY] = FlowVerdict(decision, conn.target, conn.dialed_port,
@@ -301,10 +299,8 @@ class McpGuard:
 
     def _broken(self, flow: http.HTTPFlow, text: str) -> None:
         verdict = flow.metadata[METADATA_KEY]
-        d = verdict.decision
-        flow.metadata[METADATA_KEY] = FlowVerdict(
-            Decision(Verdict.ERROR, Reason.MCP_UNPARSEABLE, d.rule, d.policy, d.policy_version),
-            verdict.host, verdict.port, verdict.upstream, text, verdict.secrets)
+        flow.metadata[METADATA_KEY] = verdict.redecided(
+            verdict.decision.failed(Reason.MCP_UNPARSEABLE), text)
 
 
 def _unholdable(request: http.Request) -> str | None:
@@ -329,6 +325,5 @@ def _json(status: int, body: Any) -> http.Response:
 def _shown(flow: http.HTTPFlow, text: str) -> str:
     """`text` with any credential the gateway wrote into the body turned back into its
     placeholder (a `body` injection happens before this addon reads the body)."""
-    secrets = flow.metadata.get(SECRETS_KEY)
-    table = secrets.scrub if isinstance(secrets, FlowSecrets) else None
+    table = flow_secrets(flow).scrub
     return scrub.scrub(text.encode(), table).decode(errors="replace") if table else text

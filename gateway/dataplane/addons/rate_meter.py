@@ -6,7 +6,7 @@ from __future__ import annotations
 from mitmproxy import http, tcp
 
 from gateway.dataplane.bodies import Counts
-from gateway.dataplane.state import COUNTS_KEY, METADATA_KEY, FlowVerdict, GatewayState
+from gateway.dataplane.state import COUNTS_KEY, GatewayState, flow_verdict
 
 
 class RateMeter:
@@ -14,9 +14,9 @@ class RateMeter:
         self.state = state
 
     def _charge(self, flow: http.HTTPFlow | tcp.TCPFlow, size: int) -> None:
-        verdict = flow.metadata.get(METADATA_KEY)
+        verdict = flow_verdict(flow)
         conn = self.state.conns.get(flow.client_conn.id)
-        if not isinstance(verdict, FlowVerdict) or conn is None:
+        if verdict is None or conn is None:
             return
         grant = verdict.decision.grant
         if grant is not None and grant.limits is not None and verdict.decision.rule:

@@ -32,6 +32,12 @@ def publish(engine: Engine, signer: HeadSigner, writer: AuditWriter, heads: Path
     HeadsFile(heads).append(make_head(signer, writer.gateway_id, *writer.head))
 
 
+def tamper(engine: Engine, statement: str, **params: object) -> None:
+    """An administrator's statement, run straight on the database."""
+    with engine.begin() as conn:
+        conn.execute(text(statement), params)
+
+
 def rechain(engine: Engine, gateway_id: str) -> None:
     """An administrator who knows the algorithm: seq renumbered from 1 and every hash
     recomputed, so the database alone looks intact."""
@@ -69,8 +75,7 @@ def test_intact_chain_verifies_and_resumes_across_writers(engine: Engine) -> Non
 
 def test_edited_row_is_named_by_the_database_alone(engine: Engine) -> None:
     write(engine, 20)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE audit_event SET decision='allow' WHERE seq=7"))
+    tamper(engine, "UPDATE audit_event SET decision='allow' WHERE seq=7")
     assert "seq 7) was changed" in (problem(engine) or "")
 
 
@@ -78,16 +83,14 @@ def test_edited_row_with_every_hash_recomputed_is_caught_by_signed_heads(
         engine: Engine, signer: HeadSigner, tmp_path: Path) -> None:
     heads = tmp_path / "heads.jsonl"
     publish(engine, signer, write(engine, 20), heads)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE audit_event SET host='innocent.test' WHERE seq=7"))
+    tamper(engine, "UPDATE audit_event SET host='innocent.test' WHERE seq=7")
     rechain(engine, "gw1")
     assert "differs from the head in the database" in checked(engine, signer)
-    with engine.begin() as conn:                  # the head's hash rewritten too
-        conn.execute(text("UPDATE audit_head SET hash = :h"), {"h": _hash_of(engine, 20)})
+    # the head's hash rewritten too
+    tamper(engine, "UPDATE audit_head SET hash = :h", h=_hash_of(engine, 20))
     assert verify(engine).ok                      # without the key it looks intact
     assert "not signed by the audit key" in checked(engine, signer)
-    with engine.begin() as conn:                  # ... so the heads go
-        conn.execute(text("DELETE FROM audit_head"))
+    tamper(engine, "DELETE FROM audit_head")      # ... so the heads go
     assert checked(engine, signer) == ""
     assert "differs from the head in heads.jsonl" in checked(engine, signer, heads)
 
@@ -96,12 +99,10 @@ def test_deleted_middle_row_is_named(engine: Engine, signer: HeadSigner,
                                      tmp_path: Path) -> None:
     heads = tmp_path / "heads.jsonl"
     publish(engine, signer, write(engine, 20), heads)
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM audit_event WHERE seq IN (11, 12)"))
+    tamper(engine, "DELETE FROM audit_event WHERE seq IN (11, 12)")
     assert (problem(engine) or "").startswith("seq 11 to 12 of gateway gw1 deleted")
     rechain(engine, "gw1")                        # the gap closed, the chain recomputed
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM audit_head"))
+    tamper(engine, "DELETE FROM audit_head")
     assert "ends at seq 18, but heads.jsonl holds a head at seq 20" in \
         checked(engine, signer, heads)
 
@@ -111,11 +112,10 @@ def test_truncated_tail_is_caught_by_the_database_heads_then_by_outside_heads(
     heads = tmp_path / "heads.jsonl"
     publish(engine, signer, write(engine, 20), heads)
     assert checked(engine, signer, heads) == ""
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM audit_event WHERE seq > 15"))
+    tamper(engine, "DELETE FROM audit_event WHERE seq > 15")
     assert "ends at seq 15, but the database holds a head at seq 20" in checked(engine, signer)
-    with engine.begin() as conn:                  # deleted heads: the database cannot tell
-        conn.execute(text("DELETE FROM audit_head"))
+    # deleted heads: the database cannot tell
+    tamper(engine, "DELETE FROM audit_head")
     assert checked(engine, signer) == ""
     assert "ends at seq 15, but heads.jsonl holds a head at seq 20" in \
         checked(engine, signer, heads)
@@ -128,8 +128,7 @@ def test_head_signed_by_another_key_is_refused(engine: Engine, signer: HeadSigne
     other = HeadSigner(Ed25519PrivateKey.generate())
     record_signed_head(engine, other, "gw1", *writer.head)
     assert "is not signed by the audit key" in checked(engine, signer)
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM audit_head"))
+    tamper(engine, "DELETE FROM audit_head")
     HeadsFile(heads).append(make_head(None, "gw1", *writer.head))   # unsigned
     assert "in heads.jsonl is not signed" in checked(engine, signer, heads)
 
@@ -141,8 +140,7 @@ def forge_checkpoint(engine: Engine, seq: int, signature: str | None = None) -> 
         session.add(AuditHead(gateway_id="gw1", kind="checkpoint", seq=seq,
                               hash=row.hash or "", signature=signature))
         session.commit()
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM audit_event WHERE seq <= :s"), {"s": seq})
+    tamper(engine, "DELETE FROM audit_event WHERE seq <= :s", s=seq)
 
 
 def test_forged_checkpoint_is_refused(engine: Engine, signer: HeadSigner) -> None:
@@ -170,8 +168,7 @@ def test_rows_below_a_checkpoint_are_re_hashed_too(engine: Engine,
         session.add(AuditHead(gateway_id="gw1", kind="checkpoint", seq=20, hash=row.hash or "",
                               signature=signer.sign("gw1", 20, row.hash or "", CHECKPOINT)))
         session.commit()
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE audit_event SET host='innocent.test' WHERE seq=3"))
+    tamper(engine, "UPDATE audit_event SET host='innocent.test' WHERE seq=3")
     assert "seq 3) was changed" in checked(engine, signer)
 
 
@@ -180,13 +177,11 @@ def test_rows_moved_between_gateways(engine: Engine, signer: HeadSigner,
     heads1, heads2 = tmp_path / "gw1.jsonl", tmp_path / "gw2.jsonl"
     publish(engine, signer, write(engine, 10), heads1)
     publish(engine, signer, write(engine, 6, gateway_id="gw2"), heads2)
-    with engine.begin() as conn:     # gw2's rows passed off as gw1's
-        conn.execute(text("UPDATE audit_event SET gateway_id='gw1', seq=seq+10 "
-                          "WHERE gateway_id='gw2'"))
+    # gw2's rows passed off as gw1's
+    tamper(engine, "UPDATE audit_event SET gateway_id='gw1', seq=seq+10 WHERE gateway_id='gw2'")
     assert "seq 11) does not follow" in (problem(engine) or "")
     rechain(engine, "gw1")
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM audit_head"))
+    tamper(engine, "DELETE FROM audit_head")
     assert verify(engine, signer.public_key).ok
     outside = {"gw1.jsonl": list(HeadsFile(heads1).heads()),
                "gw2.jsonl": list(HeadsFile(heads2).heads())}
@@ -203,17 +198,15 @@ def test_retention_keeps_the_rest_verifiable(engine: Engine, signer: HeadSigner,
     writer = write(engine, 10)
     HeadsFile(heads).append(make_head(signer, "gw1", 4, _hash_of(engine, 4)))
     publish(engine, signer, writer, heads)
-    with engine.begin() as conn:  # the first six rows are old
-        conn.execute(text("UPDATE audit_event SET time = :t WHERE seq <= 6"),
-                     {"t": (datetime.now(UTC) - timedelta(days=40)).strftime("%Y-%m-%d %H:%M:%S")})
+    old = (datetime.now(UTC) - timedelta(days=40)).strftime("%Y-%m-%d %H:%M:%S")
+    tamper(engine, "UPDATE audit_event SET time = :t WHERE seq <= 6", t=old)  # six old rows
     assert apply_retention(engine, 30, signer) == 6
     report = verify(engine, signer.public_key, {"h": list(HeadsFile(heads).heads())})
     assert report.ok and report.chains[0].rows == 4, report
     write(engine, 3)
     assert verify(engine).chains[0].head_seq == 13
     # the oldest remaining row deleted as if retention had taken it: no checkpoint says so
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM audit_event WHERE seq = 7"))
+    tamper(engine, "DELETE FROM audit_event WHERE seq = 7")
     assert "seq 1 to 7 of gateway gw1 deleted" in (problem(engine) or "")
 
 
@@ -227,8 +220,7 @@ def test_a_writer_goes_on_after_its_published_head(engine: Engine, signer: HeadS
     """The tail cut off while the gateway was down: the next rows do not write over it."""
     heads = tmp_path / "heads.jsonl"
     publish(engine, signer, write(engine, 10), heads)
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM audit_event WHERE seq > 6"))
+    tamper(engine, "DELETE FROM audit_event WHERE seq > 6")
     last = HeadsFile(heads).last("gw1")
     assert last is not None
     writer = AuditWriter(engine, gateway_id="gw1")
