@@ -92,7 +92,7 @@ def test_watchdog_reinstalls_the_table(gateways: list[Gateway], tmp_path: Path,
     while not table_present(gw) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert table_present(gw)
-    assert "reinstalling" in gw.log_tail(50)
+    assert "reinstalled them" in gw.log_tail(50)
 
 
 UDP_BURST = f"""

@@ -30,7 +30,9 @@ from gateway.processes.hub_client import HubClient
 from gateway.processes.replica import Replica
 from gateway.settings import Settings
 from policies.schema import Limits
+from sandbox_net.images.store import ImageStore
 from tests.doubles import InMemoryNetwork, InMemoryRuntime, RowSink
+from tests.images import add_image
 
 # Root-free, but 2,000 creates take about two minutes here: it runs with the integration
 # suites, not within the unit tests' minute.
@@ -70,9 +72,11 @@ def churn(tmp_path: Path, shm: Path) -> None:
     bundle = tmp_path / "bundle.pem"
     bundle.write_text("")
     runtime = InMemoryRuntime()
-    sandboxes = Sandboxes(Settings(home=tmp_path / "home", policy_dir=policies),
-                          Records(engine, "gw1"), registry, InMemoryNetwork(),
-                          {"gvisor": runtime}, store, ca_bundle=bundle,
+    settings = Settings(home=tmp_path / "home", policy_dir=policies)
+    images = ImageStore(settings.images_dir)
+    add_image(images, "base")
+    sandboxes = Sandboxes(settings, Records(engine, "gw1"), registry, InMemoryNetwork(),
+                          {"gvisor": runtime}, store, images, ca_bundle=bundle,
                           secret_exists=lambda _name: True)
     hub_client = HubClient(None, Discard())  # type: ignore[arg-type]
     worker = GatewayState(Registry(), UpstreamResolver(None, lookup=_no_lookup), hub_client)
