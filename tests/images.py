@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.settings import default_cache_dir
 from sandbox_net.images.store import Image, ImageMeta, ImageStore, now
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000::/home/agent:/bin/sh\n"
@@ -30,7 +31,12 @@ def tiny_rootfs(path: Path, passwd: str = PASSWD, group: str = GROUP) -> Path:
 
 
 def add_image(store: ImageStore, name: str, tree: Path | None = None, **meta: Any) -> Image:
-    """Commit a tree (default: a tiny one) as image `name`, as a build or import would."""
+    """Commit a tree (default: a tiny one) as image `name`, as a build or import would.
+    Never into the host's store: a tiny `base` there would be what every later sandbox of
+    every gateway on the host runs on."""
+    if store.root.resolve() == (default_cache_dir() / "images").resolve():
+        raise AssertionError(f"a test image in the host's store {store.root}: give the test's "
+                             "Settings a cache_dir of its own")
     with store.staging() as staging:
         rootfs = tree or tiny_rootfs(staging / "rootfs")
         image_id = hashlib.sha256(json.dumps([name, meta], sort_keys=True).encode()).hexdigest()

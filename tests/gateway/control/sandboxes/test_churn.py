@@ -72,7 +72,8 @@ def churn(tmp_path: Path, shm: Path) -> None:
     bundle = tmp_path / "bundle.pem"
     bundle.write_text("")
     runtime = InMemoryRuntime()
-    settings = Settings(home=tmp_path / "home", policy_dir=policies)
+    settings = Settings(home=tmp_path / "home", policy_dir=policies,
+                        cache_dir=tmp_path / "cache")    # never the host's image store
     images = ImageStore(settings.images_dir)
     add_image(images, "base")
     sandboxes = Sandboxes(settings, Records(engine, "gw1"), registry, InMemoryNetwork(),
