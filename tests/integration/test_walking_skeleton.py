@@ -191,8 +191,11 @@ def test_audit_cli_filters_and_table(gateway: Gateway, web_policy: Path) -> None
 ])
 def test_interrupted_run_tears_everything_down(gateway: Gateway, web_policy: Path,
                                                sig: signal.Signals, when: str) -> None:
+    # As from a terminal: a test run started in the background of a shell ignores SIGINT,
+    # and its children would inherit that.
     cli = subprocess.Popen([*SANDGATE, "run", f"--policy={web_policy}", "--", "sleep", "60"],
-                           env=gateway.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                           env=gateway.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         sandboxes = wait_for(lambda: [s for s in gateway_sandboxes(gateway)
                                       if when == "creating" or s["state"] == when],
