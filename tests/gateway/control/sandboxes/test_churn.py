@@ -7,6 +7,7 @@ in-memory doubles (tests/doubles.py); bench/churn.py measures a real gateway's m
 from __future__ import annotations
 
 import gc
+import logging
 import shutil
 import tempfile
 import tracemalloc
@@ -100,6 +101,9 @@ def churn(tmp_path: Path, shm: Path) -> None:
         replica.apply(protocol.Remove(created.id))
         runtime.started.clear()     # the double's own log of starts
 
+    # Log lines are not the gateway's state, but a handler an earlier test left behind
+    # (writing to a buffer it keeps) would grow with each sandbox's lines.
+    logging.disable(logging.CRITICAL)
     tracemalloc.start()
     for _ in range(WARM_UP):        # caches, pools and interned strings settle first
         one()
@@ -110,6 +114,7 @@ def churn(tmp_path: Path, shm: Path) -> None:
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
+    logging.disable(logging.NOTSET)
     engine.dispose()
 
     assert registry.all() == [] and worker.registry.all() == []
