@@ -118,24 +118,44 @@ def test_ip_literals_tcp_and_udp_get_nothing(vm: Sandbox, topology: Topology) ->
     assert [e for e in reached if e["kind"] in ("udp", "http")] == []
 
 
-def test_a_guest_spoofing_its_neighbours_address(vm: Sandbox, admin: Client,
-                                                 gateway: Gateway) -> None:
-    """Root of its own kernel, the guest takes a gVisor neighbour's address as the source of
-    its DNS queries; the link's pin drops them, and nothing is attributed to the neighbour.
-    The guest's own query that follows is the control: once it is in the log, the spoofed
-    one would have been too."""
+SPOOF = """
+import socket, struct, sys
+gateway, spoofed = sys.argv[1], sys.argv[2]
+
+def query(name):
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.split("."))
+    return struct.pack("!HHHHHH", 0x5347, 0x0100, 1, 0, 0, 0) + labels + b"\\0" + \\
+        struct.pack("!HH", 1, 1)
+
+# the spoofed query: a raw IPv4 packet with the neighbour's address as its source (the
+# kernel fills in the length, the id and the header checksum; UDP's checksum is optional)
+payload = query("spoofvm.www.upstream.test")
+udp = struct.pack("!HHHH", 5353, 53, 8 + len(payload), 0) + payload
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 0, 0, 64, 17, 0,
+                 socket.inet_aton(spoofed), socket.inet_aton(gateway))
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+raw.sendto(ip + udp, (gateway, 0))
+# the control, from the guest's own address, answered
+own = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+own.settimeout(10)
+own.sendto(query("control-vm.www.upstream.test"), (gateway, 53))
+print(len(own.recv(512)))
+"""
+
+
+def test_a_guest_spoofing_its_neighbours_address(admin: Client, gateway: Gateway) -> None:
+    """Root of its own kernel, the guest sends a DNS query with a gVisor neighbour's address
+    as its source (a raw socket); the link's pin drops it, and nothing is attributed to the
+    neighbour. The guest's own query that follows is the control: once it is in the log, the
+    spoofed one would have been too."""
     table = Naming(gateway.prefix).table
-    with admin.create(policy="vm-web", ttl_seconds=600) as neighbour:
+    with admin.create(policy="vm-web", ttl_seconds=600) as neighbour, \
+            admin.create(policy="vm-web", runtime="microvm", user="root",
+                         ttl_seconds=600) as guest:
         since, before = gateway.last_audit_id(), nft_counter(table, "guard", "spoofed-source")
-        gw = sh(vm, "sed -n 's/^nameserver //p' /etc/resolv.conf").split()[0]
-        ip = neighbour.info["ip"]
-        # the gateway's MAC first, asked for from the guest's own address (the host answers no
-        # ARP request from a spoofed one: strict reverse-path filtering)
-        sh(vm, f"ping -c 1 -W 1 {gw}; ip addr add {ip}/32 dev eth0 && "
-               f"ip route add {gw}/32 dev eth0 src {ip} && "
-               f"timeout 3 nslookup spoofvm.www.upstream.test {gw}; "
-               f"ip route del {gw}/32 dev eth0; ip addr del {ip}/32 dev eth0; "
-               f"nslookup control-vm.www.upstream.test {gw}; true", timeout=60)
+        gw = sh(guest, "sed -n 's/^nameserver //p' /etc/resolv.conf").split()[0]
+        result = guest.exec(["python3", "-c", SPOOF, gw, neighbour.info["ip"]], timeout=60)
+        assert result.exit_code == 0 and int(result.stdout) > 0, result
         gateway.wait_until(lambda: any("control-vm" in (r["host"] or "")
                                        for r in gateway.audit_rows(since)), timeout=30)
         rows = gateway.audit_rows(since)
