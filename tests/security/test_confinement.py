@@ -250,7 +250,9 @@ def test_an_endless_upload_without_a_length_is_cut_at_the_limit(seat: Seat,
     flag = "--http2" if http2 else "--http1.1"
     result = seat.sh(f"head -c {5 * MIB} /dev/zero | curl -sS --max-time 30 {flag} -T - "
                      f"-o /dev/null -w '%{{http_code}}' {AUTH} https://secure.upstream.test/up")
-    assert result.stdout in ("000", "100", "413"), result     # cut, or refused
+    # cut, or refused; over HTTP/2 the cut stream may first reach mitmproxy's upstream side,
+    # which then answers the sandbox 502 (what reached the upstream is checked below)
+    assert result.stdout in ("000", "100", "413", "502"), result
     received = [e["body_len"] for e in seat.seen(mark, "http") if e["path"] == "/up"]
     assert all(n <= MIB for n in received)                      # the policy's limit: 1 MiB
     assert "body_too_large" in seat.reasons(mark, "http|h2")
