@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING
 
 from mitmproxy import http
 
-from gateway.dataplane.state import METADATA_KEY, FlowVerdict, GatewayState
+from gateway.dataplane.state import GatewayState, flow_verdict
 
 if TYPE_CHECKING:
     from gateway.dataplane.addons.mcp_guard import McpGuard
 
 
 def _mcp_rule(flow: http.HTTPFlow) -> bool:
-    verdict = flow.metadata.get(METADATA_KEY)
-    grant = verdict.decision.grant if isinstance(verdict, FlowVerdict) else None
+    verdict = flow_verdict(flow)
+    grant = verdict.decision.grant if verdict is not None else None
     return grant is not None and grant.mcp is not None
 
 
