@@ -174,10 +174,6 @@ class CompiledRule:
         return not self.ports or port in self.ports
 
     @property
-    def has_http_conditions(self) -> bool:
-        return self.spec.http_only
-
-    @property
     def allows_http(self) -> bool:
         return not self.is_deny and bool(self.protocols & HTTP_PROTOCOLS)
 
@@ -340,7 +336,7 @@ class CompiledPolicy:
         only because the rules there speak HTTP."""
         on_port = [rule for _, rule in candidates if rule.on_port(port)]
         if decision.allowed:
-            return any(rule.has_http_conditions for rule in on_port)
+            return any(rule.spec.http_only for rule in on_port)
         return decision.reason == Reason.NO_MATCHING_RULE and \
             any(rule.allows_http for rule in on_port)
 

@@ -139,6 +139,7 @@ class Credentials:
             return
         sandbox, pairs, substitute = conn.sandbox, [], {}
         signed_over_body = "x-amz-content-sha256" not in flow.request.headers
+        names = tuple(sorted({n for spec in specs for n in secret_names(spec)}))
         try:
             reals = await self._values(specs, sandbox.id)
             for index, real in reals.items():
@@ -154,13 +155,11 @@ class Credentials:
                 else:
                     injection.write(flow.request, spec, real, self._username(spec),
                                     present=index in spots.present)
-            for name in {n for spec in specs for n in secret_names(spec)}:
+            for name in names:
                 vault.mark_used(name)
         except CredentialError as e:
             logger.error("cannot inject for sandbox %s: %s", sandbox.id, e)
-            self.refuse(flow, conn, e.reason, str(e),
-                        tuple(sorted({n for spec in specs for n in secret_names(spec)})),
-                        verdict.decision.rule)
+            self.refuse(flow, conn, e.reason, str(e), names, verdict.decision.rule)
             return
         except VaultError as e:
             logger.error("cannot inject for sandbox %s: %s", sandbox.id, e)
@@ -169,10 +168,9 @@ class Credentials:
         needs_body = signed_over_body and any(isinstance(s, InjectSigV4) for s in specs)
         flow.metadata[SECRETS_KEY] = FlowSecrets(frozenset(substitute), substitute,
                                                  scrub.swaps(pairs), needs_body)
-        injected = tuple(sorted({n for spec in specs for n in secret_names(spec)}))
         flow.metadata[METADATA_KEY] = FlowVerdict(
             verdict.decision, verdict.host, verdict.port, verdict.upstream, verdict.error,
-            secrets=injected)
+            secrets=names)
 
     async def _values(self, specs: list[Inject], sandbox_id: str) -> dict[int, str]:
         """The value each spec injects (by its index). Whatever goes wrong getting one (the
@@ -271,20 +269,16 @@ class Credentials:
 
     # responses
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        table = self._scrub_table(flow)
+        table = flow_secrets(flow).scrub
         if table and flow.response is not None:
             flow.response.headers.fields = tuple(
                 (k, scrub.scrub(v, table)) for k, v in flow.response.headers.fields)
 
     def response(self, flow: http.HTTPFlow) -> None:
-        table = self._scrub_table(flow)
+        table = flow_secrets(flow).scrub
         if table and flow.response is not None and flow.response.trailers:
             flow.response.trailers.fields = tuple(
                 (k, scrub.scrub(v, table)) for k, v in flow.response.trailers.fields)
-
-    @staticmethod
-    def _scrub_table(flow: http.HTTPFlow) -> dict[bytes, bytes] | None:
-        return flow_secrets(flow).scrub
 
     # WebSocket
     def websocket_message(self, flow: http.HTTPFlow) -> None:
@@ -296,7 +290,7 @@ class Credentials:
         if conn is None:
             return
         if not message.from_client:
-            table = self._scrub_table(flow)
+            table = flow_secrets(flow).scrub
             if table:
                 message.content = scrub.scrub(message.content, table)
             return
