@@ -148,3 +148,14 @@ def write(request: http.Request, spec: Inject, real: str, username: str,
     name = spec.header if isinstance(spec, InjectHeader) else "authorization"
     if present or name not in request.headers:
         request.headers[name] = value
+
+
+NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+
+
+def bodiless(request: http.Request) -> bool:
+    """An HTTP/2 or 3 request of a method that carries no body, sent without a length: any
+    body that follows is refused as it streams (gateway.dataplane.addons.bodies), so it is
+    signed over the empty body at once and never held."""
+    return (request.is_http2 or request.is_http3) and request.method in NO_BODY and \
+        "content-length" not in request.headers and "transfer-encoding" not in request.headers

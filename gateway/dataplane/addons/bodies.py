@@ -29,6 +29,7 @@ from gateway.dataplane.bodies import (
     whole,
 )
 from gateway.dataplane.denials import denial_response
+from gateway.dataplane.injection import NO_BODY
 from gateway.dataplane.mcp_exchange import HOLD_LIMIT as MCP_HOLD_LIMIT
 from gateway.dataplane.state import (
     COUNTS_KEY,
@@ -44,7 +45,6 @@ from policies.decision import Reason
 type Body = Outgoing | Incoming
 
 CHECKED_KEY = "sandgate.body"     # the request's or response's checker, when held whole
-NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 
 
 def _length(message: http.Message) -> int | None:
@@ -95,12 +95,12 @@ class Bodies:
             return              # HTTP/1 without either: no body
         # HTTP/2 without a length: a body may follow; for methods that carry none, any is
         # refused (it could only reach an HTTP/1 upstream unframed)
-        empty = unframed and request.method in NO_BODY      # nothing may follow
-        limit = 0 if empty else conn.sandbox.policy.limits.request_body_bytes
+        limit = 0 if unframed and request.method in NO_BODY else \
+            conn.sandbox.policy.limits.request_body_bytes
         body = Outgoing(limit, request.headers.get("content-encoding", ""),
                         self.state.registry.placeholders.lookup_all,
                         set(secrets.allowed_in_body), secrets.substitute, self.counts(flow))
-        if secrets.needs_body and not empty and not _held(request, SIGNED_BODY_LIMIT):
+        if secrets.needs_body and not _held(request, SIGNED_BODY_LIMIT):
             self._answer(flow, conn, Refusal(
                 Reason.BODY_TOO_LARGE, "a SigV4 request signed over its body is held whole "
                 f"to be signed again: give its length, at most {SIGNED_BODY_LIMIT} bytes, or "

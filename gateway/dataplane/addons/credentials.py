@@ -138,7 +138,10 @@ class Credentials:
         if vault is None:
             return
         sandbox, pairs, substitute = conn.sandbox, [], {}
-        signed_over_body = "x-amz-content-sha256" not in flow.request.headers
+        # signed over the body (no x-amz-content-sha256) and a body may follow: re-signed in
+        # `request`, once the body is held
+        signed_over_body = "x-amz-content-sha256" not in flow.request.headers and \
+            not injection.bodiless(flow.request)
         names = tuple(sorted({n for spec in specs for n in secret_names(spec)}))
         try:
             reals = await self._values(specs, sandbox.id)

@@ -56,11 +56,21 @@ def test_an_http2_get_without_a_length_is_signed_again(plane: Plane) -> None:
     key_id, secret = plane.sandbox.secrets["KEY_ID"], plane.sandbox.secrets["SECRET"]
     flow = request(connect(plane, "s3.example.test"), "GET", URL, http2=True,
                    headers=signed(key_id, secret, "GET"))
-    Through(plane).request(flow)
-    assert flow.response is None
+    through = Through(plane)
+    through.request(flow)
+    assert flow.response is None and callable(flow.request.stream)   # never held
     sent = [(k, v) for k, v in flow.request.headers.items()]
     assert f"Credential={REAL_ID}/" in flow.request.headers["authorization"]
     assert verifies(sent, REAL_ID, REAL_SECRET, "GET")
+
+
+def test_a_body_after_a_signed_http2_get_is_cut_not_held(plane: Plane) -> None:
+    key_id, secret = plane.sandbox.secrets["KEY_ID"], plane.sandbox.secrets["SECRET"]
+    flow = request(connect(plane, "s3.example.test"), "GET", URL, http2=True,
+                   headers=signed(key_id, secret, "GET"))
+    through = Through(plane)
+    through.request(flow, chunks=[b"x" * 4096] * 64)
+    assert flow in through.cut
 
 
 def test_an_http2_post_without_a_length_is_refused_as_unheld(plane: Plane) -> None:
