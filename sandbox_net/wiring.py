@@ -109,6 +109,9 @@ class HostNetwork(SandboxNetwork):
             pins = sorted(self._pinned)
             try:
                 firewall.verify(self.rules, pins)
+                extra = firewall.pinned(self.rules) - set(pins)
+                if extra:   # a link allowed a second source address
+                    raise FirewallError(f"{len(extra)} pin(s) not in force, first {min(extra)}")
             except FirewallError as e:
                 firewall.apply(self.rules, pins)
                 return str(e)

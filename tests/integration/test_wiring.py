@@ -62,6 +62,10 @@ def test_a_check_while_a_sandbox_is_being_wired_keeps_every_pin(
     firewall.remove(network.rules)                  # an operator's mistake
     assert "missing" in (network.restore_rules() or "")
     assert pinned(network) == names                 # reinstalled with both pins
+    firewall.pin(network.rules, network.naming.host_link("aaaaaaaa"), "10.254.254.254")
+    assert "not in force" in (network.restore_rules() or "")   # a second source: removed
+    assert pinned(network) == names
+    assert network.restore_rules() is None
     network.unwire("aaaaaaaa")
     network.unwire("bbbbbbbb")
     assert pinned(network) == set()
