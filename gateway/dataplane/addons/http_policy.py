@@ -80,7 +80,9 @@ def _check_headers(conn: Conn, flow: http.HTTPFlow) -> None:
     named = [flow.request.authority] if flow.request.is_http2 or flow.request.is_http3 else []
     named += headers.get_all("host")
     for authority in filter(None, named):
-        if _authority(authority, conn.dialed_port)[0] != dialed:
+        # the port too: the policy judged the dialed port, and an upstream routing by the
+        # Host's port would read another request
+        if _authority(authority, conn.dialed_port) != (dialed, conn.dialed_port):
             raise Refusal(Reason.HOST_MISMATCH,
                           f"Host {authority[:200]!r} on a connection to {conn.target}")
     if not any(named):

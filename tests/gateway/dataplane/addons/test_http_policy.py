@@ -195,12 +195,23 @@ def test_absolute_targets_elsewhere_are_refused(plane: Plane, http2: bool, targe
     ([("authorization", "a"), ("authorization", "b")], False, "protocol_error"),
     ([("content-length", "0"), ("content-length", "0")], False, "protocol_error"),
     ([("host", "api.example.test")], True, "host_mismatch"),            # Host vs :authority
+    ([("authorization", "a"), ("authorization", "b")], True, "protocol_error"),
+    ([("host", "code.example.test:8443")], True, "host_mismatch"),      # another port
 ])
 def test_headers_that_could_mean_two_things(plane: Plane, headers: list[tuple[str, str]],
                                             http2: bool, reason: str) -> None:
     flow = request(connect(plane, "code.example.test"), "GET",
                    "https://code.example.test/repos/x", headers=headers, http2=http2)
     assert str(decide(plane, flow).decision.reason) == reason
+
+
+@pytest.mark.parametrize("http2", [False, True])
+def test_the_host_must_name_the_dialed_port(plane: Plane, http2: bool) -> None:
+    for authority, reason in (("code.example.test:8443", "host_mismatch"),
+                              ("code.example.test:443", "allowed_by_rule")):
+        flow = request(connect(plane, "code.example.test"), "GET",
+                       f"https://{authority}/repos/x", http2=http2)
+        assert str(decide(plane, flow).decision.reason) == reason
 
 
 def test_a_deny_on_a_header_sees_every_value(plane: Plane) -> None:
