@@ -10,10 +10,12 @@ up: bootstrap
 	.venv/bin/sandgate serve
 
 # Command 2: the whole suite: the root-free unit tests first (seconds), then the integration
-# suites (real namespaces, nftables, mitmproxy, runsc, in a network namespace of their own).
+# suites (real namespaces, nftables, mitmproxy, runsc) on two pytest-xdist workers, each in a
+# network namespace of its own; one test file stays on one worker (their fixtures share a
+# gateway per module).
 test: bootstrap
 	.venv/bin/python -m pytest -m "not integration"
-	.venv/bin/python -m pytest -m integration
+	.venv/bin/python -m pytest -m integration -n 2 --dist loadfile
 
 lint: bootstrap
 	.venv/bin/ruff check .
