@@ -2,8 +2,8 @@
 hierarchy, whichever the host mounts).
 
 runsc runs with --ignore-cgroups here, so gVisor enforces no limit of its own; the runtime
-moves the sandbox's host processes (sentry, gofer, ptrace stubs) into a cgroup of ours and
-every process they start inherits it. The limits cover the whole sandbox, so each one gets
+starts runsc (or QEMU) inside a cgroup of ours, and every process it starts (sentry, gofer,
+ptrace stubs) inherits it. The limits cover the whole sandbox, so each one gets
 an allowance for gVisor's own threads and memory on top of what the caller asked for.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import time
 from dataclasses import dataclass
@@ -80,28 +81,14 @@ def create(name: str, limits: Limits) -> None:
             _write(group / "cpu.cfs_quota_us", str(quota))
 
 
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            with contextlib.suppress(OSError, ValueError):
-                todo += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
-def attach(name: str, pids: list[int]) -> None:
-    """Move `pids` and everything they have started into the sandbox's cgroup(s)."""
-    everyone = sorted({p for pid in pids for p in _descendants(pid)})
-    for group in _dirs(name):
-        for pid in everyone:
-            with contextlib.suppress(ProcessLookupError):
-                try:
-                    (group / "cgroup.procs").write_text(str(pid))
-                except OSError as e:
-                    if e.errno != 3:  # ESRCH: it ended meanwhile
-                        raise RuntimeFailure(f"cannot limit process {pid}: {e.strerror}") from None
+def launched_in(name: str, argv: list[str]) -> list[str]:
+    """`argv` started inside the sandbox's cgroup(s): a shell writes its own pid into each
+    cgroup.procs, then execs it, so it and everything it starts (runsc's sentry and gofer,
+    QEMU) are limited from their first instruction. The pid is the command's own (sh, nsenter
+    and the program exec one another)."""
+    procs = " ".join(shlex.quote(str(group / "cgroup.procs")) for group in _dirs(name))
+    script = f'echo $$ | tee {procs} >/dev/null || exit 125; exec "$@"'
+    return ["sh", "-c", script, "sh", *argv]
 
 
 def tasks(name: str) -> list[int]:

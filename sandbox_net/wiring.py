@@ -71,7 +71,6 @@ class HostNetwork(SandboxNetwork):
     def wire(self, sandbox_id: str) -> Wired:
         addresses = slots.allocate(self.engine, sandbox_id, self.gateway_id, self.host_id)
         try:
-            firewall.verify(self.rules)
             link = links.create(self.naming, sandbox_id, addresses)
             pin = (link.host_link, str(addresses.sandbox_ip))
             with self._pins_lock:

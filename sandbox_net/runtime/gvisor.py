@@ -121,8 +121,9 @@ class GVisorRuntime(Runtime):
         with open(log_path, "ab") as log:
             try:
                 result = subprocess.run(
-                    [*self._base(spec), "run", "--detach", f"--bundle={bundle}",
-                     spec.sandbox_id],
+                    cgroups.launched_in(_cgroup(spec), [
+                        *self._base(spec), "run", "--detach", f"--bundle={bundle}",
+                        spec.sandbox_id]),
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=60, check=False)
             except subprocess.TimeoutExpired:
                 raise RuntimeFailure(f"runsc did not start sandbox {spec.sandbox_id} "
@@ -131,9 +132,6 @@ class GVisorRuntime(Runtime):
             tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
             raise RuntimeFailure(f"runsc could not start sandbox {spec.sandbox_id}: "
                                  + (tail[0] if tail else f"exit status {result.returncode}"))
-        # Before any command of the user's runs in it, the whole sandbox (sentry, gofer and
-        # the stubs that run its processes) goes into its cgroup.
-        cgroups.attach(_cgroup(spec), self._sandbox_pids(spec))
 
     def exec_command(self, spec: SandboxSpec, argv: list[str], *, env: dict[str, str],
                      cwd: str | None) -> list[str]:

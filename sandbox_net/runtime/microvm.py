@@ -111,10 +111,10 @@ class MicroVMRuntime(Runtime):
             "-name", f"sandgate-{spec.sandbox_id}",
         ]
         with open(spec.workdir / "qemu.log", "ab") as log:
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            process = subprocess.Popen(cgroups.launched_in(name, argv), stdin=subprocess.DEVNULL,
+                                       stdout=log, stderr=log,
                                        start_new_session=True)
         (spec.workdir / "qemu.pid").write_text(str(process.pid))
-        cgroups.attach(name, [process.pid])
         try:
             vm_agent.wait_ready(self._socket(spec), timeout=90)
         except RuntimeFailure:
