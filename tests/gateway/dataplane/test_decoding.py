@@ -80,7 +80,7 @@ def test_raw_deflate_and_stacked_encodings() -> None:
     ("gzip", b"not gzip", DecodeError),
     ("br", b"\xff\xff\xff not brotli", DecodeError),
     ("zstd", b"not zstd at all", DecodeError),
-    ("gzip", gzip.compress(b"x" * 1000)[:20], DecodeError),     # truncated
+    ("gzip", gzip.compress(b"x" * 1000, mtime=0)[:20], DecodeError),     # truncated
     ("x-custom", b"whatever", UnknownEncoding),
 ])
 def test_what_does_not_decode_is_refused(encoding: str, body: bytes,
