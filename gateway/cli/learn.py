@@ -170,3 +170,38 @@ def replay_command(candidate: str, since: str, sandboxes: tuple[str, ...],
         for line in report_lines(result):
             click.echo(line)
     sys.exit(EXIT_NO if result.newly_denied else 0)
+
+
+def recording_policy(settings: Settings, base: CompiledPolicy | None) -> Path:
+    """A `mode: monitor` copy of `base` (or an empty policy) for `sandgate run --learn`:
+    nothing is blocked, everything is recorded with the rule that would have decided."""
+    import secrets
+
+    import yaml
+
+    from gateway.cli.common import writable_home
+
+    data: dict[str, object] = {"version": 1, "name": LEARNED_NAME, "rules": []}
+    if base is not None:
+        data = base.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    data["mode"] = "monitor"
+    directory = writable_home(settings) / "recordings"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    path = directory / f"{data['name']}-{secrets.token_hex(4)}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def learn_from_run(settings: Settings, sandbox_id: str, base: CompiledPolicy | None,
+                   output: Path | None) -> None:
+    """The end of `sandgate run --learn`: the policy its sandbox's requests needed, written
+    to `output`, or to stderr (the command's own output keeps standard output)."""
+    from policies.learn import MIN_SIBLINGS
+
+    records = read_recordings(settings, None, [sandbox_id])
+    text = learned_policy(settings, records, name=None, base=base, min_siblings=MIN_SIBLINGS,
+                          source=f"sandgate run --learn, sandbox {sandbox_id}")
+    if output is None:
+        click.echo(text, nl=False, err=True)
+    else:
+        emit(text, output)
