@@ -26,8 +26,9 @@ from publicsuffixlist import PublicSuffixList
 from policies.decision import Verdict
 from policies.matcher import CompiledPolicy
 from policies.paths import AmbiguousPath, canonical_path
+from policies.precedence import ties
 from policies.recorded import Recorded
-from policies.schema import Inject, RuleSpec
+from policies.schema import Inject, PolicySpec, RuleSpec
 
 MIN_SIBLINGS = 5      # names under one registrable domain before they become a wildcard
 MAX_GLOBS = 32        # path globs in one rule before they fold into `/first-segment/**`
@@ -110,6 +111,7 @@ class Glob:
     methods: set[str] = field(default_factory=set)
     hits: Hits = field(default_factory=Hits)
     examples: list[str] = field(default_factory=list)
+    inject: dict[Inject, None] = field(default_factory=dict)   # ordered set
 
 
 @dataclass
@@ -119,7 +121,6 @@ class Destination:
     ports: set[int] = field(default_factory=set)
     protocols: set[str] = field(default_factory=set)
     globs: dict[str, Glob] = field(default_factory=dict)
-    inject: dict[Inject, None] = field(default_factory=dict)   # ordered set
     cleartext_inject: bool = False
     hits: Hits = field(default_factory=Hits)
 
@@ -179,13 +180,6 @@ def _observe(dest: Destination, record: Recorded, recording_rule: RuleLookup,
     dest.ports.add(record.port)
     dest.protocols.add(record.protocol)
     dest.hits.add(record.time)
-    if record.secrets:
-        spec = recording_rule(record.policy, record.rule)
-        forms = [i for i in (spec.inject if spec else ()) if i.secret in record.secrets]
-        dest.inject.update(dict.fromkeys(forms))
-        dest.cleartext_inject |= bool(spec and spec.allow_cleartext_inject)
-        known = {i.secret for i in forms}
-        unbound.extend(s for s in record.secrets if s not in known and s not in unbound)
     if not record.is_http:
         return
     try:
@@ -193,6 +187,13 @@ def _observe(dest: Destination, record: Recorded, recording_rule: RuleLookup,
     except AmbiguousPath:
         path = "/"   # refused by any rule with paths; learned as the root
     glob = dest.globs.setdefault(generalise_path(path), Glob())
+    if record.secrets:
+        spec = recording_rule(record.policy, record.rule)
+        forms = [i for i in (spec.inject if spec else ()) if i.secret in record.secrets]
+        glob.inject.update(dict.fromkeys(forms))
+        dest.cleartext_inject |= bool(spec and spec.allow_cleartext_inject)
+        known = {i.secret for i in forms}
+        unbound.extend(s for s in record.secrets if s not in known and s not in unbound)
     glob.methods.add((record.method or "GET").upper())
     glob.hits.add(record.time)
     if path not in glob.examples and len(glob.examples) < EXAMPLES:
@@ -205,23 +206,52 @@ def _rules(host: str, kind: str, dest: Destination, ids: set[str]) -> list[Learn
     if kind not in ("http", "https"):
         stream = {**where, "ports": ports, "protocols": [kind]}
         return [_rule(_id(host, kind, ids), stream, dest.hits, {})]
-    by_methods: dict[frozenset[str], dict[str, Glob]] = defaultdict(dict)
+    rules = _http_rules(host, where, ports, dest, ids, per_glob=True)
+    if _tied(rules):
+        # a path two rules with different credentials both match: one binding for the host
+        for rule in rules:
+            ids.discard(rule.spec.id)
+        rules = _http_rules(host, where, ports, dest, ids, per_glob=False)
+    return rules
+
+
+def _http_rules(host: str, where: dict[str, list[str]], ports: list[int], dest: Destination,
+                ids: set[str], per_glob: bool) -> list[LearnedRule]:
+    """One rule per (credentials, methods): a credential is bound only on the globs whose
+    requests carried it, unless `per_glob` is off (then on all of the host's globs)."""
+    everywhere = {i: None for glob in dest.globs.values() for i in glob.inject}
+    by_grant: dict[tuple[tuple[Inject, ...], frozenset[str]], dict[str, Glob]] = \
+        defaultdict(dict)
     for text, glob in _folded(dest.globs).items():
-        by_methods[frozenset(glob.methods)][text] = glob
+        inject = tuple(glob.inject if per_glob else everywhere)
+        by_grant[(inject, frozenset(glob.methods))][text] = glob
     rules = []
-    for methods, globs in sorted(by_methods.items(), key=lambda m: sorted(m[0])):
+    for (inject, methods), globs in sorted(by_grant.items(), key=_grant_order):
         hits = Hits()
         for glob in globs.values():
             hits.merge(glob.hits)
         spec: dict[str, object] = {**where, "ports": ports, "protocols": sorted(dest.protocols),
                                    "methods": sorted(methods), "paths": sorted(globs)}
-        if dest.inject:
-            spec["inject"] = list(dest.inject)
+        if inject:
+            spec["inject"] = list(inject)
             spec["allow_cleartext_inject"] = dest.cleartext_inject or None
-        suffix = "-".join(sorted(methods)).lower() if len(by_methods) > 1 else ""
+        suffix = "-".join(sorted(methods)).lower() if len(by_grant) > 1 else ""
         rules.append(_rule(_id(host, suffix, ids), spec, hits,
                            {t: g.examples for t, g in sorted(globs.items())}))
     return rules
+
+
+def _grant_order(item: tuple[tuple[tuple[Inject, ...], frozenset[str]], object]) -> \
+        tuple[int, list[str]]:
+    (inject, methods), _ = item
+    return len(inject), sorted(methods)
+
+
+def _tied(rules: list[LearnedRule]) -> bool:
+    if len({tuple(r.spec.inject) for r in rules}) < 2:
+        return False
+    spec = PolicySpec(version=1, name="learned", rules=[r.spec for r in rules])
+    return bool(ties(CompiledPolicy(spec, "-")))
 
 
 def _folded(globs: dict[str, Glob]) -> dict[str, Glob]:
@@ -233,6 +263,7 @@ def _folded(globs: dict[str, Glob]) -> dict[str, Glob]:
         first = text.split("/")[1]
         into = folded.setdefault(f"/{first}/**" if first else "/**", Glob())
         into.methods |= glob.methods
+        into.inject.update(glob.inject)
         into.hits.merge(glob.hits)
         into.examples.extend(glob.examples[: EXAMPLES - len(into.examples)])
     return folded

@@ -136,13 +136,27 @@ def test_a_credential_is_bound_where_the_recording_rule_injected_it() -> None:
                seen("api.github.com", "/repos/o/r", secrets=("GH_TOKEN",), policy="rec",
                     rule="gh"),
                seen("uploads.example", "/x", secrets=("LOST",), policy="gone", rule="r")]
-    learned = learn(records, recording_rule=lambda p, r: rule.get(r) if p == "rec" else None)
+    records.append(seen("api.github.com", "/zen"))     # no credential there
+    learned = learn(records, recording_rule=lambda p, r: rule.get(r or "") if p == "rec" else None)
     assert learned.unbound == ["LOST"]
     text = render(learned, name="learned")
     assert "inject:\n    - {secret: GH_TOKEN, as: bearer}" in text
     policy = load_text(text, "learned.yaml")
-    gh = next(r for r in policy.rules if r.spec.hosts == ["api.github.com"])
-    assert [(i.secret, i.form) for i in gh.spec.inject] == [("GH_TOKEN", "bearer")]
+    gh = {tuple(r.spec.paths): r.spec for r in policy.rules if r.spec.hosts == ["api.github.com"]}
+    assert [(i.secret, i.form) for i in gh[("/repos/o/r", "/user")].inject] == \
+        [("GH_TOKEN", "bearer")]
+    assert gh[("/zen",)].inject == []
+
+
+def test_one_binding_for_the_host_when_globs_of_different_credentials_overlap() -> None:
+    recording = load_text("version: 1\nname: rec\nrules:\n  - id: r\n    hosts: [a.example]\n"
+                          "    inject: [{secret: T, as: bearer}]\n", "rec.yaml")
+    records = [seen("a.example", "/a/123", secrets=("T",), policy="rec", rule="r"),
+               seen("a.example", "/456/b")]     # /a/b would match both globs, equally
+    learned = learn(records, recording_rule=lambda _p, _r: recording.rules[0].spec)
+    policy = load_text(render(learned, name="learned"), "learned.yaml")
+    assert [[i.secret for i in r.spec.inject] for r in policy.rules] == [["T"]]
+    assert policy.rules[0].spec.paths == ["/*/b", "/a/*"]
 
 
 def test_from_a_policy_keeps_its_rules_and_adds_what_is_missing() -> None:
