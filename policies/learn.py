@@ -32,6 +32,7 @@ from policies.schema import Inject, PolicySpec, RuleSpec
 
 MIN_SIBLINGS = 5      # names under one registrable domain before they become a wildcard
 MAX_GLOBS = 32        # path globs in one rule before they fold into `/first-segment/**`
+MIN_VARIANTS = 3      # globs differing in one segment only, before that segment becomes `*`
 EXAMPLES = 3          # example paths kept per glob
 
 _NUMBER = re.compile(r"^\d+$")
@@ -222,7 +223,7 @@ def _http_rules(host: str, where: dict[str, list[str]], ports: list[int], dest: 
     everywhere = {i: None for glob in dest.globs.values() for i in glob.inject}
     by_grant: dict[tuple[tuple[Inject, ...], frozenset[str]], dict[str, Glob]] = \
         defaultdict(dict)
-    for text, glob in _folded(dest.globs).items():
+    for text, glob in _folded(_merged(dest.globs)).items():
         inject = tuple(glob.inject if per_glob else everywhere)
         by_grant[(inject, frozenset(glob.methods))][text] = glob
     rules = []
@@ -254,6 +255,36 @@ def _tied(rules: list[LearnedRule]) -> bool:
     return bool(ties(CompiledPolicy(spec, "-")))
 
 
+def _merged(globs: dict[str, Glob]) -> dict[str, Glob]:
+    """Globs used alike (same methods and credentials) that differ in one segment only,
+    MIN_VARIANTS or more of them, become one with `*` there: `/simple/requests/`,
+    `/simple/idna/`, `/simple/certifi/` are `/simple/*/`."""
+    merged = dict(globs)
+    depth = max((text.count("/") for text in merged), default=0)
+    for position in range(depth, 0, -1):
+        variants: dict[tuple[object, ...], list[str]] = defaultdict(list)
+        for text, glob in merged.items():
+            parts = text.split("/")
+            if position < len(parts) and parts[position] not in ("", "*"):
+                starred = "/".join([*parts[:position], "*", *parts[position + 1:]])
+                key = (starred, frozenset(glob.methods), tuple(glob.inject))
+                variants[key].append(text)
+        for (starred, _, _), texts in variants.items():
+            if len(texts) >= MIN_VARIANTS:
+                into = merged.setdefault(str(starred), Glob())
+                for text in texts:
+                    _absorb(into, merged.pop(text))
+    return merged
+
+
+def _absorb(into: Glob, glob: Glob) -> None:
+    into.methods |= glob.methods
+    into.inject.update(glob.inject)
+    into.hits.merge(glob.hits)
+    into.examples.extend(e for e in glob.examples[: EXAMPLES - len(into.examples)]
+                         if e not in into.examples)
+
+
 def _folded(globs: dict[str, Glob]) -> dict[str, Glob]:
     """More globs than a reviewer reads become one `/first-segment/**` each."""
     if len(globs) <= MAX_GLOBS:
@@ -261,11 +292,7 @@ def _folded(globs: dict[str, Glob]) -> dict[str, Glob]:
     folded: dict[str, Glob] = {}
     for text, glob in globs.items():
         first = text.split("/")[1]
-        into = folded.setdefault(f"/{first}/**" if first else "/**", Glob())
-        into.methods |= glob.methods
-        into.inject.update(glob.inject)
-        into.hits.merge(glob.hits)
-        into.examples.extend(glob.examples[: EXAMPLES - len(into.examples)])
+        _absorb(folded.setdefault(f"/{first}/**" if first else "/**", Glob()), glob)
     return folded
 
 

@@ -171,3 +171,15 @@ def test_from_a_policy_keeps_its_rules_and_adds_what_is_missing() -> None:
     assert policy.limits.connections == 32
     assert [r.id for r in policy.rules] == ["read", "api.example.com"]
     assert policy.rules[1].spec.methods == ["POST"]
+
+
+def test_globs_differing_in_one_segment_merge_from_three_variants() -> None:
+    names = ["requests", "idna", "certifi"]
+    learned = learn([seen("pypi.org", f"/simple/{n}/") for n in names]
+                    + [seen("pypi.org", "/pypi/a/json"), seen("pypi.org", "/pypi/b/json"),
+                       seen("pypi.org", "/pypi/c/json", "POST")])
+    paths = {tuple(r.spec.methods): r.spec.paths for r in learned.rules}
+    # two GET variants of /pypi/*/json are not enough; the POST one is used otherwise
+    assert paths == {("GET",): ["/pypi/a/json", "/pypi/b/json", "/simple/*/"],
+                     ("POST",): ["/pypi/c/json"]}
+    assert learned.rules[0].examples["/simple/*/"] == [f"/simple/{n}/" for n in names]
