@@ -262,16 +262,17 @@ def _merged(globs: dict[str, Glob]) -> dict[str, Glob]:
     merged = dict(globs)
     depth = max((text.count("/") for text in merged), default=0)
     for position in range(depth, 0, -1):
-        variants: dict[tuple[object, ...], list[str]] = defaultdict(list)
+        variants: dict[tuple[str, frozenset[str], tuple[Inject, ...]], list[str]] = \
+            defaultdict(list)
         for text, glob in merged.items():
             parts = text.split("/")
             if position < len(parts) and parts[position] not in ("", "*"):
                 starred = "/".join([*parts[:position], "*", *parts[position + 1:]])
                 key = (starred, frozenset(glob.methods), tuple(glob.inject))
                 variants[key].append(text)
-        for (starred, _, _), texts in variants.items():
+        for (glob_text, _, _), texts in variants.items():
             if len(texts) >= MIN_VARIANTS:
-                into = merged.setdefault(str(starred), Glob())
+                into = merged.setdefault(glob_text, Glob())
                 for text in texts:
                     _absorb(into, merged.pop(text))
     return merged

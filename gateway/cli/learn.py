@@ -174,9 +174,10 @@ def replay_command(candidate: str, since: str, sandboxes: tuple[str, ...],
 
 def recording_policy(settings: Settings, base: CompiledPolicy | None) -> Path:
     """A `mode: monitor` copy of `base` (or an empty policy) for `sandgate run --learn`:
-    nothing is blocked, everything is recorded with the rule that would have decided."""
-    import secrets
-
+    nothing is blocked, everything is recorded with the rule that would have decided. One
+    file per policy name, kept: a running gateway watches every policy file it loaded (a
+    removed one would show in `policy status` as an error), and reloads this one when a
+    later run changes it."""
     import yaml
 
     from gateway.cli.common import writable_home
@@ -187,8 +188,10 @@ def recording_policy(settings: Settings, base: CompiledPolicy | None) -> Path:
     data["mode"] = "monitor"
     directory = writable_home(settings) / "recordings"
     directory.mkdir(mode=0o700, exist_ok=True)
-    path = directory / f"{data['name']}-{secrets.token_hex(4)}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path = directory / f"{data['name']}.yaml"
+    text = yaml.safe_dump(data, sort_keys=False)
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
     return path
 
 

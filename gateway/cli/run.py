@@ -83,12 +83,8 @@ def run(policy: str | None, learn: bool, learn_to: Path | None, env_pairs: tuple
     body = {"runtime": runtime, "image": image, "policy": policy_ref, "env": env,
             "secrets": list(secrets), **({"user": user} if user else {})}
     created: list[str] = []
-    try:
-        with gateway(settings) as client:
-            code = _run_in_sandbox(client, body, list(cmd), created)
-    finally:
-        if recording is not None:
-            recording.unlink(missing_ok=True)
+    with gateway(settings) as client:
+        code = _run_in_sandbox(client, body, list(cmd), created)
     if learn and created:
         learn_from_run(settings, created[0], base, learn_to)
     sys.exit(code if code >= 0 else 128 - code)
