@@ -186,7 +186,7 @@ def _observe(dest: Destination, record: Recorded, recording_rule: RuleLookup,
     try:
         path = canonical_path(record.path or "/")
     except AmbiguousPath:
-        path = "/"   # refused by any rule with paths; learned as the root
+        return       # refused by any rule with paths (ambiguous_path): nothing to learn
     glob = dest.globs.setdefault(generalise_path(path), Glob())
     if record.secrets:
         spec = recording_rule(record.policy, record.rule)

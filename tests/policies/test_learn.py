@@ -183,3 +183,8 @@ def test_globs_differing_in_one_segment_merge_from_three_variants() -> None:
     assert paths == {("GET",): ["/pypi/a/json", "/pypi/b/json", "/simple/*/"],
                      ("POST",): ["/pypi/c/json"]}
     assert learned.rules[0].examples["/simple/*/"] == [f"/simple/{n}/" for n in names]
+
+
+def test_an_ambiguous_path_is_not_learned() -> None:
+    learned = learn([seen("a.example", "/x%2fy"), seen("a.example", "/ok")])
+    assert [r.spec.paths for r in learned.rules] == [["/ok"]]
