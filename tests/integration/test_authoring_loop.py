@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
-from gateway.client import Client, SandgateAPIError
+from gateway.client import Client
 from tests.harness import Gateway
 
 pytestmark = pytest.mark.integration
@@ -159,12 +160,15 @@ def test_replay_finds_nothing_new_then_exactly_the_narrowed_request(
 
 def test_replay_through_the_api_needs_policies_and_audit(gateway: Gateway,
                                                          recording: Recording) -> None:
-    security = Client(gateway.api_url, gateway.token("security", "learn-security"))
-    report = security.replay_policy("narrowed", since="1h", sandboxes=[recording.sandbox],
-                                 yaml=narrowed(recording))
+    with Client(gateway.api_url, gateway.token("security", "learn-security")) as security:
+        report = security.replay_policy("narrowed", since="1h", sandboxes=[recording.sandbox],
+                                        yaml=narrowed(recording))
+        stored = security.replay_policy("learnbase", since="1h", sandboxes=[recording.sandbox])
     assert report["newly_denied_count"] == 1 and report["truncated"] is False
     assert report["newly_denied"][0]["samples"] == ["POST /api/items"]
-    auditor = Client(gateway.api_url, gateway.token("auditor", "learn-auditor"))
-    with pytest.raises(SandgateAPIError) as refused:
-        auditor.replay_policy("learnbase", sandboxes=[recording.sandbox])
-    assert refused.value.status == 403
+    # the recording's own policy, enforced: what monitor mode let through that it denies
+    assert stored["newly_denied_count"] == 5 and stored["unchanged"] == 1
+    auditor = {"authorization": f"Bearer {gateway.token('auditor', 'learn-auditor')}"}
+    with httpx.Client(base_url=gateway.api_url, headers=auditor, timeout=60) as http:
+        refused = http.post("/v1/policies/learnbase/replay", json={})
+    assert refused.status_code == 403 and "may not use policies" in refused.json()["detail"]
