@@ -132,6 +132,16 @@ class Client:
             "method": method, "url": url, "headers": headers or {}, "body_size": body_size})
         return result
 
+    def replay_policy(self, name: str, since: str = "7d", sandboxes: list[str] | None = None,
+                      yaml: str | None = None) -> dict[str, Any]:
+        """Recorded requests judged by the stored policy `name` (or by `yaml`, not stored):
+        what would newly be denied or allowed (as `sandgate policy replay --json`)."""
+        body: dict[str, Any] = {"since": since, "sandboxes": sandboxes or []}
+        if yaml is not None:
+            body["yaml"] = yaml
+        result: dict[str, Any] = self.request("POST", f"/v1/policies/{name}/replay", json=body)
+        return result
+
     def put_secret(self, name: str, value: str) -> int:
         return int(self.request("PUT", f"/v1/secrets/{name}", json={"value": value})["version"])
 

@@ -79,6 +79,9 @@ def _engine(settings: Settings) -> Iterator[Engine]:
         engine.dispose()
 
 
+audit_engine = _engine   # for the commands that read the log elsewhere (policy learn, replay)
+
+
 def _emit(rows: list[dict[str, Any]], fmt: str, header: bool = True) -> None:
     from gateway.audit.query import to_csv
 

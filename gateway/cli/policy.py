@@ -19,6 +19,7 @@ from gateway.cli.common import (
     policy_store,
     print_table,
 )
+from gateway.cli.learn import learn_command, replay_command
 
 
 @click.group("policy")
@@ -177,3 +178,8 @@ def status() -> None:
         for error in report["directory_errors"]:
             click.echo(f"  {error}")
     sys.exit(EXIT_NO if problems or report["directory_errors"] else 0)
+
+
+# the authoring loop over the audit log (gateway/cli/learn.py)
+policy_group.add_command(learn_command)
+policy_group.add_command(replay_command)

@@ -9,11 +9,13 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
 
 from gateway.cli.common import check_host, fail, load_policy, make_settings, policy_path
+from gateway.cli.learn import learn_from_run, recording_policy
 from gateway.cli.serve import with_upstream
 from sandbox_net.images.base import BASE, BASE_HINT
 from sandbox_net.images.store import LIST_HINT, ImageStore
@@ -32,8 +34,13 @@ def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
-@click.option("--policy", required=True, metavar="FILE|NAME",
+@click.option("--policy", metavar="FILE|NAME",
               help="policy file (or the name of a policy in the policy directory)")
+@click.option("--learn", is_flag=True,
+              help="record under a monitor-mode copy of --policy (or of an empty policy) and "
+                   "print the policy the command needed when it ends (policy learn)")
+@click.option("--learn-to", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="with --learn: write the learned policy to FILE instead of stderr")
 @click.option("--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
               help="environment variable for the command (repeatable)")
 @click.option("--secret", "secrets", multiple=True, metavar="NAME",
@@ -47,9 +54,9 @@ def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
                    "user, else uid 1000; root only when named)")
 @with_upstream
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(policy: str, env_pairs: tuple[str, ...], secrets: tuple[str, ...], runtime: str,
-        image: str, user: str | None, upstream_resolver: str | None, upstream_ca: str | None,
-        cmd: tuple[str, ...]) -> None:
+def run(policy: str | None, learn: bool, learn_to: Path | None, env_pairs: tuple[str, ...],
+        secrets: tuple[str, ...], runtime: str, image: str, user: str | None,
+        upstream_resolver: str | None, upstream_ca: str | None, cmd: tuple[str, ...]) -> None:
     """Run CMD in a new sandbox whose only way out is the gateway; exit with its status.
     Its working directory is /workspace (or the image's WorkingDir)."""
     from gateway.processes.launch import gateway
@@ -60,30 +67,43 @@ def run(policy: str, env_pairs: tuple[str, ...], secrets: tuple[str, ...], runti
     settings = make_settings(upstream_resolver=upstream_resolver, upstream_ca=upstream_ca)
     if settings.upstream_ca is not None and not settings.upstream_ca.is_file():
         fail(f"upstream CA file {settings.upstream_ca} does not exist")
+    if policy is None and not learn:
+        fail("--policy is missing", "pass --policy FILE|NAME, or --learn to record what the "
+             "command needs")
+    if learn_to is not None and not learn:
+        fail("--learn-to goes with --learn")
     env = _parse_env(env_pairs)
-    load_policy(policy, settings)  # every problem reported now, before a sandbox exists
+    # every problem reported now, before a sandbox exists
+    base = load_policy(policy, settings) if policy else None
     check_host(settings)
     if ImageStore(settings.images_dir).find(image) is None:   # the store is root's
         fail(f"unknown image {image!r}", BASE_HINT if image == BASE else LIST_HINT)
-    policy_ref = str(policy_path(policy, settings))
+    recording = recording_policy(settings, base) if learn else None
+    policy_ref = str(recording or policy_path(str(policy), settings))
     body = {"runtime": runtime, "image": image, "policy": policy_ref, "env": env,
             "secrets": list(secrets), **({"user": user} if user else {})}
+    created: list[str] = []
     with gateway(settings) as client:
-        code = _run_in_sandbox(client, body, list(cmd))
+        code = _run_in_sandbox(client, body, list(cmd), created)
+    if learn and created:
+        learn_from_run(settings, created[0], base, learn_to)
     sys.exit(code if code >= 0 else 128 - code)
 
 
 INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
 
 
-def _run_in_sandbox(client: Any, body: dict[str, Any], cmd: list[str]) -> int:
-    """Create, run, delete. Interrupts are held back while the sandbox is being created and
-    deleted, so a Ctrl-C can never leave a sandbox whose id we do not know."""
+def _run_in_sandbox(client: Any, body: dict[str, Any], cmd: list[str],
+                    created: list[str]) -> int:
+    """Create, run, delete (the sandbox's id is appended to `created`). Interrupts are held
+    back while the sandbox is being created and deleted, so a Ctrl-C can never leave a
+    sandbox whose id we do not know."""
     sandbox: dict[str, Any] | None = None
     attached: Attached | None = None
     signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
     try:
         sandbox = client.create_sandbox(**body)
+        created.append(sandbox["id"])
         signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)  # a pending Ctrl-C lands here
         attached = Attached(client.local_exec(sandbox["id"], cmd, env={}, cwd=None))
         return attached.wait()

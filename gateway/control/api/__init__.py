@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy.engine import Engine
 
 from gateway.audit.writer import AuditWriter
-from gateway.control.api import audit, errors, images, policies, sandboxes, secrets
+from gateway.control.api import audit, errors, images, policies, replay, sandboxes, secrets
 from gateway.control.api.deps import Guard
 from gateway.control.policy_store import PolicyStore
 from gateway.control.sandboxes.commands import Commands
@@ -66,6 +66,7 @@ def create_app(plane: ControlPlane, is_ready: Callable[[], bool], *,
                                             plane.audit, local))
         app.include_router(images.router(plane.sandboxes.images))
     app.include_router(policies.router(plane.policies))
+    app.include_router(replay.router(plane.policies, plane.engine, plane.audit))
     app.include_router(secrets.router(plane.secrets))
     app.include_router(audit.router(plane.engine, plane.audit))
 
