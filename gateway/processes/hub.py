@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -97,6 +98,7 @@ class Hub(RegistryListener):
             protocol.Active: lambda _peer, m: authority.active(m.sandbox),
             protocol.Quarantine: lambda _peer, m: authority.quarantine(m.sandbox),
             protocol.Mint: self._mint,
+            protocol.Approve: self._approve,
             protocol.Ack: self._acknowledged,
             protocol.Ready: self._ready,
         }
@@ -197,6 +199,16 @@ class Hub(RegistryListener):
             logger.exception("minting secret %s failed", message.secret)
             answer["error"] = f"secret {message.secret}: the gateway failed to mint it"
         peer.send(protocol.Answer(message.id, answer))
+
+    def _approve(self, peer: _Peer, message: protocol.Approve) -> None:
+        """Answered when a person decides or the time is up: only the asking flow waits."""
+        task = asyncio.ensure_future(self._answer_approve(peer, message))
+        self._minting.add(task)
+        task.add_done_callback(self._minting.discard)
+
+    async def _answer_approve(self, peer: _Peer, message: protocol.Approve) -> None:
+        outcome = await self.authority.approve(message.ask)
+        peer.send(protocol.Answer(message.id, dataclasses.asdict(outcome)))
 
     def _acknowledged(self, peer: _Peer, message: protocol.Ack) -> None:
         if message.ack == peer.sync_ack:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from gateway.approvals.ask import Ask
 from gateway.audit.writer import AuditWriter
 from gateway.dataplane.registry import Registry
 from gateway.db import make_engine
@@ -33,6 +34,8 @@ EVERY_MESSAGE: list[protocol.Message] = [
     protocol.Mint(id=4, secret="GH", generation="2@2026-01-01T00:00:00",
                   narrow={"repositories": ["hello"], "permissions": [["contents", "read"]],
                           "scopes": [], "audience": None}, sandbox="a1"),
+    protocol.Approve(id=5, ask=Ask("a1", "tok-1", "web", "v1", "ask-all", "https", "x.test",
+                                   443, "POST", "/repos/a")),
     protocol.Release(sandbox="a1"),
     protocol.Charge(sandbox="a1", rule="r", limits=LIMITS, size=123),
     protocol.Quarantine(sandbox="a1"),
