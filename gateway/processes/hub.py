@@ -76,6 +76,7 @@ class Hub(RegistryListener):
         self.authority = authority
         self.broker = broker
         self._minting: set[asyncio.Task[None]] = set()
+        self._approving: set[asyncio.Task[None]] = set()
         self.readiness = readiness
         self.audit = audit
         self.registry = registry
@@ -203,8 +204,8 @@ class Hub(RegistryListener):
     def _approve(self, peer: _Peer, message: protocol.Approve) -> None:
         """Answered when a person decides or the time is up: only the asking flow waits."""
         task = asyncio.ensure_future(self._answer_approve(peer, message))
-        self._minting.add(task)
-        task.add_done_callback(self._minting.discard)
+        self._approving.add(task)
+        task.add_done_callback(self._approving.discard)
 
     async def _answer_approve(self, peer: _Peer, message: protocol.Approve) -> None:
         outcome = await self.authority.approve(message.ask)
