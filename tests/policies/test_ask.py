@@ -107,3 +107,19 @@ def test_diff_reports_asking_about_unmatched_requests_as_widening() -> None:
     assert any(c.startswith("widens") and "on_unmatched deny -> ask" in c for c in changes)
     back = [str(c) for c in diff(policy("ask"), policy("deny"))]
     assert any(c.startswith("narrows") and "on_unmatched ask -> deny" in c for c in back)
+
+
+def test_an_ask_rule_tied_with_an_allow_rule_is_an_error() -> None:
+    with pytest.raises(PolicyError, match="they differ in action"):
+        load_text("version: 1\nname: t\nrules:\n  - id: a\n    hosts: [api.test]\n"
+                  "  - id: b\n    action: ask\n    hosts: [api.test]\n    methods: [POST]\n",
+                  "t.yaml")
+
+
+def test_policy_test_says_the_request_would_be_held() -> None:
+    from policies.report import trial
+
+    result = trial(policy(), http("api.test", "POST"))
+    assert result.decision.reason == Reason.APPROVAL_REQUIRED
+    assert result.steps[-1].startswith("ask: held until a person allows it (rule api-writes")
+    assert result.nearest == []
