@@ -5,6 +5,7 @@ allow for the sandbox answers later identical requests without asking."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +24,18 @@ ASK = Ask("sb1", "tok-1", "web", "v1", "writes", "https", "api.test", 443, "POST
 ENGINES: list[Engine] = []
 
 
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One database brought to the newest schema, copied for each test (migrating is the
+    slow part)."""
+    path = tmp_path_factory.mktemp("approvals") / "template.db"
+    make_engine(f"sqlite:///{path}").dispose()
+    return path
+
+
 @pytest.fixture(autouse=True)
-def _dispose() -> Iterator[None]:
+def _database(tmp_path: Path, migrated: Path) -> Iterator[None]:
+    shutil.copy(migrated, tmp_path / "a.db")
     yield
     while ENGINES:
         ENGINES.pop().dispose()
@@ -32,7 +43,7 @@ def _dispose() -> Iterator[None]:
 
 def book(tmp_path: Path, timeout: float = 30.0, **kw: Any) -> tuple[ApprovalBook, list[Any]]:
     rows: list[dict[str, Any]] = []
-    engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}", migrate=False)
     ENGINES.append(engine)
     return ApprovalBook(engine, rows.append, gateway_id="gw1", timeout=timeout, **kw), rows
 
