@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.approvals.ask import Outcome
 from gateway.audit.writer import AuditWriter
 from gateway.dataplane.registry import Registry, RegistryListener, SandboxContext
 from gateway.processes import protocol
@@ -208,7 +209,13 @@ class Hub(RegistryListener):
         task.add_done_callback(self._approving.discard)
 
     async def _answer_approve(self, peer: _Peer, message: protocol.Approve) -> None:
-        outcome = await self.authority.approve(message.ask)
+        try:
+            outcome = await self.authority.approve(message.ask)
+        except Exception:   # never leave the request waiting for an answer that cannot come
+            logger.exception("asking for approval of a request of %s failed",
+                             message.ask.sandbox)
+            outcome = Outcome(False, "approval_denied",
+                              detail="the gateway failed to ask for approval")
         peer.send(protocol.Answer(message.id, dataclasses.asdict(outcome)))
 
     def _acknowledged(self, peer: _Peer, message: protocol.Ack) -> None:
