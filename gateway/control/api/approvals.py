@@ -3,15 +3,18 @@ the `policies` scope (admin, security): an allow can write a rule into a policy.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.approvals.ask import Scope as Reach
 from gateway.approvals.book import ApprovalBook
 from gateway.control.api.deps import Caller, need
 from gateway.control.roles import Principal, Scope
+
+# a database integer: a larger number would fail in the driver, not be "not found"
+ApprovalId = Annotated[int, Path(ge=1, le=2**62)]
 
 
 class AllowBody(BaseModel):
@@ -36,18 +39,19 @@ def router(book: ApprovalBook) -> APIRouter:
         return book.list(status, limit)
 
     @api.get("/{approval}")
-    def get_approval(approval: int, caller: Caller) -> dict[str, Any]:
+    def get_approval(approval: ApprovalId, caller: Caller) -> dict[str, Any]:
         need(caller, Scope.POLICIES)
         return book.get(approval)
 
     @api.post("/{approval}/allow")
-    def allow(approval: int, caller: Caller, body: AllowBody | None = None) -> dict[str, Any]:
+    def allow(approval: ApprovalId, caller: Caller,
+              body: AllowBody | None = None) -> dict[str, Any]:
         need(caller, Scope.POLICIES)
         reach = body.reach if body is not None else Reach.ONCE
         return book.decide(approval, allow=True, scope=reach, who=who(caller))
 
     @api.post("/{approval}/deny")
-    def deny(approval: int, caller: Caller) -> dict[str, Any]:
+    def deny(approval: ApprovalId, caller: Caller) -> dict[str, Any]:
         need(caller, Scope.POLICIES)
         return book.decide(approval, allow=False, scope=Reach.ONCE, who=who(caller))
 
