@@ -96,14 +96,9 @@ class ApprovalBook:
                 return Outcome(False, Reason.APPROVAL_DENIED,
                                detail=f"{self.max_pending} requests of this sandbox already "
                                       "wait for approval")
-            record = await asyncio.to_thread(self._insert, ask)
-            assert record.id is not None
-            held = _Held(record.id, self.loop.create_future(),
-                         time.monotonic() + self.timeout)
-            self._held[ask.key] = held
+            # taken with no await since the look-up: an identical request arriving later joins it
+            held = self._held[ask.key] = _Held(0, self.loop.create_future(), 0.0)
             self._spawn(self._watch(ask, held))
-            if self.webhook is not None:
-                self._spawn(self.webhook.send(record))
         return await asyncio.shield(held.future)
 
     def _spawn(self, coroutine: Any) -> None:
@@ -112,9 +107,15 @@ class ApprovalBook:
         task.add_done_callback(self._tasks.discard)
 
     async def _watch(self, ask: Ask, held: _Held) -> None:
-        """Until decided here, decided elsewhere (the database says so), or expired."""
+        """The approval recorded (and the webhook told), then a wait until it is decided
+        here, decided elsewhere (the database says so), or expired."""
+        outcome: Outcome | None = None
         try:
-            outcome: Outcome | None = None
+            record = await asyncio.to_thread(self._insert, ask)
+            assert record.id is not None
+            held.id, held.deadline = record.id, time.monotonic() + self.timeout
+            if self.webhook is not None:
+                self._spawn(self.webhook.send(record))
             while outcome is None:
                 remaining = held.deadline - time.monotonic()
                 if remaining <= 0:
@@ -127,7 +128,7 @@ class ApprovalBook:
                     outcome = outcome_of(await asyncio.to_thread(self._get, held.id))
         except Exception:
             logger.exception("approval %d failed", held.id)
-            outcome = Outcome(False, Reason.APPROVAL_DENIED, held.id,
+            outcome = Outcome(False, Reason.APPROVAL_DENIED, held.id or None,
                               detail="the gateway failed to wait for the decision")
         finally:
             if self._held.get(ask.key) is held:

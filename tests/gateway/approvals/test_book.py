@@ -116,14 +116,15 @@ def test_identical_requests_share_one_approval(tmp_path: Path) -> None:
 
     async def scenario() -> list[Outcome]:
         first = asyncio.ensure_future(b.ask(ASK))
+        second = asyncio.ensure_future(b.ask(ASK))     # at the same moment
         [row] = await pending(b)
-        second = asyncio.ensure_future(b.ask(ASK))
+        third = asyncio.ensure_future(b.ask(ASK))      # once it is pending
         await asyncio.sleep(0.05)
         assert len(await asyncio.to_thread(b.list)) == 1
         await decide_in_thread(b, row["id"], allow=True, scope=Scope.ONCE, who="a")
-        return list(await asyncio.wait_for(asyncio.gather(first, second), 5))
+        return list(await asyncio.wait_for(asyncio.gather(first, second, third), 5))
 
-    assert [o.allowed for o in asyncio.run(scenario())] == [True, True]
+    assert [o.allowed for o in asyncio.run(scenario())] == [True, True, True]
 
 
 def test_an_allow_for_the_sandbox_answers_the_same_request_later(tmp_path: Path) -> None:
