@@ -39,6 +39,7 @@ def make_engine(url: str, *, migrate: bool = True) -> Engine:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply Alembic migrations up to `revision`, under a lock where the database has one."""
     # Every subsystem's tables, registered for the migrations.
+    import gateway.approvals.models
     import gateway.audit.models
     import gateway.control.models  # noqa: F401
     import sandbox_net.models  # noqa: F401

@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     allow_sqlite: bool = False
     # microVM acceleration: KVM only when asked for (it hangs under nested virtualisation)
     microvm_accel: Literal["tcg", "kvm"] = "tcg"
+    # approvals (an `ask` rule): how long a request is held before it is denied; the webhook
+    # told of each pending one (HMAC-signed with the secret); the API's address people reach,
+    # for the decision URLs it carries (default: http://API_HOST:API_PORT)
+    approval_timeout: float = Field(default=60.0, gt=0, le=3600)
+    approval_webhook_url: str | None = None
+    approval_webhook_secret: str | None = Field(default=None, repr=False)
+    approval_public_url: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -130,6 +137,13 @@ class Settings(BaseSettings):
         if self.transparent_port <= self.dns_port <= last:
             raise ValueError(f"the DNS port {self.dns_port} is one of the workers' transparent "
                              f"ports {self.transparent_port}-{last}")
+        return self
+
+    @model_validator(mode="after")
+    def _webhook_signed(self) -> Settings:
+        if self.approval_webhook_url and not self.approval_webhook_secret:
+            raise ValueError("SANDGATE_APPROVAL_WEBHOOK_URL needs "
+                             "SANDGATE_APPROVAL_WEBHOOK_SECRET: its messages are signed")
         return self
 
     # derived paths and objects

@@ -29,6 +29,11 @@ class Reason(enum.StrEnum):
     ALLOWED_BY_RULE = "allowed_by_rule"
     AMBIGUOUS_PATH = "ambiguous_path"
     RATE_LIMITED = "rate_limited"
+    # approvals (an `ask` rule, `on_unmatched: ask`)
+    APPROVAL_REQUIRED = "approval_required"    # held for a person; final only where none asks
+    APPROVED = "approved"                      # a person allowed it (or an earlier approval)
+    APPROVAL_DENIED = "approval_denied"        # a person denied it
+    APPROVAL_TIMEOUT = "approval_timeout"      # nobody decided in time
     # policy engine: MCP servers (a rule's `mcp:`)
     MCP_TOOL_DENIED = "mcp_tool_denied"        # tools/call of a tool (or arguments) not allowed
     MCP_METHOD_DENIED = "mcp_method_denied"    # a JSON-RPC method (or posted response) not allowed

@@ -60,6 +60,10 @@ def _policy_changes(old: CompiledPolicy, new: CompiledPolicy) -> list[Change]:
     if old.spec.mode != new.spec.mode:
         kind = WIDENS if new.spec.mode == "monitor" else NARROWS
         changes.append(Change(kind, "policy", f"mode {old.spec.mode} -> {new.spec.mode}"))
+    if old.spec.on_unmatched != new.spec.on_unmatched:   # a person may let more through
+        kind = WIDENS if new.spec.on_unmatched == "ask" else NARROWS
+        changes.append(Change(kind, "policy", f"on_unmatched {old.spec.on_unmatched} -> "
+                                              f"{new.spec.on_unmatched}"))
     for name in ("connections", "request_body_bytes"):
         a, b = getattr(old.limits, name), getattr(new.limits, name)
         if a != b:

@@ -33,7 +33,8 @@ INJECT_PROTOCOLS = frozenset({"https"})
 MONITORABLE = frozenset({Reason.NO_MATCHING_RULE, Reason.DENIED_BY_RULE,
                          Reason.NOT_FROM_GATEWAY_DNS, Reason.AMBIGUOUS_PATH,
                          Reason.PROTOCOL_MISMATCH, Reason.MCP_TOOL_DENIED,
-                         Reason.MCP_METHOD_DENIED, Reason.MCP_UNPARSEABLE})
+                         Reason.MCP_METHOD_DENIED, Reason.MCP_UNPARSEABLE,
+                         Reason.APPROVAL_REQUIRED})
 
 
 class Miss(enum.StrEnum):
@@ -106,6 +107,10 @@ class CompiledRule:
     @property
     def is_deny(self) -> bool:
         return self.spec.action == "deny"
+
+    @property
+    def is_ask(self) -> bool:
+        return self.spec.action == "ask"
 
     @property
     def covers_whole_host(self) -> bool:
@@ -267,8 +272,19 @@ class CompiledPolicy:
     def _allow(self, rule: CompiledRule, path: str | None = None) -> Decision:
         grant = Grant(rule.spec.limits, tuple(rule.spec.inject), rule.networks,
                       rule.spec.mcp)
+        if rule.is_ask:
+            return self.ask(rule.id, grant, path)
         return allow(rule.id, policy=self.name, policy_version=self.version, grant=grant,
                      path=path)
+
+    def ask(self, rule: str | None, grant: Grant | None = None,
+            path: str | None = None) -> Decision:
+        """A request held for a person (an `ask` rule, or `on_unmatched: ask`): refused with
+        `approval_required` unless the gateway asks and someone allows it, when it goes out
+        under `grant`. Monitor mode lets it through as `would_deny`."""
+        verdict = Verdict.WOULD_DENY if self.monitor else Verdict.DENY
+        return Decision(verdict, Reason.APPROVAL_REQUIRED, rule, self.name, self.version,
+                        grant or Grant(None, (), ()), path)
 
     def _candidates(self, request: Request) -> list[Candidate]:
         if request.host is not None:
@@ -294,9 +310,17 @@ class CompiledPolicy:
                 best = (rank, rule)
         if deny is not None:
             return self.refuse(Reason.DENIED_BY_RULE, deny.id)
+        if (best is not None and best[1].is_ask) or (best is None and self.asks_unmatched):
+            # the name is answered; its requests are asked about one by one
+            return Decision(Verdict.ALLOW, Reason.APPROVAL_REQUIRED,
+                            best[1].id if best else None, self.name, self.version)
         if best is not None:
             return self._allow(best[1])
         return self.refuse(Reason.NO_MATCHING_RULE)
+
+    @property
+    def asks_unmatched(self) -> bool:
+        return self.spec.on_unmatched == "ask"
 
     def decide(self, request: Request) -> Decision:
         """May this request (or stream) go out? Any matching deny rule wins; then the most
@@ -358,6 +382,8 @@ class CompiledPolicy:
             return self._allow(most_specific(allows, path), path)
         if request.host is None:
             return self.refuse(Reason.NOT_FROM_GATEWAY_DNS)
+        if self.asks_unmatched and request.is_http:   # opaque streams are never asked about
+            return self.ask(None, path=path)
         return self.refuse(Reason.NO_MATCHING_RULE)
 
 

@@ -140,6 +140,11 @@ def trial(policy: CompiledPolicy, request: Request, body_size: int = 0,
     path, path_steps = _path_steps(policy, request)
     decision = policy.decide(request)
     result = Trial(decision, steps + path_steps, path=path)
+    if decision.reason == Reason.APPROVAL_REQUIRED and not decision.allowed:
+        asked = f"rule {decision.rule}" if decision.rule else "on_unmatched: ask"
+        result.steps.append(f"ask: held until a person allows it ({asked}; sandgate "
+                            "approvals), denied if nobody does in time")
+        return result
     if not decision.allowed:
         result.nearest = nearest(policy, request, decision)
         return result

@@ -271,7 +271,8 @@ class McpSpec(_Strict):
 class RuleSpec(_Strict):
     id: str = Field(min_length=1, max_length=100, pattern=RULE_ID)
     description: str = ""
-    action: Literal["allow", "deny"] = "allow"
+    # ask: held until a person decides (docs/POLICY.md, Approvals)
+    action: Literal["allow", "deny", "ask"] = "allow"
     hosts: list[HostText] = Field(default_factory=list)
     addresses: list[AddressText] = Field(default_factory=list)
     ports: list[Port] = Field(default_factory=list)
@@ -300,6 +301,9 @@ class RuleSpec(_Strict):
             raise ValueError("`paths_case_insensitive` applies to `paths`; the rule has none")
         if self.inject and self.action == "deny":
             raise ValueError("a deny rule cannot inject credentials")
+        if self.action == "ask" and (self.inject or self.mcp is not None):
+            raise ValueError("an ask rule cannot inject credentials or carry `mcp`: a person "
+                             "approves a request, not what the gateway adds to it")
         if self.mcp is not None and self.action == "deny":
             raise ValueError("a deny rule cannot carry `mcp`: deny the whole server with a deny "
                              "rule, or list the tools under `mcp.deny_tools` of the allow rule")
@@ -338,6 +342,8 @@ class PolicySpec(_Strict):
     name: str = Field(min_length=1, max_length=100, pattern=NAME)
     description: str = ""
     mode: Literal["enforce", "monitor"] = "enforce"
+    # what a request no rule decides gets: denied, or held for a person (Approvals)
+    on_unmatched: Literal["deny", "ask"] = "deny"
     extends: list[Annotated[str, Field(pattern=NAME)]] = Field(default_factory=list)
     limits: SandboxLimits = Field(default_factory=SandboxLimits)
     rules: list[RuleSpec] = Field(default_factory=list)

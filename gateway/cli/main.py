@@ -11,6 +11,7 @@ from importlib import metadata
 
 import click
 
+from gateway.cli.approvals import approvals_group
 from gateway.cli.audit import audit_group
 from gateway.cli.common import EXIT_BUG, EXIT_ENVIRONMENT, fail
 from gateway.cli.image import image_group
@@ -54,7 +55,7 @@ def cli(ctx: click.Context) -> None:
 
 
 for command in (serve, api_command, run, selftest, audit_group, token_group, policy_group,
-                secret_group, vault_group, image_group, mcp_command):
+                secret_group, vault_group, image_group, mcp_command, approvals_group):
     cli.add_command(command)
 
 

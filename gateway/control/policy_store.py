@@ -235,12 +235,13 @@ class PolicyStore:
         if policy.name != name:
             raise BadRequest(f"the policy's `name` is {policy.name!r}, not {name!r}",
                              f"set `name: {name}` in the YAML or PUT it to its own name")
-        self.publish(name, text)   # first: if it cannot be shared, nothing changes
+        published = self.publish(name, text)   # first: if it cannot be shared, nothing changes
         self.policy_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
-        return {"name": name, "version": policy.version, "rules": len(policy.rules)}
+        return {"name": name, "version": policy.version, "rules": len(policy.rules),
+                "revision": published if isinstance(published, int) else None}
 
     def delete(self, name: str) -> None:
         path = self._file(name)

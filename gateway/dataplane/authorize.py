@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
+from gateway.approvals.ask import Ask
 from gateway.dataplane.state import Conn, FlowVerdict, GatewayState
 from gateway.dataplane.upstream import ResolveError, Vetted
-from policies.decision import Reason
+from policies.decision import Decision, Reason, Verdict
 from policies.matcher import Request
+from policies.paths import AmbiguousPath, canonical_path
 
 
 def request_for(conn: Conn, protocol: str, *, method: str | None = None,
@@ -31,8 +34,11 @@ async def authorize(state: GatewayState, conn: Conn, request: Request) -> FlowVe
         return FlowVerdict(policy.refuse(Reason.QUARANTINED), conn.target, port,
                            error="quarantined after a secret-exfiltration attempt")
     decision = policy.decide(request)
+    note = None
+    if decision.verdict == Verdict.DENY and decision.reason == Reason.APPROVAL_REQUIRED:
+        decision, note = await _approved(state, conn, request, decision)
     if not decision.allowed:
-        return FlowVerdict(decision, conn.target, port)
+        return FlowVerdict(decision, conn.target, port, error=note)
     grant = decision.grant
     rule = decision.rule or ""
     if grant is not None and grant.limits is not None and \
@@ -50,7 +56,28 @@ async def authorize(state: GatewayState, conn: Conn, request: Request) -> FlowVe
             return FlowVerdict(policy.refuse(e.reason, decision.rule), conn.target, port,
                                error=str(e))
         conn.permits[(conn.target, port)] = vetted
-    return FlowVerdict(decision, conn.target, port, upstream=str(vetted.address))
+    return FlowVerdict(decision, conn.target, port, upstream=str(vetted.address), error=note)
+
+
+async def _approved(state: GatewayState, conn: Conn, request: Request,
+                    decision: Decision) -> tuple[Decision, str | None]:
+    """An `ask` decision, held until a person decides (only this flow waits): allowed under
+    the ask rule's grant, or refused with why. Only HTTP requests are asked about."""
+    if not request.is_http or conn.name is None or request.method is None:
+        return decision, "approvals are asked for HTTP requests to names only"
+    try:   # the path as the policy reads it: what a `--for policy` rule must name
+        path = decision.path or canonical_path(request.path or "/")
+    except AmbiguousPath:
+        return decision, "a path with no one meaning is not asked about"
+    ask = Ask(conn.sandbox.id, conn.sandbox.owner, decision.policy or "",
+              decision.policy_version or "", decision.rule, request.protocol, conn.name,
+              request.port, request.method.upper(), path)
+    outcome = await state.coord.approve(ask)
+    if outcome.allowed:
+        return replace(decision, verdict=Verdict.ALLOW, reason=Reason.APPROVED), outcome.note()
+    reason = Reason(outcome.reason)
+    return Decision(Verdict.DENY, reason, decision.rule, decision.policy,
+                    decision.policy_version), outcome.note()
 
 
 async def _vet(state: GatewayState, conn: Conn,

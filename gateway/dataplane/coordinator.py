@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.approvals.ask import Ask, Outcome
 from policies.schema import Limits, Narrow
 from vault.secret import SecretValue
 
@@ -39,6 +40,9 @@ class Coordinator(Protocol):
     def charge(self, sandbox_id: str, rule: str, limits: Limits, size: int) -> None: ...
 
     def quarantine(self, sandbox_id: str) -> None: ...
+
+    async def approve(self, ask: Ask) -> Outcome:
+        """Hold the request until a person allows or denies it, or the time is up."""
 
     async def name_for(self, sandbox_id: str, address: str) -> str | None:
         """The name behind a synthetic address of the sandbox, if any."""

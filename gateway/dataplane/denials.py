@@ -27,6 +27,12 @@ HINTS = {
                             "(private, loopback, link-local or metadata)",
     Reason.UPSTREAM_UNRESOLVABLE: "{host} could not be resolved upstream",
     Reason.RATE_LIMITED: "rule {rule} of policy {policy} limits this rate; retry later",
+    Reason.APPROVAL_REQUIRED: "policy {policy} asks a person about requests to {host}:{port}; "
+                              "nobody could be asked for this one",
+    Reason.APPROVAL_DENIED: "a person denied this request to {host}:{port} (policy {policy}); "
+                            "ask the policy owners",
+    Reason.APPROVAL_TIMEOUT: "nobody approved this request to {host}:{port} in time; retry "
+                             "once someone watches `sandgate approvals list`",
     Reason.SECRET_EXFIL_ATTEMPT: "a secret placeholder may only go to the hosts its rule "
                                  "names; this sandbox is now quarantined",
     Reason.QUARANTINED: "this sandbox is quarantined after a secret-exfiltration attempt",

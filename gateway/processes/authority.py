@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from gateway.approvals.ask import Ask, Outcome
 from gateway.audit.writer import AuditWriter
 from gateway.dataplane.coordinator import Credential
 from gateway.dataplane.registry import Registry
@@ -18,7 +19,10 @@ from gateway.processes.buckets import RateLimiter
 from policies.schema import Limits, Narrow
 
 if TYPE_CHECKING:
+    from gateway.approvals.book import ApprovalBook
     from gateway.providers.broker import Broker
+
+NO_APPROVALS = Outcome(False, "approval_required", detail="this gateway asks nobody")
 
 
 class Authority:
@@ -29,6 +33,7 @@ class Authority:
         self.registry = registry
         self.limiter = RateLimiter()
         self._conns: dict[str, Counter[str]] = {}
+        self.approvals: ApprovalBook | None = None
 
     def open_connections(self, sandbox_id: str) -> int:
         return sum(c[sandbox_id] for c in self._conns.values())
@@ -60,6 +65,12 @@ class Authority:
 
     def charge(self, sandbox_id: str, rule: str, limits: Limits, size: int) -> None:
         self.limiter.charge_bytes(sandbox_id, rule, limits, size)
+
+    async def approve(self, ask: Ask) -> Outcome:
+        """Held until a person decides or the time is up (gateway.approvals.book)."""
+        if self.approvals is None:
+            return NO_APPROVALS
+        return await self.approvals.ask(ask)
 
     def quarantine(self, sandbox_id: str) -> None:
         sandbox = self.registry.by_id(sandbox_id)
@@ -106,6 +117,9 @@ class LocalCoordinator:
 
     def quarantine(self, sandbox_id: str) -> None:
         self.authority.quarantine(sandbox_id)
+
+    async def approve(self, ask: Ask) -> Outcome:
+        return await self.authority.approve(ask)
 
     async def name_for(self, sandbox_id: str, address: str) -> str | None:
         return self.authority.name_for(sandbox_id, address)

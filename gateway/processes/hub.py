@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.approvals.ask import Outcome
 from gateway.audit.writer import AuditWriter
 from gateway.dataplane.registry import Registry, RegistryListener, SandboxContext
 from gateway.processes import protocol
@@ -75,6 +77,7 @@ class Hub(RegistryListener):
         self.authority = authority
         self.broker = broker
         self._minting: set[asyncio.Task[None]] = set()
+        self._approving: set[asyncio.Task[None]] = set()
         self.readiness = readiness
         self.audit = audit
         self.registry = registry
@@ -97,6 +100,7 @@ class Hub(RegistryListener):
             protocol.Active: lambda _peer, m: authority.active(m.sandbox),
             protocol.Quarantine: lambda _peer, m: authority.quarantine(m.sandbox),
             protocol.Mint: self._mint,
+            protocol.Approve: self._approve,
             protocol.Ack: self._acknowledged,
             protocol.Ready: self._ready,
         }
@@ -197,6 +201,22 @@ class Hub(RegistryListener):
             logger.exception("minting secret %s failed", message.secret)
             answer["error"] = f"secret {message.secret}: the gateway failed to mint it"
         peer.send(protocol.Answer(message.id, answer))
+
+    def _approve(self, peer: _Peer, message: protocol.Approve) -> None:
+        """Answered when a person decides or the time is up: only the asking flow waits."""
+        task = asyncio.ensure_future(self._answer_approve(peer, message))
+        self._approving.add(task)
+        task.add_done_callback(self._approving.discard)
+
+    async def _answer_approve(self, peer: _Peer, message: protocol.Approve) -> None:
+        try:
+            outcome = await self.authority.approve(message.ask)
+        except Exception:   # never leave the request waiting for an answer that cannot come
+            logger.exception("asking for approval of a request of %s failed",
+                             message.ask.sandbox)
+            outcome = Outcome(False, "approval_denied",
+                              detail="the gateway failed to ask for approval")
+        peer.send(protocol.Answer(message.id, dataclasses.asdict(outcome)))
 
     def _acknowledged(self, peer: _Peer, message: protocol.Ack) -> None:
         if message.ack == peer.sync_ack:

@@ -10,6 +10,7 @@ import os
 import time
 from typing import Any
 
+from gateway.approvals.ask import Ask, Outcome
 from gateway.dataplane.coordinator import Credential
 from gateway.processes import protocol
 from gateway.settings import Settings
@@ -76,6 +77,11 @@ class HubClient:
 
     def record(self, row: dict[str, Any]) -> None:
         self.send(protocol.Record(row=row))
+
+    async def approve(self, ask: Ask) -> Outcome:
+        number, future = self._question_id()
+        self.send(protocol.Approve(id=number, ask=ask))
+        return Outcome(**await future)
 
     async def credential(self, secret: str, generation: str, narrow: Narrow | None,
                          sandbox_id: str) -> Credential:

@@ -7,7 +7,8 @@ with `Answer(re=id)`) and *tells*. The hub tells every worker of each registry c
 sandbox is known to all workers before it starts and forgotten by all before its address is
 reused.
 
-    worker -> hub   Hello, Acquire?, Admit?, NameFor?, Mint?, Release, Charge, Quarantine,
+    worker -> hub   Hello, Acquire?, Admit?, NameFor?, Mint?, Approve?, Release, Charge,
+                    Quarantine,
                     Record, Active, Ready, Ack
     hub -> worker   Answer, Add, Remove, Quarantined, Mapped, VaultChanged, Synced
 
@@ -28,6 +29,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from gateway.approvals.ask import Ask
 from policies.schema import Limits
 
 
@@ -37,6 +39,7 @@ class Op(enum.StrEnum):
     ADMIT = "admit"
     NAME_FOR = "name_for"
     MINT = "mint"
+    APPROVE = "approve"
     RELEASE = "release"
     CHARGE = "charge"
     QUARANTINE = "quarantine"
@@ -126,6 +129,16 @@ class Mint(_Message):
     generation: str
     narrow: dict[str, Any] | None
     sandbox: str
+
+
+@message(Op.APPROVE)
+class Approve(_Message):
+    """Question: may this held request go? (an `ask` rule). Answered when a person decides
+    or the time is up (gateway.approvals.book), with the fields of approvals.ask.Outcome;
+    the worker's other messages go on meanwhile."""
+
+    id: int
+    ask: Ask
 
 
 @message(Op.RELEASE)
@@ -244,10 +257,10 @@ class Synced(_Message):
     ack: int | None = None
 
 
-type Message = (Hello | Acquire | Admit | NameFor | Mint | Release | Charge | Quarantine
-                | Record | Active | Ready | Ack | Answer | Add | Remove | Quarantined | Mapped
-                | VaultChanged | Synced)
-type Question = Acquire | Admit | NameFor | Mint
+type Message = (Hello | Acquire | Admit | NameFor | Mint | Approve | Release | Charge
+                | Quarantine | Record | Active | Ready | Ack | Answer | Add | Remove
+                | Quarantined | Mapped | VaultChanged | Synced)
+type Question = Acquire | Admit | NameFor | Mint | Approve
 
 def _nested(cls: type[Any]) -> dict[str, type[Any]]:
     """Fields of `cls` whose values are models or dataclasses (rebuilt on decoding)."""

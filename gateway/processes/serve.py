@@ -22,7 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
+from sqlalchemy.engine import Engine
 
+from gateway.approvals.book import ApprovalBook
+from gateway.approvals.policy import policy_writer
+from gateway.approvals.webhook import Webhook
 from gateway.audit import exporters
 from gateway.audit.heads import HeadsFile, HeadSigner
 from gateway.audit.writer import AuditWriter
@@ -118,6 +122,19 @@ def _runtimes(settings: Settings) -> dict[str, Runtime]:
     }
 
 
+def _approvals(settings: Settings, engine: Engine, writer: AuditWriter, policies: PolicyStore,
+               registry: Registry) -> ApprovalBook:
+    webhook = None
+    if settings.approval_webhook_url and settings.approval_webhook_secret:
+        public = settings.approval_public_url or \
+            f"http://{settings.api_host}:{settings.api_port}"
+        webhook = Webhook(settings.approval_webhook_url, settings.approval_webhook_secret,
+                          public)
+    return ApprovalBook(engine, lambda row: writer.record(**audit_row(row)),
+                        gateway_id=settings.gateway_id, timeout=settings.approval_timeout,
+                        webhook=webhook, write_policy=policy_writer(policies, registry))
+
+
 async def _serve_locked(settings: Settings) -> None:
     engine = make_engine(settings.db_url)
     gateway_id = settings.gateway_id
@@ -172,10 +189,13 @@ async def _serve_locked(settings: Settings) -> None:
                           open_connections=authority.open_connections,
                           flush_audit=writer.flush, readiness=readiness)
     await asyncio.to_thread(sandboxes.reconcile)
+    authority.approvals = approvals = _approvals(settings, engine, writer, policies, registry)
+    await asyncio.to_thread(approvals.reconcile)
     workers = WorkerPool(settings)
     await hub.start()
     workers.start()
-    plane = ControlPlane(engine, writer, policies, secrets, sandboxes, Commands(sandboxes))
+    plane = ControlPlane(engine, writer, policies, secrets, sandboxes, Commands(sandboxes),
+                         approvals)
     socket_path = settings.control_socket
     socket_path.unlink(missing_ok=True)
     apis = [

@@ -84,3 +84,30 @@ def test_sandbox_owners_become_token_ids(database_url: str) -> None:
         command.downgrade(config, "0006")
     assert owners() == {"s1": "ci", "s2": "operator", "s3": "local", "s4": "gone"}
     engine.dispose()
+
+
+def test_approvals_keep_the_chain_of_older_rows_and_go_back_down(database_url: str) -> None:
+    engine = make_engine(database_url, migrate=False)
+    upgrade(engine, "0010")
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO audit_event (time, decision, reason, protocol, host, bytes_up, "
+            "bytes_down) VALUES ('2026-01-01 00:00:00', 'deny', 'no_matching_rule', 'dns', "
+            "'old.test', 0, 0)"))
+    upgrade(engine)
+    write(engine, 2)                                   # chained, no actor: not hashed
+    write(engine, 1, actor="alice (token:abc)")        # hashed with it
+    report = verify(engine)
+    assert report.ok and report.unchained == 1
+    with engine.connect() as conn:
+        actors = conn.execute(text("SELECT actor FROM audit_event ORDER BY id")).all()
+        assert [a[0] for a in actors] == [None, None, None, "alice (token:abc)"]
+        assert conn.execute(text("SELECT count(*) FROM approval")).scalar() == 0
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0010")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM audit_event")).scalar() == 4
+    engine.dispose()

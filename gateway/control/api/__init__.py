@@ -16,8 +16,18 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy.engine import Engine
 
+from gateway.approvals.book import ApprovalBook
 from gateway.audit.writer import AuditWriter
-from gateway.control.api import audit, errors, images, policies, replay, sandboxes, secrets
+from gateway.control.api import (
+    approvals,
+    audit,
+    errors,
+    images,
+    policies,
+    replay,
+    sandboxes,
+    secrets,
+)
 from gateway.control.api.deps import Guard
 from gateway.control.policy_store import PolicyStore
 from gateway.control.sandboxes.commands import Commands
@@ -40,6 +50,7 @@ class ControlPlane:
     secrets: Secrets
     sandboxes: Sandboxes | None = None
     commands: Commands | None = None
+    approvals: ApprovalBook | None = None
 
 
 def create_app(plane: ControlPlane, is_ready: Callable[[], bool], *,
@@ -73,5 +84,12 @@ def create_app(plane: ControlPlane, is_ready: Callable[[], bool], *,
     @app.get("/audit", include_in_schema=False)
     def audit_page() -> FileResponse:
         return FileResponse(WEB / "audit.html", media_type="text/html")
+
+    if plane.approvals is not None:
+        app.include_router(approvals.router(plane.approvals))
+
+        @app.get("/approvals", include_in_schema=False)
+        def approvals_page() -> FileResponse:
+            return FileResponse(WEB / "approvals.html", media_type="text/html")
 
     return app

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from gateway.approvals.ask import Ask
 from gateway.audit.writer import AuditWriter
 from gateway.dataplane.registry import Registry
 from gateway.db import make_engine
@@ -33,6 +34,8 @@ EVERY_MESSAGE: list[protocol.Message] = [
     protocol.Mint(id=4, secret="GH", generation="2@2026-01-01T00:00:00",
                   narrow={"repositories": ["hello"], "permissions": [["contents", "read"]],
                           "scopes": [], "audience": None}, sandbox="a1"),
+    protocol.Approve(id=5, ask=Ask("a1", "tok-1", "web", "v1", "ask-all", "https", "x.test",
+                                   443, "POST", "/repos/a")),
     protocol.Release(sandbox="a1"),
     protocol.Charge(sandbox="a1", rule="r", limits=LIMITS, size=123),
     protocol.Quarantine(sandbox="a1"),
@@ -192,3 +195,36 @@ def test_a_worker_is_ready_once_it_listens_and_has_the_registry(tmp_path: Path) 
     assert asyncio.run(scenario()) == [False, True, False]
     writer.close()
     engine.dispose()
+
+
+def test_a_worker_asks_for_approval_and_is_always_answered(tmp_path: Path) -> None:
+    """The answer comes while the worker's other questions go on; with nobody to ask, or a
+    book that fails, the request is refused rather than left waiting."""
+    from gateway.approvals.ask import Outcome
+    from tests.doubles import RowSink
+
+    class Failing:
+        async def ask(self, _ask: Ask) -> Outcome:
+            raise RuntimeError("database away")
+
+    registry = Registry()
+    authority = Authority(registry)
+    hub = Hub(authority, RowSink(), registry, tmp_path / "hub.sock")  # type: ignore[arg-type]
+    ask = Ask("a1", None, "web", "v1", "w", "https", "x.test", 443, "POST", "/")
+
+    async def scenario() -> list[Any]:
+        await hub.start()
+        first = await _talk(hub.path, [protocol.Hello(worker=0, pid=1),
+                                       protocol.Approve(id=1, ask=ask),
+                                       protocol.NameFor(id=2, sandbox="a1", address="x")],
+                            answers=3)
+        authority.approvals = Failing()  # type: ignore[assignment]
+        second = await _talk(hub.path, [protocol.Hello(worker=1, pid=2),
+                                        protocol.Approve(id=3, ask=ask)], answers=2)
+        await hub.close(timeout=2)
+        return [*first[1:], *second[1:]]
+
+    answers = {a.re: a.value for a in asyncio.run(scenario())}
+    assert answers[1]["allowed"] is False and answers[1]["reason"] == "approval_required"
+    assert answers[2] is None
+    assert (answers[3]["allowed"], answers[3]["reason"]) == (False, "approval_denied")
