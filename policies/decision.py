@@ -29,6 +29,7 @@ class Reason(enum.StrEnum):
     ALLOWED_BY_RULE = "allowed_by_rule"
     AMBIGUOUS_PATH = "ambiguous_path"
     RATE_LIMITED = "rate_limited"
+    BUDGET_EXCEEDED = "budget_exceeded"        # a rule's or the sandbox's budget is spent
     # policy engine: MCP servers (a rule's `mcp:`)
     MCP_TOOL_DENIED = "mcp_tool_denied"        # tools/call of a tool (or arguments) not allowed
     MCP_METHOD_DENIED = "mcp_method_denied"    # a JSON-RPC method (or posted response) not allowed

@@ -36,11 +36,11 @@ class Finding:
 def grant(rule: CompiledRule) -> tuple[object, ...]:
     """What deciding by this rule gives a request beyond passage."""
     s = rule.spec
-    return (s.limits, tuple(s.inject), rule.networks, s.mcp)
+    return (s.limits, tuple(s.inject), rule.networks, s.mcp, s.budget)
 
 
 def _differences(a: CompiledRule, b: CompiledRule) -> list[str]:
-    names = ("limits", "inject", "addresses", "mcp")
+    names = ("limits", "inject", "addresses", "mcp", "budget")
     return [n for n, x, y in zip(names, grant(a), grant(b), strict=True) if x != y]
 
 

@@ -175,7 +175,8 @@ async def _serve_locked(settings: Settings) -> None:
     workers = WorkerPool(settings)
     await hub.start()
     workers.start()
-    plane = ControlPlane(engine, writer, policies, secrets, sandboxes, Commands(sandboxes))
+    plane = ControlPlane(engine, writer, policies, secrets, sandboxes, Commands(sandboxes),
+                         budgets=authority.budget_usage)
     socket_path = settings.control_socket
     socket_path.unlink(missing_ok=True)
     apis = [

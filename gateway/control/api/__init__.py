@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy.engine import Engine
 
 from gateway.audit.writer import AuditWriter
-from gateway.control.api import audit, errors, images, policies, sandboxes, secrets
+from gateway.control.api import audit, budgets, errors, images, policies, sandboxes, secrets
 from gateway.control.api.deps import Guard
 from gateway.control.policy_store import PolicyStore
 from gateway.control.sandboxes.commands import Commands
@@ -40,6 +41,9 @@ class ControlPlane:
     secrets: Secrets
     sandboxes: Sandboxes | None = None
     commands: Commands | None = None
+    # what sandboxes have spent of their budgets (gateway.processes.budgets), when this
+    # process runs them
+    budgets: Callable[[], list[dict[str, Any]]] | None = None
 
 
 def create_app(plane: ControlPlane, is_ready: Callable[[], bool], *,
@@ -68,6 +72,7 @@ def create_app(plane: ControlPlane, is_ready: Callable[[], bool], *,
     app.include_router(policies.router(plane.policies))
     app.include_router(secrets.router(plane.secrets))
     app.include_router(audit.router(plane.engine, plane.audit))
+    app.include_router(budgets.router(plane.budgets))
 
     @app.get("/audit", include_in_schema=False)
     def audit_page() -> FileResponse:

@@ -1,12 +1,17 @@
 """Charges the bytes of allowed requests and streams to their rule's bytes-per-minute limit
-(the request limit is taken before a request goes out, in authorize)."""
+(the request limit is taken before a request goes out, in authorize), and what a TCP stream
+sends to its budgets (an HTTP body's are charged as it streams, in addons.bodies). A stream
+that would pass what its budgets have left is cut before those bytes go."""
 
 from __future__ import annotations
 
 from mitmproxy import http, tcp
 
 from gateway.dataplane.bodies import Counts
-from gateway.dataplane.state import COUNTS_KEY, GatewayState, flow_verdict
+from gateway.dataplane.state import COUNTS_KEY, METADATA_KEY, GatewayState, flow_verdict
+from policies.decision import Reason
+
+SENT_UP_KEY = "sandgate.sent_up"    # bytes a TCP stream's client sent, for its budgets
 
 
 class RateMeter:
@@ -33,4 +38,21 @@ class RateMeter:
         self._charge(flow, body_up + body_down)
 
     def tcp_message(self, flow: tcp.TCPFlow) -> None:
-        self._charge(flow, len(flow.messages[-1].content))
+        message = flow.messages[-1]
+        self._charge(flow, len(message.content))
+        verdict = flow_verdict(flow)
+        conn = self.state.conns.get(flow.client_conn.id)
+        budgeted = verdict.budgeted if verdict is not None else None
+        if not message.from_client or budgeted is None or conn is None or verdict is None:
+            return
+        sent = flow.metadata.get(SENT_UP_KEY, 0) + len(message.content)
+        flow.metadata[SENT_UP_KEY] = sent
+        if budgeted.left is not None and sent > budgeted.left:
+            message.content = b""
+            flow.metadata[METADATA_KEY] = verdict.redecided(
+                conn.sandbox.policy.refuse(Reason.BUDGET_EXCEEDED, verdict.decision.rule),
+                f"stream over the {budgeted.left} bytes left in its budget")
+            flow.kill()
+            return
+        self.state.coord.spend(conn.sandbox.id, budgeted.policy, list(budgeted.caps),
+                               len(message.content))
