@@ -199,7 +199,8 @@ def _show_budgets(budgets: list[dict[str, Any]] | None) -> None:
         click.echo("  (none)")
         return
     print_table([{
-        "sandbox_id": b["sandbox_id"], "policy": b["policy"],
+        "sandbox_id": b["sandbox_id"] + (" (gone)" if b.get("sandbox_gone") else ""),
+        "policy": b["policy"],
         "budget": f"rule {b['rule']}" if b["rule"] else "sandbox",
         "bytes_up": _against(b["bytes_up"], b["bytes_up_limit"]),
         "requests": _against(b["requests"], b["requests_limit"]),

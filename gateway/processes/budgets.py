@@ -92,6 +92,7 @@ class Ledger:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self._usage: dict[Key, _Usage] = {}
+        self._gone: set[str] = set()      # sandboxes removed: shown until their windows end
         self._lock = threading.Lock()       # the API thread reads while the hub charges
 
     def _entry(self, sandbox_id: str, policy: str, cap: Cap, now: float) -> _Usage:
@@ -126,12 +127,13 @@ class Ledger:
                 self._entry(sandbox_id, policy, cap, now).bytes_up += size
 
     def usage(self) -> list[dict[str, Any]]:
-        """Every budget in use and what is spent of it in its current window."""
+        """Every budget in use and what is spent of it in its current window (a removed
+        sandbox's until that window ends)."""
         now = self.clock()
         with self._lock:
-            for usage in self._usage.values():
-                usage.roll(now)
+            self._prune(now)
             return [{"sandbox_id": sandbox_id, "scope": scope, "rule": rule or None,
+                     "sandbox_gone": sandbox_id in self._gone,
                      "policy": u.policy, "per": u.cap.per,
                      "window_start": u.window, "resets_at": u.window + u.cap.per,
                      "bytes_up": u.bytes_up, "bytes_up_limit": u.cap.bytes_up,
@@ -139,9 +141,19 @@ class Ledger:
                     for (sandbox_id, scope, rule), u in sorted(self._usage.items())]
 
     def forget(self, sandbox_id: str) -> None:
+        """The sandbox is gone: what it spent stays readable until its windows end."""
         with self._lock:
-            for key in [k for k in self._usage if k[0] == sandbox_id]:
+            if any(k[0] == sandbox_id for k in self._usage):
+                self._gone.add(sandbox_id)
+            self._prune(self.clock())
+
+    def _prune(self, now: float) -> None:
+        for key, usage in list(self._usage.items()):
+            if key[0] in self._gone and now >= usage.window + usage.cap.per:
                 del self._usage[key]
+            else:
+                usage.roll(now)
+        self._gone &= {k[0] for k in self._usage}
 
 
 def _spent(usage: _Usage, expected: int) -> str | None:

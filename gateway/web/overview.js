@@ -104,7 +104,7 @@ function budgets(rows) {
   for (const b of rows) {
     const tr = body.insertRow();
     tr.dataset.sandbox = b.sandbox_id;
-    cell(tr, b.sandbox_id);
+    cell(tr, b.sandbox_id + (b.sandbox_gone ? " (gone)" : ""));
     cell(tr, b.policy);
     cell(tr, b.rule ? "rule " + b.rule : "sandbox");
     for (const [used, limit] of [[b.bytes_up, b.bytes_up_limit],

@@ -76,13 +76,24 @@ def test_windows_are_fixed_and_aligned_to_the_epoch() -> None:
     assert ledger.admit("s", "p", budget, 0).refused is None
 
 
-def test_a_reloaded_policy_limit_applies_at_once_and_a_gone_sandbox_is_forgotten() -> None:
+def test_a_reloaded_policy_limit_applies_at_once() -> None:
     ledger = Ledger(Clock(0))
     ledger.admit("s", "p", [cap(requests=1)], 0)
     assert ledger.admit("s", "p", [cap(requests=3)], 0).refused is None
     assert ledger.usage()[0]["requests_limit"] == 3
-    ledger.forget("s")
-    assert ledger.usage() == []
+
+
+def test_a_gone_sandbox_is_shown_until_its_window_ends() -> None:
+    clock = Clock(10)
+    ledger = Ledger(clock)
+    ledger.admit("gone", "p", [cap(requests=5)], 0)
+    ledger.admit("live", "p", [cap(requests=5)], 0)
+    ledger.forget("gone")
+    ledger.forget("never-seen")
+    assert [(u["sandbox_id"], u["sandbox_gone"], u["requests"]) for u in ledger.usage()] == \
+        [("gone", True, 1), ("live", False, 1)]
+    clock.now = HOUR
+    assert [(u["sandbox_id"], u["requests"]) for u in ledger.usage()] == [("live", 0)]
 
 
 def test_caps_of_a_decision() -> None:
