@@ -149,6 +149,14 @@ class Incoming:
                           ) from None
 
 
+def pieces(data: bytes) -> list[bytes]:
+    """What a mitmproxy stream callable returns for `data`: never an empty piece. mitmproxy
+    sends each piece as one HTTP/1 chunk of a chunked body, and an empty one is the chunk that
+    ends the body: returning b"" for a chunk held back (or refused) would end the upload or
+    response there, and the peer would take what it got as the whole body."""
+    return [data] if data else []
+
+
 def whole(body: Outgoing | Incoming, data: bytes) -> bytes:
     """A buffered body through the same checks."""
     return body.feed(data) + body.finish()

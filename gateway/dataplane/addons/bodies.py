@@ -26,6 +26,7 @@ from gateway.dataplane.bodies import (
     Incoming,
     Outgoing,
     Refusal,
+    pieces,
     whole,
 )
 from gateway.dataplane.denials import denial_response
@@ -236,24 +237,24 @@ class Bodies:
 
     def _streamer(self, flow: http.HTTPFlow, conn: Conn, body: Body,
                   spend: Callable[[int], None] = lambda _sent: None
-                  ) -> Callable[[bytes], bytes]:
+                  ) -> Callable[[bytes], list[bytes]]:
         """mitmproxy's stream callable: each chunk through the checker; the last call (an
         empty chunk) finishes it. A broken rule marks the flow and cuts its connections."""
         broken = False
 
-        def stream(chunk: bytes) -> bytes:
+        def stream(chunk: bytes) -> list[bytes]:
             nonlocal broken
             if broken:
-                return b""
+                return []
             try:
                 out = body.feed(chunk) if chunk else body.finish()
             except Refusal as refusal:
                 broken = True
                 self._mark(flow, conn, refusal)
                 self.state.cut(flow)
-                return b""
+                return []
             spend(body.counts.up)
-            return out
+            return pieces(out)
 
         return stream
 

@@ -157,6 +157,24 @@ def test_a_streamed_compressed_response_is_decoded_and_scrubbed(plane: Plane) ->
     assert flow.response is not None and "content-encoding" not in flow.response.headers
 
 
+def test_a_chunk_held_back_sends_nothing_rather_than_an_empty_chunk(plane: Plane) -> None:
+    """The scrubber holds small chunks back (a secret may be split across them); mitmproxy
+    would send an empty piece as HTTP/1's terminating chunk, ending the response there
+    (`streamed` in the conftest refuses one)."""
+    real = b"real-secret-value-abcdefgh"
+    through = Through(plane)
+    flow = request(connect(plane, "up.example.test"), "GET", "https://up.example.test/")
+    through.request(flow)
+    response = http.Response.make(200)
+    del response.headers["content-length"]
+    response.headers["transfer-encoding"] = "chunked"
+    payload = b"ok " + real + b" and the rest of the answer"
+    got = through.response(flow, response, chunks=[payload[i:i + 5]
+                                                   for i in range(0, len(payload), 5)])
+    assert got == payload.replace(real, plane.sandbox.secrets["TOKEN"].encode())
+    assert through.cut == []
+
+
 BUDGET_POLICY = """
 version: 1
 name: b
