@@ -145,6 +145,22 @@ def summary(engine: Engine, f: AuditFilter, top: int = 10) -> dict[str, list[dic
     }
 
 
+def spent_since(engine: Engine, sandbox_id: str, rule: str | None,
+                since: datetime) -> tuple[int, int]:
+    """Request-body bytes and requests the log records as let out for the sandbox (by one
+    rule, or by any) since `since`: what a budget had spent before the gateway's process that
+    counts it started (gateway.processes.budgets). DNS answers and minted credentials are not
+    requests."""
+    stmt = select(func.coalesce(func.sum(AuditEvent.bytes_up), 0), func.count()).where(
+        AuditEvent.sandbox_id == sandbox_id, col(AuditEvent.decision).in_(("allow", "would_deny")),
+        col(AuditEvent.protocol).not_in(("dns", "token")), AuditEvent.time >= since)
+    if rule is not None:
+        stmt = stmt.where(AuditEvent.rule == rule)
+    with Session(engine) as session:
+        spent, count = session.exec(stmt).one()
+    return int(spent), int(count)
+
+
 def to_csv(rows: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(FIELDS), extrasaction="ignore")

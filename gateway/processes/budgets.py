@@ -13,6 +13,7 @@ may pass the budget by at most that much.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +22,8 @@ from typing import Any
 
 from policies.budgets import show_period, show_size
 from policies.schema import Budget
+
+logger = logging.getLogger(__name__)
 
 SANDBOX = "sandbox"     # the scope of a policy-level budget
 RULE = "rule"
@@ -86,11 +89,16 @@ class _Usage:
 
 
 type Key = tuple[str, str, str]      # sandbox, scope, rule ('' for the sandbox's own)
+# (sandbox, rule or None for all, window start in epoch seconds) -> (bytes up, requests)
+type Seed = Callable[[str, str | None, int], tuple[int, int]]
 
 
 class Ledger:
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, seed: Seed | None = None) -> None:
+        """`seed`: what a budget's window had spent before this process began counting it
+        (from the audit log: a restarted gateway goes on where it stopped)."""
         self.clock = clock
+        self.seed = seed
         self._usage: dict[Key, _Usage] = {}
         self._gone: set[str] = set()      # sandboxes removed: shown until their windows end
         self._lock = threading.Lock()       # the API thread reads while the hub charges
@@ -100,9 +108,21 @@ class Ledger:
         usage = self._usage.get(key)
         if usage is None or usage.cap.per != cap.per:
             usage = self._usage[key] = _Usage(cap, policy, 0)
+            usage.roll(now)
+            self._seed(sandbox_id, usage)
         usage.cap, usage.policy = cap, policy       # a reloaded policy's limits apply at once
         usage.roll(now)
         return usage
+
+    def _seed(self, sandbox_id: str, usage: _Usage) -> None:
+        if self.seed is None:
+            return
+        try:
+            usage.bytes_up, usage.requests = self.seed(sandbox_id, usage.cap.rule,
+                                                       usage.window)
+        except Exception:
+            # the audit log is away: count from nothing rather than stop the sandbox
+            logger.exception("budget of sandbox %s: could not read what it spent", sandbox_id)
 
     def admit(self, sandbox_id: str, policy: str, applying: Sequence[Cap],
               expected: int) -> Allowance:

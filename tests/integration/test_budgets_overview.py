@@ -115,14 +115,18 @@ def expected(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     return per_host
 
 
-RED_PIXELS = """
+COLOURS = """
 const canvas = document.querySelector('#chart-denied canvas');
 const {data} = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
-let n = 0;
-for (let i = 0; i < data.length; i += 4)
-  if (data[i] > 170 && data[i + 1] < 90 && data[i + 2] < 90 && data[i + 3] > 200) n++;
-return n;
+const seen = {};
+for (let i = 0; i < data.length; i += 4) {
+  if (data[i + 3] < 255) continue;
+  const rgb = [data[i], data[i + 1], data[i + 2]].join(',');
+  seen[rgb] = (seen[rgb] || 0) + 1;
+}
+return seen;
 """
+RED = "214,39,40"       # the page's first series colour (#d62728): the busiest host
 
 
 def table_rows(driver: webdriver.Chrome, table: str) -> list[list[str]]:
@@ -157,7 +161,13 @@ def test_the_overview_draws_the_runs_audit_rows(run: Run, gateway: Gateway,
     assert drawn == want
     assert want[f"nope-a-{run.tag}.upstream.test"]["denied"] >= 3
     assert want["www.upstream.test"]["denied"] == 3
-    wait.until(lambda d: d.execute_script(RED_PIXELS) > 20)   # the busiest host's line is drawn
+    shot = tmp_path_factory.mktemp("overview") / "overview.png"
+    assert browser.save_screenshot(str(shot)), shot
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+    busiest = browser.execute_script("return window.sandgateOverview.data.series[0].host")
+    assert busiest == min(want, key=lambda h: (-sum(want[h].values()), h))
+    colours: dict[str, int] = browser.execute_script(COLOURS)
+    assert colours.get(RED, 0) > 20, (shot, sorted(colours.items(), key=lambda kv: -kv[1])[:8])
 
     denied = Counter(r["host"] for r in run.rows if r["decision"] == "deny")
     assert table_rows(browser, "top-denied-hosts") == [
@@ -165,10 +175,6 @@ def test_the_overview_draws_the_runs_audit_rows(run: Run, gateway: Gateway,
     reasons = Counter(r["reason"] for r in run.rows if r["decision"] == "deny")
     assert {r[0]: int(r[1]) for r in table_rows(browser, "top-denied-reasons")} == reasons
     assert browser.find_element(By.ID, "approvals").text == "none (this gateway has no approvals)"
-
-    shot = tmp_path_factory.mktemp("overview") / "overview.png"
-    assert browser.save_screenshot(str(shot))
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
 
     # drill down into the sandbox: the budgets it spent, and the address says so
     sandbox = {r["sandbox_id"] for r in run.rows}.pop()

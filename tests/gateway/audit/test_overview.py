@@ -76,3 +76,4 @@ def test_quiet_hosts_are_drawn_together(engine: Engine) -> None:
         {"host": "busy.test", "allowed": [0], "denied": [3]},
         {"host": "h0.test", "allowed": [1], "denied": [0]},
         {"host": OTHER, "allowed": [3], "denied": [0]}]
+

@@ -102,3 +102,25 @@ def test_caps_of_a_decision() -> None:
     assert caps("r", rule_budget, sandbox_budget) == (
         Cap("rule", "r", None, 3, 60), Cap("sandbox", None, 10, None, HOUR))
     assert caps(None, rule_budget, None) == ()
+
+
+def test_a_new_count_starts_from_what_the_audit_log_says_was_spent() -> None:
+    asked: list[tuple[str, str | None, int]] = []
+
+    def seed(sandbox_id: str, rule: str | None, start: int) -> tuple[int, int]:
+        asked.append((sandbox_id, rule, start))
+        return (90, 4) if rule else (500, 9)
+
+    ledger = Ledger(Clock(2 * HOUR + 10), seed)
+    both = [cap(bytes_up=100, requests=5), cap(requests=10, rule=None)]
+    assert ledger.admit("s", "p", both, 0).left == 10          # 100 - 90, and the 5th request
+    assert ledger.admit("s", "p", both, 0).refused is not None  # the rule's 5 are spent
+    assert asked == [("s", "up", 2 * HOUR), ("s", None, 2 * HOUR)]   # once per count
+
+
+def test_an_unreadable_audit_log_counts_from_nothing() -> None:
+    def seed(_sandbox_id: str, _rule: str | None, _start: int) -> tuple[int, int]:
+        raise OSError("database away")
+
+    ledger = Ledger(Clock(0), seed)
+    assert ledger.admit("s", "p", [cap(requests=1)], 0).refused is None
