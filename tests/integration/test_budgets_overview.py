@@ -48,7 +48,7 @@ def post(path, body):
 out = [post(f'/budget-{tag}/{i}', b'u' * %(upload)d) for i in range(9)]
 out.append(post(f'/budget-{tag}/stream', iter([b's' * 5000] * 8)))   # chunked: no length
 out += [post(f'/budget-{tag}/late{i}', b'l' * (%(upload)d + 1)) for i in range(2)]
-for name in ['nope-a', 'nope-a', 'nope-b', 'nope-c', 'nope-a']:
+for name in ['nope-a'] * 5 + ['nope-b'] * 2 + ['nope-c']:    # counts unlike www's 3 denials
     try:
         socket.gethostbyname(f'{name}-{tag}.upstream.test')
     except OSError:
@@ -159,8 +159,9 @@ def test_the_overview_draws_the_runs_audit_rows(run: Run, gateway: Gateway,
     drawn = {host: {kind: sum(charts[kind][host]) for kind in ("allowed", "denied")}
              for host in charts["denied"]}
     assert drawn == want
-    assert want[f"nope-a-{run.tag}.upstream.test"]["denied"] >= 3
     assert want["www.upstream.test"]["denied"] == 3
+    # every host's line differs (one drawn over an equal one would hide it)
+    assert len({counts["denied"] for counts in want.values()}) == len(want)
     shot = tmp_path_factory.mktemp("overview") / "overview.png"
     assert browser.save_screenshot(str(shot)), shot
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
