@@ -141,6 +141,7 @@ def test_the_overview_draws_the_runs_audit_rows(run: Run, gateway: Gateway,
                                                tmp_path_factory: pytest.TempPathFactory) -> None:
     token = gateway.token("auditor", f"overview-{run.tag}")
     wait = WebDriverWait(browser, 30, poll_frequency=0.2)
+    browser.set_window_size(1400, 1500)     # the whole page in the screenshot
     browser.get(f"{gateway.api_url}/overview?since=15m&policy={run.policy}")
     browser.execute_script("sessionStorage.clear()")
     browser.find_element(By.ID, "token").send_keys(token)

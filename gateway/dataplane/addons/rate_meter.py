@@ -48,6 +48,8 @@ class RateMeter:
         byte budget is not escaped by speaking WebSocket."""
         assert flow.websocket is not None
         message = flow.websocket.messages[-1]
+        if message.dropped:         # the tripwire stopped it (addons.credentials): not sent
+            return
         if message.from_client and not self._spend(flow, len(message.content)):
             message.drop()
 
