@@ -68,7 +68,7 @@ function drillTo(name) {
 
 function auditLink(host) {
   const query = new URLSearchParams({host, decision: "deny"});
-  for (const name of ["sandbox"]) if ($(name).value.trim()) query.set(name, $(name).value.trim());
+  if ($("sandbox").value.trim()) query.set("sandbox", $("sandbox").value.trim());
   location.href = "/audit?" + query.toString();
 }
 
@@ -129,11 +129,13 @@ async function approvals() {
   note.className = "none";
   let rows;
   try {
-    const body = await get("/v1/approvals?status=pending");
+    // another part of the gateway serves approvals: read what it lists, pending ones shown
+    const body = await get("/v1/approvals");
     rows = Array.isArray(body) ? body : (body.approvals || body.rows || []);
   } catch (error) {
-    if (error.status !== 404) throw error;
-    note.textContent = "none (this gateway has no approvals)";
+    // its absence (or a refusal) is this section's business, not the page's
+    note.textContent = error.status === 404 ? "none (this gateway has no approvals)"
+      : "approvals could not be read: " + error.message;
     box.appendChild(note);
     return;
   }
@@ -145,12 +147,14 @@ async function approvals() {
   }
   const table = document.createElement("table");
   table.id = "approvals-table";
-  const columns = ["id", "sandbox_id", "method", "host", "path"];
   const head = table.createTHead().insertRow();
-  for (const column of columns) cell(head, column);
+  for (const column of ["id", "sandbox", "request", "since"]) cell(head, column);
   for (const row of rows) {
     const tr = table.insertRow();
-    for (const column of columns) cell(tr, row[column]);
+    cell(tr, row.id);
+    cell(tr, row.sandbox_id ?? row.sandbox);
+    cell(tr, [row.method, row.host, row.path].filter((v) => v).join(" "));
+    cell(tr, row.created_at ?? row.created ?? row.time);
   }
   box.appendChild(table);
 }
