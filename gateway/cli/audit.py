@@ -177,11 +177,14 @@ def summary(top: int, as_json: bool, **filters: Any) -> None:
 def _budgets(settings: Settings, sandbox: str | None) -> list[dict[str, Any]] | None:
     """Usage against budgets, from the running gateway that keeps the counts (None: it is
     not running)."""
+    from gateway.errors import SandgateError
     from gateway.processes.launch import ControlClient
 
     client = ControlClient(settings)
     try:
         return client.budgets(sandbox) if client.healthy() else None
+    except SandgateError:
+        return None     # a gateway without budgets (an older one): the rest still stands
     finally:
         client.close()
 
@@ -193,7 +196,7 @@ def _show_budgets(budgets: list[dict[str, Any]] | None) -> None:
 
     click.echo("budgets (this window):")
     if budgets is None:
-        click.echo("  (the gateway is not running: it keeps the budget counts)")
+        click.echo("  (no gateway answered: the running gateway keeps the budget counts)")
         return
     if not budgets:
         click.echo("  (none)")
