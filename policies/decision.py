@@ -34,6 +34,7 @@ class Reason(enum.StrEnum):
     APPROVED = "approved"                      # a person allowed it (or an earlier approval)
     APPROVAL_DENIED = "approval_denied"        # a person denied it
     APPROVAL_TIMEOUT = "approval_timeout"      # nobody decided in time
+    BUDGET_EXCEEDED = "budget_exceeded"        # a rule's or the sandbox's budget is spent
     # policy engine: MCP servers (a rule's `mcp:`)
     MCP_TOOL_DENIED = "mcp_tool_denied"        # tools/call of a tool (or arguments) not allowed
     MCP_METHOD_DENIED = "mcp_method_denied"    # a JSON-RPC method (or posted response) not allowed

@@ -6,10 +6,11 @@ credentials, each classified as
 - `credentials`: what is injected into some request changes.
 
 Rules are paired by (qualified) id and compared field by field: hosts, addresses, ports,
-protocols, methods, paths, query, headers, mcp, inject, limits; then the policy's mode and
-sandbox limits. Because the most specific allow rule decides, a new or changed rule can
-also take requests over from another one: each rule's sample request is decided by both
-versions, and a request whose deciding rule changes is reported with what it now gets.
+protocols, methods, paths, query, headers, mcp, inject, limits, budget; then the policy's
+mode, sandbox limits and budget. Because the most specific allow rule decides, a new or
+changed rule can also take requests over from another one: each rule's sample request is
+decided by both versions, and a request whose deciding rule changes is reported with what it
+now gets.
 A change that is not certainly one way (two unrelated globs) is reported both ways.
 """
 
@@ -18,12 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from policies.budgets import show_period
 from policies.globs import path_covers, value_covers
 from policies.hosts import HostPattern
 from policies.matcher import CompiledPolicy, CompiledRule
 from policies.mcp import describe
 from policies.precedence import sample_request
-from policies.schema import McpSpec, QueryCondition
+from policies.schema import Budget, McpSpec, QueryCondition
 
 WIDENS, NARROWS, CREDENTIALS = "widens", "narrows", "credentials"
 
@@ -69,7 +71,7 @@ def _policy_changes(old: CompiledPolicy, new: CompiledPolicy) -> list[Change]:
         if a != b:
             changes.append(Change(WIDENS if b > a else NARROWS, "policy",
                                   f"limits.{name} {a} -> {b}"))
-    return changes
+    return changes + _budget_changes("policy", old.budget, new.budget)
 
 
 def _whole_rule(rule: CompiledRule, added: bool) -> list[Change]:
@@ -113,6 +115,7 @@ def _rule_changes(old: CompiledRule, new: CompiledRule) -> list[Change]:
         if less:
             changes.append(Change(WIDENS if old.is_deny else NARROWS, subject, text))
     changes += _limit_changes(subject, old, new)
+    changes += _budget_changes(subject, o.budget, n.budget)
     if tuple(o.inject) != tuple(n.inject):
         changes.append(Change(CREDENTIALS, subject,
                               f"inject {_inject(old) or 'none'} -> {_inject(new) or 'none'}"))
@@ -212,6 +215,30 @@ def _limit_changes(subject: str, old: CompiledRule, new: CompiledRule,
         changes.append(Change(WIDENS if looser else NARROWS, subject,
                               f"{prefix}limits.{name} {a or 'none'} -> {b or 'none'}"))
     return changes
+
+
+def _budget_changes(subject: str, old: Budget | None, new: Budget | None) -> list[Change]:
+    """Per field, by rate (limit over period): no budget is the loosest; a higher rate is
+    looser, and at the same rate a longer period (a larger burst)."""
+    changes = []
+    for name in ("bytes_up", "requests"):
+        a, b = _allowance(old, name), _allowance(new, name)
+        if a == b:
+            continue
+        looser = b is None or (a is not None and (b[0] / b[1], b[1]) > (a[0] / a[1], a[1]))
+        changes.append(Change(WIDENS if looser else NARROWS, subject,
+                              f"budget.{name} {_per(a)} -> {_per(b)}"))
+    return changes
+
+
+def _allowance(budget: Budget | None, name: str) -> tuple[int, int] | None:
+    limit = getattr(budget, name) if budget is not None else None
+    return (limit, budget.per) if budget is not None and limit is not None else None
+
+
+def _per(allowance: tuple[int, int] | None) -> str:
+    return "none" if allowance is None else \
+        f"{allowance[0]} per {show_period(allowance[1])}"
 
 
 def _inject(rule: CompiledRule) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from policies.decision import Decision, Reason, Verdict, allow
 from policies.hosts import HostIndex, HostPattern
 from policies.paths import AmbiguousPath, canonical_path, path_matches
-from policies.schema import PROTOCOLS, Inject, Limits, McpSpec, PolicySpec, RuleSpec
+from policies.schema import PROTOCOLS, Budget, Inject, Limits, McpSpec, PolicySpec, RuleSpec
 
 # What an allow rule without `protocols` speaks: HTTP, in clear or over TLS. Opaque streams
 # (raw TCP, TLS that carries no HTTP) escape every HTTP-level check, so they must be asked for
@@ -226,6 +226,7 @@ class Grant:
     inject: tuple[Inject, ...]
     networks: tuple[ipaddress.IPv4Network, ...]
     mcp: McpSpec | None = None
+    budget: Budget | None = None
 
 
 class CompiledPolicy:
@@ -238,6 +239,7 @@ class CompiledPolicy:
         self.version = version
         self.monitor = spec.mode == "monitor"
         self.limits = spec.limits
+        self.budget = spec.budget
         ordered = rules if rules is not None else [(r, spec.name) for r in spec.rules]
         self.rules = [self._compile(i, rule, origin) for i, (rule, origin) in enumerate(ordered)]
         self._hosts: HostIndex[Candidate] = HostIndex()
@@ -271,7 +273,7 @@ class CompiledPolicy:
 
     def _allow(self, rule: CompiledRule, path: str | None = None) -> Decision:
         grant = Grant(rule.spec.limits, tuple(rule.spec.inject), rule.networks,
-                      rule.spec.mcp)
+                      rule.spec.mcp, rule.spec.budget)
         if rule.is_ask:
             return self.ask(rule.id, grant, path)
         return allow(rule.id, policy=self.name, policy_version=self.version, grant=grant,

@@ -37,11 +37,11 @@ def grant(rule: CompiledRule) -> tuple[object, ...]:
     """What deciding by this rule gives a request beyond passage (or whether a person is
     asked first: an allow and an ask rule tied on one request are ambiguous too)."""
     s = rule.spec
-    return (s.limits, tuple(s.inject), rule.networks, s.mcp, s.action)
+    return (s.limits, tuple(s.inject), rule.networks, s.mcp, s.action, s.budget)
 
 
 def _differences(a: CompiledRule, b: CompiledRule) -> list[str]:
-    names = ("limits", "inject", "addresses", "mcp", "action")
+    names = ("limits", "inject", "addresses", "mcp", "action", "budget")
     return [n for n, x, y in zip(names, grant(a), grant(b), strict=True) if x != y]
 
 

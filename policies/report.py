@@ -13,11 +13,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from policies.addresses import classify
+from policies.budgets import show_period
 from policies.decision import Decision, Reason
 from policies.hosts import HostError, normalise_name
 from policies.matcher import CompiledPolicy, CompiledRule, Miss, Request
 from policies.mcp import CALL, McpMiss, check_call, check_method, describe
 from policies.paths import AmbiguousPath
+from policies.schema import Budget
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 NEAREST = 3   # rules listed after a denial
@@ -332,11 +334,20 @@ def explain_header(policy: CompiledPolicy) -> list[str]:
     lines = [f"policy {policy.name} version {policy.version} mode {spec.mode}",
              f"limits per sandbox: connections {limits.connections}, request_body_bytes "
              f"{limits.request_body_bytes}" + (" (defaults)" if defaults else "")]
+    if spec.budget is not None:
+        lines.append("budget per sandbox: " + show_budget(spec.budget))
     if spec.extends:
         lines.append(f"extends {', '.join(spec.extends)}; rules included from: "
                      f"{', '.join(included) or '(none)'} (their own mode and limits do not "
                      "apply)")
     return lines
+
+
+def show_budget(budget: Budget) -> str:
+    parts = [f"{name}={value}" for name, value in (("bytes_up", budget.bytes_up),
+                                                   ("requests", budget.requests))
+             if value is not None]
+    return " ".join(parts) + f" per {show_period(budget.per)}"
 
 
 def explain_rows(policy: CompiledPolicy) -> list[dict[str, str]]:
@@ -354,6 +365,8 @@ def explain_rows(policy: CompiledPolicy) -> list[dict[str, str]]:
         if s.limits:
             limits = s.limits.model_dump(exclude_none=True)
             extra.append("limits " + " ".join(f"{k}={v}" for k, v in limits.items()))
+        if s.budget:
+            extra.append("budget " + show_budget(s.budget))
         if s.inject:
             extra.append("inject " + " ".join(f"{i.secret}:{i.form}" for i in s.inject))
         if s.mcp is not None:

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from policies.budgets import parse_period, parse_size
 from policies.hosts import HostPattern, parse_pattern
 from policies.paths import parse_path_glob
 
@@ -94,6 +95,22 @@ class _Strict(BaseModel):
 class Limits(_Strict):
     requests_per_minute: StrictInt | None = Field(default=None, ge=1)
     bytes_per_minute: StrictInt | None = Field(default=None, ge=1)
+
+
+class Budget(_Strict):
+    """How much may leave in each period (`per`, fixed windows aligned to the epoch):
+    request-body bytes and requests. On a rule: per sandbox, for that rule; at policy level:
+    per sandbox, all rules together (docs/POLICY.md, Budgets)."""
+
+    bytes_up: Annotated[int, BeforeValidator(parse_size)] | None = None
+    requests: StrictInt | None = Field(default=None, ge=1)
+    per: Annotated[int, BeforeValidator(parse_period)]
+
+    @model_validator(mode="after")
+    def _something(self) -> Budget:
+        if self.bytes_up is None and self.requests is None:
+            raise ValueError("a budget needs `bytes_up`, `requests` or both")
+        return self
 
 
 class SandboxLimits(_Strict):
@@ -284,6 +301,7 @@ class RuleSpec(_Strict):
     headers: dict[HeaderName, str] = Field(default_factory=dict)
     mcp: McpSpec | None = None
     limits: Limits | None = None
+    budget: Budget | None = None
     inject: list[Inject] = Field(default_factory=list)
     # Injection is over HTTPS to named hosts unless the policy says otherwise, knowingly:
     allow_cleartext_inject: bool = False    # `protocols` may then list http
@@ -304,6 +322,8 @@ class RuleSpec(_Strict):
         if self.action == "ask" and (self.inject or self.mcp is not None):
             raise ValueError("an ask rule cannot inject credentials or carry `mcp`: a person "
                              "approves a request, not what the gateway adds to it")
+        if self.budget is not None and self.action == "deny":
+            raise ValueError("a deny rule sends nothing: `budget` belongs on allow rules")
         if self.mcp is not None and self.action == "deny":
             raise ValueError("a deny rule cannot carry `mcp`: deny the whole server with a deny "
                              "rule, or list the tools under `mcp.deny_tools` of the allow rule")
@@ -346,4 +366,5 @@ class PolicySpec(_Strict):
     on_unmatched: Literal["deny", "ask"] = "deny"
     extends: list[Annotated[str, Field(pattern=NAME)]] = Field(default_factory=list)
     limits: SandboxLimits = Field(default_factory=SandboxLimits)
+    budget: Budget | None = None        # per sandbox, every rule together
     rules: list[RuleSpec] = Field(default_factory=list)

@@ -52,6 +52,7 @@ class AuditFilter:
     mcp_tool: str | None = None      # MCP rows (a rule with mcp:) of this tool
     mcp_method: str | None = None    # ... of this JSON-RPC method
     owner: str | None = None         # only rows of sandboxes with this owner
+    policy: str | None = None        # rows decided by this policy (by name)
     after_id: int | None = None      # cursor: rows with a larger id
     limit: int = 100
 
@@ -76,7 +77,8 @@ def _statement(f: AuditFilter) -> Any:
     for column, value in ((AuditEvent.decision, f.decision), (AuditEvent.reason, f.reason),
                           (AuditEvent.rule, f.rule), (AuditEvent.status, f.status),
                           (AuditEvent.mcp_tool, f.mcp_tool),
-                          (AuditEvent.mcp_method, f.mcp_method)):
+                          (AuditEvent.mcp_method, f.mcp_method),
+                          (AuditEvent.policy, f.policy)):
         if value is not None:
             stmt = stmt.where(column == value)
     if f.secret:
@@ -141,6 +143,22 @@ def summary(engine: Engine, f: AuditFilter, top: int = 10) -> dict[str, list[dic
         "per_rule": grouped("rule"),
         "per_decision": grouped("decision"),
     }
+
+
+def spent_since(engine: Engine, sandbox_id: str, rule: str | None,
+                since: datetime) -> tuple[int, int]:
+    """Request-body bytes and requests the log records as let out for the sandbox (by one
+    rule, or by any) since `since`: what a budget had spent before the gateway's process that
+    counts it started (gateway.processes.budgets). DNS answers and minted credentials are not
+    requests."""
+    stmt = select(func.coalesce(func.sum(AuditEvent.bytes_up), 0), func.count()).where(
+        AuditEvent.sandbox_id == sandbox_id, col(AuditEvent.decision).in_(("allow", "would_deny")),
+        col(AuditEvent.protocol).not_in(("dns", "token")), AuditEvent.time >= since)
+    if rule is not None:
+        stmt = stmt.where(AuditEvent.rule == rule)
+    with Session(engine) as session:
+        spent, count = session.exec(stmt).one()
+    return int(spent), int(count)
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:

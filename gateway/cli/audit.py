@@ -156,14 +156,17 @@ def _last_id(engine: Engine) -> int:
 @click.option("--json", "as_json", is_flag=True)
 @_filter_options
 def summary(top: int, as_json: bool, **filters: Any) -> None:
-    """Top denied hosts, and counts per sandbox, rule and decision."""
+    """Top denied hosts, counts per sandbox, rule and decision, and budget usage."""
     from gateway.audit.query import summary as summarise
 
-    with _engine(make_settings()) as engine:
-        result = summarise(engine, _audit_filter(**filters), top)
+    settings = make_settings()
+    with _engine(settings) as engine:
+        result: dict[str, Any] = summarise(engine, _audit_filter(**filters), top)
+    result["budgets"] = _budgets(settings, filters.get("sandbox"))
     if as_json:
         click.echo(json.dumps(result))
         return
+    budgets = result.pop("budgets")
     for title, rows in result.items():
         click.echo(f"{title.replace('_', ' ')}:")
         if rows:
@@ -171,6 +174,51 @@ def summary(top: int, as_json: bool, **filters: Any) -> None:
         else:
             click.echo("  (none)")
         click.echo()
+    _show_budgets(budgets)
+
+
+def _budgets(settings: Settings, sandbox: str | None) -> list[dict[str, Any]] | None:
+    """Usage against budgets, from the running gateway that keeps the counts (None: it is
+    not running)."""
+    from gateway.errors import SandgateError
+    from gateway.processes.launch import ControlClient
+
+    client = ControlClient(settings)
+    try:
+        return client.budgets(sandbox) if client.healthy() else None
+    except SandgateError:
+        return None     # a gateway without budgets (an older one): the rest still stands
+    finally:
+        client.close()
+
+
+def _show_budgets(budgets: list[dict[str, Any]] | None) -> None:
+    from datetime import UTC, datetime
+
+    from policies.budgets import show_period
+
+    click.echo("budgets (this window):")
+    if budgets is None:
+        click.echo("  (no gateway answered: the running gateway keeps the budget counts)")
+        return
+    if not budgets:
+        click.echo("  (none)")
+        return
+    print_table([{
+        "sandbox_id": b["sandbox_id"] + (" (gone)" if b.get("sandbox_gone") else ""),
+        "policy": b["policy"],
+        "budget": f"rule {b['rule']}" if b["rule"] else "sandbox",
+        "bytes_up": _against(b["bytes_up"], b["bytes_up_limit"]),
+        "requests": _against(b["requests"], b["requests_limit"]),
+        "per": show_period(b["per"]),
+        "resets": datetime.fromtimestamp(b["resets_at"], UTC).strftime("%H:%M:%S"),
+    } for b in budgets])
+
+
+def _against(used: int, limit: int | None) -> str:
+    if limit is None:
+        return str(used)
+    return f"{used}/{limit} ({100 * used // limit}%)"
 
 
 @audit_group.command()

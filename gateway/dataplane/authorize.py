@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from gateway.approvals.ask import Ask
-from gateway.dataplane.state import Conn, FlowVerdict, GatewayState
+from gateway.dataplane.state import Budgeted, Conn, FlowVerdict, GatewayState
 from gateway.dataplane.upstream import ResolveError, Vetted
+from gateway.processes.budgets import caps
 from policies.decision import Decision, Reason, Verdict
 from policies.matcher import Request
 from policies.paths import AmbiguousPath, canonical_path
@@ -25,7 +26,9 @@ def request_for(conn: Conn, protocol: str, *, method: str | None = None,
                    method=method, path=path, query=query or {}, headers=headers or {})
 
 
-async def authorize(state: GatewayState, conn: Conn, request: Request) -> FlowVerdict:
+async def authorize(state: GatewayState, conn: Conn, request: Request,
+                    expected: int = 0) -> FlowVerdict:
+    """`expected`: the request body's announced length (counted against byte budgets)."""
     policy = conn.sandbox.policy
     port = conn.dialed_port
     if conn.refused is not None:
@@ -56,7 +59,17 @@ async def authorize(state: GatewayState, conn: Conn, request: Request) -> FlowVe
             return FlowVerdict(policy.refuse(e.reason, decision.rule), conn.target, port,
                                error=str(e))
         conn.permits[(conn.target, port)] = vetted
-    return FlowVerdict(decision, conn.target, port, upstream=str(vetted.address), error=note)
+    applying = caps(decision.rule, grant.budget if grant else None, policy.budget)
+    budgeted = None
+    if applying:    # last: only a request that would go out counts against a budget
+        allowance = await state.coord.budget(conn.sandbox.id, policy.name, list(applying),
+                                             expected)
+        if allowance.refused is not None:
+            return FlowVerdict(policy.refuse(Reason.BUDGET_EXCEEDED, decision.rule),
+                               conn.target, port, error=allowance.refused)
+        budgeted = Budgeted(policy.name, applying, allowance.left, expected)
+    return FlowVerdict(decision, conn.target, port, upstream=str(vetted.address), error=note,
+                       budgeted=budgeted)
 
 
 async def _approved(state: GatewayState, conn: Conn, request: Request,

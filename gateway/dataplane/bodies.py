@@ -56,6 +56,7 @@ class Outgoing:
     allowed: set[str] = field(default_factory=set)          # placeholders the body may hold
     substitute: Mapping[str, str] = field(default_factory=dict)  # placeholder -> real value
     counts: Counts = field(default_factory=Counts)
+    budget: int | None = None       # bytes its budgets let it send (gateway.processes.budgets)
 
     def __post_init__(self) -> None:
         self._decoder = Decoder(self.content_encoding, self.limit)
@@ -65,6 +66,9 @@ class Outgoing:
         self.counts.up += len(chunk)
         if self.counts.up > self.limit:
             raise Refusal(Reason.BODY_TOO_LARGE, f"request body over {self.limit} bytes")
+        if self.budget is not None and self.counts.up > self.budget:
+            raise Refusal(Reason.BUDGET_EXCEEDED,
+                          f"request body over the {self.budget} bytes left in its budget")
         decoded = self._decode(chunk, end=False)
         out = self._scan(decoded, end=False)
         return out if self.substitute else chunk
@@ -143,6 +147,14 @@ class Incoming:
             raise Refusal(Reason.RESPONSE_UNSCANNABLE,
                           f"response body cannot be decoded to check it for secrets: {e}"
                           ) from None
+
+
+def pieces(data: bytes) -> list[bytes]:
+    """What a mitmproxy stream callable returns for `data`: never an empty piece. mitmproxy
+    sends each piece as one HTTP/1 chunk of a chunked body, and an empty one is the chunk that
+    ends the body: returning b"" for a chunk held back (or refused) would end the upload or
+    response there, and the peer would take what it got as the whole body."""
+    return [data] if data else []
 
 
 def whole(body: Outgoing | Incoming, data: bytes) -> bytes:

@@ -1,5 +1,5 @@
 """What the data plane needs from the state all gateway processes share: per-sandbox
-connection counts, rate-limit buckets, quarantine, the synthetic DNS map, activity, the
+connection counts, rate-limit buckets, budgets, quarantine, the synthetic DNS map, activity, the
 audit log, and the values providers mint. In a proxy worker the hub client answers
 (gateway.processes.hub_client); in the main process, the authority itself
 (gateway.processes.authority.LocalCoordinator).
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.approvals.ask import Ask, Outcome
+from gateway.processes.budgets import Allowance, Cap
 from policies.schema import Limits, Narrow
 from vault.secret import SecretValue
 
@@ -38,6 +39,14 @@ class Coordinator(Protocol):
         """Take a request token from the rule's bucket (and check its byte budget)."""
 
     def charge(self, sandbox_id: str, rule: str, limits: Limits, size: int) -> None: ...
+
+    async def budget(self, sandbox_id: str, policy: str, caps: list[Cap],
+                     expected: int) -> Allowance:
+        """Count one request against the budgets that apply to it (`caps`), reserving
+        `expected` body bytes, unless one is spent."""
+
+    def spend(self, sandbox_id: str, policy: str, caps: list[Cap], size: int) -> None:
+        """Body bytes sent beyond what `budget` reserved."""
 
     def quarantine(self, sandbox_id: str) -> None: ...
 

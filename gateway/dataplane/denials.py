@@ -11,11 +11,12 @@ from gateway.dataplane.state import FlowVerdict
 from policies.decision import Reason
 
 STATUS = {Reason.UPSTREAM_UNRESOLVABLE: 502, Reason.RATE_LIMITED: 429,
+          Reason.BUDGET_EXCEEDED: 429,
           Reason.BODY_TOO_LARGE: 413, Reason.AMBIGUOUS_PATH: 400, Reason.PROTOCOL_ERROR: 400,
           Reason.CREDENTIAL_UNAVAILABLE: 502, Reason.CLIENT_CERT_CONFLICT: 421}
 # Reasons whose error text the sandbox may read (it names the secret and what its provider
 # said, never a value): the hint alone would not say what to fix.
-DETAILED = {Reason.CREDENTIAL_UNAVAILABLE}
+DETAILED = {Reason.CREDENTIAL_UNAVAILABLE, Reason.BUDGET_EXCEEDED}
 HINTS = {
     Reason.NO_MATCHING_RULE: "no rule of policy {policy} allows {host}:{port}; ask the "
                              "policy owners to add one (sandgate policy test shows the effect)",
@@ -33,6 +34,8 @@ HINTS = {
                             "ask the policy owners",
     Reason.APPROVAL_TIMEOUT: "nobody approved this request to {host}:{port} in time; retry "
                              "once someone watches `sandgate approvals list`",
+    Reason.BUDGET_EXCEEDED: "a budget of policy {policy} is spent for this period (detail "
+                            "says which); retry after it resets",
     Reason.SECRET_EXFIL_ATTEMPT: "a secret placeholder may only go to the hosts its rule "
                                  "names; this sandbox is now quarantined",
     Reason.QUARANTINED: "this sandbox is quarantined after a secret-exfiltration attempt",

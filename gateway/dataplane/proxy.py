@@ -62,7 +62,11 @@ class Cutter:
     """Closes a flow's client and server connections at once: how a body streaming through
     is stopped when it breaks a rule (its headers already went out, so no answer is
     possible). mitmproxy has no public call for it; this is the connection handler's own
-    close, which its layers use, run on the event loop after the current event."""
+    close, which its layers use, run on the event loop after the current event.
+
+    The upstream's transport is aborted at once, its unsent bytes dropped: the rest of the
+    current event (the body's end, when it arrived in the same read) would otherwise still
+    be written, and a chunked upload would reach the upstream ended, as if whole."""
 
     def __init__(self, server: proxyserver.Proxyserver) -> None:
         self.server = server
@@ -71,6 +75,9 @@ class Cutter:
         handler = self.server.connections.get(flow.client_conn.id)
         if handler is None:
             return
+        io = handler.transports.get(flow.server_conn)
+        if io is not None and isinstance(io.writer, asyncio.StreamWriter):
+            io.writer.transport.abort()
         loop = asyncio.get_running_loop()
         for conn in (flow.client_conn, flow.server_conn):
             if conn.connected:

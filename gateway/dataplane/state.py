@@ -14,6 +14,7 @@ from gateway.dataplane.coordinator import Coordinator
 from gateway.dataplane.registry import Registry, SandboxContext
 from gateway.dataplane.upstream import UpstreamResolver, Vetted
 from gateway.dataplane.values import Values
+from gateway.processes.budgets import Cap
 from policies.decision import Decision
 from vault.store import Vault
 
@@ -50,6 +51,17 @@ class Conn:
         return self.name or self.dialed_ip
 
 
+@dataclass(frozen=True, slots=True)
+class Budgeted:
+    """A request admitted under budgets: the body bytes it may still send (None: no byte
+    budget) beyond the `reserved` ones its Content-Length announced."""
+
+    policy: str
+    caps: tuple[Cap, ...]
+    left: int | None
+    reserved: int
+
+
 @dataclass
 class FlowVerdict:
     """Stored in flow.metadata: the decision for this flow and what we learned deciding it."""
@@ -60,6 +72,7 @@ class FlowVerdict:
     upstream: str | None = None
     error: str | None = None
     secrets: tuple[str, ...] = ()     # names of secrets injected (or caught leaking)
+    budgeted: Budgeted | None = None  # the budgets it was counted against
 
     def redecided(self, decision: Decision, error: str | None) -> FlowVerdict:
         """The same request decided again, later in the pipeline (a body, an MCP message)."""

@@ -16,6 +16,7 @@ from gateway.audit.writer import AuditWriter
 from gateway.dataplane.coordinator import Credential
 from gateway.dataplane.registry import Registry
 from gateway.processes.buckets import RateLimiter
+from gateway.processes.budgets import Allowance, Cap, Ledger
 from policies.schema import Limits, Narrow
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class Authority:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.limiter = RateLimiter()
+        self.ledger = Ledger()
         self._conns: dict[str, Counter[str]] = {}
         self.approvals: ApprovalBook | None = None
 
@@ -57,6 +59,7 @@ class Authority:
     def forget(self, sandbox_id: str) -> None:
         """A removed sandbox's buckets and counts go with it."""
         self.limiter.forget(sandbox_id)
+        self.ledger.forget(sandbox_id)
         for counts in self._conns.values():
             counts.pop(sandbox_id, None)
 
@@ -71,6 +74,22 @@ class Authority:
         if self.approvals is None:
             return NO_APPROVALS
         return await self.approvals.ask(ask)
+
+    def budget(self, sandbox_id: str, policy: str, caps: list[Cap],
+               expected: int) -> Allowance:
+        return self.ledger.admit(sandbox_id, policy, caps, expected)
+
+    def spend(self, sandbox_id: str, policy: str, caps: list[Cap], size: int) -> None:
+        self.ledger.spend(sandbox_id, policy, caps, size)
+
+    def budget_usage(self) -> list[dict[str, Any]]:
+        """What each sandbox has spent of its budgets, with the sandbox's owner (the API
+        shows operators their own)."""
+        rows = self.ledger.usage()
+        for row in rows:
+            sandbox = self.registry.by_id(row["sandbox_id"])
+            row["owner"] = sandbox.owner if sandbox is not None else None
+        return rows
 
     def quarantine(self, sandbox_id: str) -> None:
         sandbox = self.registry.by_id(sandbox_id)
@@ -114,6 +133,13 @@ class LocalCoordinator:
 
     def charge(self, sandbox_id: str, rule: str, limits: Limits, size: int) -> None:
         self.authority.charge(sandbox_id, rule, limits, size)
+
+    async def budget(self, sandbox_id: str, policy: str, caps: list[Cap],
+                     expected: int) -> Allowance:
+        return self.authority.budget(sandbox_id, policy, caps, expected)
+
+    def spend(self, sandbox_id: str, policy: str, caps: list[Cap], size: int) -> None:
+        self.authority.spend(sandbox_id, policy, caps, size)
 
     def quarantine(self, sandbox_id: str) -> None:
         self.authority.quarantine(sandbox_id)

@@ -29,6 +29,7 @@ from gateway.audit.writer import AuditWriter
 from gateway.dataplane.registry import Registry, RegistryListener, SandboxContext
 from gateway.processes import protocol
 from gateway.processes.authority import Authority, audit_row
+from gateway.processes.budgets import Cap
 from gateway.readiness import Readiness
 from gateway.timing import ACK_TIMEOUT
 from policies.schema import Narrow
@@ -45,6 +46,10 @@ def snapshot(sandbox: SandboxContext) -> protocol.SandboxSnapshot:
         network=str(sandbox.pool.network), assignments=sandbox.pool.assignments(),
         env=sandbox.env, secrets=sandbox.secrets, owner=sandbox.owner,
         quarantined=sandbox.quarantined)
+
+
+def _caps(plain: list[dict[str, Any]]) -> list[Cap]:
+    return [Cap(**cap) for cap in plain]
 
 
 @dataclass(eq=False)
@@ -93,6 +98,10 @@ class Hub(RegistryListener):
                 m.id, authority.acquire_for(peer.holder, m.sandbox, m.limit))),
             protocol.Admit: lambda peer, m: peer.send(protocol.Answer(
                 m.id, authority.admit(m.sandbox, m.rule, m.limits))),
+            protocol.BudgetAsk: lambda peer, m: peer.send(protocol.Answer(
+                m.id, authority.budget(m.sandbox, m.policy, _caps(m.caps), m.expected).plain())),
+            protocol.Spend: lambda _peer, m: authority.spend(m.sandbox, m.policy, _caps(m.caps),
+                                                             m.size),
             protocol.NameFor: lambda peer, m: peer.send(protocol.Answer(
                 m.id, authority.name_for(m.sandbox, m.address))),
             protocol.Charge: lambda _peer, m: authority.charge(m.sandbox, m.rule, m.limits,

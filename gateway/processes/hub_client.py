@@ -8,11 +8,13 @@ import asyncio
 import contextlib
 import os
 import time
+from dataclasses import asdict
 from typing import Any
 
 from gateway.approvals.ask import Ask, Outcome
 from gateway.dataplane.coordinator import Credential
 from gateway.processes import protocol
+from gateway.processes.budgets import Allowance, Cap
 from gateway.settings import Settings
 from gateway.timing import ACTIVE_EVERY
 from policies.schema import Limits, Narrow
@@ -65,6 +67,17 @@ class HubClient:
 
     def charge(self, sandbox_id: str, rule: str, limits: Limits, size: int) -> None:
         self.send(protocol.Charge(sandbox=sandbox_id, rule=rule, limits=limits, size=size))
+
+    async def budget(self, sandbox_id: str, policy: str, caps: list[Cap],
+                     expected: int) -> Allowance:
+        number, future = self._question_id()
+        self.send(protocol.BudgetAsk(id=number, sandbox=sandbox_id, policy=policy,
+                                     caps=[asdict(c) for c in caps], expected=expected))
+        return Allowance(**await future)
+
+    def spend(self, sandbox_id: str, policy: str, caps: list[Cap], size: int) -> None:
+        self.send(protocol.Spend(sandbox=sandbox_id, policy=policy,
+                                 caps=[asdict(c) for c in caps], size=size))
 
     def quarantine(self, sandbox_id: str) -> None:
         self.send(protocol.Quarantine(sandbox=sandbox_id))

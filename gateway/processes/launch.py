@@ -88,6 +88,11 @@ class ControlClient:
         result: dict[str, Any] = self._call("GET", "/v1/policies/status")
         return result
 
+    def budgets(self, sandbox: str | None = None) -> list[dict[str, Any]]:
+        params = {"sandbox": sandbox} if sandbox else {}
+        result: dict[str, Any] = self._call("GET", "/v1/budgets", params=params)
+        return list(result["budgets"])
+
     def flush_audit(self) -> None:
         self._call("POST", "/v1/audit/flush")
 

@@ -7,9 +7,8 @@ with `Answer(re=id)`) and *tells*. The hub tells every worker of each registry c
 sandbox is known to all workers before it starts and forgotten by all before its address is
 reused.
 
-    worker -> hub   Hello, Acquire?, Admit?, NameFor?, Mint?, Approve?, Release, Charge,
-                    Quarantine,
-                    Record, Active, Ready, Ack
+    worker -> hub   Hello, Acquire?, Admit?, Budget?, NameFor?, Mint?, Approve?, Release, Charge,
+                    Spend, Quarantine, Record, Active, Ready, Ack
     hub -> worker   Answer, Add, Remove, Quarantined, Mapped, VaultChanged, Synced
 
 After `Hello` the hub sends an `Add` for every live sandbox, then `Synced`: a worker that has
@@ -37,6 +36,8 @@ class Op(enum.StrEnum):
     HELLO = "hello"
     ACQUIRE = "acquire"
     ADMIT = "admit"
+    BUDGET = "budget"
+    SPEND = "spend"
     NAME_FOR = "name_for"
     MINT = "mint"
     APPROVE = "approve"
@@ -105,6 +106,29 @@ class Admit(_Message):
     sandbox: str
     rule: str
     limits: Limits
+
+
+@message(Op.BUDGET)
+class BudgetAsk(_Message):
+    """Question: count a request against the budgets that apply to it, reserving `expected`
+    body bytes (gateway.processes.budgets.Ledger.admit). `caps`: Cap fields by name. The
+    answer is an Allowance's fields."""
+
+    id: int
+    sandbox: str
+    policy: str
+    caps: list[dict[str, Any]]
+    expected: int
+
+
+@message(Op.SPEND)
+class Spend(_Message):
+    """Body bytes a request sent beyond what its budget question reserved."""
+
+    sandbox: str
+    policy: str
+    caps: list[dict[str, Any]]
+    size: int
 
 
 @message(Op.NAME_FOR)
@@ -257,10 +281,10 @@ class Synced(_Message):
     ack: int | None = None
 
 
-type Message = (Hello | Acquire | Admit | NameFor | Mint | Approve | Release | Charge
-                | Quarantine | Record | Active | Ready | Ack | Answer | Add | Remove
-                | Quarantined | Mapped | VaultChanged | Synced)
-type Question = Acquire | Admit | NameFor | Mint | Approve
+type Message = (Hello | Acquire | Admit | BudgetAsk | Spend | NameFor | Mint | Approve
+                | Release | Charge | Quarantine | Record | Active | Ready | Ack | Answer | Add
+                | Remove | Quarantined | Mapped | VaultChanged | Synced)
+type Question = Acquire | Admit | BudgetAsk | NameFor | Mint | Approve
 
 def _nested(cls: type[Any]) -> dict[str, type[Any]]:
     """Fields of `cls` whose values are models or dataclasses (rebuilt on decoding)."""

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import uvicorn
@@ -29,6 +30,7 @@ from gateway.approvals.policy import policy_writer
 from gateway.approvals.webhook import Webhook
 from gateway.audit import exporters
 from gateway.audit.heads import HeadsFile, HeadSigner
+from gateway.audit.query import spent_since
 from gateway.audit.writer import AuditWriter
 from gateway.control.api import ControlPlane, create_app
 from gateway.control.policy_store import PolicyStore
@@ -155,6 +157,8 @@ async def _serve_locked(settings: Settings) -> None:
     resolver = UpstreamResolver(settings.upstream_resolver,
                                 own_addresses=[ipaddress.IPv4Address(a) for a in own])
     authority = Authority(registry)
+    authority.ledger.seed = lambda sandbox_id, rule, start: spent_since(
+        engine, sandbox_id, rule, datetime.fromtimestamp(start, UTC))
     coordinator = LocalCoordinator(authority, writer)
     state = GatewayState(registry, resolver, coordinator)
     state.vault = open_vault(engine, settings.key_source, create=True)
@@ -195,7 +199,7 @@ async def _serve_locked(settings: Settings) -> None:
     await hub.start()
     workers.start()
     plane = ControlPlane(engine, writer, policies, secrets, sandboxes, Commands(sandboxes),
-                         approvals)
+                         approvals=approvals, budgets=authority.budget_usage)
     socket_path = settings.control_socket
     socket_path.unlink(missing_ok=True)
     apis = [

@@ -99,3 +99,20 @@ def test_a_more_specific_rule_taking_requests_over_changes_credentials() -> None
 
 def test_no_change() -> None:
     assert changes(BASE) == []
+
+
+def test_budgets_by_rate() -> None:
+    budget = "    budget: {bytes_up: 10MiB, requests: 100, per: 1h}\n"
+    with_budget = BASE + budget
+    assert changes(with_budget) == [
+        "narrows      rule api: budget.bytes_up none -> 10485760 per 1h",
+        "narrows      rule api: budget.requests none -> 100 per 1h"]
+    assert changes(BASE, old=with_budget) == [
+        "widens       rule api: budget.bytes_up 10485760 per 1h -> none",
+        "widens       rule api: budget.requests 100 per 1h -> none"]
+    assert changes(BASE + "    budget: {bytes_up: 10MiB, requests: 2400, per: 1d}\n",
+                   old=with_budget) == [       # the same rate of requests, a larger burst
+        "narrows      rule api: budget.bytes_up 10485760 per 1h -> 10485760 per 1d",
+        "widens       rule api: budget.requests 100 per 1h -> 2400 per 1d"]
+    assert changes(BASE, "budget: {requests: 5, per: 1d}\n") == [
+        "narrows      policy: budget.requests none -> 5 per 1d"]

@@ -147,3 +147,11 @@ def test_explain_resolves_extends() -> None:
 def test_explain_shows_policy_limits() -> None:
     assert explain_header(POLICY)[1] == ("limits per sandbox: connections 256, "
                                          "request_body_bytes 10")
+
+
+def test_explain_shows_budgets() -> None:
+    policy = load_text("version: 1\nname: b\nbudget: {requests: 5, per: 1d}\nrules:\n"
+                       "  - {id: up, hosts: [up.test], budget: {bytes_up: 1MiB, per: 1h}}\n",
+                       "b.yaml")
+    assert explain_header(policy)[2] == "budget per sandbox: requests=5 per 1d"
+    assert explain_rows(policy)[0]["also"] == "budget bytes_up=1048576 per 1h"

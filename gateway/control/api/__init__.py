@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse
@@ -21,6 +22,7 @@ from gateway.audit.writer import AuditWriter
 from gateway.control.api import (
     approvals,
     audit,
+    budgets,
     errors,
     images,
     policies,
@@ -33,10 +35,19 @@ from gateway.control.policy_store import PolicyStore
 from gateway.control.sandboxes.commands import Commands
 from gateway.control.sandboxes.lifecycle import Sandboxes
 from gateway.control.secrets import Secrets
+from gateway.errors import NotFound
 
 __all__ = ["ControlPlane", "create_app"]
 
 WEB = Path(__file__).resolve().parent.parent.parent / "web"
+# What the overview page loads, by name: nothing else under web/ is served, nothing from
+# elsewhere is fetched (the chart library is vendored: web/vendor/uplot).
+ASSETS = {"overview.js": (WEB / "overview.js", "text/javascript"),
+          "uPlot.iife.min.js": (WEB / "vendor/uplot/uPlot.iife.min.js", "text/javascript"),
+          "uPlot.min.css": (WEB / "vendor/uplot/uPlot.min.css", "text/css")}
+# The overview's scripts are its own files; uPlot sets inline styles.
+OVERVIEW_CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; " \
+               "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'"
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,9 @@ class ControlPlane:
     sandboxes: Sandboxes | None = None
     commands: Commands | None = None
     approvals: ApprovalBook | None = None
+    # what sandboxes have spent of their budgets (gateway.processes.budgets), when this
+    # process runs them
+    budgets: Callable[[], list[dict[str, Any]]] | None = None
 
 
 def create_app(plane: ControlPlane, is_ready: Callable[[], bool], *,
@@ -80,6 +94,7 @@ def create_app(plane: ControlPlane, is_ready: Callable[[], bool], *,
     app.include_router(replay.router(plane.policies, plane.engine, plane.audit))
     app.include_router(secrets.router(plane.secrets))
     app.include_router(audit.router(plane.engine, plane.audit))
+    app.include_router(budgets.router(plane.budgets))
 
     @app.get("/audit", include_in_schema=False)
     def audit_page() -> FileResponse:
@@ -91,5 +106,17 @@ def create_app(plane: ControlPlane, is_ready: Callable[[], bool], *,
         @app.get("/approvals", include_in_schema=False)
         def approvals_page() -> FileResponse:
             return FileResponse(WEB / "approvals.html", media_type="text/html")
+
+    @app.get("/overview", include_in_schema=False)
+    def overview_page() -> FileResponse:
+        return FileResponse(WEB / "overview.html", media_type="text/html",
+                            headers={"Content-Security-Policy": OVERVIEW_CSP})
+
+    @app.get("/web/{name}", include_in_schema=False)
+    def asset(name: str) -> FileResponse:
+        if name not in ASSETS:
+            raise NotFound(f"no web asset {name}")
+        path, media_type = ASSETS[name]
+        return FileResponse(path, media_type=media_type)
 
     return app

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
+from gateway.audit.overview import overview
 from gateway.audit.query import AuditFilter, latest, page, parse_time, summary
 from gateway.audit.writer import AuditWriter
 from gateway.control.api.deps import Caller, need
@@ -31,6 +32,7 @@ class AuditParams(BaseModel):
     secret: str | None = None
     mcp_tool: str | None = None
     mcp_method: str | None = None
+    policy: str | None = None
     cursor: int | None = Field(default=None, description="next_cursor of the previous page")
     limit: int = Field(default=100, ge=1, le=10000)
     latest: bool = Field(default=False, description="the newest `limit` rows (oldest first); "
@@ -45,8 +47,14 @@ class AuditParams(BaseModel):
         return AuditFilter(since=since, until=until, sandbox_id=self.sandbox, host=self.host,
                            decision=self.decision, reason=self.reason, rule=self.rule,
                            status=self.status, secret=self.secret, mcp_tool=self.mcp_tool,
-                           mcp_method=self.mcp_method, after_id=self.cursor,
-                           limit=self.limit)
+                           mcp_method=self.mcp_method, policy=self.policy,
+                           after_id=self.cursor, limit=self.limit)
+
+
+class OverviewParams(AuditParams):
+    """Filters of GET /v1/audit/overview, and how finely to cut the time range."""
+
+    buckets: int = Field(default=48, ge=1, le=500)
 
 
 def rows_page(engine: Engine, writer: AuditWriter, f: AuditFilter) -> dict[str, Any]:
@@ -77,6 +85,12 @@ def router(engine: Engine, writer: AuditWriter) -> APIRouter:
     @api.get("/summary")
     def get_summary(caller: Caller, f: Annotated[AuditParams, Query()]) -> dict[str, Any]:
         return summary(engine, scoped(caller, f.to_filter()))
+
+    @api.get("/overview")
+    def get_overview(caller: Caller, f: Annotated[OverviewParams, Query()]) -> dict[str, Any]:
+        """The web view's overview (gateway.audit.overview)."""
+        writer.flush(timeout=2)
+        return overview(engine, scoped(caller, f.to_filter()), buckets=f.buckets)
 
     @api.post("/flush", status_code=204)
     async def flush_audit(caller: Caller) -> None:

@@ -26,6 +26,7 @@ from gateway.dataplane.bodies import (
     Incoming,
     Outgoing,
     Refusal,
+    pieces,
     whole,
 )
 from gateway.dataplane.denials import denial_response
@@ -34,6 +35,7 @@ from gateway.dataplane.mcp_exchange import HOLD_LIMIT as MCP_HOLD_LIMIT
 from gateway.dataplane.state import (
     COUNTS_KEY,
     METADATA_KEY,
+    Budgeted,
     Conn,
     FlowVerdict,
     GatewayState,
@@ -97,9 +99,13 @@ class Bodies:
         # refused (it could only reach an HTTP/1 upstream unframed)
         limit = 0 if unframed and request.method in NO_BODY else \
             conn.sandbox.policy.limits.request_body_bytes
+        budgeted = verdict.budgeted
+        budget = budgeted.reserved + budgeted.left \
+            if budgeted is not None and budgeted.left is not None else None
         body = Outgoing(limit, request.headers.get("content-encoding", ""),
                         self.state.registry.placeholders.lookup_all,
-                        set(secrets.allowed_in_body), secrets.substitute, self.counts(flow))
+                        set(secrets.allowed_in_body), secrets.substitute, self.counts(flow),
+                        budget)
         if secrets.needs_body and not _held(request, SIGNED_BODY_LIMIT):
             self._answer(flow, conn, Refusal(
                 Reason.BODY_TOO_LARGE, "a SigV4 request signed over its body is held whole "
@@ -118,7 +124,23 @@ class Bodies:
                 request.headers.pop(name, None)
         if limit:
             self._frame(conn, request)
-        request.stream = self._streamer(flow, conn, body)
+        request.stream = self._streamer(flow, conn, body, self._spender(conn, budgeted))
+
+    def _spender(self, conn: Conn, budgeted: Budgeted | None) -> Callable[[int], None]:
+        """Charges a streamed body's bytes, as they go, beyond what its Content-Length
+        reserved: the budget's counts move while the upload does, on every worker."""
+        if budgeted is None:
+            return lambda _sent: None
+        charged = budgeted.reserved
+
+        def spend(sent: int) -> None:
+            nonlocal charged
+            if sent > charged:
+                self.state.coord.spend(conn.sandbox.id, budgeted.policy, list(budgeted.caps),
+                                       sent - charged)
+                charged = sent
+
+        return spend
 
     def request(self, flow: http.HTTPFlow) -> None:
         body = flow.metadata.pop(CHECKED_KEY, None)
@@ -213,23 +235,26 @@ class Bodies:
                              "hint": refusal.error}) + "\n",
             {"content-type": "application/json", "x-sandgate-reason": str(refusal.reason)})
 
-    def _streamer(self, flow: http.HTTPFlow, conn: Conn,
-                  body: Body) -> Callable[[bytes], bytes]:
+    def _streamer(self, flow: http.HTTPFlow, conn: Conn, body: Body,
+                  spend: Callable[[int], None] = lambda _sent: None
+                  ) -> Callable[[bytes], list[bytes]]:
         """mitmproxy's stream callable: each chunk through the checker; the last call (an
         empty chunk) finishes it. A broken rule marks the flow and cuts its connections."""
         broken = False
 
-        def stream(chunk: bytes) -> bytes:
+        def stream(chunk: bytes) -> list[bytes]:
             nonlocal broken
             if broken:
-                return b""
+                return []
             try:
-                return body.feed(chunk) if chunk else body.finish()
+                out = body.feed(chunk) if chunk else body.finish()
             except Refusal as refusal:
                 broken = True
                 self._mark(flow, conn, refusal)
                 self.state.cut(flow)
-                return b""
+                return []
+            spend(body.counts.up)
+            return pieces(out)
 
         return stream
 
@@ -241,4 +266,6 @@ class Bodies:
         decision = conn.sandbox.policy.refuse(refusal.reason) \
             if refusal.reason != Reason.RESPONSE_UNSCANNABLE else \
             verdict.decision.failed(refusal.reason)
+        if refusal.reason == Reason.BUDGET_EXCEEDED:    # the summary counts it by rule
+            decision = conn.sandbox.policy.refuse(refusal.reason, verdict.decision.rule)
         flow.metadata[METADATA_KEY] = verdict.redecided(decision, refusal.error)

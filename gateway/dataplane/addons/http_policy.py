@@ -142,7 +142,8 @@ class HttpPolicy:
         except Refusal as e:
             return FlowVerdict(policy.refuse(e.reason), conn.target, conn.dialed_port,
                                error=str(e))
-        verdict = await authorize(self.state, conn, _request(conn, flow))
+        verdict = await authorize(self.state, conn, _request(conn, flow),
+                                  int(length) if length.isdigit() else 0)
         if verdict.decision.reason == Reason.AMBIGUOUS_PATH:
             return FlowVerdict(verdict.decision, verdict.host, verdict.port,
                                error=f"path {flow.request.path[:200]!r} has no one meaning")

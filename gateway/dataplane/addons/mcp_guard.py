@@ -26,6 +26,7 @@ from typing import Any
 from mcp_types import INTERNAL_ERROR
 from mitmproxy import http
 
+from gateway.dataplane.bodies import pieces
 from gateway.dataplane.mcp import (
     CODES,
     Item,
@@ -203,11 +204,11 @@ class McpGuard:
             response.headers["content-type"] = "application/json"
             response.headers.pop("content-length", None)
             pending = [dumps(exchange.errors)]
-            response.stream = lambda chunk: b"" if chunk or not pending else pending.pop()
+            response.stream = lambda chunk: [] if chunk or not pending else [pending.pop()]
             return
         if _encoded(response):
             self._broken(flow, "a compressed answer cannot be read")
-            response.stream = lambda _chunk: b""
+            response.stream = lambda _chunk: []
             return
         if response.stream:
             self._stream(flow, exchange, response)
@@ -225,19 +226,19 @@ class McpGuard:
             response.headers["transfer-encoding"] = "chunked"
         broken = False
 
-        def stream(chunk: bytes) -> bytes:
+        def stream(chunk: bytes) -> list[bytes]:
             nonlocal broken
             out = inner(chunk) if inner else chunk
             data = out if isinstance(out, bytes) else b"".join(out)
             if broken:
-                return b""
+                return []
             try:
-                return feed(data) + (b"" if chunk else finish())
+                return pieces(feed(data) + (b"" if chunk else finish()))
             except (Unreadable, TooLong) as e:
                 broken = True
                 self._broken(flow, str(e))
                 self.state.cut(flow)
-                return b""
+                return []
 
         response.stream = stream
 

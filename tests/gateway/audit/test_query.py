@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
 from gateway.audit import query as audit_query
 from gateway.audit.chain import verify
+from gateway.audit.query import spent_since
+from gateway.audit.writer import AuditWriter
 from tests.gateway.audit.conftest import write
 
 
@@ -61,3 +64,26 @@ def test_mcp_rows_by_tool_and_method(engine: Engine) -> None:
     listed = audit_query.latest(engine, audit_query.AuditFilter(mcp_method="tools/list"))
     assert len(listed) == 1 and listed[0].mcp_tool is None
     assert verify(engine).ok
+
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+def test_what_a_budget_had_spent_is_read_from_the_log(engine: Engine) -> None:
+    writer = AuditWriter(engine, gateway_id="gw")
+    writer.start()
+    for ago, decision, protocol, rule, size in [
+            (5, "allow", "http", "up", 100), (5, "allow", "http", "up", 50),
+            (5, "would_deny", "h2", None, 7), (5, "deny", "http", "up", 999),
+            (5, "allow", "dns", "up", 0), (5, "allow", "token", None, 0),
+            (90, "allow", "http", "up", 1000)]:            # before the window
+        writer.record(time=NOW - timedelta(minutes=ago), decision=decision, reason="r",
+                      protocol=protocol, sandbox_id="sb", rule=rule, bytes_up=size)
+    writer.record(time=NOW, decision="allow", reason="r", protocol="http", sandbox_id="other",
+                  rule="up", bytes_up=5)
+    writer.flush()
+    writer.close()
+    since = NOW - timedelta(hours=1)
+    assert spent_since(engine, "sb", "up", since) == (150, 2)
+    assert spent_since(engine, "sb", None, since) == (157, 3)
+    assert spent_since(engine, "nobody", None, since) == (0, 0)

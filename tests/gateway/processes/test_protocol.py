@@ -26,10 +26,13 @@ SNAPSHOT = protocol.SandboxSnapshot(
     assignments={"198.18.0.7": "x.test"}, env={"K": "V"}, secrets={"T": "sgp_x"},
     owner="tok-1", quarantined=False)
 LIMITS = Limits(requests_per_minute=10, bytes_per_minute=None)
+CAP = {"scope": "rule", "rule": "up", "bytes_up": 100, "requests": None, "per": 3600}
 EVERY_MESSAGE: list[protocol.Message] = [
     protocol.Hello(worker=1, pid=42),
     protocol.Acquire(id=1, sandbox="a1", limit=5),
     protocol.Admit(id=2, sandbox="a1", rule="r", limits=LIMITS),
+    protocol.BudgetAsk(id=5, sandbox="a1", policy="web", caps=[CAP], expected=10),
+    protocol.Spend(sandbox="a1", policy="web", caps=[CAP], size=99),
     protocol.NameFor(id=3, sandbox="a1", address="198.18.0.7"),
     protocol.Mint(id=4, secret="GH", generation="2@2026-01-01T00:00:00",
                   narrow={"repositories": ["hello"], "permissions": [["contents", "read"]],
@@ -160,6 +163,42 @@ def test_a_worker_asks_and_tells_through_a_real_socket(tmp_path: Path) -> None:
     from gateway.audit.writer import count_rows
     assert count_rows(engine) == 1
     engine.dispose()
+
+
+def test_budgets_are_asked_and_charged_through_a_real_socket(tmp_path: Path) -> None:
+    """What one worker spends, the next question sees: the hub keeps one count."""
+    from tests.doubles import RowSink
+
+    registry = Registry()
+    authority = Authority(registry)
+    hub = Hub(authority, RowSink(), registry, tmp_path / "hub.sock")  # type: ignore[arg-type]
+
+    async def scenario() -> list[Any]:
+        await hub.start()
+        first = await _talk(hub.path, [
+            protocol.Hello(worker=0, pid=1),
+            protocol.BudgetAsk(id=1, sandbox="s", policy="web", caps=[CAP], expected=0),
+            protocol.Spend(sandbox="s", policy="web", caps=[CAP], size=60),
+            protocol.BudgetAsk(id=2, sandbox="s", policy="web", caps=[CAP], expected=0),
+        ], answers=3)
+        second = await _talk(hub.path, [   # another worker
+            protocol.Hello(worker=1, pid=2),
+            protocol.BudgetAsk(id=1, sandbox="s", policy="web", caps=[CAP], expected=50),
+            protocol.Spend(sandbox="s", policy="web", caps=[CAP], size=40),
+            protocol.BudgetAsk(id=2, sandbox="s", policy="web", caps=[CAP], expected=0),
+        ], answers=3)
+        await hub.close(timeout=2)
+        return first[1:] + second[1:]
+
+    answers = asyncio.run(scenario())
+    assert [a.value for a in answers if isinstance(a, protocol.Answer)] == [
+        {"refused": None, "left": 100}, {"refused": None, "left": 40},
+        {"refused": "rule up's budget (100B up per 1h) is spent: 60 bytes sent, this body "
+                    "is 50", "left": None},
+        {"refused": "rule up's budget (100B up per 1h) is spent: 100 bytes sent",
+         "left": None}]
+    [usage] = authority.ledger.usage()
+    assert (usage["bytes_up"], usage["requests"], usage["policy"]) == (100, 2, "web")
 
 
 def test_a_worker_is_ready_once_it_listens_and_has_the_registry(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 from mitmproxy import connection, http
@@ -87,8 +87,7 @@ class Through:
         sent = b""
         stream = flow.request.stream
         if callable(stream):
-            for chunk in [*(chunks or [flow.request.raw_content or b""]), b""]:
-                sent += stream(chunk)
+            sent = streamed(stream, chunks or [flow.request.raw_content or b""])
             flow.request.raw_content = None
         self.credentials.request(flow)
         self.bodies.request(flow)
@@ -109,8 +108,7 @@ class Through:
         got = b""
         stream = flow.response.stream
         if callable(stream):
-            for chunk in [*(chunks or [response.raw_content or b""]), b""]:
-                got += stream(chunk)
+            got = streamed(stream, chunks or [response.raw_content or b""])
             flow.response.raw_content = None
         self.credentials.response(flow)
         self.bodies.response(flow)
@@ -118,3 +116,19 @@ class Through:
         if not callable(stream):
             got = flow.response.raw_content or b""
         return got
+
+
+def streamed(stream: Callable[[bytes], bytes | Iterable[bytes]], chunks: list[bytes]) -> bytes:
+    """What mitmproxy sends on of a streamed body fed in `chunks` (then the empty call that
+    ends it). It sends each piece a stream callable returns as it is, one HTTP/1 chunk each
+    when the body is chunked: an empty piece for a chunk of data would be the terminating
+    chunk, ending the body early as if complete. That is refused here, for every stream."""
+    sent = b""
+    for chunk in [*chunks, b""]:
+        out = stream(chunk)
+        pieces = [out] if isinstance(out, bytes) else list(out)
+        if chunk and b"" in pieces:
+            raise AssertionError("a stream callable returned an empty piece for a chunk of "
+                                 "data: an HTTP/1 chunked body would end there")
+        sent += b"".join(pieces)
+    return sent

@@ -155,3 +155,77 @@ def test_a_streamed_compressed_response_is_decoded_and_scrubbed(plane: Plane) ->
     assert real not in got and plane.sandbox.secrets["TOKEN"].encode() in got
     assert len(got) == len(payload) - len(real) + len(plane.sandbox.secrets["TOKEN"])
     assert flow.response is not None and "content-encoding" not in flow.response.headers
+
+
+def test_a_chunk_held_back_sends_nothing_rather_than_an_empty_chunk(plane: Plane) -> None:
+    """The scrubber holds small chunks back (a secret may be split across them); mitmproxy
+    would send an empty piece as HTTP/1's terminating chunk, ending the response there
+    (`streamed` in the conftest refuses one)."""
+    real = b"real-secret-value-abcdefgh"
+    through = Through(plane)
+    flow = request(connect(plane, "up.example.test"), "GET", "https://up.example.test/")
+    through.request(flow)
+    response = http.Response.make(200)
+    del response.headers["content-length"]
+    response.headers["transfer-encoding"] = "chunked"
+    payload = b"ok " + real + b" and the rest of the answer"
+    got = through.response(flow, response, chunks=[payload[i:i + 5]
+                                                   for i in range(0, len(payload), 5)])
+    assert got == payload.replace(real, plane.sandbox.secrets["TOKEN"].encode())
+    assert through.cut == []
+
+
+BUDGET_POLICY = """
+version: 1
+name: b
+budget: {requests: 4, per: 1h}
+rules:
+  - {id: up, hosts: [up.example.test], budget: {bytes_up: 100000, per: 1h}}
+"""
+
+
+@pytest.fixture
+def budgeted(tmp_path: Path) -> Iterator[Plane]:
+    plane = data_plane(tmp_path, BUDGET_POLICY, answers={"up.example.test": ["203.0.113.10"]})
+    yield plane
+    plane.close()
+
+
+def test_a_streamed_upload_is_charged_as_it_goes_and_cut_where_it_crosses_its_budget(
+        budgeted: Plane) -> None:
+    through = Through(budgeted)
+    first = post(budgeted, b"", headers=[("transfer-encoding", "chunked")])
+    sent = through.request(first, chunks=[b"a" * 30000, b"b" * 30000])
+    assert len(sent) == 60000 and through.cut == []
+    [rule_usage] = [u for u in budgeted.authority.ledger.usage() if u["scope"] == "rule"]
+    assert rule_usage["bytes_up"] == 60000              # charged while streaming
+
+    second = post(budgeted, b"", headers=[("transfer-encoding", "chunked")])
+    sent = through.request(second, chunks=[b"c" * 30000, b"d" * 30000])
+    assert through.cut == [second] and sent == b"c" * 30000   # the crossing chunk never went
+    assert verdict_reason(second) == "budget_exceeded"
+    assert second.metadata[METADATA_KEY].decision.rule == "up"
+
+
+def test_an_announced_body_that_does_not_fit_is_answered_429_before_it_goes(
+        budgeted: Plane) -> None:
+    through = Through(budgeted)
+    fits = post(budgeted, b"x" * 90000)
+    through.request(fits)
+    assert fits.response is None
+    over = post(budgeted, b"y" * 20000)
+    through.request(over)
+    assert over.response is not None and over.response.status_code == 429
+    body = over.response.json()
+    assert body["reason"] == "budget_exceeded" and body["rule"] == "up"
+    assert "this body is 20000" in body["detail"]
+
+
+def test_the_sandbox_budget_counts_every_rule(budgeted: Plane) -> None:
+    through = Through(budgeted)
+    flows = [post(budgeted, b"z") for _ in range(5)]
+    for flow in flows:
+        through.request(flow)
+    assert [f.response.status_code if f.response else None for f in flows] == \
+        [None, None, None, None, 429]
+    assert "the sandbox's budget (4 requests per 1h)" in flows[-1].response.json()["detail"]

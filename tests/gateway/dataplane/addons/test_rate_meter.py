@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from mitmproxy import http
+from mitmproxy import http, tcp
 from mitmproxy.test import tflow
 
 from gateway.dataplane.addons.http_policy import HttpPolicy
@@ -48,3 +48,46 @@ def test_stream_bytes_are_charged_too(tmp_path: Path) -> None:
     RateMeter(plane.state).tcp_message(flow)
     bucket = plane.authority.limiter
     assert not bucket.admit(plane.sandbox.id, "up", plane.sandbox.policy.rules[0].spec.limits)
+
+
+BUDGETED = """
+version: 1
+name: p
+rules:
+  - {id: up, hosts: [up.example.test], protocols: [tcp, https], budget: {bytes_up: 1000, per: 1h}}
+"""
+
+
+def test_a_stream_is_cut_before_the_bytes_that_pass_its_budget(tmp_path: Path) -> None:
+    from gateway.dataplane.addons.tcp_policy import TcpPolicy
+    from gateway.dataplane.state import METADATA_KEY
+
+    plane = data_plane(tmp_path, BUDGETED, answers={"up.example.test": ["203.0.113.30"]})
+    meter = RateMeter(plane.state)
+    flow = tflow.ttcpflow(client_conn=connect(plane, "up.example.test", 9000, tls=False))
+    asyncio.run(TcpPolicy(plane.state).tcp_start(flow))
+    for from_client, size in ((True, 600), (False, 5000), (True, 500)):
+        flow.messages.append(tcp.TCPMessage(from_client, b"y" * size))
+        meter.tcp_message(flow)
+        assert flow.live == (size != 500)
+    assert [len(m.content) for m in flow.messages[-3:]] == [600, 5000, 0]
+    assert str(flow.metadata[METADATA_KEY].decision.reason) == "budget_exceeded"
+    [usage] = plane.authority.ledger.usage()
+    assert (usage["bytes_up"], usage["requests"]) == (600, 1)
+
+
+def test_websocket_messages_count_against_the_upgrades_budget(tmp_path: Path) -> None:
+    from mitmproxy import websocket
+
+    plane = data_plane(tmp_path, BUDGETED, answers={"up.example.test": ["203.0.113.30"]})
+    flow = request(connect(plane, "up.example.test"), "GET", "https://up.example.test/ws")
+    asyncio.run(HttpPolicy(plane.state).requestheaders(flow))
+    assert flow.response is None
+    flow.websocket = websocket.WebSocketData()
+    meter = RateMeter(plane.state)
+    for size, from_client in ((900, True), (5000, False), (200, True)):
+        flow.websocket.messages.append(
+            websocket.WebSocketMessage(2, from_client, b"w" * size))
+        meter.websocket_message(flow)
+    sent, answer, over = flow.websocket.messages
+    assert not sent.dropped and not answer.dropped and over.dropped and not flow.live
