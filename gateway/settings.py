@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     allow_sqlite: bool = False
     # microVM acceleration: KVM only when asked for (it hangs under nested virtualisation)
     microvm_accel: Literal["tcg", "kvm"] = "tcg"
+    # a clean stop destroys every sandbox (`make up`); otherwise they keep running, their
+    # egress refused, until the next start adopts them (docs/SERVICE.md: Restarts)
+    destroy_on_stop: bool = False
 
     @model_validator(mode="before")
     @classmethod

@@ -160,6 +160,25 @@ class GVisorRuntime(Runtime):
         cgroups.destroy(_cgroup(spec))
         self._forget(spec)
 
+    def alive(self, spec: SandboxSpec) -> str | None:
+        """Its sandbox and gofer processes live and `runsc state` says running."""
+        pids = self._sandbox_pids(spec)
+        if not pids:
+            return "its runsc container is gone (no runsc state)"
+        gone = [p for p in pids if not _is_runsc_of(p, spec.sandbox_id)]
+        if gone:
+            return f"its runsc processes {gone} are gone"
+        try:
+            result = subprocess.run([*self._base(spec), "state", spec.sandbox_id],
+                                    capture_output=True, text=True, timeout=30, check=False,
+                                    stdin=subprocess.DEVNULL)
+            status = json.loads(result.stdout).get("status") if result.returncode == 0 else None
+        except (subprocess.TimeoutExpired, ValueError, AttributeError):
+            status = None
+        if status != "running":
+            return f"runsc state says {status or 'nothing'} for it"
+        return None
+
     def _has_state(self, spec: SandboxSpec) -> bool:
         return any(self.state_dir.glob(f"{spec.sandbox_id}_sandbox:*"))
 

@@ -29,6 +29,7 @@ from sandbox_net.runtime.microvm_image import build, sandbox_initrd
 QEMU = "qemu-system-x86_64"
 QEMU_OVERHEAD_MB = 160
 MIN_MEMORY_MB = 128
+AGENT_CHECK_TIMEOUT = 20   # a guest under software emulation on a busy host answers slowly
 
 
 def _timing_arguments(hz: int) -> str:
@@ -131,15 +132,35 @@ class MicroVMRuntime(Runtime):
                 str(self._socket(spec)), str(request)]
 
     def stop(self, spec: SandboxSpec) -> None:
-        pid_file = spec.workdir / "qemu.pid"
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(pid_file.read_text())
-            if spec.sandbox_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+        pid = _qemu_pid(spec)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         cgroups.destroy(_cgroup(spec))
         for leftover in ("agent.sock", "agent.sock.lock", "qemu.pid", "initrd.img"):
             with contextlib.suppress(OSError):
                 (spec.workdir / leftover).unlink()
+
+
+    def alive(self, spec: SandboxSpec) -> str | None:
+        """Its QEMU process lives and the guest agent answers."""
+        if _qemu_pid(spec) is None:
+            return "its QEMU process is gone"
+        try:
+            vm_agent.wait_ready(self._socket(spec), timeout=AGENT_CHECK_TIMEOUT)
+        except RuntimeFailure:
+            return "its guest agent does not answer"
+        return None
+
+
+def _qemu_pid(spec: SandboxSpec) -> int | None:
+    """The pid of the sandbox's QEMU, when that process still runs (a recycled pid names
+    another command line)."""
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((spec.workdir / "qemu.pid").read_text())
+        if spec.sandbox_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return pid
+    return None
 
 
 def _cgroup(spec: SandboxSpec) -> str:
