@@ -74,6 +74,11 @@ def aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def expiry(record: SandboxRecord) -> float:
+    """The time.time() at which the sandbox's time to live runs out."""
+    return aware(record.expires_at).timestamp() if record.expires_at else float("inf")
+
+
 def obstacle(sandbox_id: str, record: SandboxRecord | None, saved: Saved | None,
              now: datetime) -> str | None:
     """Why the sandbox cannot be adopted from what is recorded (None: ask the network and
@@ -82,7 +87,9 @@ def obstacle(sandbox_id: str, record: SandboxRecord | None, saved: Saved | None,
         return "no record of it (left by an interrupted create or another data dir)"
     if record.state != "running":
         return f"it was {record.state} when the gateway stopped"
-    if record.expires_at is not None and aware(record.expires_at) <= now:
+    if record.expires_at is None:
+        return "its record has no time to live"
+    if aware(record.expires_at) <= now:
         return "its time to live ran out while the gateway was down"
     if saved is None:
         return f"its saved state ({STATE_FILE}) is missing or unreadable"

@@ -334,10 +334,9 @@ class Sandboxes:
 
     # start-up and shut-down
     def reconcile(self) -> list[str]:
-        """Take back the sandboxes an earlier run of this gateway left running (registered,
-        pinned, their deadlines resumed); destroy whatever else earlier runs left (records,
-        slots, namespaces, links, state), each with an audit row saying why. Returns the ids
-        destroyed."""
+        """Adopt the sandboxes an earlier run left running (registered, pinned, deadlines
+        resumed); destroy whatever else it left, each with an audit row saying why. Returns
+        the ids destroyed."""
         records = {r.id: r for r in self.records.live()}
         found = self.network.leftovers() | set(records)
         if self.settings.sandboxes_dir.is_dir():
@@ -365,10 +364,9 @@ class Sandboxes:
             return f"its {'runtime' if runtime is None else 'image'} is not here any more"
         try:
             handle = self.policies.acquire(record.policy_source)
-            hold = self.images.hold(image)
+            self._holds[sandbox_id] = self.images.hold(image)
         except (BadRequest, NotFound, UnknownImage) as e:
             return f"cannot take it back: {e}"
-        self._holds[sandbox_id] = hold
         try:
             wired = self.network.adopt(sandbox_id)
         except NetError as e:
@@ -377,17 +375,17 @@ class Sandboxes:
             return why
         self.registry.add(SandboxContext(
             id=sandbox_id, ip=wired.ip, handle=handle, pool=SyntheticPool(wired.synthetic),
-            env=saved.spec.env, secrets=saved.secrets, owner=record.owner))
+            env=saved.spec.env, secrets=saved.secrets, owner=record.owner,
+            quarantined=self.settings.quarantine_on_exfil
+            and self.records.exfiltrated(sandbox_id)))
         self._running[sandbox_id] = Started(saved.spec, wired, saved.runtime)
-        assert record.expires_at is not None
-        self._deadlines[sandbox_id] = _Deadline(adoption.aware(record.expires_at).timestamp(),
+        self._deadlines[sandbox_id] = _Deadline(adoption.expiry(record),
                                                 record.idle_timeout_seconds)
         return None
 
     def shutdown(self) -> list[str]:
-        """Stop the warm pool's sandboxes (nobody's yet); the others keep running for the
-        next start to adopt, unless the gateway was told to destroy them on stop. Returns
-        the ids kept."""
+        """Stop the warm pool (nobody's sandboxes yet); keep the others running for the next
+        start to adopt, unless `destroy_on_stop`. Returns the ids kept."""
         for started in self.warm.close():
             self._running[started.spec.sandbox_id] = started
             self.destroy(started.spec.sandbox_id, "gateway-stopped")

@@ -64,6 +64,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     sandboxes = Sandboxes(settings, records, registry, network, {"gvisor": runtime},
                           PolicyStore(policies), images, ca_bundle=bundle,
                           secret_exists=lambda name: name == "TOKEN")
-    yield World(sandboxes, registry, network, runtime, records, images)
-    sandboxes.shutdown()   # releases the images the sandboxes held
+    world = World(sandboxes, registry, network, runtime, records, images)
+    yield world
+    world.sandboxes.shutdown()   # releases the images the sandboxes held (a test may restart)
     engine.dispose()

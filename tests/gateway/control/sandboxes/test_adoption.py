@@ -12,6 +12,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlmodel import Session
+
+from gateway.audit.models import AuditEvent
 from gateway.control.models import SandboxRecord
 from gateway.control.sandboxes import adoption
 from gateway.control.sandboxes.lifecycle import Sandboxes
@@ -138,3 +141,16 @@ def test_a_sandbox_whose_network_is_gone_is_destroyed(world: World) -> None:
     assert sandboxes.reconcile() == [created.id]
     assert registry.all() == [] and world.runtime.running == {}
     assert rows[0]["error"] == "its network namespace is gone"
+
+
+def test_a_quarantine_survives_the_restart(world: World) -> None:
+    caught = world.sandboxes.create(SandboxCreate(policy="web", secrets=["TOKEN"]))
+    clean = world.sandboxes.create(SandboxCreate(policy="web"))
+    with Session(world.records.engine) as session:   # the row its exfiltration attempt left
+        session.add(AuditEvent(sandbox_id=caught.id, decision="deny",
+                               reason="secret_exfil_attempt", protocol="http"))
+        session.commit()
+    sandboxes, registry = restarted(world, [])
+    assert sandboxes.reconcile() == []
+    quarantined = {c.id: c.quarantined for c in registry.all()}
+    assert quarantined == {caught.id: True, clean.id: False}
