@@ -14,6 +14,7 @@ import ipaddress
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
@@ -41,9 +42,10 @@ class SandboxNetwork(ABC):
         for any other failure; nothing is left behind either way."""
 
     @abstractmethod
-    def adopt(self, sandbox_id: str) -> Wired:
+    def adopt(self, sandbox_id: str, holder: int | None = None) -> Wired:
         """Take back a sandbox wired by an earlier gateway process: its slot, namespace and
-        link (up) must be in place; its pin is put back in force and verified. Raises
+        link (up) must be in place; its pin is put back in force and verified. A namespace
+        whose name is gone is named again from `holder`, a process living in it. Raises
         NetError saying what is missing (FirewallError when the pin cannot be verified)."""
 
     @abstractmethod
@@ -93,10 +95,12 @@ class HostNetwork(SandboxNetwork):
         return Wired(sandbox_id, link.netns_path, str(addresses.sandbox_ip),
                      str(addresses.host_ip), addresses.synthetic)
 
-    def adopt(self, sandbox_id: str) -> Wired:
+    def adopt(self, sandbox_id: str, holder: int | None = None) -> Wired:
         addresses = slots.allocated(self.engine, self.gateway_id).get(sandbox_id)
         if addresses is None:
             raise NetError("its address slot is not this gateway's any more")
+        if holder is not None and not Path(self.netns_path(sandbox_id)).exists():
+            links.reattach(self.naming, sandbox_id, holder)
         problem = links.check(self.naming, sandbox_id, addresses)
         if problem is not None:
             raise NetError(problem)

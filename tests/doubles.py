@@ -157,7 +157,7 @@ class InMemoryNetwork(SandboxNetwork):
         self.wired[sandbox_id] = wired
         return wired
 
-    def adopt(self, sandbox_id: str) -> Wired:
+    def adopt(self, sandbox_id: str, holder: int | None = None) -> Wired:
         wired = self.wired.get(sandbox_id)
         if wired is None:
             raise NetError("its network namespace is gone")
@@ -202,6 +202,9 @@ class InMemoryRuntime(Runtime):
 
     def alive(self, spec: SandboxSpec) -> str | None:
         return None if spec.sandbox_id in self.running else "not running"
+
+    def holder(self, spec: SandboxSpec) -> int | None:
+        return None
 
 
 __all__ = ["InMemoryNetwork", "InMemoryRuntime", "NetError", "Plane", "RowSink", "client",

@@ -93,6 +93,10 @@ class Runtime(ABC):
         """None when the sandbox started earlier (by another gateway process) still runs as
         started; otherwise why not, in a few words (for the audit row of its removal)."""
 
+    @abstractmethod
+    def holder(self, spec: SandboxSpec) -> int | None:
+        """A live host process of the sandbox inside its network namespace, if any."""
+
 
 OUTPUT_LIMIT = 16 * 1024 * 1024
 

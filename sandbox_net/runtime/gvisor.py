@@ -179,6 +179,10 @@ class GVisorRuntime(Runtime):
             return f"runsc state says {status or 'nothing'} for it"
         return None
 
+    def holder(self, spec: SandboxSpec) -> int | None:
+        return next((p for p in self._sandbox_pids(spec) if _is_runsc_of(p, spec.sandbox_id)),
+                    None)
+
     def _has_state(self, spec: SandboxSpec) -> bool:
         return any(self.state_dir.glob(f"{spec.sandbox_id}_sandbox:*"))
 

@@ -152,6 +152,9 @@ class MicroVMRuntime(Runtime):
             return "its guest agent does not answer"
         return None
 
+    def holder(self, spec: SandboxSpec) -> int | None:
+        return _qemu_pid(spec)
+
 
 def _qemu_pid(spec: SandboxSpec) -> int | None:
     """The pid of the sandbox's QEMU, when that process still runs (a recycled pid names

@@ -2,7 +2,8 @@
 sandbox keeps running with its files across a clean stop and across a kill -9, their egress
 is refused while the gateway is down (never direct), and their next allowed request, with
 its credential injected, succeeds once the gateway is back. A sandbox found inconsistent at
-start-up (its runsc container gone) is destroyed with an audit row saying why.
+start-up (its runsc container gone) is destroyed with an audit row saying why; one whose
+namespace lost its name is named again from its runsc process.
 
 One gateway and its sandboxes serve every check, in order (a microVM boots slowly here)."""
 
@@ -50,7 +51,7 @@ GAP = ("curl -sS --max-time 10 -o /dev/null https://secure.upstream.test/gap; ec
 def gw(tmp_path_factory: pytest.TempPathFactory, topology: Topology) -> Iterator[Gateway]:
     with killed_after(tmp_path_factory.mktemp("restart"), topology) as gateway:
         gateway.extra_env["SANDGATE_DESTROY_ON_STOP"] = "0"   # what `sandgate serve` does
-        gateway.start()
+        start(gateway)
         gateway.set_secret("API_TOKEN", TOKEN)
         yield gateway
 
@@ -71,6 +72,13 @@ def sandboxes(admin: Client, gw: Gateway) -> Iterator[dict[str, Sandbox]]:
         for sandbox in made.values():
             if gw.healthy():
                 sandbox.delete()
+
+
+def start(gw: Gateway) -> None:
+    """Start the gateway and wait until ready: adopting a microVM (its guest agent asked
+    under software emulation) on a loaded machine takes longer than the usual minute."""
+    gw.launch()
+    gw.wait_until(gw.healthy, timeout=240)
 
 
 def sh(sandbox: Sandbox, script: str) -> str:
@@ -141,7 +149,7 @@ def survives(gw: Gateway, topology: Topology, made: dict[str, Sandbox], sig: int
         probe = gap_probe(argv[name], topology)
         assert probe == {"name": "6", "direct": "7"}, (name, probe)  # unresolved; refused
     during_gap()
-    gw.start()
+    start(gw)
     rows = adopted_rows(gw, last)
     for name, sandbox in made.items():
         (alive, data, ticks), placeholder = before[name]
@@ -166,12 +174,16 @@ def test_sandboxes_survive_kill_9_and_an_inconsistent_one_is_destroyed(
         sandboxes: dict[str, Sandbox]) -> None:
     doomed = admin.create("restart", ttl_seconds=600)
 
-    def kill_its_container() -> None:
+    def during_gap() -> None:
         for line in runtime_processes(doomed.id):
             subprocess.run(["kill", "-9", line.split()[0]], check=False)
+        # the gVisor sandbox's namespace loses its name (a bind mount), as in the fresh mount
+        # namespace of a restarted systemd unit: named again from its runsc process
+        subprocess.run(["ip", "netns", "del", f"{gw.prefix}-{sandboxes['gvisor'].id}"],
+                       check=True)
 
     last = gw.last_audit_id()
-    survives(gw, topology, sandboxes, signal.SIGKILL, kill_its_container)
+    survives(gw, topology, sandboxes, signal.SIGKILL, during_gap)
     row = adopted_rows(gw, last)[doomed.id]
     assert (row["decision"], row["reason"]) == ("deny", "sandbox_reconciled")
     assert "runsc" in row["error"], row
@@ -180,12 +192,13 @@ def test_sandboxes_survive_kill_9_and_an_inconsistent_one_is_destroyed(
     assert gone.value.status == 404
     assert f"netns {gw.prefix}-{doomed.id}" not in leftovers(gw.prefix)
     assert runtime_processes(doomed.id) == []
+    assert f"netns {gw.prefix}-{sandboxes['gvisor'].id}" in leftovers(gw.prefix)
 
 
 def test_destroying_on_stop_leaves_nothing(gw: Gateway, sandboxes: dict[str, Sandbox]) -> None:
     gw.extra_env["SANDGATE_DESTROY_ON_STOP"] = "1"
     gw.stop()
-    gw.start()   # the sandboxes are adopted once more, then destroyed by the stop
+    start(gw)   # the sandboxes are adopted once more, then destroyed by the stop
     assert gw.stop() == 0
     assert leftovers(gw.prefix) == []
     assert all(runtime_processes(s.id) == [] for s in sandboxes.values())

@@ -368,7 +368,7 @@ class Sandboxes:
         except (BadRequest, NotFound, UnknownImage) as e:
             return f"cannot take it back: {e}"
         try:
-            wired = self.network.adopt(sandbox_id)
+            wired = self.network.adopt(sandbox_id, runtime.holder(saved.spec))
         except NetError as e:
             return str(e)
         if (why := runtime.alive(saved.spec)) is not None:
