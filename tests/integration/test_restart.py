@@ -9,6 +9,7 @@ One gateway and its sandboxes serve every check, in order (a microVM boots slowl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import signal
@@ -24,7 +25,9 @@ from tests.conftest import killed_after, leftovers
 from tests.harness import REPO, Gateway, wait_for, worker_processes
 from tests.topology import HTTPS_IP, Topology
 
-pytestmark = pytest.mark.integration
+# each test restarts the gateway and runs commands in a microVM under software emulation:
+# minutes on a loaded machine (164 s for the first on a quiet one)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 TOKEN = "restart-token-" + secrets.token_hex(12)
 POLICY = """version: 1
@@ -151,6 +154,24 @@ def survives(gw: Gateway, topology: Topology, made: dict[str, Sandbox], sig: int
     during_gap()
     start(gw)
     rows = adopted_rows(gw, last)
+    with diagnosed(gw):
+        after_restart(gw, topology, made, before, rows)
+
+
+@contextlib.contextmanager
+def diagnosed(gw: Gateway) -> Iterator[None]:
+    """A failure says what the gateway and the runtimes logged."""
+    try:
+        yield
+    except AssertionError as e:
+        logs = [gw.home / "serve.log", *gw.home.glob("sandboxes/*/*.log")]
+        tails = "\n".join(f"--- {p}\n" + "\n".join(p.read_text(errors="replace")
+                                                    .splitlines()[-15:]) for p in logs)
+        raise AssertionError(f"{e}\n{tails}") from e
+
+
+def after_restart(gw: Gateway, topology: Topology, made: dict[str, Sandbox],
+                  before: dict[str, Any], rows: dict[str, dict[str, Any]]) -> None:
     for name, sandbox in made.items():
         (alive, data, ticks), placeholder = before[name]
         assert data == "kept", name
@@ -176,7 +197,8 @@ def test_sandboxes_survive_kill_9_and_an_inconsistent_one_is_destroyed(
 
     def during_gap() -> None:
         for line in runtime_processes(doomed.id):
-            subprocess.run(["kill", "-9", line.split()[0]], check=False)
+            if "runsc" in line:   # a gVisor sandbox: its sandbox, gofer and runsc processes
+                subprocess.run(["kill", "-9", line.split()[0]], check=False)
         # the gVisor sandbox's namespace loses its name (a bind mount), as in the fresh mount
         # namespace of a restarted systemd unit: named again from its runsc process
         subprocess.run(["ip", "netns", "del", f"{gw.prefix}-{sandboxes['gvisor'].id}"],

@@ -344,8 +344,8 @@ class Sandboxes:
         destroyed = []
         for sandbox_id in sorted(found):
             why = self._adopt(sandbox_id, records.get(sandbox_id))
+            logger.info("sandbox %s left by an earlier run: %s", sandbox_id, why or "adopted")
             if why is not None:
-                logger.warning("removing sandbox %s left by an earlier run: %s", sandbox_id, why)
                 self.destroy(sandbox_id, f"reconciled-after-restart: {why}")
                 destroyed.append(sandbox_id)
             self.audit(**adoption.audit_row(sandbox_id, records.get(sandbox_id), why))
