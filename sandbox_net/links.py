@@ -139,9 +139,9 @@ def reattach(naming: Naming, sandbox_id: str, pid: int) -> None:
     bind mount, which a new mount namespace, e.g. a restarted systemd unit's, does not
     have), once the namespace is shown to hold the peer of the sandbox's host link."""
     name = naming.netns(sandbox_id)
-    with _netlink_errors(f"naming the namespace of process {pid}"):
-        netns.attach(name, pid)
     try:
+        with _netlink_errors(f"naming the namespace of process {pid}"):
+            netns.attach(name, pid)
         with _netlink_errors(f"looking into {name}"), IPRoute() as ipr, \
                 IPRoute(netns=name) as ns:
             host = ipr.link_lookup(ifname=naming.host_link(sandbox_id))
@@ -150,7 +150,8 @@ def reattach(naming: Naming, sandbox_id: str, pid: int) -> None:
             if not host or peers != host[0]:
                 raise NetError(f"process {pid} is not in the sandbox's namespace")
     except BaseException:
-        netns.remove(name)
+        with contextlib.suppress(OSError):   # nothing, or an empty mount point, was made
+            netns.remove(name)
         raise
 
 
