@@ -116,14 +116,17 @@ class GVisorRuntime(Runtime):
         cgroups.create(_cgroup(spec), cgroups.Limits(spec.memory_mb, spec.cpus, spec.max_pids))
         (bundle / "config.json").write_text(json.dumps(bundle_config(spec), indent=1))
         # The sandbox inherits runsc's stdout and stderr and keeps them open: give it a file,
-        # not a pipe, or waiting for runsc would wait for the sandbox to end.
+        # not a pipe, or waiting for runsc would wait for the sandbox to end. A session of its
+        # own: the gofer would otherwise stay in the gateway's process group, and a Ctrl-C
+        # meant for the gateway would reach it (sandboxes outlive the gateway).
         log_path = spec.workdir / "runsc.log"
         with open(log_path, "ab") as log:
             try:
                 result = subprocess.run(
                     [*self._base(spec), "run", "--detach", f"--bundle={bundle}",
                      spec.sandbox_id],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=60, check=False)
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=60, check=False,
+                    start_new_session=True)
             except subprocess.TimeoutExpired:
                 raise RuntimeFailure(f"runsc did not start sandbox {spec.sandbox_id} "
                                      "within 60 s") from None

@@ -116,7 +116,8 @@ def allowed_call(sandbox: Sandbox, topology: Topology) -> str:
 
 
 def runtime_processes(sandbox_id: str) -> list[str]:
-    ps = subprocess.run(["ps", "-eww", "-o", "pid=,args="], capture_output=True,
+    """'PID SESSION ARGS' of the sandbox's runsc or QEMU processes."""
+    ps = subprocess.run(["ps", "-eww", "-o", "pid=,sid=,args="], capture_output=True,
                         text=True).stdout
     return [line for line in ps.splitlines()
             if ("runsc" in line or "qemu-system" in line) and sandbox_id in line]
@@ -141,6 +142,10 @@ def survives(gw: Gateway, topology: Topology, made: dict[str, Sandbox], sig: int
              during_gap: Callable[[], None] = lambda: None) -> None:
     before = {name: (status(s), allowed_call(s, topology)) for name, s in made.items()}
     argv = {name: local_argv(gw, s, GAP) for name, s in made.items()}
+    assert gw.process is not None   # a session leader: a Ctrl-C would reach its session
+    for sandbox in made.values():
+        assert all(line.split()[1] != str(gw.process.pid)
+                   for line in runtime_processes(sandbox.id)), "in the gateway's session"
     last = gw.last_audit_id()
     code = gw.stop(sig)
     if sig == signal.SIGTERM:
