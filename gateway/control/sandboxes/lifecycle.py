@@ -335,15 +335,17 @@ class Sandboxes:
     # start-up and shut-down
     def reconcile(self) -> list[str]:
         """Adopt the sandboxes an earlier run left running (registered, pinned, deadlines
-        resumed); destroy whatever else it left, each with an audit row saying why. Returns
-        the ids destroyed."""
+        resumed); destroy the rest, each with an audit row saying why. Returns those ids."""
         records = {r.id: r for r in self.records.live()}
         found = self.network.leftovers() | set(records)
         if self.settings.sandboxes_dir.is_dir():
             found |= {p.name for p in self.settings.sandboxes_dir.iterdir()}
         destroyed = []
         for sandbox_id in sorted(found):
-            why = self._adopt(sandbox_id, records.get(sandbox_id))
+            try:
+                why = self._adopt(sandbox_id, records.get(sandbox_id))
+            except Exception as e:   # one odd sandbox must not keep the gateway from starting
+                why = f"adopting it failed: {e}"
             logger.info("sandbox %s left by an earlier run: %s", sandbox_id, why or "adopted")
             if why is not None:
                 self.destroy(sandbox_id, f"reconciled-after-restart: {why}")
@@ -392,7 +394,6 @@ class Sandboxes:
         if self.settings.destroy_on_stop:
             for sandbox_id in list(self._running):
                 self.destroy(sandbox_id, "gateway-stopped")
-        for hold in self._holds.values():
-            hold.release()   # the next start holds the images again
-        self._holds.clear()
+        while self._holds:   # the next start holds the images again
+            self._holds.popitem()[1].release()
         return sorted(self._running)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlmodel import Session
 
 from gateway.audit.models import AuditEvent
@@ -154,3 +155,22 @@ def test_a_quarantine_survives_the_restart(world: World) -> None:
     assert sandboxes.reconcile() == []
     quarantined = {c.id: c.quarantined for c in registry.all()}
     assert quarantined == {caught.id: True, clean.id: False}
+
+
+def test_a_sandbox_that_cannot_be_checked_is_destroyed_and_the_start_goes_on(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    odd, fine = (world.sandboxes.create(SandboxCreate(policy="web")) for _ in range(2))
+    rows: list[dict[str, Any]] = []
+    sandboxes, registry = restarted(world, rows)
+    alive = world.runtime.alive
+
+    def failing(spec: SandboxSpec) -> str | None:
+        if spec.sandbox_id == odd.id:
+            raise OSError("proc is unreadable")
+        return alive(spec)
+
+    monkeypatch.setattr(world.runtime, "alive", failing)
+    assert sandboxes.reconcile() == [odd.id]
+    assert [c.id for c in registry.all()] == [fine.id]
+    assert {r["sandbox_id"]: r["error"] for r in rows} == {
+        odd.id: "adopting it failed: proc is unreadable", fine.id: None}
