@@ -7,7 +7,7 @@ bootstrap:
 # Command 1: the gateway and control API on embedded defaults (data dir $$SANDGATE_HOME,
 # default /var/lib/sandgate for root).
 up: bootstrap
-	.venv/bin/sandgate serve
+	.venv/bin/sandgate serve --destroy-on-stop
 
 # Command 2: the whole suite: the root-free unit tests first (seconds), then the integration
 # suites (real namespaces, nftables, mitmproxy, runsc) on two pytest-xdist workers, each in a

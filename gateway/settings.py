@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     approval_webhook_url: str | None = None
     approval_webhook_secret: str | None = Field(default=None, repr=False)
     approval_public_url: str | None = None
+    # a clean stop destroys every sandbox (`make up`); otherwise they keep running, their
+    # egress refused, until the next start adopts them (docs/SERVICE.md: Restarts)
+    destroy_on_stop: bool = False
 
     @model_validator(mode="before")
     @classmethod

@@ -156,6 +156,45 @@ def destroy(naming: Naming, sandbox_id: str) -> None:
             netns.remove(name)
 
 
+def reattach(naming: Naming, sandbox_id: str, pid: int) -> None:
+    """Name the sandbox's namespace again from a process that lives in it (its name is a
+    bind mount, which a new mount namespace, e.g. a restarted systemd unit's, does not
+    have), once the namespace is shown to hold the peer of the sandbox's host link."""
+    name = naming.netns(sandbox_id)
+    try:
+        with _netlink_errors(f"naming the namespace of process {pid}"):
+            netns.attach(name, pid)
+        with _netlink_errors(f"looking into {name}"), IPRoute() as ipr, \
+                IPRoute(netns=name) as ns:
+            host = ipr.link_lookup(ifname=naming.host_link(sandbox_id))
+            inner = ns.link_lookup(ifname="eth0")
+            peers = host and inner and ns.get_links(inner[0])[0].get_attr("IFLA_LINK")
+            if not host or peers != host[0]:
+                raise NetError(f"process {pid} is not in the sandbox's namespace")
+    except BaseException:
+        with contextlib.suppress(OSError):   # nothing, or an empty mount point, was made
+            netns.remove(name)
+        raise
+
+
+def check(naming: Naming, sandbox_id: str, addresses: SlotAddresses) -> str | None:
+    """None when the sandbox's namespace is there and its host link is up with the host's
+    address of its slot; otherwise what is missing."""
+    if naming.netns(sandbox_id) not in netns.listnetns():
+        return "its network namespace is gone"
+    with _netlink_errors("looking up the sandbox link"), IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=naming.host_link(sandbox_id))
+        if not found:
+            return "its host link is gone"
+        (link,) = ipr.get_links(found[0])
+        if not link["flags"] & 1:   # IFF_UP
+            return "its host link is down"
+        own = {str(a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr(index=found[0], family=2)}
+    if str(addresses.host_ip) not in own:
+        return "its host link lost the address of its slot"
+    return None
+
+
 def existing_ids(naming: Naming) -> set[str]:
     """Sandbox ids that have a namespace or a host link of this installation."""
     ids = {i for n in netns.listnetns() if (i := naming.id_from_netns(n))}

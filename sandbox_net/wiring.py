@@ -14,11 +14,12 @@ import ipaddress
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
 from sandbox_net import cgroups, firewall, links, slots
-from sandbox_net.errors import FirewallError
+from sandbox_net.errors import FirewallError, NetError
 from sandbox_net.firewall import FirewallSpec, Pin
 from sandbox_net.names import Naming
 
@@ -39,6 +40,13 @@ class SandboxNetwork(ABC):
     def wire(self, sandbox_id: str) -> Wired:
         """Raise sandbox_net.errors.FirewallError when the rules are not in place, NetError
         for any other failure; nothing is left behind either way."""
+
+    @abstractmethod
+    def adopt(self, sandbox_id: str, holder: int | None = None) -> Wired:
+        """Take back a sandbox wired by an earlier gateway process: its slot, namespace and
+        link (up) must be in place; its pin is put back in force and verified. A namespace
+        whose name is gone is named again from `holder`, a process living in it. Raises
+        NetError saying what is missing (FirewallError when the pin cannot be verified)."""
 
     @abstractmethod
     def unwire(self, sandbox_id: str) -> None:
@@ -84,6 +92,23 @@ class HostNetwork(SandboxNetwork):
             self.unwire(sandbox_id)
             raise
         return Wired(sandbox_id, link.netns_path, str(addresses.sandbox_ip),
+                     str(addresses.host_ip), addresses.synthetic)
+
+    def adopt(self, sandbox_id: str, holder: int | None = None) -> Wired:
+        addresses = slots.allocated(self.engine, self.gateway_id).get(sandbox_id)
+        if addresses is None:
+            raise NetError("its address slot is not this gateway's any more")
+        if holder is not None and not Path(self.netns_path(sandbox_id)).exists():
+            links.reattach(self.naming, sandbox_id, holder)
+        problem = links.check(self.naming, sandbox_id, addresses)
+        if problem is not None:
+            raise NetError(problem)
+        pin = (self.naming.host_link(sandbox_id), str(addresses.sandbox_ip))
+        with self._pins_lock:
+            firewall.pin(self.rules, *pin)
+            self._pinned.add(pin)
+        firewall.verify(self.rules, [pin])
+        return Wired(sandbox_id, self.netns_path(sandbox_id), str(addresses.sandbox_ip),
                      str(addresses.host_ip), addresses.synthetic)
 
     def unwire(self, sandbox_id: str) -> None:

@@ -157,6 +157,12 @@ class InMemoryNetwork(SandboxNetwork):
         self.wired[sandbox_id] = wired
         return wired
 
+    def adopt(self, sandbox_id: str, holder: int | None = None) -> Wired:
+        wired = self.wired.get(sandbox_id)
+        if wired is None:
+            raise NetError("its network namespace is gone")
+        return wired
+
     def unwire(self, sandbox_id: str) -> None:
         self.wired.pop(sandbox_id, None)
         self.slots.pop(sandbox_id, None)
@@ -193,6 +199,12 @@ class InMemoryRuntime(Runtime):
 
     def stop(self, spec: SandboxSpec) -> None:
         self.running.pop(spec.sandbox_id, None)
+
+    def alive(self, spec: SandboxSpec) -> str | None:
+        return None if spec.sandbox_id in self.running else "not running"
+
+    def holder(self, spec: SandboxSpec) -> int | None:
+        return None
 
 
 __all__ = ["InMemoryNetwork", "InMemoryRuntime", "NetError", "Plane", "RowSink", "client",

@@ -143,6 +143,8 @@ class Gateway:
             "SANDGATE_API_PORT": str(self.api_port),
             "SANDGATE_POLICY_DIR": str(self.policy_dir),
             "SANDGATE_WORKERS": "2",   # the multi-process path, whatever the machine's cores
+            # a stopped test gateway leaves nothing (test_restart.py keeps its sandboxes)
+            "SANDGATE_DESTROY_ON_STOP": "1",
             **self.extra_env,
         }
         if self.topology is not None:

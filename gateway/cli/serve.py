@@ -32,14 +32,18 @@ def with_upstream[F: Callable[..., Any]](f: F) -> F:
               help="control API address (default 127.0.0.1; env SANDGATE_API_HOST)")
 @click.option("--port", "api_port", type=int, metavar="PORT",
               help="control API port (default 8700; env SANDGATE_API_PORT)")
+@click.option("--destroy-on-stop", is_flag=True, default=None,
+              help="destroy every sandbox when stopped (default: they keep running, egress "
+                   "refused, until the next start adopts them; env SANDGATE_DESTROY_ON_STOP)")
 @with_upstream
-def serve(api_host: str | None, api_port: int | None, upstream_resolver: str | None,
-          upstream_ca: str | None) -> None:
+def serve(api_host: str | None, api_port: int | None, destroy_on_stop: bool | None,
+          upstream_resolver: str | None, upstream_ca: str | None) -> None:
     """Run the gateway and the control API until interrupted."""
     import asyncio
 
     settings = make_settings(upstream_resolver=upstream_resolver, upstream_ca=upstream_ca,
-                             api_host=api_host, api_port=api_port)
+                             api_host=api_host, api_port=api_port,
+                             destroy_on_stop=destroy_on_stop)
     from gateway.processes import serve as server
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,

@@ -4,8 +4,9 @@ The main process serves DNS (gateway.dataplane.dns), the control API on the root
 and on TCP, the audit writer, and the state all processes share (authority and hub); it
 supervises the proxy workers (gateway.processes.worker), which carry every TCP connection.
 Start-up order: rules installed, audit writer, DNS, sandboxes left by an earlier run
-reconciled, hub, workers, API. Shut-down in reverse, workers last before the hub so their
-final audit rows are read.
+adopted (registered and pinned again) or destroyed, hub, workers, API. Shut-down in reverse,
+workers last before the hub so their final audit rows are read; sandboxes keep running (and
+the table that refuses their egress stays) unless `destroy_on_stop`.
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ async def _serve_locked(settings: Settings) -> None:
                           ca_bundle=write_sandbox_bundle(settings),
                           secret_exists=secrets.exists,
                           open_connections=authority.open_connections,
-                          flush_audit=writer.flush, readiness=readiness)
+                          flush_audit=writer.flush, readiness=readiness, audit=writer.record)
     await asyncio.to_thread(sandboxes.reconcile)
     authority.approvals = approvals = _approvals(settings, engine, writer, policies, registry)
     await asyncio.to_thread(approvals.reconcile)
@@ -239,7 +240,7 @@ async def _serve_locked(settings: Settings) -> None:
         for task in tasks:
             task.cancel()
         state.vault.flush_usage()
-        await asyncio.to_thread(sandboxes.shutdown)
+        kept = await asyncio.to_thread(sandboxes.shutdown)
         await workers.stop()
         await hub.close()
         broker.close()
@@ -247,5 +248,9 @@ async def _serve_locked(settings: Settings) -> None:
         writer.close()
         for close in closers:
             close()
-        firewall.remove(settings.firewall)
+        if kept:   # their egress stays refused (redirected to ports nobody listens on)
+            logger.info("%d sandbox(es) keep running until the next start adopts them: %s",
+                        len(kept), ", ".join(kept))
+        else:
+            firewall.remove(settings.firewall)
         socket_path.unlink(missing_ok=True)

@@ -137,6 +137,16 @@ class ImageStore:
             return None
         return Image(name, image_id, meta, self._content / image_id)
 
+    def by_id(self, name: str, image_id: str) -> Image | None:
+        """The content `image_id` (which `name` stood for), while the store still has it."""
+        if not image_id.isalnum():
+            return None
+        try:
+            meta = ImageMeta.from_json((self._content / image_id / "image.json").read_text())
+        except (OSError, ValueError, TypeError):
+            return None
+        return Image(name, image_id, meta, self._content / image_id)
+
     def get(self, name: str) -> Image:
         image = self.find(name)
         if image is None:

@@ -88,6 +88,15 @@ class Runtime(ABC):
     def stop(self, spec: SandboxSpec) -> None:
         """Kill every process of the sandbox and free the runtime's state. Idempotent."""
 
+    @abstractmethod
+    def alive(self, spec: SandboxSpec) -> str | None:
+        """None when the sandbox started earlier (by another gateway process) still runs as
+        started; otherwise why not, in a few words (for the audit row of its removal)."""
+
+    @abstractmethod
+    def holder(self, spec: SandboxSpec) -> int | None:
+        """A live host process of the sandbox inside its network namespace, if any."""
+
 
 OUTPUT_LIMIT = 16 * 1024 * 1024
 

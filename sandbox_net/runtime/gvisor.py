@@ -116,7 +116,9 @@ class GVisorRuntime(Runtime):
         cgroups.create(_cgroup(spec), cgroups.Limits(spec.memory_mb, spec.cpus, spec.max_pids))
         (bundle / "config.json").write_text(json.dumps(bundle_config(spec), indent=1))
         # The sandbox inherits runsc's stdout and stderr and keeps them open: give it a file,
-        # not a pipe, or waiting for runsc would wait for the sandbox to end.
+        # not a pipe, or waiting for runsc would wait for the sandbox to end. A session of its
+        # own: the gofer would otherwise stay in the gateway's process group, and a Ctrl-C
+        # meant for the gateway would reach it (sandboxes outlive the gateway).
         log_path = spec.workdir / "runsc.log"
         with open(log_path, "ab") as log:
             try:
@@ -124,7 +126,8 @@ class GVisorRuntime(Runtime):
                     cgroups.launched_in(_cgroup(spec), [
                         *self._base(spec), "run", "--detach", f"--bundle={bundle}",
                         spec.sandbox_id]),
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=60, check=False)
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=60, check=False,
+                    start_new_session=True)
             except subprocess.TimeoutExpired:
                 raise RuntimeFailure(f"runsc did not start sandbox {spec.sandbox_id} "
                                      "within 60 s") from None
@@ -157,6 +160,29 @@ class GVisorRuntime(Runtime):
         _wait_gone(pids, spec.sandbox_id)
         cgroups.destroy(_cgroup(spec))
         self._forget(spec)
+
+    def alive(self, spec: SandboxSpec) -> str | None:
+        """Its sandbox and gofer processes live and `runsc state` says running."""
+        pids = self._sandbox_pids(spec)
+        if not pids:
+            return "its runsc container is gone (no runsc state)"
+        gone = [p for p in pids if not _is_runsc_of(p, spec.sandbox_id)]
+        if gone:
+            return f"its runsc processes {gone} are gone"
+        try:
+            result = subprocess.run([*self._base(spec), "state", spec.sandbox_id],
+                                    capture_output=True, text=True, timeout=30, check=False,
+                                    stdin=subprocess.DEVNULL)
+            status = json.loads(result.stdout).get("status") if result.returncode == 0 else None
+        except (subprocess.TimeoutExpired, ValueError, AttributeError):
+            status = None
+        if status != "running":
+            return f"runsc state says {status or 'nothing'} for it"
+        return None
+
+    def holder(self, spec: SandboxSpec) -> int | None:
+        return next((p for p in self._sandbox_pids(spec) if _is_runsc_of(p, spec.sandbox_id)),
+                    None)
 
     def _has_state(self, spec: SandboxSpec) -> bool:
         return any(self.state_dir.glob(f"{spec.sandbox_id}_sandbox:*"))

@@ -102,7 +102,7 @@ def test_killed_gateway_means_no_egress_and_restart_cleans_up(
     assert topology.events(mark) == []
     assert f"table sandgate_{gw.prefix}" in leftovers(gw.prefix)  # rules outlive the gateway
 
-    gw.start()  # start-up reconciles what the killed gateway left
+    gw.start()  # adopts what the killed gateway left; this stop (destroy on stop) removes it
     assert gw.sandgate("audit", "--json").returncode == 0
     gw.stop()
     assert leftovers(gw.prefix) == []

@@ -3,6 +3,7 @@ a sandbox being wired (a reinstall from a stale list of pins would cut that link
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from gateway.db import make_engine
 from sandbox_net import firewall, links
+from sandbox_net.errors import NetError
 from sandbox_net.names import Naming
 from sandbox_net.wiring import HostNetwork
 from tests.conftest import force_clean, new_prefix
@@ -70,3 +72,32 @@ def test_a_check_while_a_sandbox_is_being_wired_keeps_every_pin(
     network.unwire("bbbbbbbb")
     assert pinned(network) == set()
     assert network.restore_rules() is None
+
+
+def test_a_restarted_gateway_adopts_a_wired_sandbox_and_pins_it_again(
+        network: HostNetwork) -> None:
+    wired = network.wire("cccccccc")
+    inside = subprocess.Popen(["nsenter", f"--net={wired.netns_path}", "sleep", "60"])
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        # a new process: nothing pinned in its table yet, the namespace's name gone (as in a
+        # restarted systemd unit's mount namespace)
+        restarted = HostNetwork(network.engine, network.naming, network.rules,
+                                gateway_id="gw", host_id="host")
+        restarted.install_rules()
+        assert pinned(restarted) == set()
+        subprocess.run(["ip", "netns", "del", Path(wired.netns_path).name], check=True)
+        with pytest.raises(NetError, match="namespace is gone"):
+            restarted.adopt("cccccccc")
+        with pytest.raises(NetError, match=f"process {stranger.pid} is not in"):
+            restarted.adopt("cccccccc", stranger.pid)
+        assert not Path(wired.netns_path).exists()
+        assert restarted.adopt("cccccccc", inside.pid) == wired
+        assert pinned(restarted) == {network.naming.host_link("cccccccc")}
+        assert restarted.restore_rules() is None      # the watchdog sees the pin in force
+        with pytest.raises(NetError, match="slot is not this gateway's"):
+            restarted.adopt("dddddddd")
+    finally:
+        for process in (inside, stranger):
+            process.kill()
+            process.wait()

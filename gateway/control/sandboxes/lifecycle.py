@@ -22,7 +22,7 @@ from pathlib import Path
 from gateway.clock import utcnow
 from gateway.control.models import SandboxRecord
 from gateway.control.policy_store import PolicyHandle, PolicyStore
-from gateway.control.sandboxes import roots
+from gateway.control.sandboxes import adoption, roots
 from gateway.control.sandboxes.records import Records, public
 from gateway.control.sandboxes.schemas import SandboxCreate, SandboxPublic
 from gateway.control.sandboxes.warm import WarmPool
@@ -76,6 +76,7 @@ class Sandboxes:
     open_connections: Callable[[str], int] = lambda _id: 0
     flush_audit: Callable[[], object] = lambda: None
     readiness: Readiness | None = None
+    audit: Callable[..., object] = lambda **_row: None   # AuditWriter.record
     warm: WarmPool = field(init=False)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     _running: dict[str, Started] = field(init=False, default_factory=dict)
@@ -184,6 +185,8 @@ class Sandboxes:
         secrets = {name: new_placeholder() for name in request.secrets}
         spec = dataclasses.replace(started.spec,
                                    env={**started.spec.env, **request.env, **secrets})
+        # what a restarted gateway needs to take the sandbox back (adoption.py)
+        adoption.save(adoption.Saved(started.runtime, spec, secrets))
         self.registry.add(SandboxContext(
             id=spec.sandbox_id, ip=spec.ip, handle=handle,
             pool=SyntheticPool(started.wired.synthetic), env=spec.env,
@@ -329,19 +332,68 @@ class Sandboxes:
     def _public(self, record: SandboxRecord) -> SandboxPublic:
         return public(record, self.settings.naming.netns(record.id))
 
-    # start-up and shut-down hygiene
+    # start-up and shut-down
     def reconcile(self) -> list[str]:
-        """Destroy whatever earlier runs left: records, slots, namespaces, links, state."""
-        stale = self.network.leftovers() | {r.id for r in self.records.live()}
+        """Adopt the sandboxes an earlier run left running (registered, pinned, deadlines
+        resumed); destroy the rest, each with an audit row saying why. Returns those ids."""
+        records = {r.id: r for r in self.records.live()}
+        found = self.network.leftovers() | set(records)
         if self.settings.sandboxes_dir.is_dir():
-            stale |= {p.name for p in self.settings.sandboxes_dir.iterdir()}
-        for sandbox_id in sorted(stale):
-            logger.warning("removing leftover sandbox %s", sandbox_id)
-            self.destroy(sandbox_id, "reconciled-after-restart")
-        return sorted(stale)
+            found |= {p.name for p in self.settings.sandboxes_dir.iterdir()}
+        destroyed = []
+        for sandbox_id in sorted(found):
+            try:
+                why = self._adopt(sandbox_id, records.get(sandbox_id))
+            except Exception as e:   # one odd sandbox must not keep the gateway from starting
+                why = f"adopting it failed: {e}"
+            logger.info("sandbox %s left by an earlier run: %s", sandbox_id, why or "adopted")
+            if why is not None:
+                self.destroy(sandbox_id, f"reconciled-after-restart: {why}")
+                destroyed.append(sandbox_id)
+            self.audit(**adoption.audit_row(sandbox_id, records.get(sandbox_id), why))
+        return destroyed
 
-    def shutdown(self) -> None:
+    def _adopt(self, sandbox_id: str, record: SandboxRecord | None) -> str | None:
+        """Adopt the sandbox, or say why not (leaving nothing half adopted)."""
+        saved = adoption.load(self.settings.sandboxes_dir / sandbox_id)
+        why = adoption.obstacle(sandbox_id, record, saved, utcnow())
+        if why is not None:
+            return why
+        assert record is not None and saved is not None and saved.spec.root is not None
+        runtime = self.runtimes.get(saved.runtime)
+        image = self.images.by_id(record.image or "", saved.spec.root.id)
+        if runtime is None or image is None:
+            return f"its {'runtime' if runtime is None else 'image'} is not here any more"
+        try:
+            handle = self.policies.acquire(record.policy_source)
+            self._holds[sandbox_id] = self.images.hold(image)
+        except (BadRequest, NotFound, UnknownImage) as e:
+            return f"cannot take it back: {e}"
+        try:
+            wired = self.network.adopt(sandbox_id, runtime.holder(saved.spec))
+        except NetError as e:
+            return str(e)
+        if (why := runtime.alive(saved.spec)) is not None:
+            return why
+        self.registry.add(SandboxContext(
+            id=sandbox_id, ip=wired.ip, handle=handle, pool=SyntheticPool(wired.synthetic),
+            env=saved.spec.env, secrets=saved.secrets, owner=record.owner,
+            quarantined=self.settings.quarantine_on_exfil
+            and self.records.exfiltrated(sandbox_id)))
+        self._running[sandbox_id] = Started(saved.spec, wired, saved.runtime)
+        self._deadlines[sandbox_id] = _Deadline(adoption.expiry(record),
+                                                record.idle_timeout_seconds)
+        return None
+
+    def shutdown(self) -> list[str]:
+        """Stop the warm pool (nobody's sandboxes yet); keep the others running for the next
+        start to adopt, unless `destroy_on_stop`. Returns the ids kept."""
         for started in self.warm.close():
             self._running[started.spec.sandbox_id] = started
-        for sandbox_id in list(self._running):
-            self.destroy(sandbox_id, "gateway-stopped")
+            self.destroy(started.spec.sandbox_id, "gateway-stopped")
+        if self.settings.destroy_on_stop:
+            for sandbox_id in list(self._running):
+                self.destroy(sandbox_id, "gateway-stopped")
+        while self._holds:   # the next start holds the images again
+            self._holds.popitem()[1].release()
+        return sorted(self._running)

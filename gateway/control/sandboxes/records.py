@@ -8,8 +8,10 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, or_, select
 
+from gateway.audit.models import AuditEvent
 from gateway.control.models import SandboxRecord
 from gateway.control.sandboxes.schemas import SandboxPublic
+from policies.decision import Reason
 
 
 class Records:
@@ -29,6 +31,14 @@ class Records:
         with Session(self.engine) as session:
             return list(session.exec(select(SandboxRecord).where(
                 SandboxRecord.state != "deleted", self._mine())))
+
+    def exfiltrated(self, sandbox_id: str) -> bool:
+        """The audit log holds a secret-exfiltration attempt of the sandbox, which
+        quarantined it: a restart must not lift the quarantine."""
+        with Session(self.engine) as session:
+            return session.exec(select(AuditEvent.id).where(
+                AuditEvent.sandbox_id == sandbox_id,
+                AuditEvent.reason == Reason.SECRET_EXFIL_ATTEMPT).limit(1)).first() is not None
 
     def save(self, record: SandboxRecord) -> None:
         with Session(self.engine) as session:

@@ -7,75 +7,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from gateway.control.policy_store import PolicyStore
 from gateway.control.sandboxes import lifecycle
-from gateway.control.sandboxes.lifecycle import Sandboxes
-from gateway.control.sandboxes.records import Records
 from gateway.control.sandboxes.schemas import SandboxCreate
-from gateway.dataplane.registry import Registry
-from gateway.db import make_engine
 from gateway.errors import BadRequest, NotReady, Unavailable
 from gateway.readiness import Readiness
-from gateway.settings import Settings
 from sandbox_net.errors import FirewallError, ImageInUse
-from sandbox_net.images.store import ImageStore
-from sandbox_net.runtime.base import SandboxSpec
-from tests.doubles import InMemoryNetwork, InMemoryRuntime
+from tests.gateway.control.sandboxes.conftest import World
 from tests.images import add_image
-
-
-class OrderedRuntime(InMemoryRuntime):
-    """Records whether the gateway knew each sandbox when it was started."""
-
-    def __init__(self, registry: Registry) -> None:
-        super().__init__()
-        self.registry = registry
-        self.known_at_start: dict[str, bool] = {}
-
-    def start(self, spec: SandboxSpec) -> None:
-        self.known_at_start[spec.sandbox_id] = self.registry.by_id(spec.sandbox_id) is not None
-        super().start(spec)
-
-
-@dataclass
-class World:
-    sandboxes: Sandboxes
-    registry: Registry
-    network: InMemoryNetwork
-    runtime: OrderedRuntime
-    records: Records
-    images: ImageStore
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (policies / "web.yaml").write_text(
-        "version: 1\nname: web\nrules:\n  - {id: api, hosts: [api.example.test]}\n")
-    settings = Settings(home=tmp_path / "home", policy_dir=policies, warm_pool=1,
-                        cache_dir=tmp_path / "cache")
-    images = ImageStore(settings.images_dir)
-    add_image(images, "base")
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    registry = Registry()
-    network = InMemoryNetwork()
-    runtime = OrderedRuntime(registry)
-    records = Records(engine, "gw1")
-    bundle = tmp_path / "bundle.pem"
-    bundle.write_text("")
-    sandboxes = Sandboxes(settings, records, registry, network, {"gvisor": runtime},
-                          PolicyStore(policies), images, ca_bundle=bundle,
-                          secret_exists=lambda name: name == "TOKEN")
-    yield World(sandboxes, registry, network, runtime, records, images)
-    sandboxes.shutdown()   # releases the images the sandboxes held
-    engine.dispose()
 
 
 def test_a_sandbox_runs_only_once_the_gateway_knows_it(world: World) -> None:
@@ -151,20 +93,24 @@ def test_the_warm_pool_hands_out_a_started_sandbox(world: World) -> None:
     assert other.id != warm_id                          # other limits: not from the pool
 
 
-def test_start_up_reconciles_what_an_earlier_run_left(world: World) -> None:
-    world.network.wire("deadbeef")
-    created = world.sandboxes.create(SandboxCreate(policy="web"))
-    world.sandboxes._running.clear()        # a new process: it knows nothing yet
-    assert set(world.sandboxes.reconcile()) == {"deadbeef", created.id}
-    assert world.network.wired == {} and world.records.live() == []
+def test_shutdown_stops_the_warm_pool_and_keeps_the_others(world: World) -> None:
+    world.sandboxes.keep_warm()
+    (warm_id,) = world.runtime.running
+    kept = world.sandboxes.create(SandboxCreate(policy="web", memory_mb=1024))
+    assert world.sandboxes.shutdown() == [kept.id]
+    assert set(world.runtime.running) == {kept.id} and set(world.network.wired) == {kept.id}
+    record = world.records.get(kept.id)
+    assert record is not None and record.state == "running"
+    assert world.sandboxes.warm.wanted([world.images.get("base").id]) is None
+    assert warm_id not in world.network.wired
 
 
-def test_shutdown_stops_every_sandbox_warm_ones_too(world: World) -> None:
+def test_destroy_on_stop_stops_every_sandbox(world: World) -> None:
+    world.sandboxes.settings.destroy_on_stop = True
     world.sandboxes.keep_warm()
     world.sandboxes.create(SandboxCreate(policy="web", memory_mb=1024))
-    world.sandboxes.shutdown()
+    assert world.sandboxes.shutdown() == []
     assert world.runtime.running == {} and world.network.wired == {}
-    assert world.sandboxes.warm.wanted([world.images.get("base").id]) is None
 
 
 def test_a_sandbox_runs_on_its_image_and_nothing_of_the_host(world: World,
