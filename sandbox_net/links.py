@@ -21,18 +21,20 @@ from sandbox_net.errors import NetError
 from sandbox_net.names import Naming
 
 NETNS_DIR = Path("/run/netns")
+IFF_UP = 0x1
 
 
 @dataclass(frozen=True, slots=True)
 class SandboxLink:
     sandbox_id: str
-    netns: str
+    netns: str                  # a name under /run/netns, or the path of someone else's
     host_link: str
     addresses: SlotAddresses
+    ifname: str = "eth0"        # the sandbox's end
 
     @property
     def netns_path(self) -> str:
-        return str(NETNS_DIR / self.netns)
+        return self.netns if self.netns.startswith("/") else str(NETNS_DIR / self.netns)
 
 
 @contextlib.contextmanager
@@ -80,35 +82,86 @@ def create(naming: Naming, sandbox_id: str, addresses: SlotAddresses) -> Sandbox
     link = SandboxLink(sandbox_id, naming.netns(sandbox_id), naming.host_link(sandbox_id),
                        addresses)
     peer = naming.peer_link(sandbox_id)
-    prefix = addresses.link.prefixlen
     with _netlink_errors(f"creating namespace {link.netns}"):
         netns.create(link.netns)
     try:
         with _netlink_errors(f"configuring namespace {link.netns}"):
             _in_netns(link.netns, _disable_ipv6)
-        with _netlink_errors(f"creating link {link.host_link}"), IPRoute() as ipr:
-            ipr.link("add", ifname=link.host_link, kind="veth",
-                     peer={"ifname": peer, "net_ns_fd": link.netns})
-            Path(f"/proc/sys/net/ipv6/conf/{link.host_link}/disable_ipv6").write_text("1")
-            # Never forward what arrives on this link, even if the nftables table is gone
-            # (deleted by mistake): the forward-chain drop and this do not share a failure.
-            Path(f"/proc/sys/net/ipv4/conf/{link.host_link}/forwarding").write_text("0")
-            # Strict reverse-path filtering: a packet whose source routes via another link
-            # is dropped (the nftables pin is the guarantee; this is a second, independent
-            # one where conf/all/rp_filter does not loosen it).
-            Path(f"/proc/sys/net/ipv4/conf/{link.host_link}/rp_filter").write_text("1")
-            (index,) = ipr.link_lookup(ifname=link.host_link)
-            ipr.addr("add", index=index, address=str(addresses.host_ip), prefixlen=prefix)
-        with _netlink_errors(f"configuring {link.netns}"), IPRoute(netns=link.netns) as ns:
-            (inner,) = ns.link_lookup(ifname=peer)
-            ns.link("set", index=inner, ifname="eth0")
-            ns.addr("add", index=inner, address=str(addresses.sandbox_ip), prefixlen=prefix)
-            (lo,) = ns.link_lookup(ifname="lo")
-            ns.link("set", index=lo, state="up")
+        _add_pair(link, peer)
     except BaseException:
         destroy(naming, sandbox_id)
         raise
     return link
+
+
+def attach(naming: Naming, sandbox_id: str, addresses: SlotAddresses, netns_path: str,
+           ifname: str) -> SandboxLink:
+    """Like `create`, into a namespace someone else made (a pod's, given by its container
+    runtime): the sandbox's end is `ifname` there. Both link ends stay down."""
+    if not netns_path.startswith("/") or not Path(netns_path).exists():
+        raise NetError(f"no network namespace at {netns_path!r}")
+    link = SandboxLink(sandbox_id, netns_path, naming.host_link(sandbox_id), addresses, ifname)
+    try:
+        with _netlink_errors(f"configuring namespace {netns_path}"):
+            _in_netns_path(netns_path, _disable_ipv6)
+        _add_pair(link, naming.peer_link(sandbox_id))
+    except BaseException:
+        destroy(naming, sandbox_id)
+        raise
+    return link
+
+
+def _in_netns_path(path: str, action: Callable[[], None]) -> None:
+    """Run `action` in a helper thread that entered the namespace at `path` (which must
+    exist: pyroute2's setns would create a missing one)."""
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            with open(path, "rb") as ns:
+                os.setns(ns.fileno(), os.CLONE_NEWNET)
+            action()
+        except BaseException as e:
+            failure.append(e)
+
+    # The thread's namespace dies with it; the process's other threads never change theirs.
+    thread = threading.Thread(target=target, name="netns-attach")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+def _add_pair(link: SandboxLink, peer: str) -> None:
+    """The veth pair, host end addressed and hardened, sandbox end moved into the link's
+    namespace, renamed and addressed; loopback up there."""
+    addresses = link.addresses
+    prefix = addresses.link.prefixlen
+    with _netlink_errors(f"creating link {link.host_link}"), \
+            open(link.netns_path, "rb") as target, IPRoute() as ipr:
+        ipr.link("add", ifname=link.host_link, kind="veth",
+                 peer={"ifname": peer, "net_ns_fd": target.fileno()})
+        Path(f"/proc/sys/net/ipv6/conf/{link.host_link}/disable_ipv6").write_text("1")
+        # Never forward what arrives on this link, even if the nftables table is gone
+        # (deleted by mistake): the forward-chain drop and this do not share a failure.
+        Path(f"/proc/sys/net/ipv4/conf/{link.host_link}/forwarding").write_text("0")
+        # Strict reverse-path filtering: a packet whose source routes via another link
+        # is dropped (the nftables pin is the guarantee; this is a second, independent
+        # one where conf/all/rp_filter does not loosen it).
+        Path(f"/proc/sys/net/ipv4/conf/{link.host_link}/rp_filter").write_text("1")
+        (index,) = ipr.link_lookup(ifname=link.host_link)
+        ipr.addr("add", index=index, address=str(addresses.host_ip), prefixlen=prefix)
+    with _netlink_errors(f"configuring {link.netns}"), _netns(link) as ns:
+        (inner,) = ns.link_lookup(ifname=peer)
+        ns.link("set", index=inner, ifname=link.ifname)
+        ns.addr("add", index=inner, address=str(addresses.sandbox_ip), prefixlen=prefix)
+        (lo,) = ns.link_lookup(ifname="lo")
+        ns.link("set", index=lo, state="up")
+
+
+def _netns(link: SandboxLink) -> IPRoute:
+    # flags=0: never create the namespace (pyroute2 would, for a path that is gone)
+    return IPRoute(netns=link.netns_path, flags=0)
 
 
 def bring_up(link: SandboxLink) -> None:
@@ -116,8 +169,8 @@ def bring_up(link: SandboxLink) -> None:
     with _netlink_errors(f"bringing up {link.host_link}"), IPRoute() as ipr:
         (index,) = ipr.link_lookup(ifname=link.host_link)
         ipr.link("set", index=index, state="up")
-    with _netlink_errors(f"bringing up eth0 in {link.netns}"), IPRoute(netns=link.netns) as ns:
-        (inner,) = ns.link_lookup(ifname="eth0")
+    with _netlink_errors(f"bringing up {link.ifname} in {link.netns}"), _netns(link) as ns:
+        (inner,) = ns.link_lookup(ifname=link.ifname)
         ns.link("set", index=inner, state="up")
         ns.route("add", dst="0.0.0.0/0", gateway=str(link.addresses.host_ip))
 
@@ -132,6 +185,13 @@ def destroy(naming: Naming, sandbox_id: str) -> None:
     if name in netns.listnetns():
         with _netlink_errors(f"removing namespace {name}"):
             netns.remove(name)
+
+
+def is_up(name: str) -> bool:
+    """Whether host link `name` exists and is administratively up."""
+    with _netlink_errors(f"reading link {name}"), IPRoute() as ipr:
+        indices = ipr.link_lookup(ifname=name)
+        return bool(indices) and all(msg["flags"] & IFF_UP for msg in ipr.get_links(*indices))
 
 
 def existing_ids(naming: Naming) -> set[str]:

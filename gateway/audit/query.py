@@ -52,6 +52,7 @@ class AuditFilter:
     mcp_tool: str | None = None      # MCP rows (a rule with mcp:) of this tool
     mcp_method: str | None = None    # ... of this JSON-RPC method
     owner: str | None = None         # only rows of sandboxes with this owner
+    pod: str | None = None           # rows of this Kubernetes pod (namespace/name)
     after_id: int | None = None      # cursor: rows with a larger id
     limit: int = 100
 
@@ -76,7 +77,7 @@ def _statement(f: AuditFilter) -> Any:
     for column, value in ((AuditEvent.decision, f.decision), (AuditEvent.reason, f.reason),
                           (AuditEvent.rule, f.rule), (AuditEvent.status, f.status),
                           (AuditEvent.mcp_tool, f.mcp_tool),
-                          (AuditEvent.mcp_method, f.mcp_method)):
+                          (AuditEvent.mcp_method, f.mcp_method), (AuditEvent.pod, f.pod)):
         if value is not None:
             stmt = stmt.where(column == value)
     if f.secret:

@@ -17,11 +17,12 @@ from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy.engine import Engine
 
 from gateway.audit.writer import AuditWriter
-from gateway.control.api import audit, errors, images, policies, sandboxes, secrets
+from gateway.control.api import audit, errors, images, pods, policies, sandboxes, secrets
 from gateway.control.api.deps import Guard
 from gateway.control.policy_store import PolicyStore
 from gateway.control.sandboxes.commands import Commands
 from gateway.control.sandboxes.lifecycle import Sandboxes
+from gateway.control.sandboxes.pods import Pods
 from gateway.control.secrets import Secrets
 
 __all__ = ["ControlPlane", "create_app"]
@@ -40,6 +41,7 @@ class ControlPlane:
     secrets: Secrets
     sandboxes: Sandboxes | None = None
     commands: Commands | None = None
+    pods: Pods | None = None
 
 
 def create_app(plane: ControlPlane, is_ready: Callable[[], bool], *,
@@ -65,6 +67,8 @@ def create_app(plane: ControlPlane, is_ready: Callable[[], bool], *,
         app.include_router(sandboxes.router(plane.sandboxes, plane.commands, plane.engine,
                                             plane.audit, local))
         app.include_router(images.router(plane.sandboxes.images))
+    if plane.pods is not None and local:
+        app.include_router(pods.router(plane.pods))
     app.include_router(policies.router(plane.policies))
     app.include_router(secrets.router(plane.secrets))
     app.include_router(audit.router(plane.engine, plane.audit))

@@ -31,6 +31,7 @@ class AuditParams(BaseModel):
     secret: str | None = None
     mcp_tool: str | None = None
     mcp_method: str | None = None
+    pod: str | None = Field(default=None, description="a Kubernetes pod, namespace/name")
     cursor: int | None = Field(default=None, description="next_cursor of the previous page")
     limit: int = Field(default=100, ge=1, le=10000)
     latest: bool = Field(default=False, description="the newest `limit` rows (oldest first); "
@@ -45,7 +46,7 @@ class AuditParams(BaseModel):
         return AuditFilter(since=since, until=until, sandbox_id=self.sandbox, host=self.host,
                            decision=self.decision, reason=self.reason, rule=self.rule,
                            status=self.status, secret=self.secret, mcp_tool=self.mcp_tool,
-                           mcp_method=self.mcp_method, after_id=self.cursor,
+                           mcp_method=self.mcp_method, pod=self.pod, after_id=self.cursor,
                            limit=self.limit)
 
 
