@@ -215,6 +215,8 @@ def test_name_outside_the_policy_is_nxdomain(
     assert {(r["protocol"], r["host"], r["decision"], r["reason"]) for r in rows} == \
         {("dns", "other.upstream.test", "deny", "no_matching_rule")}
     assert {r["pod"] for r in rows} == {f"{POD_NAMESPACE}/web"}
+    assert node_gateway.audit_rows(last, pod=f"{POD_NAMESPACE}/web") == rows
+    assert node_gateway.audit_rows(last, pod=f"{POD_NAMESPACE}/other") == []
 
 
 def test_ip_literal_is_refused(containerd: Containerd, node_gateway: Gateway,
