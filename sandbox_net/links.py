@@ -100,6 +100,10 @@ def attach(naming: Naming, sandbox_id: str, addresses: SlotAddresses, netns_path
     runtime): the sandbox's end is `ifname` there. Both link ends stay down."""
     if not netns_path.startswith("/") or not Path(netns_path).exists():
         raise NetError(f"no network namespace at {netns_path!r}")
+    if _same_file(netns_path, "/proc/self/ns/net"):
+        # the host's own namespace: its IPv6 would be switched off and a link named like
+        # the pod's end added beside the host's interfaces
+        raise NetError(f"{netns_path} is the gateway's own network namespace, not a pod's")
     link = SandboxLink(sandbox_id, netns_path, naming.host_link(sandbox_id), addresses, ifname)
     try:
         with _netlink_errors(f"configuring namespace {netns_path}"):
@@ -109,6 +113,11 @@ def attach(naming: Naming, sandbox_id: str, addresses: SlotAddresses, netns_path
         destroy(naming, sandbox_id)
         raise
     return link
+
+
+def _same_file(a: str, b: str) -> bool:
+    first, second = os.stat(a), os.stat(b)
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
 
 
 def _in_netns_path(path: str, action: Callable[[], None]) -> None:

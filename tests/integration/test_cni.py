@@ -273,6 +273,26 @@ def test_del_repeated_leaves_nothing(containerd: Containerd, node_gateway: Gatew
     nothing_left(node_gateway, web)
 
 
+def test_add_refuses_the_gateways_own_namespace(containerd: Containerd,
+                                                 node_gateway: Gateway) -> None:
+    """A runtime's mistake (or a forged CNI_NETNS) must not wire the node itself."""
+    before = Path("/proc/sys/net/ipv6/conf/all/disable_ipv6").read_text()
+    pod = Pod("self", "u-2", "self-1", "/proc/self/ns/net", new_placeholder())
+    config = conflist(node_gateway, "self", "u-2", {"sandgate.dev/policy": "pods"})
+    result = subprocess.run(
+        [str(containerd.plugins / "sandgate-cni")],
+        input=json.dumps({**config["plugins"][0], "name": "sandgate", "cniVersion": "1.0.0"}),
+        env={**os.environ, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": pod.container_id,
+             "CNI_NETNS": pod.netns, "CNI_IFNAME": "eth0"},
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert "own network namespace" in json.loads(result.stdout)["msg"]
+    assert Path("/proc/sys/net/ipv6/conf/all/disable_ipv6").read_text() == before
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    names = [line.split()[0].split("@")[0] for line in links.splitlines()]
+    assert "eth0" not in names and not any(n.startswith(node_gateway.prefix) for n in names)
+
+
 def test_unknown_policy_fails_add(containerd: Containerd, node_gateway: Gateway, rootfs: Path,
                                   mounts: dict[str, Path]) -> None:
     pod, result = start_pod(containerd, node_gateway, rootfs, mounts, "nopolicy",
