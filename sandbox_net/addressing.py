@@ -13,6 +13,7 @@ from dataclasses import dataclass
 LINK_POOL = ipaddress.IPv4Network("10.77.0.0/16")
 SYNTHETIC_POOL = ipaddress.IPv4Network("198.18.0.0/15")
 SLICE_PREFIX = 24
+LINK_PREFIX = 30
 MAX_SLOTS = min(
     LINK_POOL.num_addresses // 4,
     2 ** (SLICE_PREFIX - SYNTHETIC_POOL.prefixlen),
@@ -32,7 +33,7 @@ def addresses_for(slot: int) -> SlotAddresses:
     if not 0 <= slot < MAX_SLOTS:
         raise ValueError(f"slot {slot} outside 0..{MAX_SLOTS - 1}")
     base = int(LINK_POOL.network_address) + 4 * slot
-    link = ipaddress.IPv4Network((base, 30))
+    link = ipaddress.IPv4Network((base, LINK_PREFIX))
     slice_size = 2 ** (32 - SLICE_PREFIX)
     synthetic = ipaddress.IPv4Network(
         (int(SYNTHETIC_POOL.network_address) + slice_size * slot, SLICE_PREFIX)

@@ -21,18 +21,20 @@ from sandbox_net.errors import NetError
 from sandbox_net.names import Naming
 
 NETNS_DIR = Path("/run/netns")
+IFF_UP = 0x1
 
 
 @dataclass(frozen=True, slots=True)
 class SandboxLink:
     sandbox_id: str
-    netns: str
+    netns: str                  # a name under /run/netns, or the path of someone else's
     host_link: str
     addresses: SlotAddresses
+    ifname: str = "eth0"        # the sandbox's end
 
     @property
     def netns_path(self) -> str:
-        return str(NETNS_DIR / self.netns)
+        return self.netns if self.netns.startswith("/") else str(NETNS_DIR / self.netns)
 
 
 @contextlib.contextmanager
@@ -45,17 +47,18 @@ def _netlink_errors(what: str) -> Iterator[None]:
         raise NetError(f"{what}: {e.strerror or e}") from None
 
 
-def _in_netns[T](name: str, action: Callable[[], T]) -> T:
-    """Run `action` in a helper thread switched into namespace `name` (setns is per thread,
-    and the thread ends there: nothing needs switching back). A netlink socket opened by
-    `action` belongs to that namespace: cheaper than pyroute2's IPRoute(netns=...), which
-    forks the whole process to open one. The namespace must exist; none is created."""
+def _in_netns[T](path: str, action: Callable[[], T]) -> T:
+    """Run `action` in a helper thread switched into the namespace at `path` (setns is per
+    thread, and the thread ends there: the process's other threads never change theirs).
+    A netlink socket opened by `action` belongs to that namespace: cheaper than pyroute2's
+    IPRoute(netns=...), which forks the whole gateway to open one. The namespace must
+    exist: none is created (pyroute2's setns would create a missing one)."""
     result: list[T] = []
     failure: list[BaseException] = []
 
     def target() -> None:
         try:
-            fd = os.open(NETNS_DIR / name, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 os.setns(fd, os.CLONE_NEWNET)
             finally:
@@ -64,7 +67,7 @@ def _in_netns[T](name: str, action: Callable[[], T]) -> T:
         except BaseException as e:
             failure.append(e)
 
-    thread = threading.Thread(target=target, name=f"netns-{name}")
+    thread = threading.Thread(target=target, name="netns")
     thread.start()
     thread.join()
     if failure:
@@ -93,39 +96,73 @@ def create(naming: Naming, sandbox_id: str, addresses: SlotAddresses) -> Sandbox
     link = SandboxLink(sandbox_id, naming.netns(sandbox_id), naming.host_link(sandbox_id),
                        addresses)
     peer = naming.peer_link(sandbox_id)
-    prefix = addresses.link.prefixlen
     _add_netns(link.netns)
     try:
-        with _netlink_errors(f"creating link {link.host_link}"), IPRoute() as ipr:
-            ipr.link("add", ifname=link.host_link, kind="veth",
-                     peer={"ifname": peer, "net_ns_fd": link.netns})
-            Path(f"/proc/sys/net/ipv6/conf/{link.host_link}/disable_ipv6").write_text("1")
-            # Never forward what arrives on this link, even if the nftables table is gone
-            # (deleted by mistake): the forward-chain drop and this do not share a failure.
-            Path(f"/proc/sys/net/ipv4/conf/{link.host_link}/forwarding").write_text("0")
-            # Strict reverse-path filtering: a packet whose source routes via another link
-            # is dropped (the nftables pin is the guarantee; this is a second, independent
-            # one where conf/all/rp_filter does not loosen it).
-            Path(f"/proc/sys/net/ipv4/conf/{link.host_link}/rp_filter").write_text("1")
-            (index,) = ipr.link_lookup(ifname=link.host_link)
-            ipr.addr("add", index=index, address=str(addresses.host_ip), prefixlen=prefix)
-
-        def inside() -> None:
-            _disable_ipv6()
-            with IPRoute() as ns:
-                (inner,) = ns.link_lookup(ifname=peer)
-                ns.link("set", index=inner, ifname="eth0")
-                ns.addr("add", index=inner, address=str(addresses.sandbox_ip),
-                        prefixlen=prefix)
-                (lo,) = ns.link_lookup(ifname="lo")
-                ns.link("set", index=lo, state="up")
-
         with _netlink_errors(f"configuring namespace {link.netns}"):
-            _in_netns(link.netns, inside)
+            _in_netns(link.netns_path, _disable_ipv6)
+        _add_pair(link, peer)
     except BaseException:
         destroy(naming, sandbox_id)
         raise
     return link
+
+
+def attach(naming: Naming, sandbox_id: str, addresses: SlotAddresses, netns_path: str,
+           ifname: str) -> SandboxLink:
+    """Like `create`, into a namespace someone else made (a pod's, given by its container
+    runtime): the sandbox's end is `ifname` there. Both link ends stay down."""
+    if not netns_path.startswith("/") or not Path(netns_path).exists():
+        raise NetError(f"no network namespace at {netns_path!r}")
+    if _same_file(netns_path, "/proc/self/ns/net"):
+        # the host's own namespace: its IPv6 would be switched off and a link named like
+        # the pod's end added beside the host's interfaces
+        raise NetError(f"{netns_path} is the gateway's own network namespace, not a pod's")
+    link = SandboxLink(sandbox_id, netns_path, naming.host_link(sandbox_id), addresses, ifname)
+    try:
+        with _netlink_errors(f"configuring namespace {netns_path}"):
+            _in_netns(netns_path, _disable_ipv6)
+        _add_pair(link, naming.peer_link(sandbox_id))
+    except BaseException:
+        destroy(naming, sandbox_id)
+        raise
+    return link
+
+
+def _same_file(a: str, b: str) -> bool:
+    first, second = os.stat(a), os.stat(b)
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+
+
+def _add_pair(link: SandboxLink, peer: str) -> None:
+    """The veth pair, host end addressed and hardened, sandbox end moved into the link's
+    namespace, renamed and addressed; loopback up there."""
+    addresses = link.addresses
+    prefix = addresses.link.prefixlen
+    with _netlink_errors(f"creating link {link.host_link}"), \
+            open(link.netns_path, "rb") as target, IPRoute() as ipr:
+        ipr.link("add", ifname=link.host_link, kind="veth",
+                 peer={"ifname": peer, "net_ns_fd": target.fileno()})
+        Path(f"/proc/sys/net/ipv6/conf/{link.host_link}/disable_ipv6").write_text("1")
+        # Never forward what arrives on this link, even if the nftables table is gone
+        # (deleted by mistake): the forward-chain drop and this do not share a failure.
+        Path(f"/proc/sys/net/ipv4/conf/{link.host_link}/forwarding").write_text("0")
+        # Strict reverse-path filtering: a packet whose source routes via another link
+        # is dropped (the nftables pin is the guarantee; this is a second, independent
+        # one where conf/all/rp_filter does not loosen it).
+        Path(f"/proc/sys/net/ipv4/conf/{link.host_link}/rp_filter").write_text("1")
+        (index,) = ipr.link_lookup(ifname=link.host_link)
+        ipr.addr("add", index=index, address=str(addresses.host_ip), prefixlen=prefix)
+
+    def inside() -> None:
+        with IPRoute() as ns:
+            (inner,) = ns.link_lookup(ifname=peer)
+            ns.link("set", index=inner, ifname=link.ifname)
+            ns.addr("add", index=inner, address=str(addresses.sandbox_ip), prefixlen=prefix)
+            (lo,) = ns.link_lookup(ifname="lo")
+            ns.link("set", index=lo, state="up")
+
+    with _netlink_errors(f"configuring {link.netns}"):
+        _in_netns(link.netns_path, inside)
 
 
 def bring_up(link: SandboxLink) -> None:
@@ -136,12 +173,12 @@ def bring_up(link: SandboxLink) -> None:
 
     def inside() -> None:
         with IPRoute() as ns:
-            (inner,) = ns.link_lookup(ifname="eth0")
+            (inner,) = ns.link_lookup(ifname=link.ifname)
             ns.link("set", index=inner, state="up")
             ns.route("add", dst="0.0.0.0/0", gateway=str(link.addresses.host_ip))
 
-    with _netlink_errors(f"bringing up eth0 in {link.netns}"):
-        _in_netns(link.netns, inside)
+    with _netlink_errors(f"bringing up {link.ifname} in {link.netns}"):
+        _in_netns(link.netns_path, inside)
 
 
 def destroy(naming: Naming, sandbox_id: str) -> None:
@@ -193,6 +230,13 @@ def check(naming: Naming, sandbox_id: str, addresses: SlotAddresses) -> str | No
     if str(addresses.host_ip) not in own:
         return "its host link lost the address of its slot"
     return None
+
+
+def is_up(name: str) -> bool:
+    """Whether host link `name` exists and is administratively up."""
+    with _netlink_errors(f"reading link {name}"), IPRoute() as ipr:
+        indices = ipr.link_lookup(ifname=name)
+        return bool(indices) and all(msg["flags"] & IFF_UP for msg in ipr.get_links(*indices))
 
 
 def existing_ids(naming: Naming) -> set[str]:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import ipaddress
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
 from sandbox_net import cgroups, firewall, links, slots
+from sandbox_net.addressing import SlotAddresses
 from sandbox_net.errors import FirewallError, NetError
 from sandbox_net.firewall import FirewallSpec, Pin
 from sandbox_net.names import Naming
@@ -49,6 +51,16 @@ class SandboxNetwork(ABC):
         NetError saying what is missing (FirewallError when the pin cannot be verified)."""
 
     @abstractmethod
+    def attach(self, sandbox_id: str, netns_path: str, ifname: str) -> Wired:
+        """`wire`, into a namespace someone else made (a pod's): the sandbox's end of the
+        link is `ifname` there. Raises as `wire`; `unwire` removes the link."""
+
+    @abstractmethod
+    def check(self, sandbox_id: str) -> None:
+        """Raise FirewallError unless the rules and the sandbox's source pin are in force,
+        NetError unless its link is up."""
+
+    @abstractmethod
     def unwire(self, sandbox_id: str) -> None:
         """Remove whatever `wire` made for the sandbox. Idempotent."""
 
@@ -77,9 +89,18 @@ class HostNetwork(SandboxNetwork):
         self._pins_lock = threading.Lock()
 
     def wire(self, sandbox_id: str) -> Wired:
+        return self._wire(sandbox_id, lambda addresses: links.create(
+            self.naming, sandbox_id, addresses))
+
+    def attach(self, sandbox_id: str, netns_path: str, ifname: str) -> Wired:
+        return self._wire(sandbox_id, lambda addresses: links.attach(
+            self.naming, sandbox_id, addresses, netns_path, ifname))
+
+    def _wire(self, sandbox_id: str,
+              make_link: Callable[[SlotAddresses], links.SandboxLink]) -> Wired:
         addresses = slots.allocate(self.engine, sandbox_id, self.gateway_id, self.host_id)
         try:
-            link = links.create(self.naming, sandbox_id, addresses)
+            link = make_link(addresses)
             pin = (link.host_link, str(addresses.sandbox_ip))
             with self._pins_lock:
                 firewall.pin(self.rules, *pin)
@@ -110,6 +131,15 @@ class HostNetwork(SandboxNetwork):
         firewall.verify(self.rules, [pin])
         return Wired(sandbox_id, self.netns_path(sandbox_id), str(addresses.sandbox_ip),
                      str(addresses.host_ip), addresses.synthetic)
+
+    def check(self, sandbox_id: str) -> None:
+        addresses = slots.addresses_of(self.engine, sandbox_id)
+        if addresses is None:
+            raise NetError(f"sandbox {sandbox_id} holds no address slot")
+        host_link = self.naming.host_link(sandbox_id)
+        firewall.verify(self.rules, [(host_link, str(addresses.sandbox_ip))])
+        if not links.is_up(host_link):
+            raise NetError(f"link {host_link} is missing or down")
 
     def unwire(self, sandbox_id: str) -> None:
         addresses = slots.addresses_of(self.engine, sandbox_id)

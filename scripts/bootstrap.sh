@@ -32,6 +32,7 @@ SYSTEM_PACKAGES=(
     "mkfs.ext4:e2fsprogs"            # an image as the microVM's read-only disk
     "systemd-analyze:systemd"        # tests/deploy verifies the systemd unit
     "patchelf:patchelf"              # a pyenv Python copied where every user can run it
+    "containerd:containerd"          # a node of Kubernetes: ctr run --cni with sandgate-cni
 )
 
 # retry WHAT PAUSE COMMAND...: COMMAND until it succeeds, four tries at most (a download may

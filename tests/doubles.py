@@ -8,6 +8,7 @@ Integration tests (tests/integration, tests/security) use the real things."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import urllib.parse
 import uuid
@@ -162,6 +163,15 @@ class InMemoryNetwork(SandboxNetwork):
         if wired is None:
             raise NetError("its network namespace is gone")
         return wired
+
+    def attach(self, sandbox_id: str, netns_path: str, ifname: str) -> Wired:
+        wired = dataclasses.replace(self.wire(sandbox_id), netns_path=netns_path)
+        self.wired[sandbox_id] = wired
+        return wired
+
+    def check(self, sandbox_id: str) -> None:
+        if sandbox_id not in self.wired:
+            raise NetError(f"sandbox {sandbox_id} is not wired")
 
     def unwire(self, sandbox_id: str) -> None:
         self.wired.pop(sandbox_id, None)

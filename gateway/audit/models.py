@@ -15,10 +15,10 @@ FIELDS = ("id", "time", "gateway_id", "seq", "sandbox_id", "owner", "policy",
           "policy_version", "rule", "decision", "reason", "protocol", "method", "scheme",
           "host", "port", "path", "query", "request_headers", "response_headers", "status",
           "bytes_up", "bytes_down", "duration_ms", "upstream", "sni", "secrets", "error",
-          "dropped", "mcp_method", "mcp_tool", "actor", "prev_hash", "hash")
+          "dropped", "mcp_method", "mcp_tool", "actor", "pod", "pod_uid", "prev_hash", "hash")
 CHAINED = tuple(f for f in FIELDS if f not in ("id", "hash"))
 # Columns added after rows were chained: hashed only when set, so older rows keep their hash.
-LATER = frozenset({"dropped", "mcp_method", "mcp_tool", "actor"})
+LATER = frozenset({"dropped", "mcp_method", "mcp_tool", "actor", "pod", "pod_uid"})
 GENESIS = "0" * 64
 
 class AuditEvent(SQLModel, table=True):
@@ -56,6 +56,8 @@ class AuditEvent(SQLModel, table=True):
     mcp_method: str | None = Field(default=None, index=True)   # JSON-RPC method (rule with mcp:)
     mcp_tool: str | None = Field(default=None, index=True)     # the tool of a tools/call
     actor: str | None = None            # who made the decision (an approval): token name, id
+    pod: str | None = Field(default=None, index=True)   # namespace/name of a Kubernetes pod
+    pod_uid: str | None = None
     prev_hash: str | None = None
     hash: str | None = None
 

@@ -53,6 +53,7 @@ class AuditFilter:
     mcp_method: str | None = None    # ... of this JSON-RPC method
     owner: str | None = None         # only rows of sandboxes with this owner
     policy: str | None = None        # rows decided by this policy (by name)
+    pod: str | None = None           # rows of this Kubernetes pod (namespace/name)
     after_id: int | None = None      # cursor: rows with a larger id
     limit: int = 100
 
@@ -78,7 +79,7 @@ def _statement(f: AuditFilter) -> Any:
                           (AuditEvent.rule, f.rule), (AuditEvent.status, f.status),
                           (AuditEvent.mcp_tool, f.mcp_tool),
                           (AuditEvent.mcp_method, f.mcp_method),
-                          (AuditEvent.policy, f.policy)):
+                          (AuditEvent.policy, f.policy), (AuditEvent.pod, f.pod)):
         if value is not None:
             stmt = stmt.where(column == value)
     if f.secret:

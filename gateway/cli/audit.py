@@ -37,6 +37,7 @@ def _filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--secret", help="rows that injected or caught this secret (by name)"),
         click.option("--mcp-tool", help="MCP tools/call rows of this tool"),
         click.option("--mcp-method", help="MCP rows of this JSON-RPC method"),
+        click.option("--pod", help="rows of this Kubernetes pod: NAMESPACE/NAME"),
     ]
     for option in reversed(options):
         f = option(f)
@@ -55,7 +56,8 @@ def _audit_filter(limit: int = 100, after_id: int | None = None, **kw: Any) -> A
                        host=kw.get("host"), decision=kw.get("decision"),
                        reason=kw.get("reason"), rule=kw.get("rule"), status=kw.get("status"),
                        secret=kw.get("secret"), mcp_tool=kw.get("mcp_tool"),
-                       mcp_method=kw.get("mcp_method"), after_id=after_id, limit=limit)
+                       mcp_method=kw.get("mcp_method"), pod=kw.get("pod"), after_id=after_id,
+                       limit=limit)
 
 
 @contextmanager

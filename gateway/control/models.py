@@ -32,6 +32,9 @@ class SandboxRecord(SQLModel, table=True):
     cpus: float | None = None
     max_pids: int | None = None
     disk_mb: int | None = None
+    pod: str | None = None                  # namespace/name of a pod wired by sandgate-cni
+    pod_uid: str | None = None
+    container_id: str | None = Field(default=None, index=True)   # the pod's, from its runtime
     end_reason: str | None = None           # deleted | expired | idle | gateway-stopped ...
     created_at: datetime = Field(default_factory=utcnow)
     deleted_at: datetime | None = None

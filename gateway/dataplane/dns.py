@@ -90,7 +90,8 @@ class DnsAnswer:
         self.state.record(decision, sandbox_id=sandbox.id if sandbox else None,
                           protocol="dns", method=types.to_str(first.type) if first else None,
                           host=name or (first.name if first else None), port=53,
-                          secrets=secrets)
+                          secrets=secrets, pod=sandbox.pod if sandbox else None,
+                          pod_uid=sandbox.pod_uid if sandbox else None)
 
 
 class _Udp(asyncio.DatagramProtocol):

@@ -79,7 +79,13 @@ class SandboxContext:
     secrets: dict[str, str] = field(default_factory=dict)   # secret name -> placeholder
     quarantined: bool = False   # set by a secret-exfiltration attempt: nothing more goes out
     owner: str | None = None
+    pod: str | None = None      # a Kubernetes pod's namespace/name (sandgate-cni)
+    pod_uid: str | None = None
     last_active: float = field(default_factory=time.time)   # egress or exec, for idle timeout
+
+    def pod_fields(self) -> dict[str, str]:
+        """The pod identity every audit row of this sandbox carries (none for a sandbox)."""
+        return {k: v for k, v in (("pod", self.pod), ("pod_uid", self.pod_uid)) if v}
 
     @property
     def policy(self) -> CompiledPolicy:

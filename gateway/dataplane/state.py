@@ -140,6 +140,7 @@ class GatewayState:
         if conn is not None:
             conn.audited = True
             fields.setdefault("owner", conn.sandbox.owner)
+            fields.update(conn.sandbox.pod_fields())
         self.coord.record(dict(
             time=time.time(),
             sandbox_id=sandbox_id,

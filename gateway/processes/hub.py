@@ -45,7 +45,7 @@ def snapshot(sandbox: SandboxContext) -> protocol.SandboxSnapshot:
         id=sandbox.id, ip=sandbox.ip, policy=str(sandbox.handle.path),
         network=str(sandbox.pool.network), assignments=sandbox.pool.assignments(),
         env=sandbox.env, secrets=sandbox.secrets, owner=sandbox.owner,
-        quarantined=sandbox.quarantined)
+        quarantined=sandbox.quarantined, pod=sandbox.pod, pod_uid=sandbox.pod_uid)
 
 
 def _caps(plain: list[dict[str, Any]]) -> list[Cap]:

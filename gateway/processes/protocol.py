@@ -239,6 +239,8 @@ class SandboxSnapshot:
     secrets: dict[str, str]         # secret name -> placeholder
     owner: str | None
     quarantined: bool
+    pod: str | None = None
+    pod_uid: str | None = None
 
 
 @message(Op.ADD)

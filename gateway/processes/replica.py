@@ -70,4 +70,5 @@ class Replica:
             return
         registry.add(SandboxContext(
             id=data.id, ip=data.ip, handle=handle, pool=pool, env=data.env,
-            secrets=data.secrets, quarantined=data.quarantined, owner=data.owner))
+            secrets=data.secrets, quarantined=data.quarantined, owner=data.owner,
+            pod=data.pod, pod_uid=data.pod_uid))

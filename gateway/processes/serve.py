@@ -38,6 +38,7 @@ from gateway.control.policy_store import PolicyStore
 from gateway.control.policy_sync import PolicySync
 from gateway.control.sandboxes.commands import Commands
 from gateway.control.sandboxes.lifecycle import Sandboxes
+from gateway.control.sandboxes.pods import Pods
 from gateway.control.sandboxes.records import Records
 from gateway.control.secrets import Secrets
 from gateway.dataplane.ca import ensure_ca, write_sandbox_bundle
@@ -199,8 +200,9 @@ async def _serve_locked(settings: Settings) -> None:
     workers = WorkerPool(settings)
     await hub.start()
     workers.start()
+    pods = Pods(sandboxes)
     plane = ControlPlane(engine, writer, policies, secrets, sandboxes, Commands(sandboxes),
-                         approvals=approvals, budgets=authority.budget_usage)
+                         approvals=approvals, budgets=authority.budget_usage, pods=pods)
     socket_path = settings.control_socket
     socket_path.unlink(missing_ok=True)
     apis = [
@@ -240,6 +242,7 @@ async def _serve_locked(settings: Settings) -> None:
         for task in tasks:
             task.cancel()
         state.vault.flush_usage()
+        await asyncio.to_thread(pods.shutdown)
         kept = await asyncio.to_thread(sandboxes.shutdown)
         await workers.stop()
         await hub.close()

@@ -4,8 +4,10 @@ files, and the references between objects and the code (Secrets, selectors, port
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 import yaml
 
 from gateway.settings import Settings
+from sandbox_net.addressing import LINK_POOL
 
 KUBE = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
 VERSION = "1.30.0"
@@ -90,16 +93,35 @@ def test_the_service_selects_the_api_pods() -> None:
     assert service["spec"]["selector"].items() <= labels.items()
 
 
-def test_the_sandbox_egress_policy_opens_exactly_the_gateway_ports() -> None:
+def test_the_sandbox_egress_policy_lets_pods_reach_only_sandgate_links() -> None:
     (policy,) = by_kind("NetworkPolicy")
-    defaults = Settings(home=Path("/nonexistent"))
-    ports = {(p["protocol"], p["port"]) for rule in policy["spec"]["egress"]
-             for p in rule["ports"]}
-    assert ports == {("TCP", defaults.transparent_port), ("UDP", defaults.dns_port),
-                     ("TCP", defaults.dns_port)}
+    assert policy["spec"]["egress"] == [{"to": [{"ipBlock": {"cidr": str(LINK_POOL)}}]}]
     assert policy["spec"]["ingress"] == []
 
 
-def test_runtime_classes_for_gvisor_and_kata() -> None:
+def test_runtime_classes_for_gvisor_kata_and_sandgate() -> None:
     handlers = {r["metadata"]["name"]: r["handler"] for r in by_kind("RuntimeClass")}
-    assert handlers == {"gvisor": "runsc", "kata": "kata"}
+    assert handlers == {"gvisor": "runsc", "kata": "kata", "sandgate": "sandgate"}
+    node = tomllib.loads((KUBE / "node" / "containerd-sandgate.toml").read_text())
+    runtime = node["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["sandgate"]
+    assert runtime["runtime_type"] == "io.containerd.runc.v2"
+    assert runtime["options"]["BinaryName"] == "/opt/sandgate/bin/runsc-sandgate"
+    assert runtime["cni_conf_dir"] == "/etc/cni/net.d-sandgate"
+
+
+def test_the_conflist_names_the_plugin_and_the_daemonsets_control_socket() -> None:
+    (configmap,) = by_kind("ConfigMap")
+    conflist = json.loads(configmap["data"]["10-sandgate.conflist"])
+    (plugin,) = conflist["plugins"]
+    assert (conflist["cniVersion"], plugin["type"]) == ("1.0.0", "sandgate-cni")
+    assert plugin["capabilities"] == {"io.kubernetes.cri.pod-annotations": True}
+    (daemonset,) = by_kind("DaemonSet")
+    spec = daemonset["spec"]["template"]["spec"]
+    home = next(e["value"] for e in spec["containers"][0]["env"] if e["name"] == "SANDGATE_HOME")
+    assert plugin["socket"] == str(Settings(home=Path(home)).control_socket)
+    (install,) = spec["initContainers"]
+    mounted = {m["mountPath"] for m in install["volumeMounts"]}
+    assert {"/config", "/host/opt/cni/bin", "/host/etc/cni/net.d-sandgate"} <= mounted
+    script = configmap["data"]["install.sh"]
+    assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
+    assert "exec /opt/sandgate/cni/bin/python3 -m gateway.cni" in script

@@ -25,6 +25,7 @@ from gateway.control.api import (
     budgets,
     errors,
     images,
+    pods,
     policies,
     replay,
     sandboxes,
@@ -34,6 +35,7 @@ from gateway.control.api.deps import Guard
 from gateway.control.policy_store import PolicyStore
 from gateway.control.sandboxes.commands import Commands
 from gateway.control.sandboxes.lifecycle import Sandboxes
+from gateway.control.sandboxes.pods import Pods
 from gateway.control.secrets import Secrets
 from gateway.errors import NotFound
 
@@ -65,6 +67,7 @@ class ControlPlane:
     # what sandboxes have spent of their budgets (gateway.processes.budgets), when this
     # process runs them
     budgets: Callable[[], list[dict[str, Any]]] | None = None
+    pods: Pods | None = None
 
 
 def create_app(plane: ControlPlane, is_ready: Callable[[], bool], *,
@@ -90,6 +93,8 @@ def create_app(plane: ControlPlane, is_ready: Callable[[], bool], *,
         app.include_router(sandboxes.router(plane.sandboxes, plane.commands, plane.engine,
                                             plane.audit, local))
         app.include_router(images.router(plane.sandboxes.images))
+    if plane.pods is not None and local:
+        app.include_router(pods.router(plane.pods))
     app.include_router(policies.router(plane.policies))
     app.include_router(replay.router(plane.policies, plane.engine, plane.audit))
     app.include_router(secrets.router(plane.secrets))

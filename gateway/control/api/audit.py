@@ -33,6 +33,7 @@ class AuditParams(BaseModel):
     mcp_tool: str | None = None
     mcp_method: str | None = None
     policy: str | None = None
+    pod: str | None = Field(default=None, description="a Kubernetes pod, namespace/name")
     cursor: int | None = Field(default=None, description="next_cursor of the previous page")
     limit: int = Field(default=100, ge=1, le=10000)
     latest: bool = Field(default=False, description="the newest `limit` rows (oldest first); "
@@ -48,7 +49,7 @@ class AuditParams(BaseModel):
                            decision=self.decision, reason=self.reason, rule=self.rule,
                            status=self.status, secret=self.secret, mcp_tool=self.mcp_tool,
                            mcp_method=self.mcp_method, policy=self.policy,
-                           after_id=self.cursor, limit=self.limit)
+                           pod=self.pod, after_id=self.cursor, limit=self.limit)
 
 
 class OverviewParams(AuditParams):

@@ -27,6 +27,13 @@ class Records:
             return None
         return record
 
+    def by_container(self, container_id: str) -> SandboxRecord | None:
+        """This gateway's live record of the pod whose runtime calls it `container_id`."""
+        with Session(self.engine) as session:
+            return session.exec(select(SandboxRecord).where(
+                SandboxRecord.container_id == container_id,
+                SandboxRecord.state != "deleted", self._mine())).first()
+
     def live(self) -> list[SandboxRecord]:
         with Session(self.engine) as session:
             return list(session.exec(select(SandboxRecord).where(

@@ -1,0 +1,136 @@
+"""Pods attached by sandgate-cni, with an in-memory network: registered with their identity
+and placeholders only once wired, refused (and nothing left) on a bad policy, secret,
+placeholder, double attach or wiring failure; CHECK sees a missing registration or rule;
+detach is idempotent; a gateway shut-down cuts every pod off."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.control.policy_store import PolicyStore
+from gateway.control.sandboxes.lifecycle import Sandboxes
+from gateway.control.sandboxes.pod_schemas import PodAttach
+from gateway.control.sandboxes.pods import Pods
+from gateway.control.sandboxes.records import Records
+from gateway.dataplane.registry import Registry
+from gateway.db import make_engine
+from gateway.errors import BadRequest, NotFound, NotReady
+from gateway.settings import Settings
+from sandbox_net.errors import FirewallError, NetError
+from sandbox_net.images.store import ImageStore
+from tests.doubles import InMemoryNetwork
+from vault.placeholders import new_placeholder
+
+
+@pytest.fixture
+def pods(tmp_path: Path) -> Iterator[Pods]:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "web.yaml").write_text(
+        "version: 1\nname: web\nrules:\n  - {id: api, hosts: [api.example.test]}\n")
+    settings = Settings(home=tmp_path / "home", policy_dir=policies, cache_dir=tmp_path / "c")
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text("")
+    sandboxes = Sandboxes(settings, Records(engine, "gw1"), Registry(), InMemoryNetwork(), {},
+                          PolicyStore(policies), ImageStore(settings.images_dir),
+                          ca_bundle=bundle, secret_exists=lambda name: name == "TOKEN")
+    yield Pods(sandboxes)
+    engine.dispose()
+
+
+def attach(container_id: str = "c1", **fields: object) -> PodAttach:
+    return PodAttach.model_validate({
+        "container_id": container_id, "netns": f"/proc/1/task/{container_id}", "ifname": "eth0",
+        "namespace": "team-a", "name": "web-0", "uid": "0b3c-11", "policy": "web", **fields})
+
+
+def network(pods: Pods) -> InMemoryNetwork:
+    assert isinstance(pods.sandboxes.network, InMemoryNetwork)
+    return pods.sandboxes.network
+
+
+def test_an_attached_pod_is_wired_then_registered_with_its_identity(pods: Pods) -> None:
+    placeholder = new_placeholder()
+    pod = pods.attach(attach(secrets={"TOKEN": placeholder}))
+    context = pods.sandboxes.registry.by_id(pod.id)
+    assert context is not None and context.ip == pod.ip
+    assert (context.pod, context.pod_uid, context.secrets) == \
+        ("team-a/web-0", "0b3c-11", {"TOKEN": placeholder})
+    assert context.pod_fields() == {"pod": "team-a/web-0", "pod_uid": "0b3c-11"}
+    assert network(pods).wired[pod.id].netns_path == "/proc/1/task/c1"
+    record = pods.sandboxes.records.by_container("c1")
+    assert record is not None and (record.state, record.runtime, record.pod) == \
+        ("running", "pod", "team-a/web-0")
+    assert (pod.prefix, pod.gateway_ip) == (30, network(pods).wired[pod.id].gateway_ip)
+    assert pods.check("c1") == pod
+
+
+@pytest.mark.parametrize(("fields", "error"), [
+    ({"policy": "nope"}, NotFound),
+    ({"secrets": {"OTHER": new_placeholder()}}, BadRequest),
+])
+def test_a_refused_pod_leaves_nothing(pods: Pods, fields: dict[str, object],
+                                      error: type[Exception]) -> None:
+    with pytest.raises(error):
+        pods.attach(attach(**fields))
+    assert network(pods).wired == {} and pods.sandboxes.registry.all() == []
+    assert pods.sandboxes.records.live() == []
+
+
+def test_a_placeholder_is_bound_to_one_pod_only(pods: Pods) -> None:
+    placeholder = new_placeholder()
+    pods.attach(attach("c1", secrets={"TOKEN": placeholder}))
+    with pytest.raises(BadRequest, match="already in use"):
+        pods.attach(attach("c2", secrets={"TOKEN": placeholder}))
+    assert len(network(pods).wired) == 1
+
+
+def test_a_container_attaches_once(pods: Pods) -> None:
+    pods.attach(attach("c1"))
+    with pytest.raises(BadRequest, match="already attached"):
+        pods.attach(attach("c1"))
+    assert len(network(pods).wired) == 1
+
+
+@pytest.mark.parametrize("failure", [FirewallError("table missing"), NetError("no netns")])
+def test_a_wiring_failure_fails_attach_and_leaves_nothing(pods: Pods,
+                                                          failure: Exception) -> None:
+    network(pods).fail_next = failure
+    with pytest.raises(NotReady, match=str(failure)):
+        pods.attach(attach())
+    assert pods.sandboxes.registry.all() == [] and pods.sandboxes.records.live() == []
+    record = pods.sandboxes.records.by_container("c1")
+    assert record is None
+
+
+def test_check_fails_without_registration_or_link(pods: Pods) -> None:
+    pod = pods.attach(attach())
+    context = pods.sandboxes.registry.remove(pod.id)
+    with pytest.raises(NotReady, match="not registered"):
+        pods.check("c1")
+    assert context is not None
+    pods.sandboxes.registry.add(context)
+    network(pods).unwire(pod.id)
+    with pytest.raises(NotReady, match="not wired"):
+        pods.check("c1")
+    with pytest.raises(NotFound):
+        pods.check("c2")
+
+
+def test_detach_is_idempotent_and_shutdown_cuts_every_pod_off(pods: Pods) -> None:
+    first = pods.attach(attach("c1"))
+    pods.detach("c1")
+    pods.detach("c1")
+    pods.detach("never-attached")
+    assert first.id not in network(pods).wired and pods.sandboxes.registry.all() == []
+    record = pods.sandboxes.records.get(first.id)
+    assert record is not None and (record.state, record.end_reason) == ("deleted", "deleted")
+    second = pods.attach(attach("c1"))      # the same container may attach again
+    pods.shutdown()
+    assert network(pods).wired == {}
+    record = pods.sandboxes.records.get(second.id)
+    assert record is not None and record.end_reason == "gateway-stopped"
