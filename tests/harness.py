@@ -157,7 +157,7 @@ class Gateway:
     # lifecycle
     def start(self) -> None:
         self.launch()
-        self.wait_until(self.healthy)
+        self.wait_until(self.healthy, timeout=180)  # a loaded machine: 54 s seen
 
     def launch(self) -> None:
         """`sandgate serve`, without waiting for it."""
