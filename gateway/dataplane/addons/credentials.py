@@ -83,20 +83,21 @@ class Credentials:
             return   # refused: nothing of it is looked into (nor decoded)
         specs = entitled(conn.sandbox, verdict)
         usernames = {i: s.username for i, s in enumerate(specs) if isinstance(s, InjectBasic)}
-        spots = injection.find_spots(flow.request, specs, conn.sandbox.secrets, usernames)
-        leaks = self.leaks(injection.head_texts(flow.request, spots))
+        query = injection.query_fields(flow.request)
+        spots = injection.find_spots(flow.request, specs, conn.sandbox.secrets, usernames, query)
+        leaks = self.leaks(injection.head_texts(flow.request, spots, query))
         if leaks:
             self.trip(flow, conn, leaks, "the request")
-        elif self._client_cert(flow, conn, specs) and specs:
+        elif self._client_cert(flow, conn, specs, verdict) and specs:
             await self._inject(flow, conn, specs, spots, verdict)
 
-    def _client_cert(self, flow: http.HTTPFlow, conn: Conn, specs: list[Inject]) -> bool:
+    def _client_cert(self, flow: http.HTTPFlow, conn: Conn, specs: list[Inject],
+                     verdict: FlowVerdict) -> bool:
         """The connection's client certificate: fixed by its first allowed request, the same
         for every later one (each upstream connection of it presents that one, or none).
         False when the request was refused."""
         wanted = next((s.secret for s in specs if isinstance(s, InjectMtls)), None)
-        verdict = flow_verdict(flow)
-        rule = verdict.decision.rule if verdict is not None else None
+        rule = verdict.decision.rule
         if wanted is not None:
             try:
                 self.state.values.client_identity(wanted)
