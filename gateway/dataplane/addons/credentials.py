@@ -50,6 +50,9 @@ from vault.placeholders import Binding
 logger = logging.getLogger(__name__)
 
 
+SCRUB_TABLES_KEPT = 256
+
+
 def entitled(sandbox: SandboxContext, verdict: FlowVerdict | None) -> list[Inject]:
     """The allowing rule's injections whose secrets this sandbox holds."""
     if verdict is None or verdict.decision.verdict != Verdict.ALLOW:
@@ -67,6 +70,19 @@ def _texts(fields: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
 class Credentials:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
+        # (real, placeholder) pairs -> their scrub table: every form of every value (base64 at
+        # three alignments, hex, percent) took most of the addon's time per request, for
+        # the same few pairs over and over. Tables are shared by flows, read only.
+        self._tables: dict[tuple[tuple[str, str], ...], dict[bytes, bytes]] = {}
+
+    def _scrub_table(self, pairs: list[tuple[str, str]]) -> dict[bytes, bytes]:
+        key = tuple(pairs)
+        table = self._tables.get(key)
+        if table is None:
+            if len(self._tables) >= SCRUB_TABLES_KEPT:
+                self._tables.clear()   # rotated values do not stay for long either
+            table = self._tables[key] = scrub.swaps(key)
+        return table
 
     def leaks(self, texts: Iterable[str | bytes]) -> list[Binding]:
         """The known placeholders (of any sandbox) in `texts`."""
@@ -175,7 +191,7 @@ class Credentials:
             return
         needs_body = signed_over_body and any(isinstance(s, InjectSigV4) for s in specs)
         flow.metadata[SECRETS_KEY] = FlowSecrets(frozenset(substitute), substitute,
-                                                 scrub.swaps(pairs), needs_body,
+                                                 self._scrub_table(pairs), needs_body,
                                                  tuple(signing))
         flow.metadata[METADATA_KEY] = FlowVerdict(
             verdict.decision, verdict.host, verdict.port, verdict.upstream, verdict.error,

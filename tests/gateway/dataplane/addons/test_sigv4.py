@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mitmproxy import http
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as AwsCredentials
+from mitmproxy import http
 
 from tests.doubles import Plane, data_plane
 from tests.gateway.dataplane.addons.conftest import Through, connect, request
