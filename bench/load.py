@@ -18,8 +18,13 @@ def wrk(url: str, seconds: int, connections: int = 4, netns: str | None = None,
 
 def wrk_p99(url: str, seconds: int, netns: str | None = None,
             headers: list[str] | tuple[str, ...] = ()) -> float:
-    """p99 latency in ms of one keep-alive connection's requests, one after another."""
-    return _percentile_ms(_wrk(url, seconds, 1, netns, headers, 1), "99%")
+    """p99 latency in ms of one keep-alive connection's requests, one after another;
+    infinite when not one request completed in `seconds` (wrk then prints a p99 of 0)."""
+    out = _wrk(url, seconds, 1, netns, headers, 1)
+    done = re.search(r"(\d+) requests in", out)
+    if done is None or int(done.group(1)) == 0:
+        return float("inf")
+    return _percentile_ms(out, "99%")
 
 
 def _percentile_ms(out: str, which: str) -> float:

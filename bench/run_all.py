@@ -214,7 +214,7 @@ def churn_and_density(w: World, sandbox: Sandbox, placeholder: str, count: int,
     density.delete_all(sequential, 8)
     report("create_per_s_sequential", round(4 / seq_seconds, 2))
     available = _mem_available_mib()
-    gateway_before = _gateway_rss_mib(home)
+    gateway_before, fds_before = _gateway_rss_mib(home), _gateway_fds(home)
     made, seconds_taken = density.create_many(uds, count, 8, make)
     report("create_per_s", round(count / seconds_taken, 2))
     try:
@@ -223,6 +223,7 @@ def churn_and_density(w: World, sandbox: Sandbox, placeholder: str, count: int,
         report("sandbox_runsc_pss_mb", round(runsc, 1))
         report("sandbox_gateway_rss_growth_mb", round(grown, 2))
         report("sandbox_rss_mb", round(runsc + grown, 1))
+        report("sandbox_gateway_fds", round((_gateway_fds(home) - fds_before) / count, 1))
         report("sandbox_mem_available_drop_mb", round((available - _mem_available_mib())
                                                       / count, 1))
         url = f"http://www.upstream.test:{PLAIN_PORT}/"
@@ -246,6 +247,12 @@ def churn_and_density(w: World, sandbox: Sandbox, placeholder: str, count: int,
 def _mem_available_mib() -> float:
     return next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                 if line.startswith("MemAvailable:")) / 1024
+
+
+def _gateway_fds(home: Path) -> int:
+    """Open descriptors of the gateway's processes (a bound per process: ulimit -n)."""
+    main, workers = gateway_processes(home)
+    return sum(len(list(Path(f"/proc/{pid}/fd").iterdir())) for pid in [int(main), *workers])
 
 
 def _gateway_rss_mib(home: Path) -> float:
