@@ -14,18 +14,21 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bulk
-from common import report
+import density
+from common import median_ms, report
 from load import wrk
-from world import PLAIN_PORT, TLS_PORT, World, gateway_in, world
+from world import PLAIN_PORT, TLS_PORT, World, gateway_in, settings_for, world
 
 from gateway.client import Client, Sandbox
 from sandbox_net.testnet import HTTP_IP, HTTPS_IP
@@ -169,6 +172,94 @@ def create_to_first_exec(client: Client, runs: int, warm: bool = False) -> float
     return round(statistics.median(samples) * 1000, 1)
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+def one_liner(the_world: World, client: Client, runs: int) -> None:
+    """`sandgate run -- true` as a person types it, against the gateway with a warm pool
+    (each run once a started sandbox waits, as between two commands typed), the CLI's own
+    start included; against two baselines of the same minute: the interpreter's bare start
+    and the API's create-to-first-exec from the warm pool."""
+    env = {**os.environ, **settings_for(the_world, workers=2, slot=1, warm_pool=1).as_env()}
+    host = ["nsenter", f"--net=/run/netns/{the_world.host}"]
+    cli = [*host, sys.executable, "-m", "gateway.cli", "run", "--policy", "bench-none", "--",
+           "true"]
+    samples, bare = [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([*host, sys.executable, "-c", "pass"], check=True)
+        bare.append(time.perf_counter() - start)
+        wait_warm(client)
+        start = time.perf_counter()
+        subprocess.run(cli, env=env, cwd=REPO, check=True, capture_output=True)
+        samples.append(time.perf_counter() - start)
+    report("run_one_liner_ms", median_ms(samples))
+    report("run_one_liner_range_ms", f"{min(samples) * 1000:.0f}-{max(samples) * 1000:.0f}")
+    report("python_start_ms", median_ms(bare))
+    report("api_warm_create_to_first_exec_ms", create_to_first_exec(client, runs, warm=True))
+
+
+def churn_and_density(w: World, sandbox: Sandbox, placeholder: str, count: int,
+                      seconds: int) -> None:
+    """`count` sandboxes created at concurrency 8 (cold: this gateway has no warm pool),
+    against creates one at a time; what each costs in memory; then the first sandbox's p99
+    with the others idle and with each of them driving its own load."""
+    home = w.workdir / "gateway-0"
+    uds = str(home / "control.sock")
+
+    def make(c: Client) -> Sandbox:
+        return c.create(policy="bench", secrets=["BENCH_TOKEN"])
+
+    sequential, seq_seconds = density.create_many(uds, 4, 1, make)
+    density.delete_all(sequential, 8)
+    report("create_per_s_sequential", round(4 / seq_seconds, 2))
+    available = _mem_available_mib()
+    gateway_before, fds_before = _gateway_rss_mib(home), _gateway_fds(home)
+    made, seconds_taken = density.create_many(uds, count, 8, make)
+    report("create_per_s", round(count / seconds_taken, 2))
+    try:
+        runsc = density.pss_mib(home / "runsc") / (count + 1)    # and the bench sandbox
+        grown = (_gateway_rss_mib(home) - gateway_before) / count
+        report("sandbox_runsc_pss_mb", round(runsc, 1))
+        report("sandbox_gateway_rss_growth_mb", round(grown, 2))
+        report("sandbox_rss_mb", round(runsc + grown, 1))
+        report("sandbox_gateway_fds", round((_gateway_fds(home) - fds_before) / count, 1))
+        report("sandbox_mem_available_drop_mb", round((available - _mem_available_mib())
+                                                      / count, 1))
+        url = f"http://www.upstream.test:{PLAIN_PORT}/"
+        with ThreadPoolExecutor(8) as pool:
+            own = list(pool.map(
+                lambda s: s.exec(["printenv", "BENCH_TOKEN"]).stdout.strip(), made))
+        neighbours = [density.neighbour_load(s, url, [f"Authorization: Bearer {p}"],
+                                             seconds + 2) for s, p in zip(made, own,
+                                                                          strict=True)]
+        victim = density.victim_p99(sandbox, url, [f"Authorization: Bearer {placeholder}"],
+                                    seconds)
+        rounds = [(victim(), density.busy_p99(victim, neighbours, seconds)) for _ in range(2)]
+        report("busy_neighbours", count)
+        report("quiet_neighbour_p99_ms", density.median([q for q, _ in rounds]))
+        report("busy_neighbour_p99_ms", density.median([b for _, b in rounds]))
+    finally:
+        density.delete_all(made, 8)
+    density.report_limits(report)
+
+
+def _mem_available_mib() -> float:
+    return next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemAvailable:")) / 1024
+
+
+def _gateway_fds(home: Path) -> int:
+    """Open descriptors of the gateway's processes (a bound per process: ulimit -n)."""
+    main, workers = gateway_processes(home)
+    return sum(len(list(Path(f"/proc/{pid}/fd").iterdir())) for pid in [int(main), *workers])
+
+
+def _gateway_rss_mib(home: Path) -> float:
+    main, workers = gateway_processes(home)
+    return sum(bulk.rss_kib([pid]) for pid in [int(main), *workers]) / 1024
+
+
 def latencies(load: Load, sandbox: Sandbox, placeholder: str) -> None:
     """Added median latency over HTTPS, one connection at a time (no queueing in it), for
     the gateway and for bare mitmproxy (both decrypt, re-encrypt and buffer the bodies)."""
@@ -191,7 +282,9 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("benchmarks need root (namespaces, nftables, runsc)")
-    seconds, runs, rounds = (2, 3, 1) if args.quick else (6, 10, 3)
+    # three rounds even when quick: a ratio is the median of three, never one lucky turn
+    seconds, runs, rounds = (2, 5, 3) if args.quick else (6, 10, 3)
+    crowd = 16 if args.quick else 100
     named = ["Host: www.upstream.test"]
     with tempfile.TemporaryDirectory(prefix="sandgate-bench-") as tmp, world(Path(tmp)) as w:
         load = Load(w, seconds)
@@ -222,6 +315,8 @@ def main() -> None:
                        for _ in range(rounds)]
             report("coldstart_gvisor_ms", create_to_first_exec(one, runs))
             report("coldstart_gvisor_warm_pool_ms", create_to_first_exec(two, runs, warm=True))
+            one_liner(w, two, runs)
+            churn_and_density(w, sandbox, placeholder, crowd, seconds)
         one_worker = statistics.median(a[0] for a, _ in scaling)
         two_workers = statistics.median(b[0] for _, b in scaling)
         report("workers1_rps", round(one_worker))

@@ -13,25 +13,11 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.home import default_cache_dir, default_home
 from sandbox_net.firewall import FirewallSpec
 from sandbox_net.images.store import IMAGE_NAME
 from sandbox_net.names import Naming
 from vault.crypto import KeySource
-
-
-def default_home() -> Path:
-    """The data directory when SANDGATE_HOME is not set: the same wherever a command runs
-    (a relative default would create a second, empty data dir in every working directory)."""
-    if os.geteuid() == 0:
-        return Path("/var/lib/sandgate")
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data) / "sandgate"
-
-
-def default_cache_dir() -> Path:
-    if os.geteuid() == 0:
-        return Path("/var/cache/sandgate")
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sandgate"
 
 
 class Settings(BaseSettings):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.settings import default_cache_dir
+from gateway.home import default_cache_dir
 from sandbox_net.images.store import Image, ImageMeta, ImageStore, now
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000::/home/agent:/bin/sh\n"

@@ -10,15 +10,13 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from gateway.cli.common import check_host, fail, load_policy, make_settings, policy_path
-from gateway.cli.learn import learn_from_run, recording_policy
 from gateway.cli.serve import with_upstream
-from sandbox_net.images.base import BASE, BASE_HINT
-from sandbox_net.images.store import LIST_HINT, ImageStore
+from gateway.errors import SandgateError
 
 RUNTIMES = ("gvisor", "microvm")
 
@@ -47,7 +45,7 @@ def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
               help="give the sandbox a placeholder for vault secret NAME, in env var NAME "
                    "(repeatable); the gateway swaps in the value where a policy rule says so")
 @click.option("--runtime", default="gvisor", show_default=True, help="sandbox runtime")
-@click.option("--image", default=BASE, show_default=True, metavar="NAME",
+@click.option("--image", default="base", show_default=True, metavar="NAME",
               help="the sandbox's root filesystem (sandgate image list)")
 @click.option("--user", default=None, metavar="USER",
               help="run as NAME, UID or UID:GID of the image (default: the image's non-root "
@@ -59,60 +57,126 @@ def run(policy: str | None, learn: bool, learn_to: Path | None, env_pairs: tuple
         upstream_resolver: str | None, upstream_ca: str | None, cmd: tuple[str, ...]) -> None:
     """Run CMD in a new sandbox whose only way out is the gateway; exit with its status.
     Its working directory is /workspace (or the image's WorkingDir)."""
-    from gateway.processes.launch import gateway
+    from gateway.home import control_socket
+    from gateway.processes.launch import ControlClient, socket_accepts
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     if runtime not in RUNTIMES:
         fail(f"unknown runtime {runtime!r}", "use --runtime gvisor or --runtime microvm")
-    settings = make_settings(upstream_resolver=upstream_resolver, upstream_ca=upstream_ca)
-    if settings.upstream_ca is not None and not settings.upstream_ca.is_file():
-        fail(f"upstream CA file {settings.upstream_ca} does not exist")
     if policy is None and not learn:
         fail("--policy is missing", "pass --policy FILE|NAME, or --learn to record what the "
              "command needs")
     if learn_to is not None and not learn:
         fail("--learn-to goes with --learn")
-    env = _parse_env(env_pairs)
+    body = {"runtime": runtime, "image": image, "env": _parse_env(env_pairs),
+            "secrets": list(secrets), **({"user": user} if user else {})}
+    running = control_socket()
+    if policy is not None and not learn and socket_accepts(running):
+        # The running gateway checks the policy and the image itself and answers with every
+        # problem; nothing here needs Settings, pydantic or the policy compiler.
+        client = ControlClient(control_socket=running)
+        try:
+            code = _run_in_sandbox(client, {**body, "policy": _policy_ref(policy)},
+                                   list(cmd), shared_gateway=True)
+        except SandgateError as e:
+            _fail_with_lines(e, policy)
+    else:
+        code = _run_checked(policy, learn, learn_to, body, list(cmd), upstream_resolver,
+                            upstream_ca)
+    sys.exit(code if code >= 0 else 128 - code)
+
+
+def _fail_with_lines(error: SandgateError, policy: str) -> NoReturn:
+    """The gateway's answer, in the words the checks made here would use: a policy's
+    problems one a line, as `sandgate policy check` prints them."""
+    first, *problems = error.message.splitlines()
+    if not problems:
+        raise error
+    for problem in problems:
+        click.echo(f"sandgate: error: {problem}", err=True)
+    fail(f"policy {policy} is invalid" if first.startswith("invalid policy") else first,
+         "fix the lines above")
+
+
+def _policy_ref(ref: str) -> str:
+    """A policy file as an absolute path (the gateway's working directory is not ours), a
+    policy name as it is (the gateway looks it up in its store)."""
+    if "/" in ref or ref.endswith((".yaml", ".yml")) or Path(ref).exists():
+        path = Path(ref)
+        if not path.is_file():
+            fail(f"policy file {ref} does not exist", "pass --policy PATH to a YAML policy")
+        return str(path.resolve())
+    return ref
+
+
+def _run_checked(policy: str | None, learn: bool, learn_to: Path | None,
+                 body: dict[str, Any], cmd: list[str], upstream_resolver: str | None,
+                 upstream_ca: str | None) -> int:
+    """No gateway is running, or --learn: check everything here first (before a gateway and
+    a sandbox exist), start a gateway for this command if none runs (and say so while it
+    starts); with --learn, record under a monitor-mode copy of the policy and learn from the
+    sandbox's requests at the end."""
+    from gateway.cli.learn import learn_from_run, recording_policy
+    from gateway.processes.launch import gateway
+    from sandbox_net.images.base import BASE, BASE_HINT
+    from sandbox_net.images.store import LIST_HINT, ImageStore
+
+    settings = make_settings(upstream_resolver=upstream_resolver, upstream_ca=upstream_ca)
+    if settings.upstream_ca is not None and not settings.upstream_ca.is_file():
+        fail(f"upstream CA file {settings.upstream_ca} does not exist")
     # every problem reported now, before a sandbox exists
     base = load_policy(policy, settings) if policy else None
     check_host(settings)
+    image = body["image"]
     if ImageStore(settings.images_dir).find(image) is None:   # the store is root's
         fail(f"unknown image {image!r}", BASE_HINT if image == BASE else LIST_HINT)
     recording = recording_policy(settings, base) if learn else None
-    policy_ref = str(recording or policy_path(str(policy), settings))
-    body = {"runtime": runtime, "image": image, "policy": policy_ref, "env": env,
-            "secrets": list(secrets), **({"user": user} if user else {})}
+    body = {**body, "policy": str(recording or policy_path(str(policy), settings))}
     created: list[str] = []
-    with gateway(settings) as client:
-        code = _run_in_sandbox(client, body, list(cmd), created)
+    with gateway(settings, say=_say) as client:
+        code = _run_in_sandbox(client, body, cmd, created=created)
     if learn and created:
         learn_from_run(settings, created[0], base, learn_to)
-    sys.exit(code if code >= 0 else 128 - code)
+    return code
+
+
+def _say(message: str) -> None:
+    click.echo(f"sandgate: {message}", err=True)
 
 
 INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _run_in_sandbox(client: Any, body: dict[str, Any], cmd: list[str],
-                    created: list[str]) -> int:
+                    shared_gateway: bool = False, created: list[str] | None = None) -> int:
     """Create, run, delete (the sandbox's id is appended to `created`). Interrupts are held
     back while the sandbox is being created and deleted, so a Ctrl-C can never leave a
-    sandbox whose id we do not know."""
+    sandbox whose id we do not know.
+
+    Once the command has ended by itself on a `shared_gateway` (one that stays running), the
+    gateway is asked to tear the sandbox down after answering: we need not wait for it. On
+    an interrupt or an error, and on a gateway of our own, we wait until it is gone."""
     sandbox: dict[str, Any] | None = None
     attached: Attached | None = None
+    ended = False
     signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
     try:
         sandbox = client.create_sandbox(**body)
-        created.append(sandbox["id"])
+        if created is not None:
+            created.append(sandbox["id"])
         signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)  # a pending Ctrl-C lands here
         attached = Attached(client.local_exec(sandbox["id"], cmd, env={}, cwd=None))
-        return attached.wait()
+        code = attached.wait()
+        ended = True
+        return code
     finally:
         signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
         if attached is not None:
             attached.kill()
         if sandbox is not None:
-            client.delete_sandbox(sandbox["id"])  # closes whatever the sandbox still held open
+            # closes whatever the sandbox still held open (the relays below wait for its
+            # copies of the pipes)
+            client.delete_sandbox(sandbox["id"], wait=not (ended and shared_gateway))
         if attached is not None:
             attached.drain()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +26,13 @@ def with_upstream[F: Callable[..., Any]](f: F) -> F:
     return f
 
 
+def _log_to_stderr() -> None:
+    import logging  # here: `sandgate run` imports this module for its options alone
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 @click.command()
 @click.option("--host", "api_host", metavar="ADDRESS",
               help="control API address (default 127.0.0.1; env SANDGATE_API_HOST)")
@@ -44,10 +50,11 @@ def serve(api_host: str | None, api_port: int | None, destroy_on_stop: bool | No
     settings = make_settings(upstream_resolver=upstream_resolver, upstream_ca=upstream_ca,
                              api_host=api_host, api_port=api_port,
                              destroy_on_stop=destroy_on_stop)
+    import logging
+
     from gateway.processes import serve as server
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _log_to_stderr()
     logging.getLogger("mitmproxy").setLevel(logging.WARNING)  # a line per connection otherwise
     click.echo(f"sandgate: data in {settings.home}, policies from {settings.policy_dir}, "
                f"control socket {settings.control_socket}, API http://{settings.api_host}:"
@@ -71,8 +78,7 @@ def api_command(api_host: str | None, api_port: int | None) -> None:
     problem = control_plane.check_settings(settings)
     if problem:
         fail(problem)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _log_to_stderr()
     click.echo(f"sandgate api: http://{settings.api_host}:{settings.api_port}, policies "
                f"mirrored in {settings.policy_dir}", err=True)
     asyncio.run(control_plane.serve_api(settings))

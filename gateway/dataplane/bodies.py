@@ -18,12 +18,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway.dataplane.decoding import DecodeError, Decoder, TooLarge
 from policies.decision import Reason
 from vault import placeholders
 from vault.placeholders import Binding
 from vault.scrub import Scrubber
+
+if TYPE_CHECKING:
+    from mitmproxy.http import Headers
+
+def content_length(headers: Headers) -> int | None:
+    """The Content-Length a message announces; None when it has none or one that is not a
+    plain decimal number (ASCII only: `'²'.isdigit()` holds, and int() refuses it)."""
+    value = headers.get("content-length", "")
+    return int(value) if value.isascii() and value.isdigit() else None
+
 
 SCAN_WINDOW = 1024 * 1024   # bodies up to this (by Content-Length) are buffered; the rest stream
 # A SigV4 request signed over its body (no x-amz-content-sha256) must be held whole to be

@@ -7,6 +7,7 @@ import json
 
 from mitmproxy import http
 
+from gateway.dataplane.bodies import content_length
 from gateway.dataplane.state import FlowVerdict
 from policies.decision import Reason
 
@@ -83,8 +84,7 @@ def refuse(flow: http.HTTPFlow, verdict: FlowVerdict) -> None:
     cut off instead: mitmproxy would read the whole body before answering, and a refused
     body is not worth holding."""
     headers = flow.request.headers
-    length = headers.get("content-length", "")
-    if (length.isdigit() and int(length) > LARGE_BODY) or \
+    if (content_length(headers) or 0) > LARGE_BODY or \
             "chunked" in headers.get("transfer-encoding", "").lower():
         flow.kill()
         return

@@ -83,12 +83,20 @@ class Spots:
     present: set[int] = field(default_factory=set)      # which specs the sandbox sent
 
 
+def query_fields(request: http.Request) -> tuple[tuple[str, str], ...]:
+    """`request.query.fields`, which mitmproxy re-parses from the whole URL on every read;
+    a path without `?` has none (the common case, read for nothing before)."""
+    return request.query.fields if "?" in request.path else ()
+
+
 def find_spots(request: http.Request, specs: list[Inject], placeholders: Mapping[str, str],
-               usernames: Mapping[int, str | None]) -> Spots:
+               usernames: Mapping[int, str | None],
+               query: tuple[tuple[str, str], ...] | None = None) -> Spots:
     """For each spec, the one header or query parameter that holds it in the right shape.
-    A location given twice is no location: the tripwire then sees both."""
+    A location given twice is no location: the tripwire then sees both. `query`: the
+    request's query fields, when the caller has them."""
     spots = Spots()
-    query = request.query.fields
+    query = query_fields(request) if query is None else query
     for index, spec in enumerate(specs):
         where = location(spec)
         if where is None:
@@ -109,13 +117,14 @@ def find_spots(request: http.Request, specs: list[Inject], placeholders: Mapping
     return spots
 
 
-def head_texts(request: http.Request, spots: Spots) -> Iterator[str]:
+def head_texts(request: http.Request, spots: Spots,
+               query: tuple[tuple[str, str], ...] | None = None) -> Iterator[str]:
     """Everything in the request head a placeholder must not be in, percent-decoded too."""
     path, _, _ = request.path.partition("?")
     yield from (path, urllib.parse.unquote(path))
-    for index, (key, value) in enumerate(request.query.fields):
+    for index, (param, given) in enumerate(query_fields(request) if query is None else query):
         if index not in spots.query:
-            yield f"{key}={value}"
+            yield f"{param}={given}"
     yield from (request.method, request.scheme, request.authority or "")
     for index, (key, value) in enumerate(request.headers.fields):
         if index not in spots.headers:

@@ -96,6 +96,9 @@ class FlowSecrets:
     substitute: dict[str, str] = field(default_factory=dict)   # placeholder -> real value
     scrub: dict[bytes, bytes] | None = None          # real forms -> placeholder forms
     needs_body: bool = False       # SigV4 without x-amz-content-sha256: sign over the body
+    # (spec, real access key id, real secret) of each SigV4 injection, read once at the head:
+    # the re-signing over the body uses them, never a second read of the vault
+    signing: tuple[tuple[Any, str, str], ...] = ()
 
 
 def flow_verdict(flow: http.HTTPFlow | tcp.TCPFlow) -> FlowVerdict | None:

@@ -211,6 +211,15 @@ def test_interrupted_run_tears_everything_down(gateway: Gateway, web_policy: Pat
     assert f"netns {netns}" not in leftovers(gateway.prefix)
 
 
+def test_a_run_exits_with_its_output_and_its_sandbox_goes_after(gateway: Gateway,
+                                                                 web_policy: Path) -> None:
+    """Against a running gateway the CLI does not wait for the teardown (the gateway answers
+    the delete at once): the output is whole all the same, and the sandbox goes."""
+    result = gateway.run(web_policy, "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    wait_for(lambda: gateway_sandboxes(gateway) == [], timeout=30, interval=0.05)
+
+
 def gateway_sandboxes(gateway: Gateway) -> list[dict[str, Any]]:
     with gateway.client() as c:
         return list(c.get("/v1/sandboxes").json())

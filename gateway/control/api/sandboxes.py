@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
@@ -58,9 +58,16 @@ def router(sandboxes: Sandboxes, commands: Commands, engine: Engine, writer: Aud
         return owned(caller, sandbox_id)
 
     @api.delete("/{sandbox_id}", status_code=204)
-    async def delete_sandbox(sandbox_id: str, caller: Caller) -> None:
+    async def delete_sandbox(sandbox_id: str, caller: Caller, background: BackgroundTasks,
+                             response: Response, wait: bool = True) -> None:
+        """With `wait=false`, answers 202 at once and tears the sandbox down right after
+        (`sandgate run` need not wait for a teardown to exit)."""
         owned(caller, sandbox_id)
-        await run_in_threadpool(sandboxes.delete, sandbox_id)
+        if wait:
+            await run_in_threadpool(sandboxes.delete, sandbox_id)
+        else:
+            response.status_code = 202
+            background.add_task(sandboxes.delete, sandbox_id)
 
     @api.post("/{sandbox_id}/exec")
     async def exec_command(sandbox_id: str, body: ExecRequest, caller: Caller) -> ExecResult:

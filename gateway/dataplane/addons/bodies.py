@@ -26,6 +26,7 @@ from gateway.dataplane.bodies import (
     Incoming,
     Outgoing,
     Refusal,
+    content_length,
     pieces,
     whole,
 )
@@ -49,18 +50,13 @@ type Body = Outgoing | Incoming
 CHECKED_KEY = "sandgate.body"     # the request's or response's checker, when held whole
 
 
-def _length(message: http.Message) -> int | None:
-    value = message.headers.get("content-length", "")
-    return int(value) if value.isdigit() else None
-
-
 def _no_body(request: http.Request, response: http.Response) -> bool:
     return request.method == "HEAD" or response.status_code in (204, 304) or \
         100 <= response.status_code < 200
 
 
 def _held(message: http.Message, window: int = SCAN_WINDOW) -> bool:
-    length = _length(message)
+    length = content_length(message.headers)
     return length is not None and length <= window
 
 

@@ -50,6 +50,9 @@ from vault.placeholders import Binding
 logger = logging.getLogger(__name__)
 
 
+SCRUB_TABLES_KEPT = 256
+
+
 def entitled(sandbox: SandboxContext, verdict: FlowVerdict | None) -> list[Inject]:
     """The allowing rule's injections whose secrets this sandbox holds."""
     if verdict is None or verdict.decision.verdict != Verdict.ALLOW:
@@ -67,6 +70,19 @@ def _texts(fields: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
 class Credentials:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
+        # (real, placeholder) pairs -> their scrub table: every form of every value (base64 at
+        # three alignments, hex, percent) took most of the addon's time per request, for
+        # the same few pairs over and over. Tables are shared by flows, read only.
+        self._tables: dict[tuple[tuple[str, str], ...], dict[bytes, bytes]] = {}
+
+    def _scrub_table(self, pairs: list[tuple[str, str]]) -> dict[bytes, bytes]:
+        key = tuple(pairs)
+        table = self._tables.get(key)
+        if table is None:
+            if len(self._tables) >= SCRUB_TABLES_KEPT:
+                self._tables.clear()   # rotated values do not stay for long either
+            table = self._tables[key] = scrub.swaps(key)
+        return table
 
     def leaks(self, texts: Iterable[str | bytes]) -> list[Binding]:
         """The known placeholders (of any sandbox) in `texts`."""
@@ -83,20 +99,21 @@ class Credentials:
             return   # refused: nothing of it is looked into (nor decoded)
         specs = entitled(conn.sandbox, verdict)
         usernames = {i: s.username for i, s in enumerate(specs) if isinstance(s, InjectBasic)}
-        spots = injection.find_spots(flow.request, specs, conn.sandbox.secrets, usernames)
-        leaks = self.leaks(injection.head_texts(flow.request, spots))
+        query = injection.query_fields(flow.request)
+        spots = injection.find_spots(flow.request, specs, conn.sandbox.secrets, usernames, query)
+        leaks = self.leaks(injection.head_texts(flow.request, spots, query))
         if leaks:
             self.trip(flow, conn, leaks, "the request")
-        elif self._client_cert(flow, conn, specs) and specs:
+        elif self._client_cert(flow, conn, specs, verdict) and specs:
             await self._inject(flow, conn, specs, spots, verdict)
 
-    def _client_cert(self, flow: http.HTTPFlow, conn: Conn, specs: list[Inject]) -> bool:
+    def _client_cert(self, flow: http.HTTPFlow, conn: Conn, specs: list[Inject],
+                     verdict: FlowVerdict) -> bool:
         """The connection's client certificate: fixed by its first allowed request, the same
         for every later one (each upstream connection of it presents that one, or none).
         False when the request was refused."""
         wanted = next((s.secret for s in specs if isinstance(s, InjectMtls)), None)
-        verdict = flow_verdict(flow)
-        rule = verdict.decision.rule if verdict is not None else None
+        rule = verdict.decision.rule
         if wanted is not None:
             try:
                 self.state.values.client_identity(wanted)
@@ -127,9 +144,10 @@ class Credentials:
                 if streamed:
                     self.state.cut(flow)
                 return
-        if flow_secrets(flow).needs_body:
-            for spec in entitled(conn.sandbox, verdict):
-                if isinstance(spec, InjectSigV4) and not self._resign(flow, conn, spec):
+        secrets = flow_secrets(flow)
+        if secrets.needs_body:
+            for spec, key_id, real in secrets.signing:
+                if not self._resign(flow, conn, spec, key_id, real):
                     return
 
     async def _inject(self, flow: http.HTTPFlow, conn: Conn, specs: list[Inject],
@@ -143,20 +161,23 @@ class Credentials:
         signed_over_body = "x-amz-content-sha256" not in flow.request.headers and \
             not injection.bodiless(flow.request)
         names = tuple(sorted({n for spec in specs for n in secret_names(spec)}))
+        signing: list[tuple[InjectSigV4, str, str]] = []
         try:
             reals = await self._values(specs, sandbox.id)
+            stored = self._stored(specs)
             for index, real in reals.items():
                 spec = specs[index]
                 own = sandbox.secrets[spec.secret]
-                pairs += [(real, own), *self._related(spec, real, own, sandbox)]
+                pairs += [(real, own), *self._related(spec, real, own, sandbox, stored)]
                 if isinstance(spec, InjectBody):
                     substitute[own] = real
                 elif isinstance(spec, InjectSigV4):
+                    signing.append((spec, stored[spec.access_key_id], real))
                     # signed over the body (no x-amz-content-sha256): re-signed in `request`
-                    if not signed_over_body and not self._resign(flow, conn, spec):
+                    if not signed_over_body and not self._resign(flow, conn, *signing[-1]):
                         return
                 else:
-                    injection.write(flow.request, spec, real, self._username(spec),
+                    injection.write(flow.request, spec, real, self._username(spec, stored),
                                     present=index in spots.present)
             for name in names:
                 vault.mark_used(name)
@@ -170,7 +191,8 @@ class Credentials:
             return
         needs_body = signed_over_body and any(isinstance(s, InjectSigV4) for s in specs)
         flow.metadata[SECRETS_KEY] = FlowSecrets(frozenset(substitute), substitute,
-                                                 scrub.swaps(pairs), needs_body)
+                                                 self._scrub_table(pairs), needs_body,
+                                                 tuple(signing))
         flow.metadata[METADATA_KEY] = FlowVerdict(
             verdict.decision, verdict.host, verdict.port, verdict.upstream, verdict.error,
             secrets=names)
@@ -189,40 +211,47 @@ class Credentials:
                                   f"the gateway failed to get a value ({type(e).__name__})") \
                 from None
 
-    def _related(self, spec: Inject, real: str, own: str,
-                 sandbox: SandboxContext) -> list[tuple[str, str]]:
+    def _stored(self, specs: list[Inject]) -> dict[str, str]:
+        """The stored values a spec uses beside its secret (a SigV4 access key id, a `basic`
+        user name that is a secret), each read once for the request."""
+        assert self.state.vault is not None
+        names = {name for spec in specs for name in (getattr(spec, "access_key_id", None),
+                                                     getattr(spec, "username_secret", None))
+                 if name}
+        return {name: self.state.vault.reveal(name).reveal() for name in names}
+
+    def _related(self, spec: Inject, real: str, own: str, sandbox: SandboxContext,
+                 stored: dict[str, str]) -> list[tuple[str, str]]:
         """Other values to scrub with a secret: a `Basic` header as written (base64 of user
         and secret together), a user name or key id that is a secret too."""
-        assert self.state.vault is not None
         pairs = []
         for name in (getattr(spec, "access_key_id", None),
                      getattr(spec, "username_secret", None)):
             if name:
-                pairs.append((self.state.vault.reveal(name).reveal(), sandbox.secrets[name]))
+                pairs.append((stored[name], sandbox.secrets[name]))
         if isinstance(spec, InjectBasic):
             # the value sits inside base64 with the user name; bearer and header forms hold
             # the value as it is, which its own forms cover
-            written = injection.render(spec, real, self._username(spec))
-            placeholder_form = injection.render(spec, own, self._username(spec, sandbox))
+            written = injection.render(spec, real, self._username(spec, stored))
+            placeholder_form = injection.render(spec, own, self._username(spec, sandbox.secrets))
             pairs.append((written or "", placeholder_form or ""))
         return pairs
 
-    def _username(self, spec: Inject, sandbox: SandboxContext | None = None) -> str:
-        """The user name a `basic` injection writes; with `sandbox`, the sandbox's version of
-        it (its placeholder, when the user name is a secret)."""
+    @staticmethod
+    def _username(spec: Inject, values: dict[str, str]) -> str:
+        """The user name a `basic` injection writes, its secret looked up in `values` (the
+        real ones, or the sandbox's placeholders)."""
         if not isinstance(spec, InjectBasic):
             return ""
         if not spec.username_secret:
             return spec.username or ""
-        if sandbox is not None:
-            return sandbox.secrets[spec.username_secret]
-        assert self.state.vault is not None
-        return self.state.vault.reveal(spec.username_secret).reveal()
+        return values[spec.username_secret]
 
-    def _resign(self, flow: http.HTTPFlow, conn: Conn, spec: InjectSigV4) -> bool:
+    def _resign(self, flow: http.HTTPFlow, conn: Conn, spec: InjectSigV4, key_id: str,
+                real: str) -> bool:
         """Re-sign a request signed with the sandbox's placeholder key id (one signed
-        otherwise is left alone); False when it was refused."""
-        assert self.state.vault is not None
+        otherwise is left alone) with the real `key_id` and secret `real`; False when it was
+        refused."""
         request, sandbox = flow.request, conn.sandbox
         if not injection.holds(spec, request.headers.get("authorization", ""), sandbox.secrets,
                                None):
@@ -237,8 +266,7 @@ class Credentials:
         try:
             request.headers["authorization"] = sigv4.resign(
                 signed, placeholder_secret=sandbox.secrets[spec.secret],
-                real_access_key_id=self.state.vault.reveal(spec.access_key_id).reveal(),
-                real_secret=self.state.vault.reveal(spec.secret).reveal())
+                real_access_key_id=key_id, real_secret=real)
         except sigv4.SigV4Error as e:
             self.refuse(flow, conn, Reason.SIGV4_UNVERIFIED, str(e))
             return False

@@ -14,7 +14,9 @@ import urllib.parse
 from mitmproxy import http
 
 from gateway.dataplane.authorize import authorize, request_for
+from gateway.dataplane.bodies import content_length
 from gateway.dataplane.denials import refuse
+from gateway.dataplane.injection import query_fields
 from gateway.dataplane.records import sent
 from gateway.dataplane.state import METADATA_KEY, SENT_KEY, Conn, FlowVerdict, GatewayState
 from policies.decision import Reason
@@ -92,7 +94,7 @@ def _check_headers(conn: Conn, flow: http.HTTPFlow) -> None:
 def _request(conn: Conn, flow: http.HTTPFlow) -> Request:
     request = flow.request
     query: dict[str, list[str]] = {}
-    for key, value in request.query.items(multi=True):
+    for key, value in query_fields(request):
         query.setdefault(key, []).append(value)
     headers: dict[str, list[str]] = {}
     for name, value in request.headers.items(multi=True):
@@ -132,8 +134,8 @@ class HttpPolicy:
             # that could smuggle a second request): record it as such.
             return FlowVerdict(policy.refuse(Reason.PROTOCOL_ERROR), conn.target,
                                conn.dialed_port, error=flow.error.msg)
-        length = flow.request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > policy.limits.request_body_bytes:
+        length = content_length(flow.request.headers)
+        if length is not None and length > policy.limits.request_body_bytes:
             return FlowVerdict(policy.refuse(Reason.BODY_TOO_LARGE), conn.target,
                                conn.dialed_port, error=f"request body of {length} bytes")
         try:
@@ -143,7 +145,7 @@ class HttpPolicy:
             return FlowVerdict(policy.refuse(e.reason), conn.target, conn.dialed_port,
                                error=str(e))
         verdict = await authorize(self.state, conn, _request(conn, flow),
-                                  int(length) if length.isdigit() else 0)
+                                  length or 0)
         if verdict.decision.reason == Reason.AMBIGUOUS_PATH:
             return FlowVerdict(verdict.decision, verdict.host, verdict.port,
                                error=f"path {flow.request.path[:200]!r} has no one meaning")

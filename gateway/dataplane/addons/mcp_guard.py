@@ -26,7 +26,7 @@ from typing import Any
 from mcp_types import INTERNAL_ERROR
 from mitmproxy import http
 
-from gateway.dataplane.bodies import pieces
+from gateway.dataplane.bodies import content_length, pieces
 from gateway.dataplane.mcp import (
     CODES,
     Item,
@@ -180,10 +180,11 @@ class McpGuard:
         exchange.answered = True
         request = flow.request
         request.stream = False
-        length = request.headers.get("content-length", "")
-        unbounded = not length.isdigit() and (request.is_http2 or bool(length)
-                                              or "transfer-encoding" in request.headers)
-        if not body_read and (unbounded or int(length or 0) > SMALL):
+        length = content_length(request.headers)
+        unbounded = length is None and (request.is_http2
+                                        or bool(request.headers.get("content-length"))
+                                        or "transfer-encoding" in request.headers)
+        if not body_read and (unbounded or (length or 0) > SMALL):
             flow.kill()     # a body not worth reading to refuse it (nor unbounded)
             return
         flow.response = _json(400, error(None, problem.code, f"sandgate: {problem}",
@@ -310,10 +311,10 @@ def _unholdable(request: http.Request) -> str | None:
         return f"MCP over streamable HTTP is POST, GET and DELETE, not {request.method}"
     if _encoded(request):
         return "a compressed JSON-RPC body is not read; send it uncompressed"
-    length = request.headers.get("content-length", "")
-    if not length.isdigit():
+    length = content_length(request.headers)
+    if length is None:
         return "a JSON-RPC body must come with its Content-Length"
-    if int(length) > HOLD_LIMIT:
+    if length > HOLD_LIMIT:
         return f"a JSON-RPC body over {HOLD_LIMIT} bytes is not read"
     return None
 

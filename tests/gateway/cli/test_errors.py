@@ -96,7 +96,8 @@ def test_version_and_the_data_directory(sandgate: Sandgate, tmp_path: Path) -> N
 
 
 def test_the_default_data_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from gateway.settings import Settings, default_home
+    from gateway.home import default_home
+    from gateway.settings import Settings
 
     monkeypatch.delenv("SANDGATE_HOME", raising=False)
     monkeypatch.delenv("SANDGATE_POLICY_DIR", raising=False)

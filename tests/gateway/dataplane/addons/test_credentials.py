@@ -13,7 +13,7 @@ from mitmproxy import http
 from mitmproxy.test import tflow
 
 from gateway.dataplane.addons.credentials import Credentials
-from gateway.dataplane.state import METADATA_KEY
+from gateway.dataplane.state import METADATA_KEY, SECRETS_KEY
 from tests.doubles import Plane, data_plane
 from tests.gateway.dataplane.addons.conftest import Through, connect, request
 
@@ -213,3 +213,23 @@ def test_a_websocket_message_with_a_placeholder_is_dropped_and_the_connection_cu
     assert message.dropped and cut == [flow]
     assert plane.rows[-1]["reason"] == "secret_exfil_attempt"
     assert plane.sandbox.quarantined
+
+
+def test_a_rotated_value_is_scrubbed_from_the_next_response(plane: Plane) -> None:
+    """Scrub tables are kept per set of values: the requests before a rotation share one,
+    the first after it gets the new value's."""
+    assert plane.vault is not None
+    p = plane.sandbox.secrets["TOKEN"]
+    through, tables = Through(plane), []
+    for real in (REAL, REAL, "rotated-token-value-987654"):
+        if real != REAL:
+            plane.vault.put("TOKEN", real)
+        flow = request(connect(plane, "api.example.test"), "GET", "https://api.example.test/",
+                       headers=[("authorization", f"Bearer {p}")])
+        through.request(flow)
+        assert flow.request.headers["authorization"] == f"Bearer {real}"
+        got = through.response(flow, http.Response.make(
+            200, f"{real} {real.encode().hex()}".encode(), {"content-type": "text/plain"}))
+        assert got == f"{p} {p.encode().hex()}".encode()
+        tables.append(flow.metadata[SECRETS_KEY].scrub)
+    assert tables[0] is tables[1] and tables[2] is not tables[0]

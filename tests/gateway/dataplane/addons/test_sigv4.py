@@ -11,6 +11,7 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as AwsCredentials
+from mitmproxy import http
 
 from tests.doubles import Plane, data_plane
 from tests.gateway.dataplane.addons.conftest import Through, connect, request
@@ -42,9 +43,10 @@ def signed(key_id: str, secret: str, method: str, body: bytes = b"") -> list[tup
     return [(k.lower(), v) for k, v in aws.headers.items()]
 
 
-def verifies(headers: list[tuple[str, str]], key_id: str, secret: str, method: str) -> bool:
+def verifies(headers: list[tuple[str, str]], key_id: str, secret: str, method: str,
+             body: bytes = b"") -> bool:
     date = dict(headers)["x-amz-date"]
-    aws = AWSRequest(method=method, url=URL, data=b"", headers={"x-amz-date": date})
+    aws = AWSRequest(method=method, url=URL, data=body, headers={"x-amz-date": date})
     aws.context["timestamp"] = date
     signer = SigV4Auth(AwsCredentials(key_id, secret), "s3", "us-east-1")
     canonical = signer.canonical_request(aws)
@@ -80,3 +82,27 @@ def test_an_http2_post_without_a_length_is_refused_as_unheld(plane: Plane) -> No
     Through(plane).request(flow)
     assert flow.response is not None and flow.response.status_code == 413
     assert flow.response.headers["x-sandgate-reason"] == "body_too_large"
+
+
+def test_the_body_is_signed_with_the_keys_read_at_the_head(plane: Plane) -> None:
+    """Signed over the body: re-signed once the body is here, with the key id and secret the
+    head read (one read of the vault per request). A key rotated in between does not mix
+    versions; a key removed in between does not break the hook."""
+    assert plane.vault is not None
+    key_id, secret = plane.sandbox.secrets["KEY_ID"], plane.sandbox.secrets["SECRET"]
+    body = b"the object"
+    flow = request(connect(plane, "s3.example.test"), "PUT", URL, body=body,
+                   headers=signed(key_id, secret, "PUT", body))
+    through = Through(plane)
+    head_done = through.bodies.requestheaders
+
+    def then_rotate(flow: http.HTTPFlow) -> None:
+        head_done(flow)
+        plane.vault.put("KEY_ID", "AKIAROTATEDKEYID0000")  # type: ignore[union-attr]
+        plane.vault.delete("SECRET")                       # type: ignore[union-attr]
+
+    through.bodies.requestheaders = then_rotate  # type: ignore[method-assign]
+    assert through.request(flow) == body and flow.response is None
+    sent = [(k, v) for k, v in flow.request.headers.items()]
+    assert f"Credential={REAL_ID}/" in flow.request.headers["authorization"]
+    assert verifies(sent, REAL_ID, REAL_SECRET, "PUT", body)
