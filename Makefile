@@ -9,12 +9,12 @@ bootstrap:
 up: bootstrap
 	.venv/bin/sandgate serve --destroy-on-stop
 
-# Command 2: the whole suite: the root-free unit tests first (seconds), then the integration
-# suites (real namespaces, nftables, mitmproxy, runsc) on two pytest-xdist workers, each in a
-# network namespace of its own; one test file stays on one worker (their fixtures share a
-# gateway per module).
+# Command 2: the whole suite: the root-free unit tests first (under a minute), then the
+# integration suites (real namespaces, nftables, mitmproxy, runsc). Both on two pytest-xdist
+# workers; an integration worker lives in a network namespace of its own, and a test file
+# stays on one worker (its fixtures share a gateway per module).
 test: bootstrap
-	.venv/bin/python -m pytest -m "not integration"
+	.venv/bin/python -m pytest -m "not integration" -n 2
 	.venv/bin/python -m pytest -m integration -n 2 --dist loadfile
 
 lint: bootstrap
