@@ -285,12 +285,7 @@ class Sandboxes:
             hold = self._holds.pop(sandbox_id, None)
             if hold is not None:
                 hold.release()
-            record = self.records.get(sandbox_id)
-            if record is not None and record.state != "deleted":
-                record.state = "deleted"
-                record.deleted_at = utcnow()
-                record.end_reason = reason
-                self.records.save(record)
+            self.records.close(sandbox_id, reason)
         self.flush_audit()
 
     def _wait_drained(self, sandbox_id: str) -> None:

@@ -122,12 +122,7 @@ class Pods:
             time.sleep(0.005)
         box.network.unwire(sandbox_id)
         self._wired.pop(sandbox_id, None)
-        record = box.records.get(sandbox_id)
-        if record is not None and record.state != "deleted":
-            record.state = "deleted"
-            record.deleted_at = utcnow()
-            record.end_reason = reason
-            box.records.save(record)
+        box.records.close(sandbox_id, reason)
         box.flush_audit()
 
 

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, or_, select
 
 from gateway.audit.models import AuditEvent
+from gateway.clock import utcnow
 from gateway.control.models import SandboxRecord
 from gateway.control.sandboxes.schemas import SandboxPublic
 from policies.decision import Reason
@@ -51,6 +52,16 @@ class Records:
         with Session(self.engine) as session:
             session.merge(record)
             session.commit()
+
+    def close(self, sandbox_id: str, reason: str) -> None:
+        """Mark the sandbox's record deleted, with why (once: a later reason does not
+        overwrite the first)."""
+        record = self.get(sandbox_id)
+        if record is not None and record.state != "deleted":
+            record.state = "deleted"
+            record.deleted_at = utcnow()
+            record.end_reason = reason
+            self.save(record)
 
     def _mine(self) -> Any:
         return or_(SandboxRecord.gateway_id == self.gateway_id,
