@@ -134,6 +134,7 @@ async function approvals() {
   } catch (error) {
     // its absence (or a refusal) is this section's business, not the page's
     note.textContent = error.status === 404 ? "none (this gateway has no approvals)"
+      : error.status === 403 ? "not shown: approvals need a token of role admin or security"
       : "approvals could not be read: " + error.message;
     box.appendChild(note);
     return;

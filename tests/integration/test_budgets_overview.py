@@ -176,7 +176,9 @@ def test_the_overview_draws_the_runs_audit_rows(run: Run, gateway: Gateway,
         [host, str(n)] for host, n in sorted(denied.items(), key=lambda kv: (-kv[1], kv[0]))]
     reasons = Counter(r["reason"] for r in run.rows if r["decision"] == "deny")
     assert {r[0]: int(r[1]) for r in table_rows(browser, "top-denied-reasons")} == reasons
-    assert browser.find_element(By.ID, "approvals").text == "none pending"
+    # an auditor reads the audit log, not the approvals (they decide policy)
+    assert browser.find_element(By.ID, "approvals").text == \
+        "not shown: approvals need a token of role admin or security"
 
     # drill down into the sandbox: the budgets it spent, and the address says so
     sandbox = {r["sandbox_id"] for r in run.rows}.pop()

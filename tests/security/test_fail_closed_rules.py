@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from gateway.client import Client, SandgateAPIError
 from gateway.selftest.seat import Seat
 from sandbox_net.names import Naming
 from tests.conftest import force_clean, kill_runsc, new_prefix
-from tests.harness import Gateway, nft_counter
+from tests.harness import Gateway, nft_counter, wait_for
 from tests.topology import HTTP_IP, UDP_IP, Topology
 
 pytestmark = pytest.mark.integration
@@ -88,11 +87,8 @@ def test_watchdog_reinstalls_the_table(gateways: list[Gateway], tmp_path: Path,
     gateways.append(gw)
     gw.start()
     delete_table(gw)
-    deadline = time.monotonic() + 5
-    while not table_present(gw) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert table_present(gw)
-    assert "reinstalled them" in gw.log_tail(50)
+    # the table is back before the watchdog's log line is written: wait for both
+    wait_for(lambda: table_present(gw) and "reinstalled them" in gw.log_tail(50), timeout=30)
 
 
 UDP_BURST = f"""
