@@ -287,13 +287,19 @@ def _absorb(into: Glob, glob: Glob) -> None:
 
 
 def _folded(globs: dict[str, Glob]) -> dict[str, Glob]:
-    """More globs than a reviewer reads become one `/first-segment/**` each."""
+    """More globs than a reviewer reads become one `/first-segment/**` each (a literal
+    segment; the others stay as they are)."""
     if len(globs) <= MAX_GLOBS:
         return globs
     folded: dict[str, Glob] = {}
     for text, glob in globs.items():
         first = text.split("/")[1]
-        _absorb(folded.setdefault(f"/{first}/**" if first else "/**", Glob()), glob)
+        # only under a literal first segment: `/**` or `/*/**` would open every path of the
+        # host (and any credential bound on it), from paths the sandbox chose
+        if first and "*" not in first:
+            _absorb(folded.setdefault(f"/{first}/**", Glob()), glob)
+        else:
+            _absorb(folded.setdefault(text, Glob()), glob)
     return folded
 
 

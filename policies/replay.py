@@ -40,7 +40,7 @@ class Group:
         if record.method:
             self.methods.add(record.method)
         sample = f"{record.protocol}:{record.port}" if not record.is_http else \
-            f"{record.method or '-'} {record.path or '/'}"
+            f"{record.method or '-'} {printable(record.path or '/')}"
         if sample not in self.samples and len(self.samples) < SAMPLES:
             self.samples.append(sample)
 
@@ -76,6 +76,13 @@ class Replay:
                 "newly_allowed": [g.as_json() for g in _ordered(self.newly_allowed)],
                 "newly_denied_count": self.denied_count,
                 "newly_allowed_count": self.allowed_count}
+
+
+def printable(text: str) -> str:
+    """A recorded path as a reviewer's terminal may show it: the sandbox chose it, and escape
+    sequences or control characters in it could rewrite what the report says."""
+    return "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode()
+                   for c in text)
 
 
 def _ordered(groups: dict[Any, Group]) -> list[Group]:

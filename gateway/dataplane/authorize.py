@@ -86,8 +86,9 @@ async def _approved(state: GatewayState, conn: Conn, request: Request,
               decision.policy_version or "", decision.rule, request.protocol, conn.name,
               request.port, request.method.upper(), path)
     outcome = await state.coord.approve(ask)
-    if outcome.allowed:
-        return replace(decision, verdict=Verdict.ALLOW, reason=Reason.APPROVED), outcome.note()
+    if outcome.allowed:   # what goes out is the path the person approved, never a spelling
+        return replace(decision, verdict=Verdict.ALLOW, reason=Reason.APPROVED,
+                       path=path), outcome.note()
     reason = Reason(outcome.reason)
     return Decision(Verdict.DENY, reason, decision.rule, decision.policy,
                     decision.policy_version), outcome.note()

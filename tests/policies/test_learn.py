@@ -188,3 +188,12 @@ def test_globs_differing_in_one_segment_merge_from_three_variants() -> None:
 def test_an_ambiguous_path_is_not_learned() -> None:
     learned = learn([seen("a.example", "/x%2fy"), seen("a.example", "/ok")])
     assert [r.spec.paths for r in learned.rules] == [["/ok"]]
+
+
+def test_folding_many_globs_never_opens_every_path_of_a_host() -> None:
+    """Past the glob limit globs fold under their literal first segment; `/` and a starred
+    first segment (`/1` is `/*`) stay as they are: `/**` or `/*/**` would open the host."""
+    deep = [seen("a.example", "/files/" + "/".join(["x"] * n)) for n in range(1, 40)]
+    learned = learn([seen("a.example", "/"), seen("a.example", "/1"), *deep])
+    (rule,) = learned.rules
+    assert sorted(rule.spec.paths) == ["/", "/*", "/files/**"]

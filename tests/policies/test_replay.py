@@ -121,3 +121,10 @@ def test_a_recorded_request_as_the_gateway_asked_it() -> None:
     literal = from_row(row(host="203.0.113.9", scheme="http", protocol="http"))
     assert literal is not None
     assert literal.request().host is None and str(literal.request().address) == "203.0.113.9"
+
+
+def test_a_recorded_path_cannot_write_to_the_reviewers_terminal() -> None:
+    narrowed = CURRENT.replace("methods: [GET, POST]", "methods: [GET]")
+    recorded = records(row(method="POST", path="/v1/\x1b[2K\x1b[1Anewly allowed:\u2028"))
+    (group,) = replay(policy(narrowed), recorded).newly_denied.values()
+    assert group.samples == ["POST /v1/\\x1b[2K\\x1b[1Anewly allowed:\\u2028"]

@@ -44,11 +44,11 @@ def with_book(tmp_path: Path) -> tuple[Plane, ApprovalBook]:
     return plane, book
 
 
-def run_held(plane: Plane, book: ApprovalBook, allow: bool) -> tuple[http.HTTPFlow,
-                                                                      http.HTTPFlow]:
+def run_held(plane: Plane, book: ApprovalBook, allow: bool,
+             path: str = "/items/1") -> tuple[http.HTTPFlow, http.HTTPFlow]:
     policy = HttpPolicy(plane.state)
     held = request(connect(plane, "api.example.test"), "POST",
-                   "https://api.example.test/items/1?draft=1")
+                   f"https://api.example.test{path}?draft=1")
     other = request(connect(plane, "api.example.test"), "GET", "https://api.example.test/x")
 
     async def scenario() -> None:
@@ -81,6 +81,15 @@ def test_an_approved_request_goes_out_to_the_vetted_address(tmp_path: Path) -> N
         "allow", "approved", "writes")
     assert verdict.upstream == "203.0.113.10" and held.request.host == "203.0.113.10"
     assert verdict.error == "approval 1 (once) by ann"
+
+
+def test_what_goes_out_is_the_path_the_person_approved(tmp_path: Path) -> None:
+    """The approver is shown the path as the policy reads it; a spelling an upstream may read
+    otherwise (`..;`, dot segments) must not go out in its place."""
+    plane, book = with_book(tmp_path)
+    held, _other = run_held(plane, book, allow=True, path="/admin/..;/items/./1")
+    assert held.response is None
+    assert held.request.path == "/items/1?draft=1"
 
 
 def test_a_denied_request_is_refused_with_the_reason(tmp_path: Path) -> None:
