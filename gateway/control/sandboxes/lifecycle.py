@@ -343,7 +343,10 @@ class Sandboxes:
                 why = f"adopting it failed: {e}"
             logger.info("sandbox %s left by an earlier run: %s", sandbox_id, why or "adopted")
             if why is not None:
-                self.destroy(sandbox_id, f"reconciled-after-restart: {why}")
+                try:
+                    self.destroy(sandbox_id, f"reconciled-after-restart: {why}")
+                except Exception:   # its egress stays refused; the next start tries again
+                    logger.exception("removing sandbox %s left by an earlier run", sandbox_id)
                 destroyed.append(sandbox_id)
             self.audit(**adoption.audit_row(sandbox_id, records.get(sandbox_id), why))
         return destroyed

@@ -21,6 +21,7 @@ from gateway.control.sandboxes import adoption
 from gateway.control.sandboxes.lifecycle import Sandboxes
 from gateway.control.sandboxes.schemas import SandboxCreate
 from gateway.dataplane.registry import Registry
+from sandbox_net.errors import NetError
 from sandbox_net.runtime.base import FileMount, RootImage, SandboxSpec
 from tests.gateway.control.sandboxes.conftest import World
 
@@ -174,3 +175,21 @@ def test_a_sandbox_that_cannot_be_checked_is_destroyed_and_the_start_goes_on(
     assert [c.id for c in registry.all()] == [fine.id]
     assert {r["sandbox_id"]: r["error"] for r in rows} == {
         odd.id: "adopting it failed: proc is unreadable", fine.id: None}
+
+
+def test_a_leftover_that_cannot_be_removed_does_not_stop_the_start(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its rules stay refused either way; the gateway must still start for the others."""
+    stuck, fine = (world.sandboxes.create(SandboxCreate(policy="web")) for _ in range(2))
+    sandboxes, registry = restarted(world, [])
+    world.runtime.running.pop(stuck.id)
+    unwire = world.network.unwire
+
+    def failing(sandbox_id: str) -> None:
+        if sandbox_id == stuck.id:
+            raise NetError("removing link: Device or resource busy")
+        unwire(sandbox_id)
+
+    monkeypatch.setattr(world.network, "unwire", failing)
+    assert sandboxes.reconcile() == [stuck.id]
+    assert [c.id for c in registry.all()] == [fine.id]
