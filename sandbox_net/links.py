@@ -85,8 +85,11 @@ def _disable_ipv6() -> None:
 def _add_netns(name: str) -> None:
     """`ip netns add`: pyroute2's netns.create forks the calling process, which costs tens of
     milliseconds in a gateway of a few hundred megabytes; iproute2 is spawned, not forked."""
-    result = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True,
-                            check=False, timeout=30)
+    try:
+        result = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True,
+                                check=False, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise NetError(f"creating namespace {name}: {e}") from None
     if result.returncode != 0:
         raise NetError(f"creating namespace {name}: {result.stderr.strip()}")
 
