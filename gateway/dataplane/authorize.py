@@ -85,7 +85,8 @@ async def _approved(state: GatewayState, conn: Conn, request: Request,
     ask = Ask(conn.sandbox.id, conn.sandbox.owner, decision.policy or "",
               decision.policy_version or "", decision.rule, request.protocol, conn.name,
               request.port, request.method.upper(), path)
-    outcome = await state.coord.approve(ask)
+    with state.hold(conn.client_id):   # nothing more is read from the sandbox meanwhile
+        outcome = await state.coord.approve(ask)
     if outcome.allowed:   # what goes out is the path the person approved, never a spelling
         return replace(decision, verdict=Verdict.ALLOW, reason=Reason.APPROVED,
                        path=path), outcome.note()

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from mitmproxy import ctx, master, options
 from mitmproxy import flow as flow_
@@ -84,6 +85,48 @@ class Cutter:
                 loop.call_soon(handler.close_connection, conn)
 
 
+class Pauser:
+    """Stops reading a client connection while one of its requests is held for approval.
+
+    mitmproxy reads on while a hook waits: HTTP/1 pipelined bytes pile up in the
+    connection's buffer, a body and HTTP/2 DATA (acknowledged at once) in the held stream's
+    event queue, all in the worker's memory. With the socket's reading paused, what the
+    sandbox sends waits in its own socket buffers (TCP flow control) and the worker holds at
+    most what it had read already. The whole connection waits: other HTTP/2 streams on it
+    too (docs/POLICY.md). Nested holds (several held streams) resume on the last."""
+
+    def __init__(self, server: proxyserver.Proxyserver) -> None:
+        self.server = server
+        self.holds: dict[str, int] = {}
+
+    @contextmanager
+    def __call__(self, client_id: str) -> Iterator[None]:
+        transport = self._pause(client_id)
+        try:
+            yield
+        finally:
+            if transport is not None:
+                self.holds[client_id] -= 1
+                if not self.holds[client_id]:
+                    del self.holds[client_id]
+                    transport.resume_reading()
+
+    def _pause(self, client_id: str) -> asyncio.Transport | None:
+        handler = self.server.connections.get(client_id)
+        io = handler.transports.get(handler.client) if handler is not None else None
+        if io is None or not isinstance(io.reader, asyncio.StreamReader) or \
+                not isinstance(io.writer, asyncio.StreamWriter):
+            return None
+        transport = io.writer.transport
+        assert isinstance(transport, asyncio.Transport)
+        self.holds[client_id] = self.holds.get(client_id, 0) + 1
+        transport.pause_reading()
+        # The reader resumes a transport it paused itself (its buffer was full) once a read
+        # drains it: it must not resume this pause, which is ours to end.
+        io.reader._paused = False    # type: ignore[attr-defined]
+        return transport
+
+
 def build_master(settings: Settings, state: GatewayState, *, tcp_port: int,
                  on_ready: Callable[[], None]) -> master.Master:
     """A proxy worker's mitmproxy: transparent TCP on `tcp_port`."""
@@ -92,6 +135,7 @@ def build_master(settings: Settings, state: GatewayState, *, tcp_port: int,
     builtins = builtin_addons()
     server = next(a for a in builtins if isinstance(a, proxyserver.Proxyserver))
     state.cut = Cutter(server)
+    state.hold = Pauser(server)
     # ClientCert after TlsConfig: it moves the upstream TLS connection TlsConfig built to the
     # context of the rule's client certificate (addons.client_cert).
     proxy.addons.add(Sandgate(pipeline(state)), *builtins, ClientCert(state),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -45,6 +46,7 @@ class Conn:
     # this connection presents, fixed by its first allowed request (addons.credentials)
     client_cert: str | None = None
     client_cert_fixed: bool = False
+    client_id: str = ""                    # mitmproxy's id of the client connection
 
     @property
     def target(self) -> str:
@@ -130,6 +132,8 @@ class GatewayState:
         self.quarantine_on_exfil = True
         # cuts a flow's client and server connections at once (gateway.dataplane.proxy)
         self.cut: Callable[[Any], None] = lambda _flow: None
+        # stops reading a client connection while a request of it is held (dataplane.proxy)
+        self.hold: Callable[[str], AbstractContextManager[None]] = lambda _id: nullcontext()
 
     def quarantine(self, sandbox: SandboxContext) -> None:
         """After a secret-exfiltration attempt: nothing more goes out, here at once and in

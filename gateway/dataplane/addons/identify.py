@@ -46,7 +46,8 @@ class Identify:
         if name is None and dialed_ip in sandbox.pool:
             name = await self.state.coord.name_for(sandbox.id, dialed_ip)  # not heard yet
         self.state.conns[client.id] = Conn(sandbox=sandbox, dialed_ip=dialed_ip,
-                                           dialed_port=dialed_port, name=name)
+                                           dialed_port=dialed_port, name=name,
+                                           client_id=client.id)
 
     def client_disconnected(self, client: connection.Client) -> None:
         conn = self.state.conns.pop(client.id, None)

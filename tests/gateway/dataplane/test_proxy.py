@@ -1,0 +1,138 @@
+"""The worker's real mitmproxy (build_master, every addon) on a loopback port, root-free: a
+request held for approval must not let the sandbox fill the worker's memory through the
+same connection, neither with the held request's body nor with pipelined bytes after it.
+
+The nft redirect is the one thing stood in for (`original_addr`, which reads where the
+sandbox meant to go from the redirect, answers the test's synthetic address)."""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mitmproxy import master, platform
+
+from gateway.approvals.ask import Scope
+from gateway.approvals.book import ApprovalBook
+from gateway.dataplane.proxy import build_master
+from gateway.db import make_engine
+from gateway.settings import Settings
+from tests.doubles import Plane, data_plane
+from tests.harness import free_port, wait_for
+
+POLICY = """
+version: 1
+name: web
+rules:
+  - {id: asked, action: ask, hosts: [api.example.test], ports: [80], protocols: [http]}
+"""
+PUSH = 96 << 20          # what the sandbox tries to push while its request is held
+CHUNK = 1 << 20
+STALL = 1.0              # no byte taken for this long: the gateway stopped reading
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+class Worker:
+    """One proxy worker's mitmproxy, running on its own event loop in a thread."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.plane: Plane = data_plane(tmp_path, POLICY, ip="127.0.0.1",
+                                       answers={"api.example.test": ["203.0.113.10"]})
+        engine = make_engine(f"sqlite:///{tmp_path / 'approvals.db'}")
+        self.book = ApprovalBook(engine, self.plane.sink.rows.append, gateway_id="gw",
+                                 timeout=60)
+        self.plane.authority.approvals = self.book
+        self.port = free_port()
+        self.settings = Settings(home=tmp_path)
+        self.ready = threading.Event()
+        self.proxy: master.Master | None = None
+        self.thread = threading.Thread(target=asyncio.run, args=(self._run(),), daemon=True)
+
+    async def _run(self) -> None:
+        self.proxy = build_master(self.settings, self.plane.state, tcp_port=self.port,
+                                  on_ready=self.ready.set)
+        await self.proxy.run()
+        await self.proxy.addons.get("proxyserver").servers.update([])   # closes the listener
+
+    def stop(self) -> None:
+        if self.proxy is not None:
+            self.proxy.shutdown()
+        self.thread.join(30)
+        self.book.engine.dispose()
+
+
+@pytest.fixture
+def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Worker]:
+    running = Worker(tmp_path)
+    dialed = (running.plane.address_of("api.example.test"), 80)
+    monkeypatch.setattr(platform, "original_addr", lambda _sock: dialed)
+    running.thread.start()
+    assert running.ready.wait(60), "the proxy did not start"
+    yield running
+    running.stop()
+
+
+def push(sock: socket.socket, unit: bytes, limit: int) -> int:
+    """Send `unit` again and again, up to `limit` bytes; stop when the gateway has taken
+    nothing for STALL seconds. Returns the bytes it took."""
+    sock.setblocking(False)
+    stream, sent = memoryview(unit * 2), 0
+    while sent < limit:
+        _, writable, _ = select.select([], [sock], [], STALL)
+        if not writable:
+            break
+        at = sent % len(unit)
+        try:
+            sent += sock.send(stream[at:at + len(unit)])
+        except BlockingIOError:
+            continue
+    return sent
+
+
+@pytest.mark.parametrize(("head", "unit"), [
+    # a chunked body sent while the request waits
+    ("POST /upload HTTP/1.1\r\nHost: api.example.test\r\nTransfer-Encoding: chunked\r\n\r\n",
+     b"%x\r\n" % CHUNK + b"x" * CHUNK + b"\r\n"),
+    # no body: what follows is pipelined, and mitmproxy would buffer it for the next request
+    ("GET /items HTTP/1.1\r\nHost: api.example.test\r\n\r\n", b"x" * CHUNK),
+], ids=["body", "pipelined"])
+def test_a_held_request_cannot_fill_the_workers_memory(worker: Worker, head: str,
+                                                       unit: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", worker.port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        pending = wait_for(lambda: worker.book.list("pending"), timeout=30)
+        before = rss()
+        taken = push(sock, unit, PUSH)
+        grown = rss() - before
+        print(f"held request: the gateway took {taken >> 20} MiB of {PUSH >> 20} MiB "
+              f"(the rest waits in the sandbox's socket); the worker grew {grown >> 20} MiB")
+        # what the kernel's socket buffers hold (up to tcp_rmem + tcp_wmem) is not the
+        # worker's; the worker itself keeps at most what it read before the pause
+        assert grown < 16 << 20
+        assert taken < PUSH
+        decider = threading.Thread(target=worker.book.decide, args=(pending[0]["id"],),
+                                   kwargs={"allow": False, "scope": Scope.ONCE, "who": "ann"})
+        decider.start()
+        decider.join(30)
+        sock.setblocking(True)
+        deadline = time.monotonic() + 30
+        answer = b""
+        while time.monotonic() < deadline and b"\r\n" not in answer:   # 403, or cut
+            try:
+                data = sock.recv(65536)
+            except (ConnectionResetError, BlockingIOError):
+                break
+            if not data:
+                break
+            answer += data
+        assert not answer or answer.startswith(b"HTTP/1.1 403")
