@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 class Scope(enum.StrEnum):
     """How far an allow reaches: this request; later identical requests of the sandbox
-    (same host, port, method and path); or, as a rule written into the policy, everyone on
-    it."""
+    (same scheme, host, port, method and path) until revoked; or, as a rule written into the
+    policy, everyone on it for as long as the rule stays there."""
 
     ONCE = "once"
     SANDBOX = "sandbox"
@@ -21,11 +21,15 @@ class Status(enum.StrEnum):
     ALLOWED = "allowed"
     DENIED = "denied"
     EXPIRED = "expired"
+    REVOKED = "revoked"     # a `--for sandbox` allow taken back
 
 
 @dataclass(frozen=True, slots=True)
 class Ask:
-    """One held request, as the policy saw it (the path without its query)."""
+    """One held request, as the policy saw it (the path without its query), with what the
+    person deciding should see of the rest: the query (credential-like values and
+    placeholders redacted) and the body's announced length (None: not announced, a body of
+    any length may follow)."""
 
     sandbox: str
     owner: str | None
@@ -37,11 +41,8 @@ class Ask:
     port: int
     method: str
     path: str
-
-    @property
-    def key(self) -> tuple[str, str, int, str, str]:
-        """Requests that are the same question: one approval answers them all."""
-        return (self.sandbox, self.host, self.port, self.method, self.path)
+    query: str = ""
+    body: int | None = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,12 @@ shared by every gateway on it) and, for the requests this gateway holds, a futur
 a decision resolves at once.
 
 `ask` runs on the main event loop (the hub's answer to a worker): it never blocks the loop
-(database work goes to a thread) and holds only the asking flow. `decide` runs in an API
+(database work goes to a thread) and holds only the asking flow. Every held request has an
+approval of its own (two requests alike in path may differ in query and body, and a person
+allows what they were shown), and the cap counts held requests. `decide` runs in an API
 thread. A decision is a conditional update (`pending` -> `allowed` | `denied`), so of two
-deciders, or a decider and the timeout, exactly one wins; the loser is told.
+deciders, or a decider and the timeout, exactly one wins; the loser is told. `--for policy`
+writes its rule only once its decision won.
 """
 
 from __future__ import annotations
@@ -32,24 +35,26 @@ from policies.decision import Reason
 logger = logging.getLogger(__name__)
 
 POLL = 1.0            # how often a held request looks for a decision made by another gateway
-MAX_PENDING = 16      # per sandbox: a sandbox cannot flood the people who approve
-STANDING = (Scope.SANDBOX, Scope.POLICY)
+MAX_PENDING = 16      # held requests per sandbox: it cannot flood the people who approve
 
 
 class Conflict(SandgateError):
     status = 409
 
 
-@dataclass
+@dataclass(eq=False)
 class _Held:
-    id: int
+    sandbox: str
     future: asyncio.Future[Outcome]
-    deadline: float
+    id: int = 0
+    deadline: float = 0.0
 
 
 type Recorder = Callable[[dict[str, Any]], None]
-# (approval, caller name) -> (policy revision, rule id) written for `--for policy`
-type PolicyWriter = Callable[[ApprovalRecord, str], tuple[int | None, str]]
+# `--for policy`: (approval, caller name) -> checks made, the write to run once the decision
+# won: () -> (policy revision, rule id)
+type PolicyWrite = Callable[[], tuple[int | None, str]]
+type PolicyWriter = Callable[[ApprovalRecord, str], PolicyWrite]
 
 
 def _who(record: ApprovalRecord) -> str | None:
@@ -62,6 +67,8 @@ def outcome_of(record: ApprovalRecord) -> Outcome | None:
         return Outcome(True, Reason.APPROVED, record.id, _who(record), record.scope)
     if record.status == Status.DENIED:
         return Outcome(False, Reason.APPROVAL_DENIED, record.id, _who(record))
+    if record.status == Status.REVOKED:   # taken back before this request heard of it
+        return Outcome(False, Reason.APPROVAL_DENIED, record.id, record.revoked_by)
     if record.status == Status.EXPIRED:
         return Outcome(False, Reason.APPROVAL_TIMEOUT, record.id,
                        detail="nobody decided in time")
@@ -80,7 +87,7 @@ class ApprovalBook:
         self.write_policy = write_policy
         self.max_pending = max_pending
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._held: dict[tuple[str, str, int, str, str], _Held] = {}
+        self._held: list[_Held] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     # the held request's side (main event loop)
@@ -90,15 +97,14 @@ class ApprovalBook:
         if standing is not None:
             return Outcome(True, Reason.APPROVED, standing.id, standing.decided_by,
                            standing.scope)
-        held = self._held.get(ask.key)
-        if held is None:
-            if sum(1 for key in self._held if key[0] == ask.sandbox) >= self.max_pending:
-                return Outcome(False, Reason.APPROVAL_DENIED,
-                               detail=f"{self.max_pending} requests of this sandbox already "
-                                      "wait for approval")
-            # taken with no await since the look-up: an identical request arriving later joins it
-            held = self._held[ask.key] = _Held(0, self.loop.create_future(), 0.0)
-            self._spawn(self._watch(ask, held))
+        # counted and taken with no await in between: the cap holds for requests arriving at once
+        if sum(1 for held in self._held if held.sandbox == ask.sandbox) >= self.max_pending:
+            return Outcome(False, Reason.APPROVAL_DENIED,
+                           detail=f"{self.max_pending} requests of this sandbox already "
+                                  "wait for approval")
+        held = _Held(ask.sandbox, self.loop.create_future())
+        self._held.append(held)
+        self._spawn(self._watch(ask, held))
         return await asyncio.shield(held.future)
 
     def _spawn(self, coroutine: Any) -> None:
@@ -131,13 +137,12 @@ class ApprovalBook:
             outcome = Outcome(False, Reason.APPROVAL_DENIED, held.id or None,
                               detail="the gateway failed to wait for the decision")
         finally:
-            if self._held.get(ask.key) is held:
-                del self._held[ask.key]
+            self._held.remove(held)
         if not held.future.done():
             held.future.set_result(outcome)
 
     def _wake(self, approval: int, outcome: Outcome) -> None:
-        for held in self._held.values():
+        for held in self._held:
             if held.id == approval and not held.future.done():
                 held.future.set_result(outcome)
 
@@ -149,7 +154,7 @@ class ApprovalBook:
             gateway_id=self.gateway_id, sandbox_id=ask.sandbox, owner=ask.owner,
             policy=ask.policy, policy_version=ask.policy_version, rule=ask.rule,
             scheme=ask.scheme, host=ask.host, port=ask.port, method=ask.method, path=ask.path,
-            status=Status.PENDING)
+            query=ask.query or None, body_bytes=ask.body, status=Status.PENDING)
         with Session(self.engine) as session:
             session.add(record)
             session.commit()
@@ -164,20 +169,24 @@ class ApprovalBook:
         return record
 
     def _standing(self, ask: Ask) -> ApprovalRecord | None:
-        """An earlier `--for sandbox` (or `--for policy`) allow of the same request."""
+        """An earlier `--for sandbox` allow, not revoked, of the same request (scheme
+        included: an allow over https is no allow in clear text). A `--for policy` allow
+        stands as its rule, while the policy keeps it: the policy decides, not this book."""
         query = select(ApprovalRecord).where(
-            ApprovalRecord.sandbox_id == ask.sandbox, ApprovalRecord.host == ask.host,
-            ApprovalRecord.port == ask.port, ApprovalRecord.method == ask.method,
-            ApprovalRecord.path == ask.path, ApprovalRecord.status == Status.ALLOWED,
-            col(ApprovalRecord.scope).in_([str(s) for s in STANDING])).limit(1)
+            ApprovalRecord.sandbox_id == ask.sandbox, ApprovalRecord.scheme == ask.scheme,
+            ApprovalRecord.host == ask.host, ApprovalRecord.port == ask.port,
+            ApprovalRecord.method == ask.method, ApprovalRecord.path == ask.path,
+            ApprovalRecord.status == Status.ALLOWED,
+            ApprovalRecord.scope == str(Scope.SANDBOX)).limit(1)
         with Session(self.engine) as session:
             return session.exec(query).first()
 
-    def _settle(self, approval: int, status: Status, **values: Any) -> bool:
-        """pending -> `status`, unless someone else settled it first."""
+    def _settle(self, approval: int, status: Status, *, was: Status = Status.PENDING,
+                **values: Any) -> bool:
+        """`was` -> `status`, unless someone else settled it first."""
         statement = update(ApprovalRecord).where(
             col(ApprovalRecord.id) == approval,
-            col(ApprovalRecord.status) == Status.PENDING).values(status=status, **values)
+            col(ApprovalRecord.status) == was).values(status=status, **values)
         with Session(self.engine) as session:
             changed = session.execute(statement).rowcount   # type: ignore[attr-defined]
             session.commit()
@@ -203,26 +212,70 @@ class ApprovalBook:
         if record.status != Status.PENDING:
             raise Conflict(f"approval {approval} is already {record.status}",
                            "only a pending approval can be decided")
-        revision, rule = None, None
+        write = None
         if allow and scope == Scope.POLICY:
             if self.write_policy is None:
                 raise SandgateError("this gateway cannot write policies")
-            revision, rule = self.write_policy(record, who)
+            write = self.write_policy(record, who)      # refuses what it could not write
         status = Status.ALLOWED if allow else Status.DENIED
+        # settled first: a rule is written only for a decision that won (not for one the
+        # timeout or another decider beat)
         if not self._settle(approval, status, scope=str(scope) if allow else None,
-                            decided_by=who, decided_at=utcnow(), revision=revision,
-                            policy_rule=rule):
+                            decided_by=who, decided_at=utcnow()):
             raise Conflict(f"approval {approval} was decided meanwhile",
                            "sandgate approvals list shows how")
+        failed, extra = None, ""
+        if write is not None:
+            failed, extra = self._write(approval, write)
         record = self._get(approval)
-        verb = f"allowed for {scope}" if allow else "denied"
-        extra = f"; rule {rule} written as policy revision {revision}" if rule else ""
+        verb = f"allowed for {record.scope}" if allow else "denied"
         self._audit(record, allowed=allow,
                     reason=Reason.APPROVED if allow else Reason.APPROVAL_DENIED, actor=who,
                     note=f"approval {approval} {verb}{extra}")
         outcome = outcome_of(record)
         if self.loop is not None and outcome is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self._wake, approval, outcome)
+        if failed is not None:
+            raise SandgateError(f"approval {approval} was allowed once only: the rule could "
+                                f"not be written ({failed})", "write it by hand, or allow the "
+                                "next such request --for sandbox")
+        return record.public()
+
+    def _write(self, approval: int, write: PolicyWrite) -> tuple[str | None, str]:
+        """`--for policy`, after its decision won: (why it failed, the audit note's end). A
+        rule that could not be written leaves the allow for this one request."""
+        try:
+            revision, rule = write()
+        except Exception as e:   # the store's own errors, or the database's
+            logger.warning("approval %d: the policy rule could not be written: %s", approval, e)
+            self._update(approval, scope=str(Scope.ONCE))
+            return str(e), f" (the rule could not be written: {e})"
+        self._update(approval, revision=revision, policy_rule=rule)
+        return None, f"; rule {rule} written as policy revision {revision}"
+
+    def _update(self, approval: int, **values: Any) -> None:
+        statement = update(ApprovalRecord).where(
+            col(ApprovalRecord.id) == approval).values(**values)
+        with Session(self.engine) as session:
+            session.execute(statement)
+            session.commit()
+
+    def revoke(self, approval: int, *, who: str) -> dict[str, Any]:
+        """Take back a `--for sandbox` allow: the sandbox's next such request is asked about
+        again. (A `--for policy` allow is taken back by removing its rule from the policy.)"""
+        record = self._get(approval)
+        if record.status != Status.ALLOWED or record.scope != Scope.SANDBOX:
+            raise Conflict(f"approval {approval} is {record.status}"
+                           f"{f' for {record.scope}' if record.scope else ''}, not a standing "
+                           "allow", "only an approval allowed --for sandbox can be revoked; "
+                                    "a --for policy one by removing its rule from the policy")
+        if not self._settle(approval, Status.REVOKED, was=Status.ALLOWED, revoked_by=who,
+                            revoked_at=utcnow()):
+            raise Conflict(f"approval {approval} was revoked meanwhile")
+        record = self._get(approval)
+        self._audit(record, allowed=False, reason=Reason.APPROVAL_DENIED, actor=who,
+                    note=f"approval {approval} (for sandbox) revoked: such requests are "
+                         "asked about again")
         return record.public()
 
     def _audit(self, record: ApprovalRecord, *, allowed: bool, reason: str,

@@ -28,16 +28,20 @@ class ApprovalRecord(SQLModel, table=True):
     port: int
     method: str
     path: str
-    status: str = Field(index=True)         # pending | allowed | denied | expired
+    query: str | None = None                # redacted, as the audit log keeps it
+    body_bytes: int | None = None           # announced length; None: not announced
+    status: str = Field(index=True)         # pending | allowed | denied | expired | revoked
     scope: str | None = None                # once | sandbox | policy (when allowed)
     decided_by: str | None = None           # the API caller: token name and id
     decided_at: datetime | None = None
     revision: int | None = None             # `--for policy`: the policy revision written
     policy_rule: str | None = None          # `--for policy`: the rule id written
+    revoked_by: str | None = None           # who took a `--for sandbox` allow back
+    revoked_at: datetime | None = None
 
     def public(self) -> dict[str, Any]:
         data = self.model_dump()
-        for name in ("created_at", "expires_at", "decided_at"):
+        for name in ("created_at", "expires_at", "decided_at", "revoked_at"):
             if data[name] is not None:
                 data[name] = data[name].isoformat()
         return data

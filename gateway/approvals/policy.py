@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.approvals.ask import Ask
-from gateway.approvals.book import PolicyWriter
+from gateway.approvals.book import PolicyWrite, PolicyWriter
 from gateway.approvals.models import ApprovalRecord
 from gateway.approvals.rules import rule_for, with_rule
 from gateway.control.policy_store import PolicyStore
@@ -22,7 +22,9 @@ def ask_of(record: ApprovalRecord) -> Ask:
 
 
 def policy_writer(store: PolicyStore, registry: Registry | None) -> PolicyWriter:
-    def write(record: ApprovalRecord, who: str) -> tuple[int | None, str]:
+    def check(record: ApprovalRecord, who: str) -> PolicyWrite:
+        """Refuses (BadRequest) what could not be written, before anything is decided; the
+        write itself runs once the decision won (ApprovalBook.decide)."""
         assert record.id is not None
         current = store.get(record.policy)
         if current["read_only"]:
@@ -37,7 +39,13 @@ def policy_writer(store: PolicyStore, registry: Registry | None) -> PolicyWriter
                              f"{record.policy}", "edit that file, or allow --for sandbox")
         when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         rule = rule_for(ask_of(record), record.id, who, when)
-        result = store.put(record.policy, with_rule(current["yaml"], rule))
-        revision = result.get("revision")
-        return (revision if isinstance(revision, int) else None), str(rule["id"])
-    return write
+        with_rule(current["yaml"], rule)       # the edit must apply
+
+        def write() -> tuple[int | None, str]:
+            # the policy as it is now: an edit made since the check is kept
+            latest = store.get(record.policy)["yaml"]
+            result = store.put(record.policy, with_rule(latest, rule))
+            revision = result.get("revision")
+            return (revision if isinstance(revision, int) else None), str(rule["id"])
+        return write
+    return check

@@ -14,8 +14,8 @@ import click
 
 from gateway.cli.common import fail, fail_environment, make_settings, print_table
 
-COLUMNS = ("id", "status", "sandbox_id", "method", "scheme", "host", "port", "path", "rule",
-           "policy", "expires_at", "scope", "decided_by")
+COLUMNS = ("id", "status", "sandbox_id", "method", "scheme", "host", "port", "path", "query",
+           "body", "rule", "policy", "expires_at", "scope", "decided_by")
 
 
 @click.group("approvals")
@@ -62,7 +62,8 @@ def _call(ctx: click.Context, method: str, path: str, **kwargs: Any) -> Any:
 
 
 @approvals_group.command("list")
-@click.option("--status", type=click.Choice(["pending", "allowed", "denied", "expired", "all"]),
+@click.option("--status", type=click.Choice(["pending", "allowed", "denied", "expired", "revoked",
+                                             "all"]),
               default="pending", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @click.pass_context
@@ -77,6 +78,8 @@ def list_command(ctx: click.Context, status: str, as_json: bool) -> None:
     if not rows:
         click.echo(f"no {status} approvals" if status != "all" else "no approvals")
         return
+    for row in rows:   # None: not announced, a body of any length may follow
+        row["body"] = "?" if row.get("body_bytes") is None else row["body_bytes"]
     print_table(rows, COLUMNS)
 
 
@@ -90,8 +93,7 @@ def list_command(ctx: click.Context, status: str, as_json: bool) -> None:
 def allow(ctx: click.Context, approval: int, reach: str) -> None:
     """Let a held request go."""
     row = _call(ctx, "POST", f"/v1/approvals/{approval}/allow", json={"for": reach})
-    line = f"approval {approval} allowed for {reach}: {row['method']} {row['scheme']}://" \
-           f"{row['host']}:{row['port']}{row['path']}"
+    line = f"approval {approval} allowed for {row['scope']}: {_request(row)}"
     if row.get("policy_rule"):
         line += f"; rule {row['policy_rule']} added to policy {row['policy']}" + \
                 (f" (revision {row['revision']})" if row.get("revision") else "") + \
@@ -105,5 +107,19 @@ def allow(ctx: click.Context, approval: int, reach: str) -> None:
 def deny(ctx: click.Context, approval: int) -> None:
     """Refuse a held request."""
     row = _call(ctx, "POST", f"/v1/approvals/{approval}/deny")
-    click.echo(f"approval {approval} denied: {row['method']} {row['scheme']}://{row['host']}:"
-               f"{row['port']}{row['path']}")
+    click.echo(f"approval {approval} denied: {_request(row)}")
+
+
+@approvals_group.command()
+@click.argument("approval", type=int)
+@click.pass_context
+def revoke(ctx: click.Context, approval: int) -> None:
+    """Take back an allow --for sandbox: the sandbox is asked about such requests again."""
+    row = _call(ctx, "POST", f"/v1/approvals/{approval}/revoke")
+    click.echo(f"approval {approval} revoked: {_request(row)} of sandbox {row['sandbox_id']} "
+               "is asked about again")
+
+
+def _request(row: dict[str, Any]) -> str:
+    query = f"?{row['query']}" if row.get("query") else ""
+    return f"{row['method']} {row['scheme']}://{row['host']}:{row['port']}{row['path']}{query}"

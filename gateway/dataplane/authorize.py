@@ -6,6 +6,7 @@ serves later requests on the connection only as far as their own rule opens its 
 from __future__ import annotations
 
 import ipaddress
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
@@ -16,6 +17,8 @@ from gateway.processes.budgets import caps
 from policies.decision import Decision, Reason, Verdict
 from policies.matcher import Request
 from policies.paths import AmbiguousPath, canonical_path
+from vault.placeholders import PATTERN
+from vault.redact import REDACTED, redact_query
 
 
 def request_for(conn: Conn, protocol: str, *, method: str | None = None,
@@ -27,8 +30,10 @@ def request_for(conn: Conn, protocol: str, *, method: str | None = None,
 
 
 async def authorize(state: GatewayState, conn: Conn, request: Request,
-                    expected: int = 0) -> FlowVerdict:
-    """`expected`: the request body's announced length (counted against byte budgets)."""
+                    expected: int = 0, *, body: int | None = 0) -> FlowVerdict:
+    """`expected`: the request body's announced length (counted against byte budgets);
+    `body`: the same, None when a body of unannounced length may follow (shown to whoever
+    decides on an `ask`)."""
     policy = conn.sandbox.policy
     port = conn.dialed_port
     if conn.refused is not None:
@@ -39,7 +44,7 @@ async def authorize(state: GatewayState, conn: Conn, request: Request,
     decision = policy.decide(request)
     note = None
     if decision.verdict == Verdict.DENY and decision.reason == Reason.APPROVAL_REQUIRED:
-        decision, note = await _approved(state, conn, request, decision)
+        decision, note = await _approved(state, conn, request, decision, body)
     if not decision.allowed:
         return FlowVerdict(decision, conn.target, port, error=note)
     grant = decision.grant
@@ -72,8 +77,8 @@ async def authorize(state: GatewayState, conn: Conn, request: Request,
                        budgeted=budgeted)
 
 
-async def _approved(state: GatewayState, conn: Conn, request: Request,
-                    decision: Decision) -> tuple[Decision, str | None]:
+async def _approved(state: GatewayState, conn: Conn, request: Request, decision: Decision,
+                    body: int | None) -> tuple[Decision, str | None]:
     """An `ask` decision, held until a person decides (only this flow waits): allowed under
     the ask rule's grant, or refused with why. Only HTTP requests are asked about."""
     if not request.is_http or conn.name is None or request.method is None:
@@ -84,7 +89,7 @@ async def _approved(state: GatewayState, conn: Conn, request: Request,
         return decision, "a path with no one meaning is not asked about"
     ask = Ask(conn.sandbox.id, conn.sandbox.owner, decision.policy or "",
               decision.policy_version or "", decision.rule, request.protocol, conn.name,
-              request.port, request.method.upper(), path)
+              request.port, request.method.upper(), path, shown_query(request), body)
     with state.hold(conn.client_id):   # nothing more is read from the sandbox meanwhile
         outcome = await state.coord.approve(ask)
     if outcome.allowed:   # what goes out is the path the person approved, never a spelling
@@ -93,6 +98,13 @@ async def _approved(state: GatewayState, conn: Conn, request: Request,
     reason = Reason(outcome.reason)
     return Decision(Verdict.DENY, reason, decision.rule, decision.policy,
                     decision.policy_version), outcome.note()
+
+
+def shown_query(request: Request) -> str:
+    """The query as whoever decides sees it: credential-like values and placeholders
+    redacted, as the audit log keeps it."""
+    pairs = [(name, value) for name, values in request.query.items() for value in values]
+    return PATTERN.sub(REDACTED, redact_query(urllib.parse.urlencode(pairs)))[:2048]
 
 
 async def _vet(state: GatewayState, conn: Conn,

@@ -32,7 +32,8 @@ def router(book: ApprovalBook) -> APIRouter:
 
     @api.get("")
     def list_approvals(caller: Caller,
-                       status: Literal["pending", "allowed", "denied", "expired"] | None =
+                       status: Literal["pending", "allowed", "denied", "expired",
+                                       "revoked"] | None =
                        None, limit: int = Query(default=200, ge=1, le=1000)
                        ) -> list[dict[str, Any]]:
         need(caller, Scope.POLICIES)
@@ -54,5 +55,10 @@ def router(book: ApprovalBook) -> APIRouter:
     def deny(approval: ApprovalId, caller: Caller) -> dict[str, Any]:
         need(caller, Scope.POLICIES)
         return book.decide(approval, allow=False, scope=Reach.ONCE, who=who(caller))
+
+    @api.post("/{approval}/revoke")
+    def revoke(approval: ApprovalId, caller: Caller) -> dict[str, Any]:
+        need(caller, Scope.POLICIES)
+        return book.revoke(approval, who=who(caller))
 
     return api

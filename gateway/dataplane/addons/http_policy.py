@@ -103,6 +103,17 @@ def _request(conn: Conn, flow: http.HTTPFlow) -> Request:
                        method=request.method, path=request.path, query=query, headers=headers)
 
 
+def _announced(request: http.Request, length: int | None) -> int | None:
+    """The body's announced length; 0 for none (HTTP/1 without a length or chunking); None
+    when one of any length may follow (chunked, or an HTTP/2 or 3 request without a length,
+    whose headers may not have ended the stream)."""
+    if length is not None:
+        return length
+    if request.is_http2 or request.is_http3 or "transfer-encoding" in request.headers:
+        return None
+    return 0
+
+
 class HttpPolicy:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
@@ -145,7 +156,7 @@ class HttpPolicy:
             return FlowVerdict(policy.refuse(e.reason), conn.target, conn.dialed_port,
                                error=str(e))
         verdict = await authorize(self.state, conn, _request(conn, flow),
-                                  length or 0)
+                                  length or 0, body=_announced(flow.request, length))
         if verdict.decision.reason == Reason.AMBIGUOUS_PATH:
             return FlowVerdict(verdict.decision, verdict.host, verdict.port,
                                error=f"path {flow.request.path[:200]!r} has no one meaning")

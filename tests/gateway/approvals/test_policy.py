@@ -26,7 +26,7 @@ def test_the_rule_is_written_through_the_store_as_a_revision(tmp_path: Path) -> 
                      "[api.test]}\n")
     published: list[tuple[str, str | None]] = []
     store.publish = lambda name, text: published.append((name, text)) or 17
-    revision, rule = policy_writer(store, None)(record("web"), "alice")
+    revision, rule = policy_writer(store, None)(record("web"), "alice")()
     assert (revision, rule) == (17, "approved-4")
     policy = store.load(store.path_for("web"))
     assert [r.id for r in policy.rules] == ["ask", "approved-4"]

@@ -17,6 +17,12 @@ def test_no_gateway_is_an_environment_error(sandgate: Sandgate) -> None:
 def test_bad_arguments_are_usage_errors(sandgate: Sandgate) -> None:
     assert_one_line_error(sandgate("approvals", "allow", "seven"), "seven")
     assert_one_line_error(sandgate("approvals", "allow", "7", "--for", "ever"), "ever")
+    assert_one_line_error(sandgate("approvals", "revoke", "seven"), "seven")
+
+
+def test_revoke_needs_a_gateway_too(sandgate: Sandgate) -> None:
+    assert_one_line_error(sandgate("approvals", "revoke", "7"), "no gateway is running",
+                          "sandgate serve", code=3)
 
 
 def test_over_tcp_a_token_is_needed(sandgate: Sandgate) -> None:

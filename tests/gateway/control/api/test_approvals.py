@@ -53,6 +53,16 @@ def test_a_decision_names_the_token_and_cannot_be_made_twice(
     assert answer.json()["decided_by"].startswith("sec-team (token:")
     again = client.post(f"/v1/approvals/{record.id}/deny", headers=security)
     assert again.status_code == 409 and "already allowed" in again.json()["detail"]
+    revoked = client.post(f"/v1/approvals/{record.id}/revoke", headers=security)
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["status"] == "revoked"
+    assert revoked.json()["revoked_by"].startswith("sec-team (token:")
+    [listed] = client.get("/v1/approvals?status=revoked", headers=security).json()
+    assert listed["id"] == record.id
+    twice = client.post(f"/v1/approvals/{record.id}/revoke", headers=security)
+    assert twice.status_code == 409 and "not a standing allow" in twice.json()["detail"]
+    auditor = bearer(book, Role.AUDITOR, "aud")
+    assert client.post(f"/v1/approvals/{record.id}/revoke", headers=auditor).status_code == 403
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status"), [
@@ -61,6 +71,7 @@ def test_a_decision_names_the_token_and_cannot_be_made_twice(
     ("GET", "/v1/approvals/5", None, 404),
     ("POST", "/v1/approvals/5/allow", None, 404),
     ("POST", "/v1/approvals/5/allow", {"for": "ever"}, 422),
+    ("POST", "/v1/approvals/5/revoke", None, 404),
     ("GET", "/v1/approvals?status=maybe", None, 422),
 ])
 def test_bad_input_is_a_client_error(api: tuple[TestClient, ApprovalBook], method: str,

@@ -44,11 +44,11 @@ def with_book(tmp_path: Path) -> tuple[Plane, ApprovalBook]:
     return plane, book
 
 
-def run_held(plane: Plane, book: ApprovalBook, allow: bool,
-             path: str = "/items/1") -> tuple[http.HTTPFlow, http.HTTPFlow]:
+def run_held(plane: Plane, book: ApprovalBook, allow: bool, path: str = "/items/1",
+             query: str = "draft=1", body: bytes = b"") -> tuple[http.HTTPFlow, http.HTTPFlow]:
     policy = HttpPolicy(plane.state)
     held = request(connect(plane, "api.example.test"), "POST",
-                   f"https://api.example.test{path}?draft=1")
+                   f"https://api.example.test{path}?{query}", body=body)
     other = request(connect(plane, "api.example.test"), "GET", "https://api.example.test/x")
 
     async def scenario() -> None:
@@ -106,3 +106,16 @@ def test_with_nobody_to_ask_it_is_refused_at_once(tmp_path: Path) -> None:
     asyncio.run(HttpPolicy(plane.state).requestheaders(flow))
     assert flow.response is not None and flow.response.status_code == 403
     assert flow.response.headers["x-sandgate-reason"] == "approval_required"
+
+
+def test_the_person_deciding_sees_the_redacted_query_and_the_body_length(
+        tmp_path: Path) -> None:
+    """Requests alike in path are not alike: the query (credential-like values and
+    placeholders redacted) and the body's announced length are part of the question."""
+    plane, book = with_book(tmp_path)
+    run_held(plane, book, allow=False, query="draft=1&access_token=s3cret&q=a+b",
+             body=b"twelve bytes")
+    [row] = book.list()
+    book.engine.dispose()
+    assert "s3cret" not in json.dumps(row)
+    assert (row["query"], row["body_bytes"]) == ("draft=1&access_token=[redacted]&q=a+b", 12)
