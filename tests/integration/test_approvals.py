@@ -24,7 +24,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from gateway.approvals.webhook import HEADER, verify
 from gateway.client import Client, ExecResult, Sandbox
 from tests.conftest import killed_after
-from tests.harness import Gateway, free_port, wait_for
+from tests.harness import Gateway, free_port, wait_for, worker_processes
 from tests.integration.test_audit_web import browser  # noqa: F401 - the module's Chromium
 from tests.topology import Topology
 
@@ -41,6 +41,25 @@ try:
 except urllib.error.HTTPError as e:
     print(e.code, e.headers.get("x-sandgate-reason"))
 """
+
+
+# An upload of unannounced length (chunked), counting in /tmp/pushed the MiB it got out of
+# the sandbox (into its socket): a held request must not let it fill the gateway.
+UPLOAD = """import sys, urllib.request, urllib.error
+def body():
+    for sent in range(int(sys.argv[2])):
+        with open("/tmp/pushed", "w") as progress:
+            progress.write(str(sent))
+        yield b"x" * (1 << 20)
+request = urllib.request.Request(sys.argv[1], method="POST", data=body())
+try:
+    print(urllib.request.urlopen(request, timeout=90).status)
+except urllib.error.HTTPError as e:
+    print(e.code, e.headers.get("x-sandgate-reason"))
+except OSError as e:
+    print("cut", type(e).__name__)
+"""
+FLOOD_MIB = 128
 
 
 class Hooks(http.server.ThreadingHTTPServer):
@@ -136,6 +155,28 @@ def pending(root: Client, path: str) -> dict[str, Any]:
     return found
 
 
+def workers_rss_kib(gateway: Gateway) -> int:
+    total = 0
+    for pid in worker_processes(gateway.home):
+        status = Path(f"/proc/{pid}/status").read_text()
+        total += int(next(line.split()[1] for line in status.splitlines()
+                          if line.startswith("VmRSS:")))
+    return total
+
+
+def pushed(sandbox: Sandbox) -> int:
+    """MiB the upload got into its socket so far, once it stopped getting more: read until
+    two readings a second apart agree (the sender blocks when nobody reads)."""
+    def read() -> int:
+        result = sandbox.exec(["/bin/cat", "/tmp/pushed"])
+        return int(result.stdout or 0)
+    last = -1
+    while (now := read()) != last and now < FLOOD_MIB - 1:
+        last = now
+        time.sleep(1.0)
+    return now
+
+
 def audit_for(root: Client, path: str) -> list[dict[str, Any]]:
     return [r for r in root.audit(host=HOST) if r["path"] == path]
 
@@ -193,15 +234,28 @@ def test_allowed_for_the_sandbox_through_the_api_decision_url(
     decision = next(r for r in audit_for(root, "/api") if r["protocol"] == "approval")
     assert decision["actor"].startswith("approver-api (token:")
     assert "allowed for sandbox" in decision["error"]
+    # revoked: the same request is asked about again
+    revoked = asking.sandgate("approvals", "revoke", str(approval["id"]))
+    assert revoked.returncode == 0 and "asked about again" in revoked.stdout, revoked.stderr
+    again = fetch(pool, sandbox, "/api")
+    asked = pending(root, "/api")
+    assert asked["id"] != approval["id"]
+    root.request("POST", f"/v1/approvals/{asked['id']}/deny")
+    assert answer(again) == "403 approval_denied"
+    row = next(r for r in audit_for(root, "/api") if "revoked" in (r["error"] or ""))
+    assert (row["protocol"], row["actor"]) == ("approval", "local")
 
 
 def test_the_webhook_messages_are_signed(asking: Gateway, root: Client, hooks: Hooks,
                                          sandbox: Sandbox, pool: ThreadPoolExecutor) -> None:
-    held = fetch(pool, sandbox, "/hook")
+    held = fetch(pool, sandbox, "/hook?page=2&access_token=abc123", "POST")
     approval = pending(root, "/hook")
+    assert (approval["query"], approval["body_bytes"]) == ("page=2&access_token=[redacted]", 1)
     signed = wait_for(lambda: next(((h, b) for h, b in hooks.received
                                     if json.loads(b)["approval"]["path"] == "/hook"), None), 10)
     header, body = signed
+    assert b"abc123" not in body
+    assert json.loads(body)["approval"]["query"] == "page=2&access_token=[redacted]"
     assert verify(SECRET, body, header, time.time())
     assert not verify("another-secret", body, header, time.time())
     assert not verify(SECRET, body.replace(b"/hook", b"/hooK"), header, time.time())
@@ -263,3 +317,23 @@ def test_allowed_through_the_web_page(asking: Gateway, root: Client, sandbox: Sa
     decided = root.request("GET", f"/v1/approvals/{approval['id']}")
     assert (decided["status"], decided["scope"]) == ("allowed", "once")
     assert decided["decided_by"].startswith("approver-web (token:")
+
+
+def test_a_held_upload_stays_in_the_sandbox(asking: Gateway, root: Client, sandbox: Sandbox,
+                                            pool: ThreadPoolExecutor) -> None:
+    """An attacker's chunked upload on a held request: while it waits, the worker reads
+    nothing more of the connection, so the body stays in the sandbox, not in the gateway."""
+    before = workers_rss_kib(asking)
+    held = pool.submit(sandbox.exec, ["/usr/bin/python3", "-c", UPLOAD,
+                                      f"https://{HOST}/flood", str(FLOOD_MIB)], timeout=90)
+    approval = pending(root, "/flood")
+    assert approval["body_bytes"] is None          # not announced: any length may follow
+    got_out = pushed(sandbox)
+    grown = workers_rss_kib(asking) - before
+    print(f"held upload: {got_out} of {FLOOD_MIB} MiB left the sandbox's program; "
+          f"the workers grew {grown // 1024} MiB")
+    assert got_out < FLOOD_MIB - 1
+    assert grown < 32 * 1024
+    root.request("POST", f"/v1/approvals/{approval['id']}/deny")
+    outcome = held.result(timeout=60).stdout.strip()
+    assert outcome.startswith(("403", "cut")), outcome
