@@ -38,7 +38,7 @@ EVERY_MESSAGE: list[protocol.Message] = [
                   narrow={"repositories": ["hello"], "permissions": [["contents", "read"]],
                           "scopes": [], "audience": None}, sandbox="a1"),
     protocol.Approve(id=5, ask=Ask("a1", "tok-1", "web", "v1", "ask-all", "https", "x.test",
-                                   443, "POST", "/repos/a")),
+                                   443, "POST", "/repos/a", "page=2", None)),
     protocol.Release(sandbox="a1"),
     protocol.Charge(sandbox="a1", rule="r", limits=LIMITS, size=123),
     protocol.Quarantine(sandbox="a1"),
