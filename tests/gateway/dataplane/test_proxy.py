@@ -14,13 +14,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from mitmproxy import master, platform
 
 from gateway.approvals.ask import Scope
 from gateway.approvals.book import ApprovalBook
-from gateway.dataplane.proxy import build_master
+from gateway.dataplane.proxy import Pauser, build_master
 from gateway.db import make_engine
 from gateway.settings import Settings
 from tests.doubles import Plane, data_plane
@@ -136,3 +137,45 @@ def test_a_held_request_cannot_fill_the_workers_memory(worker: Worker, head: str
                 break
             answer += data
         assert not answer or answer.startswith(b"HTTP/1.1 403")
+
+
+def test_a_reader_that_paused_itself_does_not_resume_the_hold() -> None:
+    """asyncio's StreamReader pauses its transport when its buffer is full and resumes it
+    once a read drains it. A hold that begins while the reader had paused must still stop
+    reading until it ends: mitmproxy's read loop drains the buffer meanwhile."""
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        accepted: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = \
+            asyncio.get_running_loop().create_future()
+        server = await asyncio.start_server(lambda r, w: accepted.set_result((r, w)),
+                                            "127.0.0.1", 0, limit=1024)
+        port = server.sockets[0].getsockname()[1]
+        _, client = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await accepted
+        client.write(b"x" * (256 << 10))
+        await client.drain()
+        while not reader._paused:   # type: ignore[attr-defined]  # it paused itself: full
+            await asyncio.sleep(0.01)
+        # mitmproxy's connection handler, as Pauser finds it
+        handler = SimpleNamespace(client="c", transports={"c": SimpleNamespace(
+            reader=reader, writer=writer)})
+        pauser = Pauser(SimpleNamespace(connections={"id": handler}))  # type: ignore[arg-type]
+        transport = writer.transport
+        with pauser("id"):
+            while len(reader._buffer):   # type: ignore[attr-defined]  # as the read loop does
+                await reader.read(4096)      # (a resume would come from within the read)
+            held = transport.is_reading()
+        after = transport.is_reading()
+        nested = Pauser(SimpleNamespace(connections={"id": handler}))  # type: ignore[arg-type]
+        with nested("id"):
+            with nested("id"):
+                pass
+            inner_released = transport.is_reading()
+        for stream in (client, writer):
+            stream.close()
+        server.close()
+        return held, after, inner_released
+
+    held, after, inner_released = asyncio.run(scenario())
+    assert not held and after
+    assert not inner_released          # the outer hold still stands
