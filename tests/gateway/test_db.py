@@ -4,13 +4,30 @@ from __future__ import annotations
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from gateway.audit import query as audit_query
 from gateway.audit.chain import verify
 from gateway.db import MIGRATIONS, make_engine, upgrade
 from sandbox_net import slots
 from tests.gateway.audit.conftest import write
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+
+
+def insert_old_row(engine: Engine) -> None:
+    """An audit row as a gateway before the hash chain wrote it."""
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO audit_event (time, decision, reason, protocol, host, bytes_up, "
+            "bytes_down) VALUES ('2026-01-01 00:00:00', 'deny', 'no_matching_rule', 'dns', "
+            "'old.test', 0, 0)"))
 
 
 def test_address_slots_become_per_host_and_keep_their_rows(database_url: str) -> None:
@@ -25,11 +42,7 @@ def test_address_slots_become_per_host_and_keep_their_rows(database_url: str) ->
     assert slots.allocate(engine, "aaaa0000", "gw1", host="").slot == 1
     assert slots.allocate(engine, "bbbb0000", "gw2", host="other-host").slot == 0
     assert set(slots.allocated(engine, "gw1")) == {"old00000", "aaaa0000"}
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, "0004")
+    downgrade(engine, "0004")
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT sandbox_id FROM net_slot ORDER BY slot")).all()
     assert [r[0] for r in rows] == ["old00000", "aaaa0000"]   # host '' rows survive
@@ -39,11 +52,7 @@ def test_address_slots_become_per_host_and_keep_their_rows(database_url: str) ->
 def test_migration_keeps_old_rows(database_url: str) -> None:
     engine = make_engine(database_url, migrate=False)
     upgrade(engine, "0001")
-    with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO audit_event (time, decision, reason, protocol, host, bytes_up, "
-            "bytes_down) VALUES ('2026-01-01 00:00:00', 'deny', 'no_matching_rule', 'dns', "
-            "'old.test', 0, 0)"))
+    insert_old_row(engine)
     upgrade(engine)
     rows = audit_query.latest(engine, audit_query.AuditFilter())
     assert [(r.host, r.decision, r.gateway_id, r.hash) for r in rows] == [
@@ -77,11 +86,7 @@ def test_sandbox_owners_become_token_ids(database_url: str) -> None:
     # one token by that name: it; a name shared by two tokens: nobody's (admins only)
     assert owners() == {"s1": "token:aaaaaaaaaa", "s2": "legacy:operator", "s3": "local",
                         "s4": "legacy:gone"}
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, "0006")
+    downgrade(engine, "0006")
     assert owners() == {"s1": "ci", "s2": "operator", "s3": "local", "s4": "gone"}
     engine.dispose()
 
@@ -89,11 +94,7 @@ def test_sandbox_owners_become_token_ids(database_url: str) -> None:
 def test_approvals_keep_the_chain_of_older_rows_and_go_back_down(database_url: str) -> None:
     engine = make_engine(database_url, migrate=False)
     upgrade(engine, "0010")
-    with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO audit_event (time, decision, reason, protocol, host, bytes_up, "
-            "bytes_down) VALUES ('2026-01-01 00:00:00', 'deny', 'no_matching_rule', 'dns', "
-            "'old.test', 0, 0)"))
+    insert_old_row(engine)
     upgrade(engine)
     write(engine, 2)                                   # chained, no actor: not hashed
     write(engine, 1, actor="alice (token:abc)")        # hashed with it
@@ -103,11 +104,7 @@ def test_approvals_keep_the_chain_of_older_rows_and_go_back_down(database_url: s
         actors = conn.execute(text("SELECT actor FROM audit_event ORDER BY id")).all()
         assert [a[0] for a in actors] == [None, None, None, "alice (token:abc)"]
         assert conn.execute(text("SELECT count(*) FROM approval")).scalar() == 0
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, "0010")
+    downgrade(engine, "0010")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM audit_event")).scalar() == 4
     engine.dispose()

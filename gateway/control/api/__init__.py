@@ -42,14 +42,24 @@ from gateway.errors import NotFound
 __all__ = ["ControlPlane", "create_app"]
 
 WEB = Path(__file__).resolve().parent.parent.parent / "web"
-# What the overview page loads, by name: nothing else under web/ is served, nothing from
-# elsewhere is fetched (the chart library is vendored: web/vendor/uplot).
-ASSETS = {"overview.js": (WEB / "overview.js", "text/javascript"),
+# What the pages load, by name: nothing else under web/ is served, nothing from elsewhere is
+# fetched (the chart library is vendored: web/vendor/uplot).
+ASSETS = {"sandgate.css": (WEB / "sandgate.css", "text/css"),
+          "audit.js": (WEB / "audit.js", "text/javascript"),
+          "overview.js": (WEB / "overview.js", "text/javascript"),
           "uPlot.iife.min.js": (WEB / "vendor/uplot/uPlot.iife.min.js", "text/javascript"),
           "uPlot.min.css": (WEB / "vendor/uplot/uPlot.min.css", "text/css")}
-# The overview's scripts are its own files; uPlot sets inline styles.
-OVERVIEW_CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; " \
-               "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'"
+# Every page: its scripts are its own files (a row's text can never run as script, even if
+# a page got it wrong), no page may be framed (a framed approvals page could be clicked
+# through by another site), nothing goes anywhere but this API. uPlot sets inline styles.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; "
+                               "style-src 'self' 'unsafe-inline'; connect-src 'self'; "
+                               "img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+                               "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 @dataclass(frozen=True)
@@ -103,7 +113,7 @@ def create_app(plane: ControlPlane, is_ready: Callable[[], bool], *,
 
     @app.get("/audit", include_in_schema=False)
     def audit_page() -> FileResponse:
-        return FileResponse(WEB / "audit.html", media_type="text/html")
+        return page("audit.html")
 
     if plane.approvals is not None:
         app.include_router(approvals.router(plane.approvals))
@@ -114,8 +124,7 @@ def create_app(plane: ControlPlane, is_ready: Callable[[], bool], *,
 
     @app.get("/overview", include_in_schema=False)
     def overview_page() -> FileResponse:
-        return FileResponse(WEB / "overview.html", media_type="text/html",
-                            headers={"Content-Security-Policy": OVERVIEW_CSP})
+        return page("overview.html")
 
     @app.get("/web/{name}", include_in_schema=False)
     def asset(name: str) -> FileResponse:
@@ -125,3 +134,7 @@ def create_app(plane: ControlPlane, is_ready: Callable[[], bool], *,
         return FileResponse(path, media_type=media_type)
 
     return app
+
+
+def page(name: str) -> FileResponse:
+    return FileResponse(WEB / name, media_type="text/html", headers=PAGE_HEADERS)

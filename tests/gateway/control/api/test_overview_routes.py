@@ -3,6 +3,7 @@ the page with its CSP, the vendored assets and nothing else, the overview and bu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ def test_the_page_and_only_its_assets_are_served(api: TestClient) -> None:
     page = api.get("/overview")
     assert page.status_code == 200 and "uPlot.iife.min.js" in page.text
     assert "script-src 'self';" in page.headers["content-security-policy"]
+    assert api.get("/web/sandgate.css").headers["content-type"].startswith("text/css")
     script = api.get("/web/uPlot.iife.min.js")
     assert script.status_code == 200 and script.text.startswith("/*! https://github.com/leeoniya")
     assert api.get("/web/overview.js").headers["content-type"].startswith("text/javascript")
@@ -61,3 +63,17 @@ def test_overview_and_budgets(api: TestClient) -> None:
     assert api.get("/v1/audit/overview", params={"buckets": 0}).status_code == 422
     assert api.get("/v1/budgets").json() == {"budgets": USAGE}
     assert api.get("/v1/budgets", params={"sandbox": "sb2"}).json() == {"budgets": []}
+
+
+@pytest.mark.parametrize("path", ["/audit", "/overview"])
+def test_pages_run_only_their_own_script_files_and_cannot_be_framed(api: TestClient,
+                                                                     path: str) -> None:
+    page = api.get(path)
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self';" in policy and "unsafe-inline" not in policy.split("style-src")[0]
+    assert "frame-ancestors 'none'" in policy and page.headers["x-frame-options"] == "DENY"
+    # an inline script would not run under that policy: every script is a served file
+    scripts = re.findall(r"<script([^>]*)>", page.text)
+    assert scripts and all('src="/web/' in attributes for attributes in scripts)
+    for name in re.findall(r'(?:src|href)="/web/([^"]+)"', page.text):
+        assert api.get(f"/web/{name}").status_code == 200, name
