@@ -46,6 +46,7 @@ WEB = Path(__file__).resolve().parent.parent.parent / "web"
 # fetched (the chart library is vendored: web/vendor/uplot).
 ASSETS = {"sandgate.css": (WEB / "sandgate.css", "text/css"),
           "audit.js": (WEB / "audit.js", "text/javascript"),
+          "approvals.js": (WEB / "approvals.js", "text/javascript"),
           "overview.js": (WEB / "overview.js", "text/javascript"),
           "uPlot.iife.min.js": (WEB / "vendor/uplot/uPlot.iife.min.js", "text/javascript"),
           "uPlot.min.css": (WEB / "vendor/uplot/uPlot.min.css", "text/css")}
@@ -120,7 +121,7 @@ def create_app(plane: ControlPlane, is_ready: Callable[[], bool], *,
 
         @app.get("/approvals", include_in_schema=False)
         def approvals_page() -> FileResponse:
-            return FileResponse(WEB / "approvals.html", media_type="text/html")
+            return page("approvals.html")
 
     @app.get("/overview", include_in_schema=False)
     def overview_page() -> FileResponse:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from gateway.approvals.book import ApprovalBook
 from gateway.audit.writer import AuditWriter
 from gateway.control.api import ControlPlane, create_app
 from gateway.control.policy_store import PolicyStore
@@ -32,8 +33,10 @@ def api(tmp_path: Path) -> Iterator[TestClient]:
     writer.record(decision="deny", reason="no_matching_rule", protocol="https",
                   host="evil.test", port=443, sandbox_id="sb1", policy="p")
     vault = Vault(engine, MasterKey.generate())
+    book = ApprovalBook(engine, lambda _row: None, gateway_id="gw", timeout=60)
     plane = ControlPlane(engine, writer, PolicyStore(tmp_path / "policies"),
-                         Secrets(vault, None), budgets=lambda: [dict(u) for u in USAGE])  # type: ignore[arg-type]
+                         Secrets(vault, None), approvals=book,
+                         budgets=lambda: [dict(u) for u in USAGE])  # type: ignore[arg-type]
     with TestClient(create_app(plane, lambda: True, local=True)) as client:
         yield client
     writer.close()
@@ -65,7 +68,7 @@ def test_overview_and_budgets(api: TestClient) -> None:
     assert api.get("/v1/budgets", params={"sandbox": "sb2"}).json() == {"budgets": []}
 
 
-@pytest.mark.parametrize("path", ["/audit", "/overview"])
+@pytest.mark.parametrize("path", ["/audit", "/overview", "/approvals"])
 def test_pages_run_only_their_own_script_files_and_cannot_be_framed(api: TestClient,
                                                                      path: str) -> None:
     page = api.get(path)
