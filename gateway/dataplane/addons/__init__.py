@@ -9,6 +9,7 @@ from gateway.dataplane.addons.credentials import Credentials
 from gateway.dataplane.addons.http_policy import HttpPolicy
 from gateway.dataplane.addons.identify import Identify
 from gateway.dataplane.addons.mcp_on_demand import McpOnDemand
+from gateway.dataplane.addons.one_at_a_time import OneAtATime
 from gateway.dataplane.addons.rate_meter import RateMeter
 from gateway.dataplane.addons.tcp_policy import TcpPolicy
 from gateway.dataplane.addons.tls_guard import TlsGuard
@@ -28,6 +29,7 @@ def pipeline(state: GatewayState) -> list[object]:
         credentials,                # real values at their spots only; tripwire; scrubbing
         Bodies(state, credentials.trip),   # limits, tripwire and scrub in bodies, streamed
         McpOnDemand(state),         # rules with mcp: JSON-RPC per message, tools/list filtered
+        OneAtATime(state),          # HTTP/1: nothing read while a request waits for its answer
         TcpPolicy(state),           # policy for non-HTTP streams
         UpstreamConnect(state),     # dial only vetted addresses
         RateMeter(state),           # bytes-per-minute limits

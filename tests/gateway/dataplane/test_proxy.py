@@ -24,6 +24,7 @@ from gateway.approvals.book import ApprovalBook
 from gateway.dataplane.proxy import Pauser, build_master
 from gateway.db import make_engine
 from gateway.settings import Settings
+from policies import addresses
 from tests.doubles import Plane, data_plane
 from tests.harness import free_port, wait_for
 
@@ -46,9 +47,10 @@ def rss() -> int:
 class Worker:
     """One proxy worker's mitmproxy, running on its own event loop in a thread."""
 
-    def __init__(self, tmp_path: Path) -> None:
-        self.plane: Plane = data_plane(tmp_path, POLICY, ip="127.0.0.1",
-                                       answers={"api.example.test": ["203.0.113.10"]})
+    def __init__(self, tmp_path: Path, policy: str = POLICY,
+                 answers: dict[str, list[str]] | None = None) -> None:
+        self.plane: Plane = data_plane(tmp_path, policy, ip="127.0.0.1",
+                                       answers=answers or {"api.example.test": ["203.0.113.10"]})
         engine = make_engine(f"sqlite:///{tmp_path / 'approvals.db'}")
         self.book = ApprovalBook(engine, self.plane.sink.rows.append, gateway_id="gw",
                                  timeout=60)
@@ -179,3 +181,78 @@ def test_a_reader_that_paused_itself_does_not_resume_the_hold() -> None:
     held, after, inner_released = asyncio.run(scenario())
     assert not held and after
     assert not inner_released          # the outer hold still stands
+
+
+class SlowUpstream:
+    """An upstream on loopback that reads a request and answers only when told."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.asked = threading.Event()
+        self.answer = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            self.asked.set()
+            self.answer.wait(60)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            while conn.recv(65536):   # whatever else comes, until the gateway closes
+                pass
+
+    def close(self) -> None:
+        self.answer.set()
+        self.listener.close()
+
+
+@pytest.fixture
+def slow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Worker, SlowUpstream]]:
+    upstream = SlowUpstream()
+    policy = f"""
+version: 1
+name: web
+rules:
+  - {{id: slow, hosts: [slow.example.test], ports: [{upstream.port}], protocols: [http]}}
+"""
+    running = Worker(tmp_path, policy, answers={"slow.example.test": ["127.0.0.1"]})
+    dialed = (running.plane.address_of("slow.example.test"), upstream.port)
+    monkeypatch.setattr(platform, "original_addr", lambda _sock: dialed)
+    # Stand-in: the gateway never dials loopback; the test's upstream can only live there
+    # without root. Every other check on the dialed address stays.
+    monkeypatch.setattr(addresses, "HARD_REFUSED", tuple(
+        (network, label) for network, label in addresses.HARD_REFUSED if label != "loopback"))
+    running.thread.start()
+    assert running.ready.wait(60), "the proxy did not start"
+    yield running, upstream
+    upstream.close()
+    running.stop()
+
+
+def test_pipelined_bytes_behind_a_slow_answer_stay_in_the_sandbox(
+        slow: tuple[Worker, SlowUpstream]) -> None:
+    """HTTP/1: mitmproxy would read on behind a request waiting for its answer and keep all
+    of it for the next request (addons.one_at_a_time)."""
+    worker, upstream = slow
+    with socket.create_connection(("127.0.0.1", worker.port), timeout=10) as sock:
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: slow.example.test\r\n\r\n")
+        assert upstream.asked.wait(30), "the request did not reach the upstream"
+        before = rss()
+        taken = push(sock, b"x" * CHUNK, PUSH)
+        grown = rss() - before
+        print(f"behind a slow answer: the gateway took {taken >> 20} MiB of {PUSH >> 20} MiB; "
+              f"the worker grew {grown >> 20} MiB")
+        assert taken < PUSH and grown < 16 << 20
+        upstream.answer.set()
+        sock.setblocking(True)
+        answer = b""
+        while b"ok" not in answer:
+            data = sock.recv(65536)
+            assert data, f"closed before the answer: {answer!r}"
+            answer += data
+        assert answer.startswith(b"HTTP/1.1 200")
