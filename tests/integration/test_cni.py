@@ -61,10 +61,14 @@ def node_gateway(tmp_path_factory: pytest.TempPathFactory,
     try:
         start(gw)
         gw.set_secret("API_TOKEN", TOKEN)
+        # only pods of POD_NAMESPACE may use the policy and bind the secret
+        with gw.client() as c:
+            assert c.put("/v1/secrets/API_TOKEN/kubernetes",
+                         json={"namespaces": [POD_NAMESPACE]}).status_code == 200
         gw.policy("pods", [
             {"id": "api", "hosts": ["secure.upstream.test"], "ports": [443],
              "inject": [{"secret": "API_TOKEN", "as": "bearer"}]},
-        ])
+        ], kubernetes={"namespaces": [POD_NAMESPACE]})
         yield gw
     finally:
         gw.stop()
@@ -109,23 +113,25 @@ def mounts(node_gateway: Gateway, tmp_path_factory: pytest.TempPathFactory) -> d
             "/etc/ssl/certs/ca-certificates.crt": node_gateway.home / "ca" / "sandbox-bundle.pem"}
 
 
-def conflist(gw: Gateway, name: str, uid: str, annotations: dict[str, str]) -> dict[str, Any]:
+def conflist(gw: Gateway, name: str, uid: str, annotations: dict[str, str],
+             namespace: str = POD_NAMESPACE) -> dict[str, Any]:
     """The node's configuration as the DaemonSet installs it, plus what the CRI would add
     for this pod (ctr has no CRI: identity in args.cni, annotations in runtimeConfig)."""
     return {"cniVersion": "1.0.0", "name": "sandgate", "plugins": [{
         "type": "sandgate-cni", "socket": str(gw.home / "control.sock"),
         "capabilities": {"io.kubernetes.cri.pod-annotations": True},
         "runtimeConfig": {"io.kubernetes.cri.pod-annotations": annotations},
-        "args": {"cni": {"K8S_POD_NAMESPACE": POD_NAMESPACE, "K8S_POD_NAME": name,
+        "args": {"cni": {"K8S_POD_NAMESPACE": namespace, "K8S_POD_NAME": name,
                          "K8S_POD_UID": uid}},
     }]}
 
 
 def start_pod(node: Containerd, gw: Gateway, rootfs: Path, mounts: dict[str, Path], name: str,
-              policy: str = "pods") -> tuple[Pod, subprocess.CompletedProcess[str]]:
+              policy: str = "pods", namespace: str = POD_NAMESPACE,
+              ) -> tuple[Pod, subprocess.CompletedProcess[str]]:
     uid, placeholder = str(uuid.uuid4()), new_placeholder()
     notes = {"sandgate.dev/policy": policy, "sandgate.dev/secrets": f"API_TOKEN={placeholder}"}
-    result = node.run(name, rootfs, conflist(gw, name, uid, notes), "sleep", "600",
+    result = node.run(name, rootfs, conflist(gw, name, uid, notes, namespace), "sleep", "600",
                       detach=True, mounts=mounts)
     netns = f"/proc/{node.task_pid(name)}/ns/net" if result.returncode == 0 else ""
     return Pod(name, uid, node.full_id(name), netns, placeholder), result
@@ -317,6 +323,24 @@ def test_unknown_policy_fails_add(containerd: Containerd, node_gateway: Gateway,
     assert "the gateway refused" in result.stdout + result.stderr
     containerd.remove(pod.name)
     nothing_left(node_gateway, pod)
+
+
+def test_a_pod_of_another_namespace_fails_add(
+        containerd: Containerd, node_gateway: Gateway, rootfs: Path,
+        mounts: dict[str, Path]) -> None:
+    """Its creator names the policy and secret of team-a from namespace team-b: refused at
+    ADD, with an audit row; the pod never starts."""
+    last = last_id(node_gateway)
+    pod, result = start_pod(containerd, node_gateway, rootfs, mounts, "intruder",
+                            namespace="team-b")
+    assert result.returncode != 0
+    assert "policy 'pods' does not allow pods of Kubernetes namespace 'team-b'" in \
+        result.stdout + result.stderr
+    containerd.remove(pod.name)
+    nothing_left(node_gateway, pod)
+    rows = audit(node_gateway, last, pod="team-b/intruder")
+    assert [(r["decision"], r["reason"], r["pod_uid"]) for r in rows] == \
+        [("deny", "pod_namespace_refused", pod.uid)]
 
 
 def test_del_after_gateway_restart_leaves_nothing(

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.clock import utcnow
 from gateway.control.models import SandboxRecord
+from gateway.control.policy_store import PolicyHandle
 from gateway.control.sandboxes.lifecycle import Sandboxes
 from gateway.control.sandboxes.pod_schemas import PodAttach, PodPublic
 from gateway.dataplane.registry import SandboxContext, SyntheticPool
-from gateway.errors import BadRequest, NotFound, NotReady, Unavailable
+from gateway.errors import BadRequest, NotFound, NotReady, Refused, Unavailable
 from gateway.timing import DRAIN_TIMEOUT, READY_WAIT
 from sandbox_net.addressing import LINK_PREFIX
 from sandbox_net.errors import FirewallError, NetError
@@ -29,11 +31,15 @@ from sandbox_net.names import new_sandbox_id
 from sandbox_net.wiring import Wired
 
 RUNTIME = "pod"     # the runtime column of a pod's sandbox record
+POD_REFUSED = "pod_namespace_refused"   # the audit reason of a pod _admit refuses
 
 
 @dataclass(eq=False)
 class Pods:
     sandboxes: Sandboxes
+    # the Kubernetes namespaces whose pods may bind a secret (Secrets.namespaces); the
+    # default lets none
+    secret_namespaces: Callable[[str], frozenset[str]] = lambda _name: frozenset()
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     # by sandbox id: the link of each attached pod and the name of its end in the pod
     _wired: dict[str, tuple[Wired, str]] = field(init=False, default_factory=dict)
@@ -45,10 +51,12 @@ class Pods:
             raise Unavailable(f"the gateway is not ready: {readiness.describe()}",
                               "retry shortly (Retry-After)")
         handle = box.policies.acquire(request.policy)
-        for name, placeholder in request.secrets.items():
+        for name in request.secrets:
             if not box.secret_exists(name):
                 raise BadRequest(f"no secret named {name!r}",
                                  f"set it first: sandgate secret set {name}")
+        self._admit(request, handle, owner)
+        for name, placeholder in request.secrets.items():
             # one placeholder, one sandbox: a second binding would let it cross between pods
             if box.registry.placeholders.lookup(placeholder) is not None:
                 raise BadRequest(f"the placeholder of {name} is already in use",
@@ -77,6 +85,35 @@ class Pods:
         record.state = "running"
         box.records.save(record)
         return _public(record, wired, request.ifname)
+
+    def _admit(self, request: PodAttach, handle: PolicyHandle, owner: str) -> None:
+        """Refuse, with an audit row, a pod whose Kubernetes namespace the policy or a secret
+        it names does not list: creating a pod of the sandgate runtime must not be a way to
+        run under another team's policy or bind another team's secret."""
+        namespace = request.namespace
+        allowed = handle.policy.spec.kubernetes
+        refusal: tuple[str, str] | None = None
+        if allowed is None or namespace not in allowed.namespaces:
+            refusal = (f"policy {handle.policy.name!r} does not allow pods of Kubernetes "
+                       f"namespace {namespace!r}",
+                       "its owner lists the namespace under the policy's "
+                       "`kubernetes: {namespaces: [...]}` (docs/POLICY.md)")
+        else:
+            for name in sorted(request.secrets):
+                if namespace not in self.secret_namespaces(name):
+                    refusal = (f"secret {name!r} may not be bound by pods of Kubernetes "
+                               f"namespace {namespace!r}",
+                               f"its owner allows it: sandgate secret namespaces {name} "
+                               f"{namespace} ... (docs/DEPLOY.md)")
+                    break
+        if refusal is None:
+            return
+        self.sandboxes.audit(
+            sandbox_id=None, owner=owner, policy=handle.policy.name, decision="deny",
+            reason=POD_REFUSED, protocol="sandbox", error=refusal[0],
+            secrets=",".join(sorted(request.secrets)) or None,
+            pod=f"{namespace}/{request.name}", pod_uid=request.uid)
+        raise Refused(*refusal)
 
     def _wire(self, sandbox_id: str, request: PodAttach) -> Wired:
         try:

@@ -17,12 +17,16 @@ from gateway.control.sandboxes.pods import Pods
 from gateway.control.sandboxes.records import Records
 from gateway.dataplane.registry import Registry
 from gateway.db import make_engine
-from gateway.errors import BadRequest, NotFound, NotReady
+from gateway.errors import BadRequest, NotFound, NotReady, Refused
 from gateway.settings import Settings
 from sandbox_net.errors import FirewallError, NetError
 from sandbox_net.images.store import ImageStore
 from tests.doubles import InMemoryNetwork
 from vault.placeholders import new_placeholder
+
+# secret -> the Kubernetes namespaces whose pods may bind it (OTHER: another team's)
+SECRETS = {"TOKEN": frozenset({"team-a"}), "OTHER": frozenset({"team-b"})}
+AUDITED: list[dict[str, object]] = []
 
 
 @pytest.fixture
@@ -30,15 +34,21 @@ def pods(tmp_path: Path) -> Iterator[Pods]:
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "web.yaml").write_text(
-        "version: 1\nname: web\nrules:\n  - {id: api, hosts: [api.example.test]}\n")
+        "version: 1\nname: web\nrules:\n  - {id: api, hosts: [api.example.test]}\n"
+        "kubernetes: {namespaces: [team-a]}\n")
+    # the most permissive policy, which no namespace was given
+    (policies / "open.yaml").write_text(
+        "version: 1\nname: open\nrules:\n  - {id: all, hosts: ['*.example.test']}\n")
     settings = Settings(home=tmp_path / "home", policy_dir=policies, cache_dir=tmp_path / "c")
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     bundle = tmp_path / "bundle.pem"
     bundle.write_text("")
     sandboxes = Sandboxes(settings, Records(engine, "gw1"), Registry(), InMemoryNetwork(), {},
                           PolicyStore(policies), ImageStore(settings.images_dir),
-                          ca_bundle=bundle, secret_exists=lambda name: name == "TOKEN")
-    yield Pods(sandboxes)
+                          ca_bundle=bundle, secret_exists=lambda name: name in SECRETS,
+                          audit=lambda **row: AUDITED.append(row))
+    AUDITED.clear()
+    yield Pods(sandboxes, secret_namespaces=lambda name: SECRETS.get(name, frozenset()))
     engine.dispose()
 
 
@@ -71,7 +81,7 @@ def test_an_attached_pod_is_wired_then_registered_with_its_identity(pods: Pods) 
 
 @pytest.mark.parametrize(("fields", "error"), [
     ({"policy": "nope"}, NotFound),
-    ({"secrets": {"OTHER": new_placeholder()}}, BadRequest),
+    ({"secrets": {"MISSING": new_placeholder()}}, BadRequest),
 ])
 def test_a_refused_pod_leaves_nothing(pods: Pods, fields: dict[str, object],
                                       error: type[Exception]) -> None:
@@ -134,3 +144,49 @@ def test_detach_is_idempotent_and_shutdown_cuts_every_pod_off(pods: Pods) -> Non
     assert network(pods).wired == {}
     record = pods.sandboxes.records.get(second.id)
     assert record is not None and record.end_reason == "gateway-stopped"
+
+
+@pytest.mark.parametrize(("fields", "refusal"), [
+    ({"namespace": "team-b"}, "policy 'web' does not allow pods of Kubernetes namespace 'team-b'"),
+    ({"policy": "open"}, "policy 'open' does not allow pods of Kubernetes namespace 'team-a'"),
+    ({"secrets": {"TOKEN": new_placeholder(), "OTHER": new_placeholder()}},
+     "secret 'OTHER' may not be bound by pods of Kubernetes namespace 'team-a'"),
+])
+def test_a_pod_uses_only_policies_and_secrets_its_namespace_is_allowed(
+        pods: Pods, fields: dict[str, object], refusal: str) -> None:
+    """Whoever may create a pod of the sandgate runtime must not run it under another
+    team's policy, or one that lists no namespace, nor bind another team's secret."""
+    request = attach(**fields)
+    with pytest.raises(Refused, match=refusal) as refused:
+        pods.attach(request)
+    assert refused.value.status == 403 and refused.value.hint
+    assert network(pods).wired == {} and pods.sandboxes.registry.all() == []
+    assert pods.sandboxes.records.live() == []
+    (row,) = AUDITED
+    assert (row["decision"], row["reason"], row["protocol"], row["error"]) == \
+        ("deny", "pod_namespace_refused", "sandbox", refusal)
+    assert (row["pod"], row["pod_uid"], row["policy"]) == \
+        (f"{request.namespace}/web-0", "0b3c-11", request.policy)
+    # the same pod, in the namespace both allow, with the secret its team owns, attaches
+    assert pods.attach(attach(secrets={"TOKEN": new_placeholder()})).pod == "team-a/web-0"
+
+
+def test_pods_bind_no_secret_by_default(tmp_path: Path) -> None:
+    """Pods built without a secret allow-list (the default) may bind no secret at all."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "web.yaml").write_text(
+        "version: 1\nname: web\nkubernetes: {namespaces: [team-a]}\n")
+    settings = Settings(home=tmp_path / "home", policy_dir=policies, cache_dir=tmp_path / "c")
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text("")
+    sandboxes = Sandboxes(settings, Records(engine, "gw1"), Registry(), InMemoryNetwork(), {},
+                          PolicyStore(policies), ImageStore(settings.images_dir),
+                          ca_bundle=bundle, secret_exists=lambda name: name == "TOKEN")
+    try:
+        with pytest.raises(Refused, match="secret 'TOKEN' may not be bound"):
+            Pods(sandboxes).attach(attach(secrets={"TOKEN": new_placeholder()}))
+        assert Pods(sandboxes).attach(attach()).policy == "web"
+    finally:
+        engine.dispose()
