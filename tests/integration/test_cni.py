@@ -295,6 +295,23 @@ def test_del_repeated_leaves_nothing(containerd: Containerd, node_gateway: Gatew
     nothing_left(node_gateway, web)
 
 
+def test_a_host_network_container_does_not_start(
+        containerd: Containerd, node_gateway: Gateway, rootfs: Path,
+        mounts: dict[str, Path]) -> None:
+    """A hostNetwork pod gets no namespace of its own and no CNI call: with the node's
+    network it would have unrestricted egress. The sandgate runtime's wrapper refuses it."""
+    notes = {"sandgate.dev/policy": "pods"}
+    try:
+        result = containerd.run("hostnet", rootfs, conflist(node_gateway, "hostnet", "u-3", notes),
+                                "true", mounts=mounts, net_host=True)
+        assert result.returncode != 0, result.stdout + result.stderr
+        assert "runsc-sandgate: refused" in result.stderr, result.stderr
+        assert "hostNetwork" in result.stderr, result.stderr
+        assert "hostnet" not in containerd.ctr("task", "ls").stdout
+    finally:
+        containerd.remove("hostnet")
+
+
 def test_add_refuses_the_gateways_own_namespace(containerd: Containerd,
                                                  node_gateway: Gateway) -> None:
     """A runtime's mistake (or a forged CNI_NETNS) must not wire the node itself."""
