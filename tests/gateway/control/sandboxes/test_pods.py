@@ -5,7 +5,8 @@ detach is idempotent; a gateway shut-down cuts every pod off."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,13 @@ from gateway.control.sandboxes.pods import Pods
 from gateway.control.sandboxes.records import Records
 from gateway.dataplane.registry import Registry
 from gateway.db import make_engine
-from gateway.errors import BadRequest, NotFound, NotReady, Refused
+from gateway.errors import BadRequest, NotFound, NotReady, Refused, Unavailable
 from gateway.settings import Settings
 from sandbox_net.errors import FirewallError, NetError
 from sandbox_net.images.store import ImageStore
+from sandbox_net.wiring import Wired
 from tests.doubles import InMemoryNetwork
+from tests.harness import wait_for
 from vault.placeholders import new_placeholder
 
 # secret -> the Kubernetes namespaces whose pods may bind it (OTHER: another team's)
@@ -190,3 +193,110 @@ def test_pods_bind_no_secret_by_default(tmp_path: Path) -> None:
         assert Pods(sandboxes).attach(attach()).policy == "web"
     finally:
         engine.dispose()
+
+
+class SlowNetwork(InMemoryNetwork):
+    """The first attach stops inside the wiring until the test lets it go (a slow ADD, the
+    kind containerd gives up on); `during` runs at that point."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.go = threading.Event(), threading.Event()
+        self.during: Callable[[str], None] = lambda _sandbox_id: None
+        self.calls = 0
+
+    def attach(self, sandbox_id: str, netns_path: str, ifname: str) -> Wired:
+        self.calls += 1
+        if self.calls == 1:
+            self.during(sandbox_id)
+            self.entered.set()
+            assert self.go.wait(30), "the test never let the attach go on"
+        return super().attach(sandbox_id, netns_path, ifname)
+
+
+def in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    outcome: list[object] = []
+
+    def target() -> None:
+        try:
+            outcome.append(call())
+        except Exception as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, outcome
+
+
+@pytest.fixture
+def slow(pods: Pods) -> SlowNetwork:
+    network = SlowNetwork()
+    pods.sandboxes.network = network
+    return network
+
+
+def test_a_del_during_a_slow_add_waits_for_it_and_leaves_nothing(
+        pods: Pods, slow: SlowNetwork) -> None:
+    adding, added = in_thread(lambda: pods.attach(attach("c1")))
+    assert slow.entered.wait(30)
+    deleting, _ = in_thread(lambda: pods.detach("c1"))
+    # the DEL is either done (it did not wait: the bug) or waiting for the ADD's lock
+    wait_for(lambda: not deleting.is_alive() or pods._containers.users("c1") == 2, 30, 0.01)
+    assert deleting.is_alive(), "DEL went ahead while the ADD was still attaching"
+    slow.go.set()
+    adding.join(30)
+    deleting.join(30)
+    assert not isinstance(added[0], Exception)
+    # the DEL came after the ADD: nothing is left, the record stays closed
+    assert slow.wired == {} and slow.slots == {} and pods.sandboxes.registry.all() == []
+    assert pods.sandboxes.records.live() == []
+    # the next pod takes the released slot, and its address is the only one registered
+    pod = pods.attach(attach("c2"))
+    assert [c.ip for c in pods.sandboxes.registry.all()] == [pod.ip]
+
+
+def test_an_attach_whose_record_was_closed_meanwhile_undoes_itself(
+        pods: Pods, slow: SlowNetwork) -> None:
+    """A record closed while the pod was being wired (a gateway stop) is never reopened."""
+    closed: list[str] = []
+
+    def close(sandbox_id: str) -> None:
+        pods.sandboxes.records.close(sandbox_id, "gateway-stopped")
+        closed.append(sandbox_id)
+
+    slow.during = close
+    slow.go.set()
+    with pytest.raises(Unavailable, match="detached while it was being attached"):
+        pods.attach(attach("c1"))
+    assert slow.wired == {} and slow.slots == {} and pods.sandboxes.registry.all() == []
+    record = pods.sandboxes.records.get(closed[0])
+    assert record is not None and (record.state, record.end_reason) == \
+        ("deleted", "gateway-stopped")
+
+
+def test_two_adds_with_one_placeholder_cannot_both_pass(pods: Pods, slow: SlowNetwork) -> None:
+    placeholder = new_placeholder()
+    first, outcome = in_thread(lambda: pods.attach(attach("c1", secrets={"TOKEN": placeholder})))
+    assert slow.entered.wait(30)   # the first passed the check and is being wired
+    try:
+        with pytest.raises(BadRequest, match="already in use"):
+            pods.attach(attach("c2", secrets={"TOKEN": placeholder}))
+    finally:
+        slow.go.set()
+        first.join(30)
+    assert not isinstance(outcome[0], Exception)
+    assert len(slow.wired) == 1
+    # once the first is gone, the placeholder is free again (nothing stays reserved)
+    pods.detach("c1")
+    pods.attach(attach("c2", secrets={"TOKEN": placeholder}))
+    assert len(slow.wired) == 1
+
+
+def test_one_request_cannot_use_a_placeholder_twice(pods: Pods) -> None:
+    placeholder = new_placeholder()
+    SECRETS["TOKEN2"] = frozenset({"team-a"})
+    try:
+        with pytest.raises(BadRequest, match="already in use"):
+            pods.attach(attach(secrets={"TOKEN": placeholder, "TOKEN2": placeholder}))
+    finally:
+        del SECRETS["TOKEN2"]
