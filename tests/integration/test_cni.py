@@ -273,6 +273,25 @@ def test_check_verifies_link_rules_and_registration(
     wait_for(lambda: plugin(containerd, node_gateway, "CHECK", web).returncode == 0, 15)
 
 
+def test_add_acts_only_on_the_namespace_the_runtime_gave(
+        containerd: Containerd, node_gateway: Gateway, web: Pod) -> None:
+    """The gateway reads CNI_NETNS in its own view, where a /proc/PID path can name another
+    process's namespace: one other than the plugin saw there is refused, untouched."""
+    own = os.stat("/proc/self/ns/net")   # the namespace the path does not hold
+    body = {"container_id": "elsewhere-1", "netns": web.netns, "netns_dev": own.st_dev,
+            "netns_ino": own.st_ino, "ifname": "eth1", "namespace": POD_NAMESPACE,
+            "name": "elsewhere", "policy": "pods"}
+    with node_gateway.client() as c:
+        response = c.post("/v1/pods", json=body)
+        assert response.status_code == 503, response.text
+        assert "is not the namespace the container runtime gave" in response.json()["detail"]
+        assert c.get("/v1/pods/elsewhere-1").status_code == 404
+        assert [s["runtime"] for s in c.get("/v1/sandboxes").json()] == ["pod"]   # web only
+    links = subprocess.run(["nsenter", f"--net={web.netns}", "ip", "-br", "link"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "eth1" not in links
+
+
 def test_ctr_runs_a_pod_and_its_del_leaves_nothing(
         containerd: Containerd, node_gateway: Gateway, rootfs: Path,
         mounts: dict[str, Path], web: Pod) -> None:

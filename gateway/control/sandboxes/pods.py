@@ -28,6 +28,7 @@ from gateway.errors import BadRequest, NotFound, NotReady, Refused, Unavailable
 from gateway.timing import DRAIN_TIMEOUT, READY_WAIT
 from sandbox_net.addressing import LINK_PREFIX
 from sandbox_net.errors import FirewallError, NetError
+from sandbox_net.links import NetnsRef
 from sandbox_net.names import new_sandbox_id
 from sandbox_net.wiring import Wired
 
@@ -174,7 +175,9 @@ class Pods:
 
     def _wire(self, sandbox_id: str, request: PodAttach) -> Wired:
         try:
-            wired = self.sandboxes.network.attach(sandbox_id, request.netns, request.ifname)
+            wired = self.sandboxes.network.attach(
+                sandbox_id, NetnsRef(request.netns, request.netns_dev, request.netns_ino),
+                request.ifname)
         except FirewallError as e:
             raise NotReady(f"egress rules are not in place: {e}",
                            "restart the gateway (sandgate serve) to reinstall them") from e

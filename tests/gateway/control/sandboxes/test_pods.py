@@ -22,6 +22,7 @@ from gateway.errors import BadRequest, NotFound, NotReady, Refused, Unavailable
 from gateway.settings import Settings
 from sandbox_net.errors import FirewallError, NetError
 from sandbox_net.images.store import ImageStore
+from sandbox_net.links import NetnsRef
 from sandbox_net.wiring import Wired
 from tests.doubles import InMemoryNetwork
 from tests.harness import wait_for
@@ -57,7 +58,8 @@ def pods(tmp_path: Path) -> Iterator[Pods]:
 
 def attach(container_id: str = "c1", **fields: object) -> PodAttach:
     return PodAttach.model_validate({
-        "container_id": container_id, "netns": f"/proc/1/task/{container_id}", "ifname": "eth0",
+        "container_id": container_id, "netns": f"/proc/1/task/{container_id}",
+        "netns_dev": 4, "netns_ino": 4026531840, "ifname": "eth0",
         "namespace": "team-a", "name": "web-0", "uid": "0b3c-11", "policy": "web", **fields})
 
 
@@ -205,13 +207,13 @@ class SlowNetwork(InMemoryNetwork):
         self.during: Callable[[str], None] = lambda _sandbox_id: None
         self.calls = 0
 
-    def attach(self, sandbox_id: str, netns_path: str, ifname: str) -> Wired:
+    def attach(self, sandbox_id: str, netns: NetnsRef, ifname: str) -> Wired:
         self.calls += 1
         if self.calls == 1:
             self.during(sandbox_id)
             self.entered.set()
             assert self.go.wait(30), "the test never let the attach go on"
-        return super().attach(sandbox_id, netns_path, ifname)
+        return super().attach(sandbox_id, netns, ifname)
 
 
 def in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
@@ -300,3 +302,11 @@ def test_one_request_cannot_use_a_placeholder_twice(pods: Pods) -> None:
             pods.attach(attach(secrets={"TOKEN": placeholder, "TOKEN2": placeholder}))
     finally:
         del SECRETS["TOKEN2"]
+
+
+def test_container_locks_are_dropped_once_unused(pods: Pods) -> None:
+    pods.attach(attach("c1"))
+    pods.detach("c1")
+    pods.detach("c2")
+    assert pods._containers.users("c1") == pods._containers.users("c2") == 0
+    assert pods._containers._locks == {}
