@@ -43,6 +43,8 @@ def pods(tmp_path: Path) -> Iterator[Pods]:
     # the most permissive policy, which no namespace was given
     (policies / "open.yaml").write_text(
         "version: 1\nname: open\nrules:\n  - {id: all, hosts: ['*.example.test']}\n")
+    # a base policy's list is not inherited: the child's own key decides
+    (policies / "child.yaml").write_text("version: 1\nname: child\nextends: [web]\n")
     settings = Settings(home=tmp_path / "home", policy_dir=policies, cache_dir=tmp_path / "c")
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     bundle = tmp_path / "bundle.pem"
@@ -154,6 +156,7 @@ def test_detach_is_idempotent_and_shutdown_cuts_every_pod_off(pods: Pods) -> Non
 @pytest.mark.parametrize(("fields", "refusal"), [
     ({"namespace": "team-b"}, "policy 'web' does not allow pods of Kubernetes namespace 'team-b'"),
     ({"policy": "open"}, "policy 'open' does not allow pods of Kubernetes namespace 'team-a'"),
+    ({"policy": "child"}, "policy 'child' does not allow pods of Kubernetes namespace 'team-a'"),
     ({"secrets": {"TOKEN": new_placeholder(), "OTHER": new_placeholder()}},
      "secret 'OTHER' may not be bound by pods of Kubernetes namespace 'team-a'"),
 ])
