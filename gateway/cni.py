@@ -161,6 +161,17 @@ def attach_request(inv: Invocation) -> dict[str, Any]:
             "policy": policy, "secrets": parse_secrets(notes.get(SECRETS_ANNOTATION, ""))}
 
 
+def netns_identity(path: str) -> dict[str, int]:
+    """The identity of the pod's namespace as the runtime gave it: the gateway acts only on a
+    namespace with this identity (the path alone may mean another one in its view, e.g. a
+    /proc/PID path in another PID namespace)."""
+    try:
+        found = os.stat(path)
+    except OSError as e:
+        raise CniError(INVALID_ENVIRONMENT, f"CNI_NETNS {path}: {e.strerror}") from None
+    return {"netns_dev": found.st_dev, "netns_ino": found.st_ino}
+
+
 def cni_result(pod: Mapping[str, Any], inv: Invocation) -> dict[str, Any]:
     return {
         "cniVersion": CNI_VERSION,
@@ -184,7 +195,8 @@ def run(environ: Mapping[str, str], stdin: str) -> dict[str, Any] | None:
                        "after another plugin", "give the sandgate RuntimeClass's pods a "
                        "conflist with sandgate-cni as its only interface plugin")
     if inv.command == "ADD":
-        pod = _call(inv, "POST", "/v1/pods", json=attach_request(inv))
+        body = {**attach_request(inv), **netns_identity(inv.netns)}
+        pod = _call(inv, "POST", "/v1/pods", json=body)
         return cni_result(pod, inv)
     if inv.command == "CHECK":
         pod = _call(inv, "GET", f"/v1/pods/{inv.container_id}")

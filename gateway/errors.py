@@ -26,6 +26,13 @@ class NotFound(SandgateError):
     status = 404
 
 
+class Refused(SandgateError):
+    """The caller may not do this with what it named (a pod naming a policy or secret its
+    Kubernetes namespace is not allowed to use)."""
+
+    status = 403
+
+
 class NotReady(SandgateError):
     """The host cannot run sandboxes yet (not root, missing runtime, firewall failure)."""
 

@@ -71,7 +71,24 @@ def _policy_changes(old: CompiledPolicy, new: CompiledPolicy) -> list[Change]:
         if a != b:
             changes.append(Change(WIDENS if b > a else NARROWS, "policy",
                                   f"limits.{name} {a} -> {b}"))
-    return changes + _budget_changes("policy", old.budget, new.budget)
+    return changes + _budget_changes("policy", old.budget, new.budget) + \
+        _namespace_changes(old, new)
+
+
+def _namespace_changes(old: CompiledPolicy, new: CompiledPolicy) -> list[Change]:
+    """The Kubernetes namespaces whose pods may run under the policy: more widen."""
+    def listed(policy: CompiledPolicy) -> set[str]:
+        return set(policy.spec.kubernetes.namespaces) if policy.spec.kubernetes else set()
+
+    before, after = listed(old), listed(new)
+    changes = []
+    if after - before:
+        changes.append(Change(WIDENS, "policy", "pods of Kubernetes namespaces "
+                                                f"{', '.join(sorted(after - before))} may use it"))
+    if before - after:
+        changes.append(Change(NARROWS, "policy", "pods of Kubernetes namespaces "
+                                                 f"{', '.join(sorted(before - after))} may not"))
+    return changes
 
 
 def _whole_rule(rule: CompiledRule, added: bool) -> list[Change]:

@@ -357,6 +357,19 @@ class RuleSpec(_Strict):
                     or self.mcp is not None)
 
 
+# a Kubernetes namespace is a DNS label (RFC 1123)
+K8S_NAMESPACE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+class KubernetesSpec(_Strict):
+    """Which Kubernetes namespaces' pods may run under this policy (their annotation
+    `sandgate.dev/policy` names it). A policy without this key serves no pod: whoever may
+    create a pod must not pick another team's, or the most permissive, policy."""
+
+    namespaces: list[Annotated[str, Field(pattern=K8S_NAMESPACE)]] = Field(
+        default_factory=list, max_length=1000)
+
+
 class PolicySpec(_Strict):
     version: Literal[1]
     name: str = Field(min_length=1, max_length=100, pattern=NAME)
@@ -368,3 +381,5 @@ class PolicySpec(_Strict):
     limits: SandboxLimits = Field(default_factory=SandboxLimits)
     budget: Budget | None = None        # per sandbox, every rule together
     rules: list[RuleSpec] = Field(default_factory=list)
+    # the pods that may name it (sandgate-cni); not inherited through `extends`
+    kubernetes: KubernetesSpec | None = None

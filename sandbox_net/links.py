@@ -37,6 +37,39 @@ class SandboxLink:
         return self.netns if self.netns.startswith("/") else str(NETNS_DIR / self.netns)
 
 
+@dataclass(frozen=True, slots=True)
+class NetnsRef:
+    """A namespace someone else made (a pod's): its path, and the identity (st_dev, st_ino)
+    the caller saw there. The path alone could mean another namespace in the gateway's view
+    (a /proc/PID path read in another PID namespace, a name removed and made again)."""
+
+    path: str
+    dev: int
+    ino: int
+
+
+@contextlib.contextmanager
+def opened(netns: NetnsRef) -> Iterator[str]:
+    """Open the namespace once, check it is the one the caller saw, and yield a path to that
+    open file (/proc/self/fd/N): every step then acts on that namespace, whatever happens to
+    `netns.path` meanwhile. Raises NetError."""
+    if not netns.path.startswith("/"):
+        raise NetError(f"no network namespace at {netns.path!r}")
+    try:
+        fd = os.open(netns.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise NetError(f"no network namespace at {netns.path!r}: {e.strerror}") from None
+    try:
+        found = os.fstat(fd)
+        if (found.st_dev, found.st_ino) != (netns.dev, netns.ino):
+            raise NetError(f"{netns.path} is not the namespace the container runtime gave "
+                           "(it was replaced, or the path names another process here: the "
+                           "gateway must see the node's /proc and /run/netns)")
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def _netlink_errors(what: str) -> Iterator[None]:
     try:

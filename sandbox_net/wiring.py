@@ -10,6 +10,7 @@ one (pyroute2, nftables, the slot table); tests use an in-memory double.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import threading
 from abc import ABC, abstractmethod
@@ -23,6 +24,7 @@ from sandbox_net import cgroups, firewall, links, slots
 from sandbox_net.addressing import SlotAddresses
 from sandbox_net.errors import FirewallError, NetError
 from sandbox_net.firewall import FirewallSpec, Pin
+from sandbox_net.links import NetnsRef
 from sandbox_net.names import Naming
 
 
@@ -51,9 +53,10 @@ class SandboxNetwork(ABC):
         NetError saying what is missing (FirewallError when the pin cannot be verified)."""
 
     @abstractmethod
-    def attach(self, sandbox_id: str, netns_path: str, ifname: str) -> Wired:
-        """`wire`, into a namespace someone else made (a pod's): the sandbox's end of the
-        link is `ifname` there. Raises as `wire`; `unwire` removes the link."""
+    def attach(self, sandbox_id: str, netns: NetnsRef, ifname: str) -> Wired:
+        """`wire`, into a namespace someone else made (a pod's), opened once and checked to
+        be the one its caller saw: the sandbox's end of the link is `ifname` there. Raises
+        as `wire`; `unwire` removes the link."""
 
     @abstractmethod
     def check(self, sandbox_id: str) -> None:
@@ -92,9 +95,11 @@ class HostNetwork(SandboxNetwork):
         return self._wire(sandbox_id, lambda addresses: links.create(
             self.naming, sandbox_id, addresses))
 
-    def attach(self, sandbox_id: str, netns_path: str, ifname: str) -> Wired:
-        return self._wire(sandbox_id, lambda addresses: links.attach(
-            self.naming, sandbox_id, addresses, netns_path, ifname))
+    def attach(self, sandbox_id: str, netns: NetnsRef, ifname: str) -> Wired:
+        with links.opened(netns) as held:
+            wired = self._wire(sandbox_id, lambda addresses: links.attach(
+                self.naming, sandbox_id, addresses, held, ifname))
+        return dataclasses.replace(wired, netns_path=netns.path)
 
     def _wire(self, sandbox_id: str,
               make_link: Callable[[SlotAddresses], links.SandboxLink]) -> Wired:

@@ -1,6 +1,6 @@
 """A private containerd for tests of the node's half of Kubernetes: Debian's containerd with a
 root, state, socket and config of its own under a temporary directory, gVisor through the
-runc shim (a wrapper adding `--network=host --ignore-cgroups`, the runc root private too),
+runc shim (the runsc-sandgate wrapper a node gets, the runc root private too),
 and `ctr run --cni` as the CNI caller, in a mount namespace of its own where /etc/cni/net.d
 and the plugin directory are the test's. Nothing is pulled from a registry: containers run
 on a root filesystem given by path. `stop` removes tasks, containers and processes, also
@@ -27,6 +27,7 @@ from tests.harness import REPO, wait_for
 PLUGIN_DIR = Path("/usr/lib/cni")       # where Debian's ctr looks for CNI plugins
 SHIM_SOCKETS = Path("/run/containerd")  # containerd 1.6 puts its shims' sockets there
 CONF_DIR = Path("/etc/cni/net.d")       # where ctr reads its conflist
+NETNS_DIR = Path("/run/netns")
 
 
 def _config(base: Path) -> str:
@@ -75,8 +76,11 @@ class Containerd:
         plugin.write_text(f"#!/bin/sh\ncd {shlex.quote(str(REPO))} && exec "
                           f"{shlex.quote(sys.executable)} -m gateway.cni\n")
         plugin.chmod(0o755)
+        # the wrapper install-cni puts on a node (runsc-sandgate), from the worktree's code
         wrapper = self.base / "runsc-wrapper"
-        wrapper.write_text('#!/bin/sh\nexec runsc --network=host --ignore-cgroups "$@"\n')
+        wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={shlex.quote(str(REPO))} exec "
+                           f"{shlex.quote(sys.executable)} -P -m gateway.runsc_sandgate "
+                           '"$@"\n')
         wrapper.chmod(0o755)
         with open(self.base / "containerd.log", "ab") as log:
             self.process = subprocess.Popen(
@@ -93,16 +97,30 @@ class Containerd:
         """The CNI_CONTAINERID ctr gives a container."""
         return f"{self.namespace}-{container}"
 
+    def netns(self, container: str) -> str:
+        """The network namespace made for the container, as the CRI makes a pod's."""
+        return f"{self.namespace}-{container}"
+
     def run(self, container: str, rootfs: Path, conflist: dict[str, Any], *cmd: str,
             detach: bool = False, mounts: dict[str, Path] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+            timeout: float = 120, net_host: bool = False) -> subprocess.CompletedProcess[str]:
         """`ctr run --cni` on gVisor with `conflist` as the node's only network
-        configuration. `mounts`: container path -> host file, read-only."""
+        configuration, in a network namespace made beforehand and named by path in the
+        container's spec (as the CRI does for a pod; ctr alone would leave the path out).
+        `mounts`: container path -> host file, read-only. `net_host`: `ctr run --net-host`
+        instead, the node's network as a hostNetwork pod gets it (and no CNI)."""
         self.containers.add(container)
+        if net_host:
+            network = ["--net-host"]
+        else:
+            subprocess.run(["ip", "netns", "add", self.netns(container)], check=True,
+                           capture_output=True)
+            network = ["--cni", "--with-ns",
+                       f"network:{NETNS_DIR / self.netns(container)}"]
         netd = self.base / "net.d" / container
         netd.mkdir(parents=True, exist_ok=True)
         (netd / "10-sandgate.conflist").write_text(json.dumps(conflist))
-        flags = ["--cni", "--runc-binary", str(self.base / "runsc-wrapper"),
+        flags = [*network, "--runc-binary", str(self.base / "runsc-wrapper"),
                  "--fifo-dir", str(self.base / "fifo"),
                  "--runc-root", str(self.base / "runc"), "--rootfs", "--read-only",
                  "--env", "PATH=/usr/local/bin:/usr/bin:/bin",
@@ -148,6 +166,8 @@ class Containerd:
         shim and gVisor processes: those are killed; their command lines are returned."""
         self.ctr("task", "delete", "--force", container)
         self.ctr("container", "delete", container)
+        subprocess.run(["ip", "netns", "del", self.netns(container)], capture_output=True,
+                       check=False)
         bundle = f"/{self.namespace}/{container}"
         return kill_matching(lambda args: str(self.base) in " ".join(args) and (
             ("-id" in args and args[args.index("-id") + 1] == container)
@@ -172,6 +192,9 @@ class Containerd:
         with contextlib.suppress(AssertionError):
             wait_for(lambda: not kill_matching(ours, signal.SIG_DFL), timeout=10)
         killed = kill_matching(ours)
+        for container in sorted(self.containers):
+            subprocess.run(["ip", "netns", "del", self.netns(container)], capture_output=True,
+                           check=False)
         for mounted in ("root", "state"):
             unmount_below(self.base / mounted)
         shutil.rmtree(self.base, ignore_errors=True)

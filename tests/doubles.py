@@ -33,6 +33,7 @@ from gateway.processes.authority import Authority, LocalCoordinator
 from gateway.providers.transport import Connector, Exchange
 from policies.loader import load_text
 from sandbox_net.errors import NetError, RuntimeFailure
+from sandbox_net.links import NetnsRef
 from sandbox_net.runtime.base import Runtime, SandboxSpec
 from sandbox_net.wiring import SandboxNetwork, Wired
 from vault.crypto import MasterKey
@@ -164,8 +165,8 @@ class InMemoryNetwork(SandboxNetwork):
             raise NetError("its network namespace is gone")
         return wired
 
-    def attach(self, sandbox_id: str, netns_path: str, ifname: str) -> Wired:
-        wired = dataclasses.replace(self.wire(sandbox_id), netns_path=netns_path)
+    def attach(self, sandbox_id: str, netns: NetnsRef, ifname: str) -> Wired:
+        wired = dataclasses.replace(self.wire(sandbox_id), netns_path=netns.path)
         self.wired[sandbox_id] = wired
         return wired
 

@@ -25,6 +25,9 @@ class SecretRecord(SQLModel, table=True):
     expires_at: datetime | None = None      # when that value (or the certificate) expires
     error: str | None = None                # the last failure, never holding a value
     error_at: datetime | None = None
+    # Kubernetes namespaces whose pods may bind it (sandgate.dev/secrets), comma-separated;
+    # none: no pod may (a pod's creator must not take another team's secret)
+    kubernetes_namespaces: str | None = None
 
 
 class SecretVersion(SQLModel, table=True):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -42,6 +43,7 @@ class SecretInfo:
     expires_at: datetime | None = None
     error: str | None = None
     error_at: datetime | None = None
+    kubernetes_namespaces: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,10 @@ class Current:
         """Names this version, also apart from a version of the same number that a secret
         deleted and created again had (the same text in every process)."""
         return f"{self.version}@{self.updated_at.isoformat()}"
+
+
+def _split(namespaces: str | None) -> tuple[str, ...]:
+    return tuple(filter(None, (namespaces or "").split(",")))
 
 
 class VaultConflict(VaultError):
@@ -202,6 +208,25 @@ class Vault:
             session.add(record)
             session.commit()
 
+    def set_namespaces(self, name: str, namespaces: Iterable[str]) -> bool:
+        """Which Kubernetes namespaces' pods may bind `name` (an empty list: none); False
+        when there is no such secret."""
+        with self._lock, Session(self.engine) as session:
+            record = session.get(SecretRecord, name)
+            if record is None:
+                return False
+            record.kubernetes_namespaces = ",".join(sorted(set(namespaces))) or None
+            session.add(record)
+            session.commit()
+        return True
+
+    def namespaces(self, name: str) -> frozenset[str]:
+        """The Kubernetes namespaces whose pods may bind `name`, read now (a change applies
+        to the next pod at once); none for a secret that does not exist."""
+        with Session(self.engine) as session:
+            record = session.get(SecretRecord, name)
+        return frozenset(_split(record.kubernetes_namespaces) if record else ())
+
     def mark_used(self, name: str) -> None:
         """Remember a use; written to the database at most every few seconds."""
         self._used[name] = time.time()
@@ -225,7 +250,8 @@ class Vault:
         with Session(self.engine) as session:
             rows = session.exec(select(SecretRecord).order_by(col(SecretRecord.name)))
             return [SecretInfo(r.name, r.version, r.created_at, r.updated_at, r.last_used_at,
-                               r.provider, r.refreshed_at, r.expires_at, r.error, r.error_at)
+                               r.provider, r.refreshed_at, r.expires_at, r.error, r.error_at,
+                               _split(r.kubernetes_namespaces))
                     for r in rows]
 
     def rotate_master(self, new: MasterKey) -> int:

@@ -191,11 +191,33 @@ def list_secrets() -> None:
         "last_refresh": _when(i.refreshed_at), "expires": _when(i.expires_at),
         "error": f"{_when(i.error_at)} {i.error}" if i.error else "-",
         "bound_hosts": ",".join(sorted(bound.get(i.name, ()))) or "-",
+        "k8s_namespaces": ",".join(i.kubernetes_namespaces) or "-",
     } for i in infos])
 
 
 def _when(moment: datetime | None) -> str:
     return moment.isoformat(timespec="seconds") if moment else "-"
+
+
+@secret_group.command("namespaces")
+@click.argument("name")
+@click.argument("namespaces", nargs=-1)
+def secret_namespaces(name: str, namespaces: tuple[str, ...]) -> None:
+    """Let pods of these Kubernetes NAMESPACES bind NAME (annotation sandgate.dev/secrets);
+    none given: no pod may. Replaces the list; pods already attached keep what they hold."""
+    from policies.schema import K8S_NAMESPACE
+
+    _check_name(name)
+    for namespace in namespaces:
+        if not re.match(K8S_NAMESPACE, namespace):
+            fail(f"{namespace!r} is not a Kubernetes namespace name",
+                 "lower-case letters, digits and '-', at most 63")
+    with _vault(make_settings()) as vault:
+        if not vault.set_namespaces(name, namespaces):
+            fail(f"no secret named {name!r}", "see: sandgate secret list")
+    allowed = ", ".join(sorted(set(namespaces)))
+    click.echo(f"pods of {allowed} may bind {name}" if allowed
+               else f"no pod may bind {name}")
 
 
 @secret_group.command("rm")

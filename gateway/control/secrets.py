@@ -4,7 +4,7 @@ proxy workers, which reopen their vault."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway.errors import BadRequest, NotFound
@@ -58,8 +58,19 @@ class Secrets:
         return [{"name": i.name, "version": i.version, "created_at": i.created_at,
                  "updated_at": i.updated_at, "last_used_at": i.last_used_at,
                  "provider": i.provider, "refreshed_at": i.refreshed_at,
-                 "expires_at": i.expires_at, "error": i.error, "error_at": i.error_at}
+                 "expires_at": i.expires_at, "error": i.error, "error_at": i.error_at,
+                 "kubernetes_namespaces": list(i.kubernetes_namespaces)}
                 for i in self.vault.list()]
+
+    def set_namespaces(self, name: str, namespaces: Sequence[str]) -> tuple[str, ...]:
+        """Which Kubernetes namespaces' pods may bind the secret (sandgate.dev/secrets)."""
+        check_name(name)
+        if not self.vault.set_namespaces(name, namespaces):
+            raise NotFound(f"no secret named {name!r}")
+        return tuple(sorted(set(namespaces)))
+
+    def namespaces(self, name: str) -> frozenset[str]:
+        return self.vault.namespaces(name) if self.exists(name) else frozenset()
 
     def delete(self, name: str) -> None:
         check_name(name)

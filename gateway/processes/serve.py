@@ -200,7 +200,7 @@ async def _serve_locked(settings: Settings) -> None:
     workers = WorkerPool(settings)
     await hub.start()
     workers.start()
-    pods = Pods(sandboxes)
+    pods = Pods(sandboxes, secret_namespaces=secrets.namespaces)
     plane = ControlPlane(engine, writer, policies, secrets, sandboxes, Commands(sandboxes),
                          approvals=approvals, budgets=authority.budget_usage, pods=pods)
     socket_path = settings.control_socket

@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import celpy
 import kubernetes_validate
 import pytest
 import yaml
@@ -125,3 +126,44 @@ def test_the_conflist_names_the_plugin_and_the_daemonsets_control_socket() -> No
     script = configmap["data"]["install.sh"]
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
     assert "exec /opt/sandgate/cni/bin/python3 -m gateway.cni" in script
+
+
+def admits(pod_spec: dict[str, Any]) -> bool:
+    """Whether the admission policy lets a pod with this spec be created, its CEL
+    evaluated here as the API server evaluates it."""
+    (policy,) = by_kind("ValidatingAdmissionPolicy")
+    env = celpy.Environment()
+    pod = celpy.json_to_cel({"apiVersion": "v1", "kind": "Pod", "spec": pod_spec})
+    return all(env.program(env.compile(v["expression"])).evaluate({"object": pod})
+               for v in policy["spec"]["validations"])
+
+
+def test_the_admission_policy_forbids_host_network_for_sandgate_pods() -> None:
+    container = {"name": "c", "image": "x"}
+    assert not admits({"runtimeClassName": "sandgate", "hostNetwork": True,
+                       "containers": [container]})
+    for allowed in ({"runtimeClassName": "sandgate", "containers": [container]},
+                    {"runtimeClassName": "sandgate", "hostNetwork": False,
+                     "containers": [container]},
+                    {"hostNetwork": True, "containers": [container]},     # the gateway's own
+                    {"runtimeClassName": "gvisor", "hostNetwork": True,
+                     "containers": [container]}):
+        assert admits(allowed), allowed
+    (policy,) = by_kind("ValidatingAdmissionPolicy")
+    (binding,) = by_kind("ValidatingAdmissionPolicyBinding")
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    assert {"CREATE", "UPDATE"} <= set(
+        policy["spec"]["matchConstraints"]["resourceRules"][0]["operations"])
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"],
+                               "validationActions": ["Deny"]}
+    # the class it names is the one whose handler is the sandgate runtime
+    assert "'sandgate'" in policy["spec"]["validations"][0]["expression"]
+    assert {r["metadata"]["name"]: r["handler"] for r in by_kind("RuntimeClass")}[
+        "sandgate"] == "sandgate"
+
+
+def test_the_node_gets_the_wrapper_that_refuses_host_network() -> None:
+    (configmap,) = by_kind("ConfigMap")
+    script = configmap["data"]["install.sh"]
+    assert "exec /opt/sandgate/cni/bin/python3 -P -m gateway.runsc_sandgate" in script
+    assert "exec runsc" not in script

@@ -87,7 +87,7 @@ def test_bad_input_is_a_cni_error(environ: dict[str, str], stdin: str, code: int
 
 def test_add_fails_when_the_gateway_is_not_there() -> None:
     with pytest.raises(CniError) as caught:
-        cni.run(env(), config(**NOTES))
+        cni.run(env(CNI_NETNS="/proc/self/ns/net"), config(**NOTES))
     assert caught.value.code == cni.TRY_AGAIN_LATER
     assert "not answering on /nonexistent/control.sock" in caught.value.msg
 
@@ -95,6 +95,18 @@ def test_add_fails_when_the_gateway_is_not_there() -> None:
 def test_del_succeeds_when_the_gateway_and_the_namespace_are_gone() -> None:
     assert cni.run(env("DEL", CNI_NETNS=""), config()) is None
     assert cni.run(env("DEL", CNI_NETNS="/nonexistent/ns"), config()) is None
+
+
+def test_add_sends_the_identity_of_the_namespace_it_was_given() -> None:
+    """The gateway may see another namespace at the same path (/proc/PID in another PID
+    namespace): the plugin tells it which one the runtime meant."""
+    found = Path("/proc/self/ns/net").stat()
+    assert cni.netns_identity("/proc/self/ns/net") == {"netns_dev": found.st_dev,
+                                                       "netns_ino": found.st_ino}
+    with pytest.raises(CniError) as caught:
+        cni.run(env(CNI_NETNS="/nonexistent/ns"), config(**NOTES))
+    assert caught.value.code == cni.INVALID_ENVIRONMENT
+    assert caught.value.msg.startswith("CNI_NETNS /nonexistent/ns: No such file")
 
 
 def test_result_names_the_pods_address_route_and_dns() -> None:
@@ -138,3 +150,4 @@ def test_version_starts_without_the_gateways_code() -> None:
 def test_the_console_script_is_declared() -> None:
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["sandgate-cni"] == "gateway.cni:main"
+    assert scripts["runsc-sandgate"] == "gateway.runsc_sandgate:main"

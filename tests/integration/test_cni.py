@@ -61,10 +61,14 @@ def node_gateway(tmp_path_factory: pytest.TempPathFactory,
     try:
         start(gw)
         gw.set_secret("API_TOKEN", TOKEN)
+        # only pods of POD_NAMESPACE may use the policy and bind the secret
+        with gw.client() as c:
+            assert c.put("/v1/secrets/API_TOKEN/kubernetes",
+                         json={"namespaces": [POD_NAMESPACE]}).status_code == 200
         gw.policy("pods", [
             {"id": "api", "hosts": ["secure.upstream.test"], "ports": [443],
              "inject": [{"secret": "API_TOKEN", "as": "bearer"}]},
-        ])
+        ], kubernetes={"namespaces": [POD_NAMESPACE]})
         yield gw
     finally:
         gw.stop()
@@ -109,23 +113,25 @@ def mounts(node_gateway: Gateway, tmp_path_factory: pytest.TempPathFactory) -> d
             "/etc/ssl/certs/ca-certificates.crt": node_gateway.home / "ca" / "sandbox-bundle.pem"}
 
 
-def conflist(gw: Gateway, name: str, uid: str, annotations: dict[str, str]) -> dict[str, Any]:
+def conflist(gw: Gateway, name: str, uid: str, annotations: dict[str, str],
+             namespace: str = POD_NAMESPACE) -> dict[str, Any]:
     """The node's configuration as the DaemonSet installs it, plus what the CRI would add
     for this pod (ctr has no CRI: identity in args.cni, annotations in runtimeConfig)."""
     return {"cniVersion": "1.0.0", "name": "sandgate", "plugins": [{
         "type": "sandgate-cni", "socket": str(gw.home / "control.sock"),
         "capabilities": {"io.kubernetes.cri.pod-annotations": True},
         "runtimeConfig": {"io.kubernetes.cri.pod-annotations": annotations},
-        "args": {"cni": {"K8S_POD_NAMESPACE": POD_NAMESPACE, "K8S_POD_NAME": name,
+        "args": {"cni": {"K8S_POD_NAMESPACE": namespace, "K8S_POD_NAME": name,
                          "K8S_POD_UID": uid}},
     }]}
 
 
 def start_pod(node: Containerd, gw: Gateway, rootfs: Path, mounts: dict[str, Path], name: str,
-              policy: str = "pods") -> tuple[Pod, subprocess.CompletedProcess[str]]:
+              policy: str = "pods", namespace: str = POD_NAMESPACE,
+              ) -> tuple[Pod, subprocess.CompletedProcess[str]]:
     uid, placeholder = str(uuid.uuid4()), new_placeholder()
     notes = {"sandgate.dev/policy": policy, "sandgate.dev/secrets": f"API_TOKEN={placeholder}"}
-    result = node.run(name, rootfs, conflist(gw, name, uid, notes), "sleep", "600",
+    result = node.run(name, rootfs, conflist(gw, name, uid, notes, namespace), "sleep", "600",
                       detach=True, mounts=mounts)
     netns = f"/proc/{node.task_pid(name)}/ns/net" if result.returncode == 0 else ""
     return Pod(name, uid, node.full_id(name), netns, placeholder), result
@@ -267,6 +273,25 @@ def test_check_verifies_link_rules_and_registration(
     wait_for(lambda: plugin(containerd, node_gateway, "CHECK", web).returncode == 0, 15)
 
 
+def test_add_acts_only_on_the_namespace_the_runtime_gave(
+        containerd: Containerd, node_gateway: Gateway, web: Pod) -> None:
+    """The gateway reads CNI_NETNS in its own view, where a /proc/PID path can name another
+    process's namespace: one other than the plugin saw there is refused, untouched."""
+    own = os.stat("/proc/self/ns/net")   # the namespace the path does not hold
+    body = {"container_id": "elsewhere-1", "netns": web.netns, "netns_dev": own.st_dev,
+            "netns_ino": own.st_ino, "ifname": "eth1", "namespace": POD_NAMESPACE,
+            "name": "elsewhere", "policy": "pods"}
+    with node_gateway.client() as c:
+        response = c.post("/v1/pods", json=body)
+        assert response.status_code == 503, response.text
+        assert "is not the namespace the container runtime gave" in response.json()["detail"]
+        assert c.get("/v1/pods/elsewhere-1").status_code == 404
+        assert [s["runtime"] for s in c.get("/v1/sandboxes").json()] == ["pod"]   # web only
+    links = subprocess.run(["nsenter", f"--net={web.netns}", "ip", "-br", "link"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "eth1" not in links
+
+
 def test_ctr_runs_a_pod_and_its_del_leaves_nothing(
         containerd: Containerd, node_gateway: Gateway, rootfs: Path,
         mounts: dict[str, Path], web: Pod) -> None:
@@ -287,6 +312,23 @@ def test_del_repeated_leaves_nothing(containerd: Containerd, node_gateway: Gatew
         result = plugin(containerd, node_gateway, "DEL", web)
         assert result.returncode == 0, result.stdout + result.stderr
     nothing_left(node_gateway, web)
+
+
+def test_a_host_network_container_does_not_start(
+        containerd: Containerd, node_gateway: Gateway, rootfs: Path,
+        mounts: dict[str, Path]) -> None:
+    """A hostNetwork pod gets no namespace of its own and no CNI call: with the node's
+    network it would have unrestricted egress. The sandgate runtime's wrapper refuses it."""
+    notes = {"sandgate.dev/policy": "pods"}
+    try:
+        result = containerd.run("hostnet", rootfs, conflist(node_gateway, "hostnet", "u-3", notes),
+                                "true", mounts=mounts, net_host=True)
+        assert result.returncode != 0, result.stdout + result.stderr
+        assert "runsc-sandgate: refused" in result.stderr, result.stderr
+        assert "hostNetwork" in result.stderr, result.stderr
+        assert "hostnet" not in containerd.ctr("task", "ls").stdout
+    finally:
+        containerd.remove("hostnet")
 
 
 def test_add_refuses_the_gateways_own_namespace(containerd: Containerd,
@@ -317,6 +359,24 @@ def test_unknown_policy_fails_add(containerd: Containerd, node_gateway: Gateway,
     assert "the gateway refused" in result.stdout + result.stderr
     containerd.remove(pod.name)
     nothing_left(node_gateway, pod)
+
+
+def test_a_pod_of_another_namespace_fails_add(
+        containerd: Containerd, node_gateway: Gateway, rootfs: Path,
+        mounts: dict[str, Path]) -> None:
+    """Its creator names the policy and secret of team-a from namespace team-b: refused at
+    ADD, with an audit row; the pod never starts."""
+    last = last_id(node_gateway)
+    pod, result = start_pod(containerd, node_gateway, rootfs, mounts, "intruder",
+                            namespace="team-b")
+    assert result.returncode != 0
+    assert "policy 'pods' does not allow pods of Kubernetes namespace 'team-b'" in \
+        result.stdout + result.stderr
+    containerd.remove(pod.name)
+    nothing_left(node_gateway, pod)
+    rows = audit(node_gateway, last, pod="team-b/intruder")
+    assert [(r["decision"], r["reason"], r["pod_uid"]) for r in rows] == \
+        [("deny", "pod_namespace_refused", pod.uid)]
 
 
 def test_del_after_gateway_restart_leaves_nothing(

@@ -69,6 +69,15 @@ def test_mode_and_sandbox_limits() -> None:
             "narrows      policy: limits.request_body_bytes 104857600 -> 10"]
 
 
+def test_kubernetes_namespaces_that_may_use_the_policy() -> None:
+    assert changes(BASE, "kubernetes: {namespaces: [team-a, team-b]}\n") == \
+        ["widens       policy: pods of Kubernetes namespaces team-a, team-b may use it"]
+    assert [str(c) for c in diff(policy(BASE, "kubernetes: {namespaces: [team-a, team-b]}\n"),
+                                 policy(BASE, "kubernetes: {namespaces: [team-b, team-c]}\n"))] \
+        == ["widens       policy: pods of Kubernetes namespaces team-c may use it",
+            "narrows      policy: pods of Kubernetes namespaces team-a may not"]
+
+
 def test_rules_added_and_removed_and_deny_rules_read_backwards() -> None:
     deny = "  - id: no\n    action: deny\n    hosts: [gist.github.com]\n"
     assert changes(BASE + deny) == ["narrows      rule no: new deny rule for gist.github.com"]

@@ -135,3 +135,22 @@ def test_rows_carry_the_master_key_id(engine, tmp_path: Path) -> None:  # type: 
     from sqlmodel import Session, select
     with Session(engine) as session:
         assert session.exec(select(SecretVersion.master_key_id)).one() == vault.master_key_id
+
+
+def test_kubernetes_namespaces_of_a_secret(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """None until set (no pod may bind the secret); kept across new versions; gone with the
+    secret, so one made again under the name starts with none."""
+    vault = open_vault(engine, KeySource(path=tmp_path / "master.key"), create=True)
+    assert not vault.set_namespaces("TOKEN", ["team-a"])   # no such secret
+    vault.put("TOKEN", "first")
+    assert vault.namespaces("TOKEN") == frozenset()
+    assert vault.set_namespaces("TOKEN", ["team-b", "team-a", "team-a"])
+    vault.put("TOKEN", "second")
+    assert vault.namespaces("TOKEN") == {"team-a", "team-b"}
+    assert [i.kubernetes_namespaces for i in vault.list()] == [("team-a", "team-b")]
+    assert vault.set_namespaces("TOKEN", [])
+    assert vault.namespaces("TOKEN") == frozenset()
+    vault.set_namespaces("TOKEN", ["team-a"])
+    vault.delete("TOKEN")
+    vault.put("TOKEN", "again")
+    assert vault.namespaces("TOKEN") == frozenset() and vault.namespaces("NONE") == frozenset()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from gateway.control.api.deps import Caller, need
 from gateway.control.roles import Scope
 from gateway.control.secrets import Secrets
+from policies.schema import K8S_NAMESPACE
 
 
 class SecretBody(BaseModel):
@@ -30,6 +31,13 @@ class SecretBody(BaseModel):
         return self
 
 
+class SecretNamespaces(BaseModel):
+    """The Kubernetes namespaces whose pods may bind a secret; empty: none may."""
+
+    model_config = ConfigDict(extra="forbid")
+    namespaces: list[Annotated[str, Field(pattern=K8S_NAMESPACE)]] = Field(max_length=1000)
+
+
 def router(secrets: Secrets) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["secrets"])
 
@@ -43,6 +51,13 @@ def router(secrets: Secrets) -> APIRouter:
             assert body.value is not None
             version = await run_in_threadpool(secrets.put, name, body.value)
         return {"name": name, "version": version}
+
+    @api.put("/secrets/{name}/kubernetes")
+    async def put_secret_namespaces(name: str, body: SecretNamespaces,
+                                    caller: Caller) -> dict[str, Any]:
+        need(caller, Scope.SECRETS)
+        allowed = await run_in_threadpool(secrets.set_namespaces, name, body.namespaces)
+        return {"name": name, "kubernetes_namespaces": list(allowed)}
 
     @api.get("/secrets")
     def list_secrets(caller: Caller) -> list[dict[str, Any]]:

@@ -27,6 +27,9 @@ class PodAttach(BaseModel):
     container_id: str = Field(pattern=CONTAINER_ID,
                               description="CNI_CONTAINERID: the pod sandbox's container")
     netns: str = Field(pattern=r"^/[^\x00]{0,4095}$", description="CNI_NETNS, a path")
+    # what the plugin found at that path: the gateway acts only on the same namespace
+    netns_dev: int = Field(ge=0, description="st_dev of CNI_NETNS as the runtime sees it")
+    netns_ino: int = Field(ge=1, description="st_ino of CNI_NETNS as the runtime sees it")
     ifname: str = Field(default="eth0", pattern=IFNAME,
                         description="the pod's end of its link (CNI_IFNAME)")
     namespace: str = Field(pattern=K8S_NAMESPACE, description="K8S_POD_NAMESPACE")

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, or_, select
+from sqlmodel import Session, col, or_, select
 
 from gateway.audit.models import AuditEvent
 from gateway.clock import utcnow
@@ -52,6 +53,17 @@ class Records:
         with Session(self.engine) as session:
             session.merge(record)
             session.commit()
+
+    def mark_running(self, sandbox_id: str, ip: str | None) -> bool:
+        """A record still being created becomes running; False when it was closed meanwhile
+        (a closed record is never opened again)."""
+        statement = update(SandboxRecord).where(
+            col(SandboxRecord.id) == sandbox_id,
+            col(SandboxRecord.state) == "creating").values(state="running", ip=ip)
+        with Session(self.engine) as session:
+            changed = session.execute(statement).rowcount   # type: ignore[attr-defined]
+            session.commit()
+        return bool(changed)
 
     def close(self, sandbox_id: str, reason: str) -> None:
         """Mark the sandbox's record deleted, with why (once: a later reason does not

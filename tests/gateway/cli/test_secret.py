@@ -53,3 +53,19 @@ def test_a_provider_from_a_file_and_stdin_listed_without_values(
     assert [r.split()[:3] for r in rows] == [["API", "1", "oauth2_client_credentials"],
                                              ["CRM", "1", "oauth2_refresh_token"]]
     assert SECRET not in listing and "rt-from-stdin" not in listing
+
+
+def test_secret_namespaces_sets_and_lists_the_kubernetes_allow_list(
+        sandgate: Sandgate, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("value-0123"))
+    assert sandgate("secret", "set", "API").returncode == 0
+    result = sandgate("secret", "namespaces", "API", "team-b", "team-a")
+    assert result.stdout.strip() == "pods of team-a, team-b may bind API"
+    header, row = sandgate("secret", "list").stdout.splitlines()
+    assert header.split()[-1] == "K8S_NAMESPACES" and row.split()[-1] == "team-a,team-b"
+    assert sandgate("secret", "namespaces", "API").stdout.strip() == "no pod may bind API"
+    assert sandgate("secret", "list").stdout.splitlines()[1].split()[-1] == "-"
+    assert_one_line_error(sandgate("secret", "namespaces", "API", "Team_A"),
+                          "'Team_A' is not a Kubernetes namespace name")
+    assert_one_line_error(sandgate("secret", "namespaces", "NOPE", "team-a"),
+                          "no secret named 'NOPE'")
