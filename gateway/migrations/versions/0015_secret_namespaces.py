@@ -2,7 +2,7 @@
 set, so no pod may bind a secret stored before this revision until someone says which.
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0013
 """
 
 from __future__ import annotations
