@@ -127,7 +127,8 @@ class Sandboxes:
         self.deadlines.arm(sandbox_id, record.expires_at.timestamp(),
                            request.idle_timeout_seconds)
         record.state = "running"
-        self.records.save(record)
+        # only these columns: the sandbox runs already, and may have been quarantined
+        self.records.update(sandbox_id, state=record.state, ip=record.ip)
         return self._public(record)
 
     def _await_ready(self) -> None:
@@ -364,8 +365,8 @@ class Sandboxes:
         self.registry.add(SandboxContext(
             id=sandbox_id, ip=wired.ip, handle=handle, pool=SyntheticPool(wired.synthetic),
             env=saved.spec.env, secrets=saved.secrets, owner=record.owner,
-            quarantined=self.settings.quarantine_on_exfil
-            and self.records.exfiltrated(sandbox_id)))
+            quarantined=self.settings.quarantine_on_exfil and (
+                record.quarantined_at is not None or self.records.exfiltrated(sandbox_id))))
         self._running[sandbox_id] = Started(saved.spec, wired, saved.runtime)
         self.deadlines.arm(sandbox_id, adoption.expiry(record), record.idle_timeout_seconds)
         return None

@@ -158,6 +158,21 @@ def test_a_quarantine_survives_the_restart(world: World) -> None:
     assert quarantined == {caught.id: True, clean.id: False}
 
 
+def test_a_quarantine_on_the_record_survives_a_restart_without_its_audit_row(
+        world: World) -> None:
+    """Killed within the audit writer's last second after the trip: no row, but the trip
+    wrote the record (gateway.processes.serve: Authority.keep_quarantine)."""
+    caught = world.sandboxes.create(SandboxCreate(policy="web", secrets=["TOKEN"]))
+    world.records.quarantine(caught.id, "secret_exfil_attempt")
+    sandboxes, registry = restarted(world, [])
+    assert sandboxes.reconcile() == []
+    context = registry.by_id(caught.id)
+    assert context is not None and context.quarantined
+    shown = sandboxes.get(caught.id)
+    assert shown.quarantined_at is not None and shown.quarantine_reason == \
+        "secret_exfil_attempt"
+
+
 def test_a_sandbox_that_cannot_be_checked_is_destroyed_and_the_start_goes_on(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     odd, fine = (world.sandboxes.create(SandboxCreate(policy="web")) for _ in range(2))
