@@ -83,7 +83,8 @@ class Sandboxes:
 
     def __post_init__(self) -> None:
         self.warm = WarmPool(self.settings.warm_pool)
-        self.deadlines = Deadlines(self.registry)
+        self.deadlines = Deadlines(self.registry, lambda sandbox_id, moment: self.records.update(
+            sandbox_id, last_active_at=moment))
 
     # create
     def create(self, request: SandboxCreate, owner: str = "local") -> SandboxPublic:
@@ -249,6 +250,7 @@ class Sandboxes:
         for sandbox_id, reason in ended:
             logger.info("sandbox %s %s; removing it", sandbox_id, reason)
             self.destroy(sandbox_id, reason)
+        self.deadlines.keep_activity()
         return [sandbox_id for sandbox_id, _reason in ended]
 
     def touch(self, sandbox_id: str) -> None:
@@ -365,6 +367,7 @@ class Sandboxes:
         self.registry.add(SandboxContext(
             id=sandbox_id, ip=wired.ip, handle=handle, pool=SyntheticPool(wired.synthetic),
             env=saved.spec.env, secrets=saved.secrets, owner=record.owner,
+            last_active=adoption.last_active(record),
             quarantined=self.settings.quarantine_on_exfil and (
                 record.quarantined_at is not None or self.records.exfiltrated(sandbox_id))))
         self._running[sandbox_id] = Started(saved.spec, wired, saved.runtime)
@@ -380,6 +383,7 @@ class Sandboxes:
         if self.settings.destroy_on_stop:
             for sandbox_id in list(self._running):
                 self.destroy(sandbox_id, "gateway-stopped")
+        self.deadlines.keep_activity(every=0)   # the next start resumes the idle timers
         while self._holds:   # the next start holds the images again
             self._holds.popitem()[1].release()
         return sorted(self._running)
