@@ -358,12 +358,14 @@ class Sandboxes:
             self._holds[sandbox_id] = self.images.hold(image)
         except (BadRequest, NotFound, UnknownImage) as e:
             return f"cannot take it back: {e}"
+        # the network first: `runsc state` fails while the namespace's name is gone
+        holder = runtime.holder(saved.spec)   # its namespace is the one this process is in
+        try:
+            wired = self.network.adopt(sandbox_id, holder)
+        except NetError as e:   # no process left: the runtime says best why
+            return (runtime.alive(saved.spec) if holder is None else None) or str(e)
         if (why := runtime.alive(saved.spec)) is not None:
             return why
-        try:   # its namespace is the one its runtime's process is in (never just the name)
-            wired = self.network.adopt(sandbox_id, runtime.holder(saved.spec))
-        except NetError as e:
-            return str(e)
         self.registry.add(SandboxContext(
             id=sandbox_id, ip=wired.ip, handle=handle, pool=SyntheticPool(wired.synthetic),
             env=saved.spec.env, secrets=saved.secrets, owner=record.owner,

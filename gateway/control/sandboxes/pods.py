@@ -75,7 +75,7 @@ class Pods:
             self._teardown(record.id, "attach-failed")
             raise
         record.state = "running"
-        box.records.save(record)
+        box.records.update(record.id, state=record.state, ip=record.ip)   # not a trip's columns
         return _public(record, wired, request.ifname)
 
     def _wire(self, sandbox_id: str, request: PodAttach) -> Wired:
