@@ -3,6 +3,8 @@ can observe is documented where it shows (docs/ named beside it)."""
 
 # main process
 REAP_INTERVAL = 0.25           # a sandbox outlives its deadline by at most this (+ teardown)
+ACTIVITY_SAVE_EVERY = 30.0     # a sandbox's last activity is written to its record at most
+                               # this often (a restart resumes its idle timer from there)
 DRAIN_TIMEOUT = 3.0            # a deleted sandbox's connections get this long to close
 READY_WAIT = 10.0              # a create waits this long for every proxy worker, then 503
 POLICY_RELOAD_INTERVAL = 0.5   # policy files checked for changes (docs/POLICY.md)

@@ -229,25 +229,39 @@ def destroy(naming: Naming, sandbox_id: str) -> None:
             netns.remove(name)
 
 
-def reattach(naming: Naming, sandbox_id: str, pid: int) -> None:
-    """Name the sandbox's namespace again from a process that lives in it (its name is a
-    bind mount, which a new mount namespace, e.g. a restarted systemd unit's, does not
-    have), once the namespace is shown to hold the peer of the sandbox's host link."""
+def name_from(naming: Naming, sandbox_id: str, pid: int) -> None:
+    """Make the sandbox's namespace name (/run/netns/NAME) name the namespace process `pid`
+    lives in. The name is never trusted by itself: it is a bind mount, which a restarted
+    gateway in a fresh mount namespace (a restarted systemd unit's) may see as an empty file,
+    or over another namespace. The process's namespace must hold the peer of the sandbox's
+    host link; a name whose device and inode are those of its /proc/PID/ns/net stays, any
+    other is replaced."""
     name = naming.netns(sandbox_id)
-    try:
-        with _netlink_errors(f"naming the namespace of process {pid}"):
-            netns.attach(name, pid)
-        with _netlink_errors(f"looking into {name}"), IPRoute() as ipr, \
-                IPRoute(netns=name) as ns:
-            host = ipr.link_lookup(ifname=naming.host_link(sandbox_id))
+    path, held = str(NETNS_DIR / name), f"/proc/{pid}/ns/net"
+    with _netlink_errors(f"reading the namespace of process {pid}"):
+        if not _holds_peer(held, naming.host_link(sandbox_id)):
+            raise NetError(f"process {pid} is not in the sandbox's namespace")
+        if Path(path).exists() and _same_file(path, held):
+            return
+    with _netlink_errors(f"naming the namespace of process {pid} {name}"):
+        if name in netns.listnetns():
+            netns.remove(name)   # unmounts whatever is there (nothing, for an empty file)
+        netns.attach(name, pid)
+        if not _same_file(path, held):
+            raise NetError(f"{path} does not name the namespace of process {pid}")
+
+
+def _holds_peer(netns_path: str, host_link: str) -> bool:
+    """Whether the sandbox end (eth0) of `host_link` is in the namespace at `netns_path`."""
+    with IPRoute() as ipr:
+        host = ipr.link_lookup(ifname=host_link)
+
+    def inside() -> bool:
+        with IPRoute() as ns:
             inner = ns.link_lookup(ifname="eth0")
-            peers = host and inner and ns.get_links(inner[0])[0].get_attr("IFLA_LINK")
-            if not host or peers != host[0]:
-                raise NetError(f"process {pid} is not in the sandbox's namespace")
-    except BaseException:
-        with contextlib.suppress(OSError):   # nothing, or an empty mount point, was made
-            netns.remove(name)
-        raise
+            return bool(inner) and ns.get_links(inner[0])[0].get_attr("IFLA_LINK") == host[0]
+
+    return bool(host) and _in_netns(netns_path, inside)
 
 
 def check(naming: Naming, sandbox_id: str, addresses: SlotAddresses) -> str | None:

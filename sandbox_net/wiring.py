@@ -16,7 +16,6 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
@@ -48,8 +47,9 @@ class SandboxNetwork(ABC):
     @abstractmethod
     def adopt(self, sandbox_id: str, holder: int | None = None) -> Wired:
         """Take back a sandbox wired by an earlier gateway process: its slot, namespace and
-        link (up) must be in place; its pin is put back in force and verified. A namespace
-        whose name is gone is named again from `holder`, a process living in it. Raises
+        link (up) must be in place; its pin is put back in force and verified. Its namespace
+        is the one `holder`, a process of the sandbox, lives in: a name that is gone, empty
+        or another namespace's is made again from it (sandbox_net.links.name_from). Raises
         NetError saying what is missing (FirewallError when the pin cannot be verified)."""
 
     @abstractmethod
@@ -124,8 +124,9 @@ class HostNetwork(SandboxNetwork):
         addresses = slots.allocated(self.engine, self.gateway_id).get(sandbox_id)
         if addresses is None:
             raise NetError("its address slot is not this gateway's any more")
-        if holder is not None and not Path(self.netns_path(sandbox_id)).exists():
-            links.reattach(self.naming, sandbox_id, holder)
+        if holder is None:   # the name alone may be an empty file or another namespace
+            raise NetError("no process of it is left to show which namespace is its own")
+        links.name_from(self.naming, sandbox_id, holder)
         problem = links.check(self.naming, sandbox_id, addresses)
         if problem is not None:
             raise NetError(problem)

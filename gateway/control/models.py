@@ -36,6 +36,9 @@ class SandboxRecord(SQLModel, table=True):
     pod_uid: str | None = None
     container_id: str | None = Field(default=None, index=True)   # the pod's, from its runtime
     end_reason: str | None = None           # deleted | expired | idle | gateway-stopped ...
+    # set once, at the trip (a secret-exfiltration attempt): a restart keeps the quarantine
+    quarantined_at: datetime | None = None
+    quarantine_reason: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     deleted_at: datetime | None = None
 

@@ -138,10 +138,11 @@ class Registry:
         return sandbox
 
     def quarantine(self, sandbox: SandboxContext) -> None:
-        """Nothing more goes out for this sandbox (a secret-exfiltration attempt)."""
-        if not sandbox.quarantined:
-            sandbox.quarantined = True
-            self.listener.quarantined(sandbox)
+        """Nothing more goes out for this sandbox (a secret-exfiltration attempt). The
+        listener is told even when the sandbox is marked already: the main process's DNS
+        server marks its copy first (the Authority calls this once per sandbox)."""
+        sandbox.quarantined = True
+        self.listener.quarantined(sandbox)
 
     def by_ip(self, ip: str) -> SandboxContext | None:
         return self._by_ip.get(ip)

@@ -5,6 +5,7 @@ process's own DNS server through `LocalCoordinator`."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from gateway.approvals.book import ApprovalBook
     from gateway.providers.broker import Broker
 
+logger = logging.getLogger(__name__)
+
 NO_APPROVALS = Outcome(False, "approval_required", detail="this gateway asks nobody")
 
 
@@ -36,6 +39,9 @@ class Authority:
         self.ledger = Ledger()
         self._conns: dict[str, Counter[str]] = {}
         self.approvals: ApprovalBook | None = None
+        # writes a quarantine to the sandbox's record (gateway.processes.serve)
+        self.keep_quarantine: Callable[[str], object] = lambda _sandbox_id: None
+        self._quarantined: set[str] = set()
 
     def open_connections(self, sandbox_id: str) -> int:
         return sum(c[sandbox_id] for c in self._conns.values())
@@ -60,6 +66,7 @@ class Authority:
         """A removed sandbox's buckets and counts go with it."""
         self.limiter.forget(sandbox_id)
         self.ledger.forget(sandbox_id)
+        self._quarantined.discard(sandbox_id)
         for counts in self._conns.values():
             counts.pop(sandbox_id, None)
 
@@ -92,9 +99,20 @@ class Authority:
         return rows
 
     def quarantine(self, sandbox_id: str) -> None:
+        """Once per sandbox: every worker told, then the quarantine written to the sandbox's
+        record before this loop takes another message (a restart keeps it even when the
+        attempt's audit row was still queued). Not asked whether the sandbox is marked
+        already: the main process's DNS server marks its own copy before it calls this."""
         sandbox = self.registry.by_id(sandbox_id)
-        if sandbox is not None:
-            self.registry.quarantine(sandbox)
+        if sandbox is None or sandbox_id in self._quarantined:
+            return
+        self._quarantined.add(sandbox_id)
+        self.registry.quarantine(sandbox)
+        try:
+            self.keep_quarantine(sandbox_id)
+        except Exception:   # the database is away: the audit row (spooled) still says so
+            logger.exception("could not write the quarantine of sandbox %s to its record",
+                             sandbox_id)
 
     def name_for(self, sandbox_id: str, address: str) -> str | None:
         sandbox = self.registry.by_id(sandbox_id)

@@ -59,6 +59,7 @@ from gateway.providers.transport import connector, tls_context
 from gateway.readiness import Readiness
 from gateway.settings import Settings
 from gateway.timing import GIL_SWITCH_INTERVAL
+from policies.decision import Reason
 from sandbox_net import firewall, links
 from sandbox_net.images.store import ImageStore
 from sandbox_net.runtime.base import Runtime
@@ -188,7 +189,10 @@ async def _serve_locked(settings: Settings) -> None:
     policies.publish = sync.publish
     secrets = Secrets(state.vault, settings.key_source)
     secrets.changed = hub.vault_changed
-    sandboxes = Sandboxes(settings, Records(engine, gateway_id), registry, network,
+    records = Records(engine, gateway_id)
+    authority.keep_quarantine = lambda sandbox_id: records.quarantine(
+        sandbox_id, Reason.SECRET_EXFIL_ATTEMPT)
+    sandboxes = Sandboxes(settings, records, registry, network,
                           _runtimes(settings), policies, ImageStore(settings.images_dir),
                           ca_bundle=write_sandbox_bundle(settings),
                           secret_exists=secrets.exists,

@@ -8,6 +8,7 @@ from sqlalchemy import Engine, text
 
 from gateway.audit import query as audit_query
 from gateway.audit.chain import verify
+from gateway.control.sandboxes.records import Records
 from gateway.db import MIGRATIONS, make_engine, upgrade
 from sandbox_net import slots
 from tests.gateway.audit.conftest import write
@@ -107,4 +108,28 @@ def test_approvals_keep_the_chain_of_older_rows_and_go_back_down(database_url: s
     downgrade(engine, "0010")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM audit_event")).scalar() == 4
+    engine.dispose()
+
+
+def test_a_sandbox_record_keeps_its_quarantine_and_goes_back_down(database_url: str) -> None:
+    engine = make_engine(database_url, migrate=False)
+    upgrade(engine, "0012")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO sandbox (id, runtime, policy, policy_source, state, "
+                          "created_at) VALUES ('s1', 'gvisor', 'p', 'p', 'running', "
+                          "'2026-01-01 00:00:00')"))
+    upgrade(engine)
+    records = Records(engine, "gw1")
+    records.quarantine("s1", "secret_exfil_attempt")
+    first = records.get("s1")
+    assert first is not None and first.quarantine_reason == "secret_exfil_attempt"
+    records.quarantine("s1", "later")                # the first trip's time and reason stay
+    assert records.get("s1") == first
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0012")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id, state FROM sandbox")).all() == [("s1", "running")]
     engine.dispose()

@@ -3,7 +3,9 @@ sandbox keeps running with its files across a clean stop and across a kill -9, t
 is refused while the gateway is down (never direct), and their next allowed request, with
 its credential injected, succeeds once the gateway is back. A sandbox found inconsistent at
 start-up (its runsc container gone) is destroyed with an audit row saying why; one whose
-namespace lost its name is named again from its runsc process.
+namespace lost its name is named again from its runsc process, and one whose name is an empty
+mount point (a restarted systemd unit's fresh mount namespace) from its QEMU process. A clean
+stop writes each sandbox's last activity to its record (its idle timer resumes from there).
 
 One gateway and its sandboxes serve every check, in order (a microVM boots slowly here)."""
 
@@ -11,10 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import signal
+import sqlite3
 import subprocess
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +74,8 @@ def admin(gw: Gateway) -> Iterator[Client]:
 @pytest.fixture(scope="module")
 def sandboxes(admin: Client, gw: Gateway) -> Iterator[dict[str, Sandbox]]:
     made = {runtime: admin.create("restart", runtime=runtime, secrets=["API_TOKEN"],
-                                  ttl_seconds=1800) for runtime in ("gvisor", "microvm")}
+                                  ttl_seconds=1800, idle_timeout_seconds=1800)
+            for runtime in ("gvisor", "microvm")}
     try:
         yield made
     finally:
@@ -123,6 +130,25 @@ def runtime_processes(sandbox_id: str) -> list[str]:
             if ("runsc" in line or "qemu-system" in line) and sandbox_id in line]
 
 
+def named_as_its_process(gw: Gateway, sandbox: Sandbox) -> bool:
+    """The namespace's name (/run/netns) is the namespace its runsc or QEMU process is in."""
+    name = Path(f"/run/netns/{gw.prefix}-{sandbox.id}")
+    for line in runtime_processes(sandbox.id):
+        with contextlib.suppress(OSError):   # a runsc exec process may be gone meanwhile
+            if os.path.samestat(name.stat(), os.stat(f"/proc/{line.split()[0]}/ns/net")):
+                return True
+    return False
+
+
+def last_active(gw: Gateway, sandbox: Sandbox) -> float:
+    """The last activity the gateway wrote to the sandbox's record."""
+    with contextlib.closing(sqlite3.connect(f"file:{gw.home / 'sandgate.db'}?mode=ro",
+                                            uri=True)) as db:
+        (value,) = db.execute("SELECT last_active_at FROM sandbox WHERE id = ?",
+                              (sandbox.id,)).fetchone()
+    return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
+
+
 def gap_probe(argv: list[str], topology: Topology) -> dict[str, str]:
     """From inside the sandbox while the gateway is down: no name, no way out, nothing
     reaches the test internet."""
@@ -168,7 +194,7 @@ def diagnosed(gw: Gateway) -> Iterator[None]:
     """A failure says what the gateway and the runtimes logged."""
     try:
         yield
-    except AssertionError as e:
+    except (AssertionError, SandgateAPIError) as e:
         logs = [gw.home / "serve.log", *gw.home.glob("sandboxes/*/*.log")]
         tails = "\n".join(f"--- {p}\n" + "\n".join(p.read_text(errors="replace")
                                                     .splitlines()[-15:]) for p in logs)
@@ -185,13 +211,24 @@ def after_restart(gw: Gateway, topology: Topology, made: dict[str, Sandbox],
         assert now_ticks > ticks, name                          # still ticking
         assert allowed_call(sandbox, topology) == placeholder, name
         assert rows[sandbox.id]["reason"] == "sandbox_adopted"
+        assert named_as_its_process(gw, sandbox), name
 
 
 def test_sandboxes_survive_a_clean_stop(gw: Gateway, topology: Topology,
                                         sandboxes: dict[str, Sandbox]) -> None:
     for sandbox in sandboxes.values():
         sh(sandbox, START)
-    survives(gw, topology, sandboxes, signal.SIGTERM)
+    started = time.time()   # after the creates and START: only later activity is newer
+
+    def during_gap() -> None:
+        # the microVM's namespace name left as an empty mount point, as a restarted systemd
+        # unit's fresh mount namespace sees it: named again from its QEMU process
+        subprocess.run(["umount", f"/run/netns/{gw.prefix}-{sandboxes['microvm'].id}"],
+                       check=True)
+        for name, sandbox in sandboxes.items():   # written at the clean stop
+            assert last_active(gw, sandbox) > started, name
+
+    survives(gw, topology, sandboxes, signal.SIGTERM, during_gap)
     assert f"table sandgate_{gw.prefix}" in leftovers(gw.prefix)
 
 

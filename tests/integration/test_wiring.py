@@ -3,6 +3,7 @@ a sandbox being wired (a reinstall from a stale list of pins would cut that link
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -79,6 +80,11 @@ def test_a_restarted_gateway_adopts_a_wired_sandbox_and_pins_it_again(
     wired = network.wire("cccccccc")
     inside = subprocess.Popen(["nsenter", f"--net={wired.netns_path}", "sleep", "60"])
     stranger = subprocess.Popen(["sleep", "60"])
+    name = Path(wired.netns_path)
+
+    def names_holder() -> bool:
+        return os.path.samestat(name.stat(), os.stat(f"/proc/{inside.pid}/ns/net"))
+
     try:
         # a new process: nothing pinned in its table yet, the namespace's name gone (as in a
         # restarted systemd unit's mount namespace)
@@ -86,17 +92,31 @@ def test_a_restarted_gateway_adopts_a_wired_sandbox_and_pins_it_again(
                                 gateway_id="gw", host_id="host")
         restarted.install_rules()
         assert pinned(restarted) == set()
-        subprocess.run(["ip", "netns", "del", Path(wired.netns_path).name], check=True)
-        with pytest.raises(NetError, match="namespace is gone"):
+        subprocess.run(["ip", "netns", "del", name.name], check=True)
+        with pytest.raises(NetError, match="no process of it is left"):
             restarted.adopt("cccccccc")
         with pytest.raises(NetError, match=f"process {stranger.pid} is not in"):
             restarted.adopt("cccccccc", stranger.pid)
-        assert not Path(wired.netns_path).exists()
+        assert not name.exists()
         assert restarted.adopt("cccccccc", inside.pid) == wired
+        assert names_holder()
         assert pinned(restarted) == {network.naming.host_link("cccccccc")}
         assert restarted.restore_rules() is None      # the watchdog sees the pin in force
+        # the name an empty mount point (its bind mount stayed in the old mount namespace),
+        # then over another namespace: never trusted, named again from the holder
+        subprocess.run(["umount", str(name)], check=True)
+        assert name.exists() and name.stat().st_size == 0 and not names_holder()
+        assert restarted.adopt("cccccccc", inside.pid) == wired
+        assert names_holder()
+        subprocess.run(["umount", str(name)], check=True)
+        subprocess.run(["mount", "--bind", f"/proc/{stranger.pid}/ns/net", str(name)],
+                       check=True)
+        with pytest.raises(NetError, match=f"process {stranger.pid} is not in"):
+            restarted.adopt("cccccccc", stranger.pid)   # the holder is checked, name or not
+        assert restarted.adopt("cccccccc", inside.pid) == wired
+        assert names_holder()
         with pytest.raises(NetError, match="slot is not this gateway's"):
-            restarted.adopt("dddddddd")
+            restarted.adopt("dddddddd", inside.pid)
     finally:
         for process in (inside, stranger):
             process.kill()

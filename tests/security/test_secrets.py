@@ -64,6 +64,13 @@ out.update(dns_query(token + '.www.upstream.test', 1))
     rows = [r for r in fresh_seat.rows(mark) if r["protocol"] == "dns"]
     assert [(r["reason"], r["secrets"]) for r in rows] == [("secret_exfil_attempt",
                                                             "SEC_TOKEN")]
+    # quarantined in every process (the main process's DNS server tripped, the proxy workers
+    # decide HTTP), and on its record, for a restart to keep
+    after = fresh_seat.sh("curl -sS --max-time 10 -o /dev/null -w '%{http_code}' "
+                          "http://www.upstream.test/after")
+    assert after.stdout == "403"
+    shown = fresh_seat.sandbox.refresh()
+    assert shown["quarantine_reason"] == "secret_exfil_attempt" and shown["quarantined_at"]
 
 
 def test_real_value_echoed_back_is_scrubbed(fresh_seat: Seat) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +80,12 @@ def expiry(record: SandboxRecord) -> float:
     return aware(record.expires_at).timestamp() if record.expires_at else float("inf")
 
 
+def last_active(record: SandboxRecord) -> float:
+    """The time.time() of the sandbox's last activity an earlier run wrote (its idle timer
+    resumes from there)."""
+    return aware(record.last_active_at).timestamp() if record.last_active_at else time.time()
+
+
 def obstacle(sandbox_id: str, record: SandboxRecord | None, saved: Saved | None,
              now: datetime) -> str | None:
     """Why the sandbox cannot be adopted from what is recorded (None: ask the network and
@@ -91,6 +98,9 @@ def obstacle(sandbox_id: str, record: SandboxRecord | None, saved: Saved | None,
         return "its record has no time to live"
     if aware(record.expires_at) <= now:
         return "its time to live ran out while the gateway was down"
+    if record.idle_timeout_seconds is not None and \
+            last_active(record) + record.idle_timeout_seconds < now.timestamp():
+        return "its idle timeout ran out while the gateway was down"
     if saved is None:
         return f"its saved state ({STATE_FILE}) is missing or unreadable"
     if saved.runtime != record.runtime:

@@ -23,6 +23,7 @@ from gateway.clock import utcnow
 from gateway.control.models import SandboxRecord
 from gateway.control.policy_store import PolicyHandle, PolicyStore
 from gateway.control.sandboxes import adoption, roots
+from gateway.control.sandboxes.deadlines import Deadlines
 from gateway.control.sandboxes.records import Records, public
 from gateway.control.sandboxes.schemas import SandboxCreate, SandboxPublic
 from gateway.control.sandboxes.warm import WarmPool
@@ -55,12 +56,6 @@ class Started:
         return self.spec.root.id if self.spec.root else ""
 
 
-@dataclass(frozen=True, slots=True)
-class _Deadline:
-    expires: float              # time.time() of the hard limit
-    idle: int | None            # seconds without activity allowed
-
-
 @dataclass(eq=False, repr=False)
 class Sandboxes:
     settings: Settings
@@ -84,10 +79,12 @@ class Sandboxes:
     _holds: dict[str, Hold] = field(init=False, default_factory=dict)
     # warm images found missing (logged once)
     _missing: set[str] = field(init=False, default_factory=set)
-    _deadlines: dict[str, _Deadline] = field(init=False, default_factory=dict)
+    deadlines: Deadlines = field(init=False)
 
     def __post_init__(self) -> None:
         self.warm = WarmPool(self.settings.warm_pool)
+        self.deadlines = Deadlines(self.registry, lambda sandbox_id, moment: self.records.update(
+            sandbox_id, last_active_at=moment))
 
     # create
     def create(self, request: SandboxCreate, owner: str = "local") -> SandboxPublic:
@@ -128,10 +125,11 @@ class Sandboxes:
         self._running[sandbox_id] = started
         # The time to live counts from the request, boot included (the record says so too).
         assert record.expires_at is not None
-        self._deadlines[sandbox_id] = _Deadline(record.expires_at.timestamp(),
-                                                request.idle_timeout_seconds)
+        self.deadlines.arm(sandbox_id, record.expires_at.timestamp(),
+                           request.idle_timeout_seconds)
         record.state = "running"
-        self.records.save(record)
+        # only these columns: the sandbox runs already, and may have been quarantined
+        self.records.update(sandbox_id, state=record.state, ip=record.ip)
         return self._public(record)
 
     def _await_ready(self) -> None:
@@ -248,26 +246,19 @@ class Sandboxes:
     def reap(self, now: float | None = None) -> list[str]:
         """Kill and remove sandboxes past their time to live or idle timeout."""
         now = time.time() if now is None else now
-        ended = []
-        for sandbox_id, deadline in list(self._deadlines.items()):
-            context = self.registry.by_id(sandbox_id)
-            idle = context is not None and deadline.idle is not None and \
-                now - context.last_active > deadline.idle
-            if now >= deadline.expires or idle:
-                reason = "expired" if now >= deadline.expires else "idle"
-                logger.info("sandbox %s %s; removing it", sandbox_id, reason)
-                self.destroy(sandbox_id, reason)
-                ended.append(sandbox_id)
-        return ended
+        ended = self.deadlines.due(now)
+        for sandbox_id, reason in ended:
+            logger.info("sandbox %s %s; removing it", sandbox_id, reason)
+            self.destroy(sandbox_id, reason)
+        self.deadlines.keep_activity()
+        return [sandbox_id for sandbox_id, _reason in ended]
 
     def touch(self, sandbox_id: str) -> None:
-        context = self.registry.by_id(sandbox_id)
-        if context is not None:
-            context.last_active = time.time()
+        self.deadlines.touch(sandbox_id)
 
     def destroy(self, sandbox_id: str, reason: str = "deleted") -> None:
         with self._lock:
-            self._deadlines.pop(sandbox_id, None)
+            self.deadlines.drop(sandbox_id)
             started = self._running.pop(sandbox_id, None)
             spec = started.spec if started else self._spec_guess(sandbox_id)
             # A sandbox left by a crash may be of either kind: every runtime's stop is
@@ -367,20 +358,22 @@ class Sandboxes:
             self._holds[sandbox_id] = self.images.hold(image)
         except (BadRequest, NotFound, UnknownImage) as e:
             return f"cannot take it back: {e}"
+        # the network first: `runsc state` fails while the namespace's name is gone
+        holder = runtime.holder(saved.spec)   # its namespace is the one this process is in
         try:
-            wired = self.network.adopt(sandbox_id, runtime.holder(saved.spec))
-        except NetError as e:
-            return str(e)
+            wired = self.network.adopt(sandbox_id, holder)
+        except NetError as e:   # no process left: the runtime says best why
+            return (runtime.alive(saved.spec) if holder is None else None) or str(e)
         if (why := runtime.alive(saved.spec)) is not None:
             return why
         self.registry.add(SandboxContext(
             id=sandbox_id, ip=wired.ip, handle=handle, pool=SyntheticPool(wired.synthetic),
             env=saved.spec.env, secrets=saved.secrets, owner=record.owner,
-            quarantined=self.settings.quarantine_on_exfil
-            and self.records.exfiltrated(sandbox_id)))
+            last_active=adoption.last_active(record),
+            quarantined=self.settings.quarantine_on_exfil and (
+                record.quarantined_at is not None or self.records.exfiltrated(sandbox_id))))
         self._running[sandbox_id] = Started(saved.spec, wired, saved.runtime)
-        self._deadlines[sandbox_id] = _Deadline(adoption.expiry(record),
-                                                record.idle_timeout_seconds)
+        self.deadlines.arm(sandbox_id, adoption.expiry(record), record.idle_timeout_seconds)
         return None
 
     def shutdown(self) -> list[str]:
@@ -392,6 +385,7 @@ class Sandboxes:
         if self.settings.destroy_on_stop:
             for sandbox_id in list(self._running):
                 self.destroy(sandbox_id, "gateway-stopped")
+        self.deadlines.keep_activity(every=0)   # the next start resumes the idle timers
         while self._holds:   # the next start holds the images again
             self._holds.popitem()[1].release()
         return sorted(self._running)

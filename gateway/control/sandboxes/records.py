@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, or_, select
+from sqlmodel import Session, col, or_, select, update
 
 from gateway.audit.models import AuditEvent
 from gateway.clock import utcnow
@@ -43,7 +42,8 @@ class Records:
 
     def exfiltrated(self, sandbox_id: str) -> bool:
         """The audit log holds a secret-exfiltration attempt of the sandbox, which
-        quarantined it: a restart must not lift the quarantine."""
+        quarantined it: a restart must not lift the quarantine (a record from before
+        `quarantined_at` was kept says so only there)."""
         with Session(self.engine) as session:
             return session.exec(select(AuditEvent.id).where(
                 AuditEvent.sandbox_id == sandbox_id,
@@ -64,6 +64,23 @@ class Records:
             changed = session.execute(statement).rowcount   # type: ignore[attr-defined]
             session.commit()
         return bool(changed)
+
+    def update(self, sandbox_id: str, **values: Any) -> None:
+        """Set these columns of this gateway's record and no others: a whole record saved
+        from an older copy would undo what was set meanwhile (a quarantine)."""
+        with Session(self.engine) as session:
+            session.exec(update(SandboxRecord).where(
+                col(SandboxRecord.id) == sandbox_id, self._mine()).values(**values))
+            session.commit()
+
+    def quarantine(self, sandbox_id: str, reason: str) -> None:
+        """Keep the sandbox's quarantine on its record (the first trip's time and reason)."""
+        with Session(self.engine) as session:
+            session.exec(update(SandboxRecord).where(
+                col(SandboxRecord.id) == sandbox_id,
+                col(SandboxRecord.quarantined_at).is_(None), self._mine(),
+            ).values(quarantined_at=utcnow(), quarantine_reason=reason))
+            session.commit()
 
     def close(self, sandbox_id: str, reason: str) -> None:
         """Mark the sandbox's record deleted, with why (once: a later reason does not
@@ -88,4 +105,5 @@ def public(record: SandboxRecord, netns: str | None) -> SandboxPublic:
         cpus=record.cpus, max_pids=record.max_pids, disk_mb=record.disk_mb,
         end_reason=record.end_reason,
         deleted_at=record.deleted_at, ip=record.ip, created_at=record.created_at,
+        quarantined_at=record.quarantined_at, quarantine_reason=record.quarantine_reason,
         netns=netns if record.state != "deleted" else None)

@@ -62,6 +62,8 @@ class SandboxPublic(BaseModel):
     netns: str | None = None
     created_at: datetime
     deleted_at: datetime | None = None
+    quarantined_at: datetime | None = None   # its first secret-exfiltration attempt
+    quarantine_reason: str | None = None
 
 
 CWD = Field(default=None, description="working directory; default the image's WorkingDir, "

@@ -74,6 +74,8 @@ def test_each_inconsistency_is_named(tmp_path: Path) -> None:
         (record(ip="10.77.0.6"), good, "does not match its record"),
         (record(image_id="img2"), good, "another image"),
         (record(), saved(tmp_path, root=None), "another image"),
+        (record(idle_timeout_seconds=60, last_active_at=NOW - timedelta(seconds=61)), good,
+         "idle timeout ran out"),
     ]
     for rec, state, why in cases:
         found = adoption.obstacle("abc", rec, state, NOW)
@@ -156,6 +158,57 @@ def test_a_quarantine_survives_the_restart(world: World) -> None:
     assert sandboxes.reconcile() == []
     quarantined = {c.id: c.quarantined for c in registry.all()}
     assert quarantined == {caught.id: True, clean.id: False}
+
+
+def test_a_quarantine_on_the_record_survives_a_restart_without_its_audit_row(
+        world: World) -> None:
+    """Killed within the audit writer's last second after the trip: no row, but the trip
+    wrote the record (gateway.processes.serve: Authority.keep_quarantine)."""
+    caught = world.sandboxes.create(SandboxCreate(policy="web", secrets=["TOKEN"]))
+    world.records.quarantine(caught.id, "secret_exfil_attempt")
+    sandboxes, registry = restarted(world, [])
+    assert sandboxes.reconcile() == []
+    context = registry.by_id(caught.id)
+    assert context is not None and context.quarantined
+    shown = sandboxes.get(caught.id)
+    assert shown.quarantined_at is not None and shown.quarantine_reason == \
+        "secret_exfil_attempt"
+
+
+def test_the_idle_timer_resumes_from_the_last_activity_written(world: World) -> None:
+    idle = world.sandboxes.create(SandboxCreate(policy="web", idle_timeout_seconds=60))
+    active_at = time.time() - 50       # an earlier run wrote this activity, then was killed
+    world.records.update(idle.id, last_active_at=datetime.fromtimestamp(active_at, UTC))
+    sandboxes, registry = restarted(world, [])
+    assert sandboxes.reconcile() == []
+    context = registry.by_id(idle.id)
+    assert context is not None and context.last_active == pytest.approx(active_at, abs=0.01)
+    assert sandboxes.reap(active_at + 59) == []
+    assert sandboxes.reap(active_at + 61) == [idle.id]
+
+
+def test_the_last_activity_is_written_coarsely_and_exactly_at_a_clean_stop(
+        world: World) -> None:
+    idle = world.sandboxes.create(SandboxCreate(policy="web", idle_timeout_seconds=600))
+    plain = world.sandboxes.create(SandboxCreate(policy="web"))
+    contexts = [world.registry.by_id(s.id) for s in (idle, plain)]
+    assert contexts[0] is not None and contexts[1] is not None
+    start = contexts[0].last_active
+
+    def written(sandbox_id: str) -> float:
+        record = world.records.get(sandbox_id)
+        assert record is not None and record.last_active_at is not None
+        return adoption.last_active(record)
+
+    created = written(idle.id)                                 # the record's creation time
+    for seconds, expected in ((10, created), (31, start + 31), (45, start + 31)):
+        for context in contexts:
+            context.last_active = start + seconds
+        world.sandboxes.reap(start + seconds)
+        assert written(idle.id) == pytest.approx(expected, abs=0.01), seconds
+    assert written(plain.id) < start + 1                   # no idle timeout: not written
+    world.sandboxes.shutdown()
+    assert written(idle.id) == pytest.approx(start + 45, abs=0.01)
 
 
 def test_a_sandbox_that_cannot_be_checked_is_destroyed_and_the_start_goes_on(

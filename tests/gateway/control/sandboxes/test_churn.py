@@ -132,7 +132,7 @@ def churn(tmp_path: Path, shm: Path) -> None:
 
     assert registry.all() == [] and worker.registry.all() == []
     assert registry.placeholders.lookup_all(_all_placeholders(registry)) == {}
-    assert sandboxes._running == {} and sandboxes._deadlines == {}
+    assert sandboxes._running == {} and sandboxes.deadlines.ids() == set()
     assert authority.limiter._buckets == {}
     assert all(not counts for counts in authority._conns.values())
     assert hub_client._active == {}

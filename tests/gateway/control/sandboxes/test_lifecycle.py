@@ -16,6 +16,7 @@ from gateway.control.sandboxes.schemas import SandboxCreate
 from gateway.errors import BadRequest, NotReady, Unavailable
 from gateway.readiness import Readiness
 from sandbox_net.errors import FirewallError, ImageInUse
+from sandbox_net.runtime.base import SandboxSpec
 from tests.gateway.control.sandboxes.conftest import World
 from tests.images import add_image
 
@@ -80,6 +81,23 @@ def test_expired_and_idle_sandboxes_are_reaped(world: World) -> None:
     assert world.registry.all() == []
     record = world.records.get(idle.id)
     assert record is not None and record.end_reason == "idle"
+
+
+def test_a_trip_during_create_is_not_undone_when_create_finishes(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sandbox runs (and may trip) before create marks its record running: that last
+    write must not put back a copy of the record from before the quarantine."""
+    start = world.runtime.start
+
+    def tripping(spec: SandboxSpec) -> None:
+        start(spec)
+        world.records.quarantine(spec.sandbox_id, "secret_exfil_attempt")
+
+    monkeypatch.setattr(world.runtime, "start", tripping)
+    created = world.sandboxes.create(SandboxCreate(policy="web"))
+    record = world.records.get(created.id)
+    assert record is not None and record.state == "running" and record.ip == created.ip
+    assert record.quarantine_reason == "secret_exfil_attempt"
 
 
 def test_the_warm_pool_hands_out_a_started_sandbox(world: World) -> None:
