@@ -61,16 +61,21 @@ class _Zlib:
     def __init__(self, gzip: bool) -> None:
         self.gzip = gzip
         self._d: zlib._Decompress | None = None
+        self._head = b""    # deflate: a member's first byte, until the second tells its kind
 
     def _new(self, data: bytes) -> zlib._Decompress:
         if self.gzip:
             return zlib.decompressobj(47)
-        zlib_header = len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+        zlib_header = data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
         return zlib.decompressobj(15 if zlib_header else -15)
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         while data:
             if self._d is None:
+                data, self._head = self._head + data, b""
+                if not self.gzip and len(data) < 2:
+                    self._head = data       # too short to tell zlib-wrapped from raw
+                    return
                 self._d = self._new(data)
             d = self._d
             try:
@@ -89,7 +94,7 @@ class _Zlib:
                 self._d = None
 
     def end(self) -> Iterator[bytes]:
-        if self._d is not None and not self._d.eof:
+        if self._head or (self._d is not None and not self._d.eof):
             raise DecodeError("truncated body")
         return iter(())
 

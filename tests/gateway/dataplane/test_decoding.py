@@ -87,3 +87,18 @@ def test_what_does_not_decode_is_refused(encoding: str, body: bytes,
                                          error: type[Exception]) -> None:
     with pytest.raises(error):
         decode_all(encoding, body, MIB)
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["zlib-wrapped", "raw"])
+def test_deflate_whose_first_byte_comes_alone_is_still_told_apart(raw: bool) -> None:
+    """Two bytes tell a zlib header from raw deflate: a first read of one byte must wait for
+    the second (it was taken for raw deflate, and a zlib body refused). Found by hypothesis."""
+    body = b"the body " * 50
+    encoded = zlib.compress(body)[2:-4] if raw else zlib.compress(body)
+    decoder = Decoder("deflate", 1 << 20)
+    out = b"".join([*decoder.feed(encoded[:1]), *decoder.feed(encoded[1:]), *decoder.end()])
+    assert out == body
+    alone = Decoder("deflate", 1 << 20)
+    assert list(alone.feed(encoded[:1])) == []
+    with pytest.raises(DecodeError, match="truncated"):
+        list(alone.end())
