@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +34,17 @@ SECRETS = {"TOKEN": frozenset({"team-a"}), "OTHER": frozenset({"team-b"})}
 AUDITED: list[dict[str, object]] = []
 
 
+def sandboxes_over(tmp_path: Path, policies: Path, **extra: Any) -> Sandboxes:
+    """Sandboxes on an in-memory network (no runtimes: pods bring their own) and a real
+    database and policy store."""
+    settings = Settings(home=tmp_path / "home", policy_dir=policies, cache_dir=tmp_path / "c")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text("")
+    return Sandboxes(settings, Records(make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}"), "gw1"),
+                     Registry(), InMemoryNetwork(), {}, PolicyStore(policies),
+                     ImageStore(settings.images_dir), ca_bundle=bundle, **extra)
+
+
 @pytest.fixture
 def pods(tmp_path: Path) -> Iterator[Pods]:
     policies = tmp_path / "policies"
@@ -45,17 +57,11 @@ def pods(tmp_path: Path) -> Iterator[Pods]:
         "version: 1\nname: open\nrules:\n  - {id: all, hosts: ['*.example.test']}\n")
     # a base policy's list is not inherited: the child's own key decides
     (policies / "child.yaml").write_text("version: 1\nname: child\nextends: [web]\n")
-    settings = Settings(home=tmp_path / "home", policy_dir=policies, cache_dir=tmp_path / "c")
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    bundle = tmp_path / "bundle.pem"
-    bundle.write_text("")
-    sandboxes = Sandboxes(settings, Records(engine, "gw1"), Registry(), InMemoryNetwork(), {},
-                          PolicyStore(policies), ImageStore(settings.images_dir),
-                          ca_bundle=bundle, secret_exists=lambda name: name in SECRETS,
-                          audit=lambda **row: AUDITED.append(row))
+    sandboxes = sandboxes_over(tmp_path, policies, secret_exists=lambda name: name in SECRETS,
+                               audit=lambda **row: AUDITED.append(row))
     AUDITED.clear()
     yield Pods(sandboxes, secret_namespaces=lambda name: SECRETS.get(name, frozenset()))
-    engine.dispose()
+    sandboxes.records.engine.dispose()
 
 
 def attach(container_id: str = "c1", **fields: object) -> PodAttach:
@@ -185,19 +191,13 @@ def test_pods_bind_no_secret_by_default(tmp_path: Path) -> None:
     policies.mkdir()
     (policies / "web.yaml").write_text(
         "version: 1\nname: web\nkubernetes: {namespaces: [team-a]}\n")
-    settings = Settings(home=tmp_path / "home", policy_dir=policies, cache_dir=tmp_path / "c")
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    bundle = tmp_path / "bundle.pem"
-    bundle.write_text("")
-    sandboxes = Sandboxes(settings, Records(engine, "gw1"), Registry(), InMemoryNetwork(), {},
-                          PolicyStore(policies), ImageStore(settings.images_dir),
-                          ca_bundle=bundle, secret_exists=lambda name: name == "TOKEN")
+    sandboxes = sandboxes_over(tmp_path, policies, secret_exists=lambda name: name == "TOKEN")
     try:
         with pytest.raises(Refused, match="secret 'TOKEN' may not be bound"):
             Pods(sandboxes).attach(attach(secrets={"TOKEN": new_placeholder()}))
         assert Pods(sandboxes).attach(attach()).policy == "web"
     finally:
-        engine.dispose()
+        sandboxes.records.engine.dispose()
 
 
 class SlowNetwork(InMemoryNetwork):

@@ -47,6 +47,14 @@ def post(plane: Plane, body: bytes, headers: list[tuple[str, str]] | None = None
                    body=body, headers=headers, http2=http2)
 
 
+
+def chunked_response() -> http.Response:
+    """A 200 whose body comes chunked, of a length not known ahead."""
+    response = http.Response.make(200)
+    del response.headers["content-length"]
+    response.headers["transfer-encoding"] = "chunked"
+    return response
+
 def test_a_small_body_is_held_and_a_placeholder_in_it_answered_403(plane: Plane) -> None:
     flow = post(plane, f"prompt: spell out {plane.sandbox.secrets['TOKEN']}".encode())
     Through(plane).request(flow)
@@ -131,9 +139,7 @@ def test_a_response_over_the_limit_is_cut(plane: Plane) -> None:
     through = Through(plane)
     flow = request(connect(plane, "up.example.test"), "GET", "https://up.example.test/")
     through.request(flow)
-    response = http.Response.make(200)
-    del response.headers["content-length"]
-    response.headers["transfer-encoding"] = "chunked"
+    response = chunked_response()
     got = through.response(flow, response, chunks=[b"z" * MIB] * 4)
     assert through.cut == [flow] and len(got) <= 3 * MIB
     assert verdict_reason(flow) == "body_too_large"
@@ -145,10 +151,8 @@ def test_a_streamed_compressed_response_is_decoded_and_scrubbed(plane: Plane) ->
     flow = request(connect(plane, "up.example.test"), "GET", "https://up.example.test/")
     through.request(flow)
     payload = b"-" * (2 * SCAN_WINDOW) + real + b"-" * 100
-    response = http.Response.make(200)
+    response = chunked_response()
     response.headers["content-encoding"] = "gzip"
-    del response.headers["content-length"]
-    response.headers["transfer-encoding"] = "chunked"
     encoded = gzip.compress(payload)
     got = through.response(flow, response, chunks=[encoded[i:i + 4096]
                                                    for i in range(0, len(encoded), 4096)])
@@ -165,9 +169,7 @@ def test_a_chunk_held_back_sends_nothing_rather_than_an_empty_chunk(plane: Plane
     through = Through(plane)
     flow = request(connect(plane, "up.example.test"), "GET", "https://up.example.test/")
     through.request(flow)
-    response = http.Response.make(200)
-    del response.headers["content-length"]
-    response.headers["transfer-encoding"] = "chunked"
+    response = chunked_response()
     payload = b"ok " + real + b" and the rest of the answer"
     got = through.response(flow, response, chunks=[payload[i:i + 5]
                                                    for i in range(0, len(payload), 5)])
