@@ -84,6 +84,29 @@ class Cutter:
                 loop.call_soon(handler.close_connection, conn)
 
 
+class Reading:
+    """Stops and resumes reading a flow's client connection: how a body streaming on credit
+    waits for its next budget lease (gateway.dataplane.leases) without the gateway buffering
+    what the sandbox goes on sending. The kernel's socket buffer and TCP's window hold the
+    rest; what asyncio's reader already holds still arrives (bounded by its limit)."""
+
+    def __init__(self, server: proxyserver.Proxyserver) -> None:
+        self.server = server
+
+    def __call__(self, flow: flow_.Flow, paused: bool) -> None:
+        handler = self.server.connections.get(flow.client_conn.id)
+        io = handler.transports.get(flow.client_conn) if handler is not None else None
+        if io is None or not isinstance(io.writer, asyncio.StreamWriter):
+            return
+        transport = io.writer.transport
+        if not isinstance(transport, asyncio.ReadTransport) or transport.is_closing():
+            return
+        if paused:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+
+
 def build_master(settings: Settings, state: GatewayState, *, tcp_port: int,
                  on_ready: Callable[[], None]) -> master.Master:
     """A proxy worker's mitmproxy: transparent TCP on `tcp_port`."""
@@ -92,6 +115,7 @@ def build_master(settings: Settings, state: GatewayState, *, tcp_port: int,
     builtins = builtin_addons()
     server = next(a for a in builtins if isinstance(a, proxyserver.Proxyserver))
     state.cut = Cutter(server)
+    state.pause = Reading(server)
     # ClientCert after TlsConfig: it moves the upstream TLS connection TlsConfig built to the
     # context of the rule's client certificate (addons.client_cert).
     proxy.addons.add(Sandgate(pipeline(state)), *builtins, ClientCert(state),

@@ -11,6 +11,7 @@ from typing import Any
 from mitmproxy import http, tcp
 
 from gateway.dataplane.coordinator import Coordinator
+from gateway.dataplane.leases import StreamLease
 from gateway.dataplane.registry import Registry, SandboxContext
 from gateway.dataplane.upstream import UpstreamResolver, Vetted
 from gateway.dataplane.values import Values
@@ -53,13 +54,12 @@ class Conn:
 
 @dataclass(frozen=True, slots=True)
 class Budgeted:
-    """A request admitted under budgets: the body bytes it may still send (None: no byte
-    budget) beyond the `reserved` ones its Content-Length announced."""
+    """A request admitted under budgets, and (when a byte budget applies) the lease its body
+    or stream spends: its announced body's bytes, reserved, and what it leased beyond."""
 
     policy: str
     caps: tuple[Cap, ...]
-    left: int | None
-    reserved: int
+    lease: StreamLease | None
 
 
 @dataclass
@@ -130,6 +130,8 @@ class GatewayState:
         self.quarantine_on_exfil = True
         # cuts a flow's client and server connections at once (gateway.dataplane.proxy)
         self.cut: Callable[[Any], None] = lambda _flow: None
+        # stops (True) or resumes (False) reading a flow's client connection (the same)
+        self.pause: Callable[[Any, bool], None] = lambda _flow, _paused: None
 
     def quarantine(self, sandbox: SandboxContext) -> None:
         """After a secret-exfiltration attempt: nothing more goes out, here at once and in
