@@ -103,7 +103,10 @@ class StreamLease:
         self.reserved = self.granted = self.used = 0
 
     def _ahead(self) -> None:
-        if not self.spent and self.asking is None and self.granted - self.used < CHUNK // 2:
+        # a body whose announced length was reserved has all it may send: no lease ahead
+        leasing = self.granted > self.reserved or not self.reserved
+        if leasing and not self.spent and self.asking is None and \
+                self.granted - self.used < CHUNK // 2:
             self._ask()
 
     def _ask(self, short: int = 0) -> None:

@@ -29,7 +29,7 @@ from gateway.audit.writer import AuditWriter
 from gateway.dataplane.registry import Registry, RegistryListener, SandboxContext
 from gateway.processes import protocol
 from gateway.processes.authority import Authority, audit_row
-from gateway.processes.budgets import Cap
+from gateway.processes.budgets import Allowance, Cap, Grant
 from gateway.readiness import Readiness
 from gateway.timing import ACK_TIMEOUT
 from policies.schema import Narrow
@@ -218,16 +218,24 @@ class Hub(RegistryListener):
         """A task: a budget's first count reads the audit log (in a thread); meanwhile the
         worker's other messages go on."""
         async def answer() -> None:
-            allowance = await self.authority.budget(message.sandbox, message.policy,
-                                                    _caps(message.caps), message.expected,
-                                                    message.lease)
+            try:
+                allowance = await self.authority.budget(message.sandbox, message.policy,
+                                                        _caps(message.caps), message.expected,
+                                                        message.lease)
+            except Exception:   # never leave the request waiting for an answer
+                logger.exception("counting a budget of %s failed", message.sandbox)
+                allowance = Allowance(refused="the gateway failed to count this budget")
             peer.send(protocol.Answer(message.id, allowance.plain()))
         self._task(answer())
 
     def _lease(self, peer: _Peer, message: protocol.Lease) -> None:
         async def answer() -> None:
-            grant = await self.authority.lease(message.sandbox, message.policy,
-                                               _caps(message.caps), message.want)
+            try:
+                grant = await self.authority.lease(message.sandbox, message.policy,
+                                                   _caps(message.caps), message.want)
+            except Exception:   # refused what it asked: the stream is cut, not left waiting
+                logger.exception("leasing a budget of %s failed", message.sandbox)
+                grant = Grant(0, 0.0, spent=True)
             peer.send(protocol.Answer(message.id, grant.plain()))
         self._task(answer())
 

@@ -168,7 +168,7 @@ class HttpPolicy:
 
 def _may_stream(request: http.Request) -> bool:
     """A body of unknown length may follow (chunked; HTTP/2 without a length, for a method
-    that carries one), or the request upgrades to a WebSocket: it leases its bytes."""
+    that carries one): it leases its bytes from admission on. (A WebSocket's messages lease
+    theirs when they come, after the upgrade's answer.)"""
     h2 = request.is_http2 or request.is_http3
-    return "transfer-encoding" in request.headers or (h2 and request.method not in NO_BODY) \
-        or request.headers.get("upgrade", "").lower() == "websocket"
+    return "transfer-encoding" in request.headers or (h2 and request.method not in NO_BODY)

@@ -154,3 +154,15 @@ def test_a_read_past_a_whole_chunk_of_credit_is_refused(tmp_path: Path) -> None:
     end(plane, flow)
     assert spent(plane) == head_size(flow.request)      # its unused lease came back
     plane.close()
+
+
+def test_a_body_of_announced_length_is_reserved_and_leases_nothing_more(tmp_path: Path) -> None:
+    plane = plane_with(tmp_path, 10 * CHUNK)
+    through = Through(plane)
+    body = b"k" * (2 * CHUNK)           # over the scan window: it streams
+    flow = request(connect(plane, "up.example.test"), "POST", "https://up.example.test/",
+                   body=body)
+    sent = asyncio.run(through.request_async(flow, [body[:CHUNK], body[CHUNK:]]))
+    assert sent == body and through.cut == []
+    assert spent(plane) == head_size(flow.request) + len(body)     # no lease held beside it
+    plane.close()
