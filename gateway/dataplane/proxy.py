@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from mitmproxy import ctx, master, options
 from mitmproxy import flow as flow_
@@ -84,27 +86,72 @@ class Cutter:
                 loop.call_soon(handler.close_connection, conn)
 
 
-class Reading:
-    """Stops and resumes reading a flow's client connection: how a body streaming on credit
-    waits for its next budget lease (gateway.dataplane.leases) without the gateway buffering
-    what the sandbox goes on sending. The kernel's socket buffer and TCP's window hold the
-    rest; what asyncio's reader already holds still arrives (bounded by its limit)."""
+class Pauser:
+    """Stops reading a client connection while one of its requests waits: held for approval
+    (gateway.dataplane.authorize), or an HTTP/1 request waiting for its answer
+    (addons.one_at_a_time).
+
+    mitmproxy reads on while a hook or an upstream takes its time: HTTP/1 pipelined bytes
+    pile up in the connection's buffer, a body and HTTP/2 DATA (acknowledged at once) in the
+    held stream's event queue, all in the worker's memory. With the socket's reading paused,
+    what the sandbox sends waits in its own socket buffers (TCP flow control) and the worker
+    holds at most what it had read already. The whole connection waits: other HTTP/2 streams
+    on it too (docs/POLICY.md). Nested pauses resume on the last."""
 
     def __init__(self, server: proxyserver.Proxyserver) -> None:
         self.server = server
+        self.holds: dict[str, int] = {}
 
-    def __call__(self, flow: flow_.Flow, paused: bool) -> None:
-        handler = self.server.connections.get(flow.client_conn.id)
-        io = handler.transports.get(flow.client_conn) if handler is not None else None
-        if io is None or not isinstance(io.writer, asyncio.StreamWriter):
+    @contextmanager
+    def __call__(self, client_id: str) -> Iterator[None]:
+        paused = self.pause(client_id)
+        try:
+            yield
+        finally:
+            if paused:
+                self.resume(client_id)
+
+    def pause(self, client_id: str) -> bool:
+        """Stop reading; False when the connection is gone (nothing to resume then)."""
+        io = self._io(client_id)
+        if io is None:
+            return False
+        self.holds[client_id] = self.holds.get(client_id, 0) + 1
+        io.transport.pause_reading()
+        # The reader resumes a transport it paused itself (its buffer was full) once a read
+        # drains it: it must not resume this pause, which is ours to end.
+        io.reader._paused = False    # type: ignore[attr-defined]
+        return True
+
+    def resume(self, client_id: str) -> None:
+        if client_id not in self.holds:
             return
-        transport = io.writer.transport
-        if not isinstance(transport, asyncio.ReadTransport) or transport.is_closing():
+        self.holds[client_id] -= 1
+        if self.holds[client_id]:
             return
-        if paused:
-            transport.pause_reading()
-        else:
-            transport.resume_reading()
+        del self.holds[client_id]
+        io = self._io(client_id)
+        if io is not None:
+            io.transport.resume_reading()
+
+    def forget(self, client_id: str) -> None:
+        """The connection closed: its count goes (a pause it never ended included)."""
+        self.holds.pop(client_id, None)
+
+    def _io(self, client_id: str) -> _StreamIO | None:
+        handler = self.server.connections.get(client_id)
+        io = handler.transports.get(handler.client) if handler is not None else None
+        if io is None or not isinstance(io.reader, asyncio.StreamReader) or \
+                not isinstance(io.writer, asyncio.StreamWriter) or \
+                not isinstance(io.writer.transport, asyncio.Transport):
+            return None
+        return _StreamIO(io.reader, io.writer.transport)
+
+
+@dataclass(frozen=True, slots=True)
+class _StreamIO:
+    reader: asyncio.StreamReader
+    transport: asyncio.Transport
 
 
 def build_master(settings: Settings, state: GatewayState, *, tcp_port: int,
@@ -115,7 +162,7 @@ def build_master(settings: Settings, state: GatewayState, *, tcp_port: int,
     builtins = builtin_addons()
     server = next(a for a in builtins if isinstance(a, proxyserver.Proxyserver))
     state.cut = Cutter(server)
-    state.pause = Reading(server)
+    state.hold = Pauser(server)
     # ClientCert after TlsConfig: it moves the upstream TLS connection TlsConfig built to the
     # context of the rule's client certificate (addons.client_cert).
     proxy.addons.add(Sandgate(pipeline(state)), *builtins, ClientCert(state),

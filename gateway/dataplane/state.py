@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from mitmproxy import http, tcp
 
@@ -113,6 +114,31 @@ def flow_secrets(flow: http.HTTPFlow) -> FlowSecrets:
     return secrets if isinstance(secrets, FlowSecrets) else FlowSecrets()
 
 
+class Reading(Protocol):
+    """Stopping and resuming the reading of a client connection (dataplane.proxy.Pauser)."""
+
+    def __call__(self, client_id: str) -> AbstractContextManager[None]: ...
+    def pause(self, client_id: str) -> bool: ...
+    def resume(self, client_id: str) -> None: ...
+    def forget(self, client_id: str) -> None: ...
+
+
+class NotPaused:
+    """Without a proxy server (addon tests): nothing to pause."""
+
+    def __call__(self, client_id: str) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def pause(self, client_id: str) -> bool:
+        return False
+
+    def resume(self, client_id: str) -> None:
+        pass
+
+    def forget(self, client_id: str) -> None:
+        pass
+
+
 class GatewayState:
     """What one proxy process's addons share; what all processes share goes through
     `coord` (gateway.processes.authority)."""
@@ -130,8 +156,8 @@ class GatewayState:
         self.quarantine_on_exfil = True
         # cuts a flow's client and server connections at once (gateway.dataplane.proxy)
         self.cut: Callable[[Any], None] = lambda _flow: None
-        # stops (True) or resumes (False) reading a flow's client connection (the same)
-        self.pause: Callable[[Any, bool], None] = lambda _flow, _paused: None
+        # stops reading a client connection while a request of it waits (dataplane.proxy)
+        self.hold: Reading = NotPaused()
 
     def quarantine(self, sandbox: SandboxContext) -> None:
         """After a secret-exfiltration attempt: nothing more goes out, here at once and in

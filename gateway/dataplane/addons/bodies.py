@@ -132,7 +132,7 @@ class Bodies:
             nonlocal paused
             if paused:
                 paused = False
-                self.state.pause(flow, False)
+                self.state.hold.resume(flow.client_conn.id)
             if over:
                 self._mark(flow, conn, _over_budget(lease))
                 self.state.cut(flow)
@@ -145,8 +145,7 @@ class Bodies:
             if taken is Take.REFUSED:
                 raise _over_budget(lease)
             if taken is Take.CREDIT and not paused:
-                paused = True
-                self.state.pause(flow, True)
+                paused = self.state.hold.pause(flow.client_conn.id)
 
         return charge
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mitmproxy import http, tcp
@@ -17,7 +16,7 @@ from gateway.dataplane.addons.rate_meter import RateMeter
 from gateway.dataplane.addons.tcp_policy import TcpPolicy
 from gateway.dataplane.bodies import head_size
 from gateway.dataplane.leases import CHUNK
-from gateway.dataplane.state import METADATA_KEY
+from gateway.dataplane.state import METADATA_KEY, NotPaused
 from tests.doubles import Plane, data_plane
 from tests.gateway.dataplane.addons.conftest import Through, connect, request
 
@@ -117,12 +116,18 @@ def test_parallel_tcp_streams_wait_for_their_lease_and_stop_at_the_budget(
     assert spent(small) == sum(sent)             # the unused leases came back
 
 
-class Pauses:
+class Pauses(NotPaused):
+    """Records the pauses and resumes of client connections (dataplane.proxy.Pauser's)."""
+
     def __init__(self) -> None:
         self.calls: list[bool] = []
 
-    def __call__(self, _flow: Any, paused: bool) -> None:
-        self.calls.append(paused)
+    def pause(self, client_id: str) -> bool:
+        self.calls.append(True)
+        return True
+
+    def resume(self, client_id: str) -> None:
+        self.calls.append(False)
 
 
 @pytest.mark.parametrize(("budget", "cut"), [(3 * CHUNK, False), (CHUNK + 100 * KIB, True)])
@@ -133,7 +138,7 @@ def test_a_body_on_credit_stops_being_read_until_its_next_grant(
     that does not cover the credit cuts the stream and charges what it sent."""
     plane = plane_with(tmp_path, budget)
     through, pauses = Through(plane), Pauses()
-    plane.state.pause = pauses
+    plane.state.hold = pauses
     flow = upload(plane)
     big = b"z" * (CHUNK + 200 * KIB)
     sent = asyncio.run(through.request_async(flow, [big, b"tail"]))
