@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from gateway.approvals.ask import Ask
+from gateway.dataplane.leases import CHUNK, StreamLease
 from gateway.dataplane.state import Budgeted, Conn, FlowVerdict, GatewayState
 from gateway.dataplane.upstream import ResolveError, Vetted
 from gateway.processes.budgets import caps
@@ -30,10 +31,13 @@ def request_for(conn: Conn, protocol: str, *, method: str | None = None,
 
 
 async def authorize(state: GatewayState, conn: Conn, request: Request,
-                    expected: int = 0, *, body: int | None = 0) -> FlowVerdict:
-    """`expected`: the request body's announced length (counted against byte budgets);
-    `body`: the same, None when a body of unannounced length may follow (shown to whoever
-    decides on an `ask`)."""
+                    expected: int = 0, *, body: int | None = 0, head: int = 0,
+                    stream: bool = False) -> FlowVerdict:
+    """Counted against byte budgets: `expected`, the request body's announced length, and
+    `head`, its request line and headers; `stream`: a body of unknown length or a stream
+    follows (it leases its bytes, gateway.dataplane.leases). `body`: the announced length
+    again, None when a body of unannounced length may follow (shown to whoever decides on
+    an `ask`)."""
     policy = conn.sandbox.policy
     port = conn.dialed_port
     if conn.refused is not None:
@@ -67,12 +71,17 @@ async def authorize(state: GatewayState, conn: Conn, request: Request,
     applying = caps(decision.rule, grant.budget if grant else None, policy.budget)
     budgeted = None
     if applying:    # last: only a request that would go out counts against a budget
+        bytes_budget = any(cap.bytes_up is not None for cap in applying)
         allowance = await state.coord.budget(conn.sandbox.id, policy.name, list(applying),
-                                             expected)
+                                             expected + head,
+                                             CHUNK if stream and bytes_budget else 0)
         if allowance.refused is not None:
             return FlowVerdict(policy.refuse(Reason.BUDGET_EXCEEDED, decision.rule),
                                conn.target, port, error=allowance.refused)
-        budgeted = Budgeted(policy.name, applying, allowance.left, expected)
+        lease = StreamLease(state.coord, conn.sandbox.id, policy.name, applying,
+                            granted=expected + allowance.leased, at=allowance.at,
+                            spent=allowance.spent, reserved=expected) if bytes_budget else None
+        budgeted = Budgeted(policy.name, applying, lease)
     return FlowVerdict(decision, conn.target, port, upstream=str(vetted.address), error=note,
                        budgeted=budgeted)
 

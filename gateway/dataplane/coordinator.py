@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.approvals.ask import Ask, Outcome
-from gateway.processes.budgets import Allowance, Cap
+from gateway.processes.budgets import Allowance, Cap, Grant
 from policies.schema import Limits, Narrow
 from vault.secret import SecretValue
 
@@ -41,12 +41,19 @@ class Coordinator(Protocol):
     def charge(self, sandbox_id: str, rule: str, limits: Limits, size: int) -> None: ...
 
     async def budget(self, sandbox_id: str, policy: str, caps: list[Cap],
-                     expected: int) -> Allowance:
+                     expected: int, lease: int = 0) -> Allowance:
         """Count one request against the budgets that apply to it (`caps`), reserving
-        `expected` body bytes, unless one is spent."""
+        `expected` bytes and leasing up to `lease` more, unless one is spent."""
+
+    async def lease(self, sandbox_id: str, policy: str, caps: list[Cap], want: int) -> Grant:
+        """Up to `want` more bytes for a stream, as far as its budgets have them left."""
+
+    def unlease(self, sandbox_id: str, policy: str, caps: list[Cap], size: int,
+                at: float) -> None:
+        """Leased bytes (granted at `at`) a stream did not send."""
 
     def spend(self, sandbox_id: str, policy: str, caps: list[Cap], size: int) -> None:
-        """Body bytes sent beyond what `budget` reserved."""
+        """Bytes a stream sent beyond its lease (gateway.dataplane.leases: credit)."""
 
     def quarantine(self, sandbox_id: str) -> None: ...
 

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from mitmproxy import http, tcp
 
 from gateway.dataplane.coordinator import Coordinator
+from gateway.dataplane.leases import StreamLease
 from gateway.dataplane.registry import Registry, SandboxContext
 from gateway.dataplane.upstream import UpstreamResolver, Vetted
 from gateway.dataplane.values import Values
@@ -55,13 +56,12 @@ class Conn:
 
 @dataclass(frozen=True, slots=True)
 class Budgeted:
-    """A request admitted under budgets: the body bytes it may still send (None: no byte
-    budget) beyond the `reserved` ones its Content-Length announced."""
+    """A request admitted under budgets, and (when a byte budget applies) the lease its body
+    or stream spends: its announced body's bytes, reserved, and what it leased beyond."""
 
     policy: str
     caps: tuple[Cap, ...]
-    left: int | None
-    reserved: int
+    lease: StreamLease | None
 
 
 @dataclass

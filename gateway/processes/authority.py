@@ -17,7 +17,7 @@ from gateway.audit.writer import AuditWriter
 from gateway.dataplane.coordinator import Credential
 from gateway.dataplane.registry import Registry
 from gateway.processes.buckets import RateLimiter
-from gateway.processes.budgets import Allowance, Cap, Ledger
+from gateway.processes.budgets import Allowance, Cap, Grant, Ledger
 from policies.schema import Limits, Narrow
 
 if TYPE_CHECKING:
@@ -82,9 +82,18 @@ class Authority:
             return NO_APPROVALS
         return await self.approvals.ask(ask)
 
-    def budget(self, sandbox_id: str, policy: str, caps: list[Cap],
-               expected: int) -> Allowance:
-        return self.ledger.admit(sandbox_id, policy, caps, expected)
+    async def budget(self, sandbox_id: str, policy: str, caps: list[Cap],
+                     expected: int, lease: int = 0) -> Allowance:
+        await self.ledger.ready(sandbox_id, policy, caps)
+        return self.ledger.admit(sandbox_id, policy, caps, expected, lease)
+
+    async def lease(self, sandbox_id: str, policy: str, caps: list[Cap], want: int) -> Grant:
+        await self.ledger.ready(sandbox_id, policy, caps)
+        return self.ledger.lease(sandbox_id, policy, caps, want)
+
+    def unlease(self, sandbox_id: str, policy: str, caps: list[Cap], size: int,
+                at: float) -> None:
+        self.ledger.give_back(sandbox_id, policy, caps, size, at)
 
     def spend(self, sandbox_id: str, policy: str, caps: list[Cap], size: int) -> None:
         self.ledger.spend(sandbox_id, policy, caps, size)
@@ -153,8 +162,15 @@ class LocalCoordinator:
         self.authority.charge(sandbox_id, rule, limits, size)
 
     async def budget(self, sandbox_id: str, policy: str, caps: list[Cap],
-                     expected: int) -> Allowance:
-        return self.authority.budget(sandbox_id, policy, caps, expected)
+                     expected: int, lease: int = 0) -> Allowance:
+        return await self.authority.budget(sandbox_id, policy, caps, expected, lease)
+
+    async def lease(self, sandbox_id: str, policy: str, caps: list[Cap], want: int) -> Grant:
+        return await self.authority.lease(sandbox_id, policy, caps, want)
+
+    def unlease(self, sandbox_id: str, policy: str, caps: list[Cap], size: int,
+                at: float) -> None:
+        self.authority.unlease(sandbox_id, policy, caps, size, at)
 
     def spend(self, sandbox_id: str, policy: str, caps: list[Cap], size: int) -> None:
         self.authority.spend(sandbox_id, policy, caps, size)

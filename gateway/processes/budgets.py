@@ -4,15 +4,21 @@ charges the same counts.
 
 Windows are fixed and aligned to the epoch (a `per: 1h` window starts on the hour, UTC): the
 same on every gateway and easy to read in a summary. A request is admitted when no budget
-that applies to it is spent; admitting it counts the request and reserves its body's length
-when the request gave one. A body of unknown length is told how much is left and charged as
-it streams (`spend`), so the upload that crosses the budget is the one cut. Uploads of unknown
-length that stream at the same time each see what was left when they started: together they
-may pass the budget by at most that much.
+that applies to it is spent; admitting it counts the request and reserves its head and its
+body's length when the request gave one. A stream of unknown length (a chunked or HTTP/2 body,
+a WebSocket, raw TCP) *leases* bytes: the ledger grants at most what is left (`lease`, also
+asked with the admission), the stream spends its lease and asks for the next when it runs
+low, and gives back what it did not use when it ends (`give_back`; a lease never given back
+lapses with its window). Every grant comes out of this one count, so streams in parallel, on
+any worker, together stop at the budget (gateway.dataplane.leases).
+
+A new count starts from what the audit log says its window spent (a restart, another gateway
+on the database): read in a thread (`ready`), never on the event loop that asks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -26,6 +32,7 @@ from policies.schema import Budget
 logger = logging.getLogger(__name__)
 
 SANDBOX = "sandbox"     # the scope of a policy-level budget
+SMALL_GRANT = 64 * 1024     # a lease is a quarter of what is left, but never less than this
 RULE = "rule"
 
 
@@ -64,11 +71,26 @@ def caps(rule: str | None, rule_budget: Budget | None,
 
 @dataclass(frozen=True, slots=True)
 class Allowance:
-    """The answer to a request: refused (which budget, in words), or admitted with how many
-    body bytes may still go (None: no byte budget applies)."""
+    """The answer to a request: refused (which budget, in words), or admitted with the bytes
+    leased to it (`leased`, granted at `at`, epoch seconds: what it may send beyond its
+    reservation before it asks again) and whether nothing is left after it (`spent`)."""
 
     refused: str | None = None
-    left: int | None = None
+    leased: int = 0
+    at: float = 0.0
+    spent: bool = False
+
+    def plain(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """The answer to a lease: `granted` bytes; `spent`: nothing is left after them."""
+
+    granted: int
+    at: float
+    spent: bool = False
 
     def plain(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,9 +105,17 @@ class _Usage:
     requests: int = 0
 
     def roll(self, now: float) -> None:
-        start = int(now) - int(now) % self.cap.per
+        start = _window(now, self.cap.per)
         if start != self.window:
             self.window, self.bytes_up, self.requests = start, 0, 0
+
+    @property
+    def left(self) -> int | None:
+        return None if self.cap.bytes_up is None else max(0, self.cap.bytes_up - self.bytes_up)
+
+
+def _window(now: float, per: int) -> int:
+    return int(now) - int(now) % per
 
 
 type Key = tuple[str, str, str]      # sandbox, scope, rule ('' for the sandbox's own)
@@ -100,33 +130,61 @@ class Ledger:
         self.clock = clock
         self.seed = seed
         self._usage: dict[Key, _Usage] = {}
+        self._seeding: dict[tuple[Key, int, int], asyncio.Future[tuple[int, int]]] = {}
         self._gone: set[str] = set()      # sandboxes removed: shown until their windows end
         self._lock = threading.Lock()       # the API thread reads while the hub charges
 
-    def _entry(self, sandbox_id: str, policy: str, cap: Cap, now: float) -> _Usage:
+    def _entry(self, sandbox_id: str, policy: str, cap: Cap, now: float,
+               seeded: tuple[int, int] = (0, 0)) -> _Usage:
         key = (sandbox_id, cap.scope, cap.rule or "")
         usage = self._usage.get(key)
         if usage is None or usage.cap.per != cap.per:
-            usage = self._usage[key] = _Usage(cap, policy, 0)
-            usage.roll(now)
-            self._seed(sandbox_id, usage)
+            usage = self._usage[key] = _Usage(cap, policy, _window(now, cap.per), *seeded)
         usage.cap, usage.policy = cap, policy       # a reloaded policy's limits apply at once
         usage.roll(now)
         return usage
 
-    def _seed(self, sandbox_id: str, usage: _Usage) -> None:
+    async def ready(self, sandbox_id: str, policy: str, applying: Sequence[Cap]) -> None:
+        """Start the counts `applying` needs from what the audit log says their windows spent
+        before this process counted them. The log is read in a thread: the caller's event loop
+        (the hub's, every worker's questions) goes on meanwhile; only this question waits."""
         if self.seed is None:
             return
+        for cap in applying:
+            key = (sandbox_id, cap.scope, cap.rule or "")
+            now = self.clock()
+            with self._lock:
+                usage = self._usage.get(key)
+                if usage is not None and usage.cap.per == cap.per:
+                    continue
+            window = _window(now, cap.per)
+            seeding = (key, cap.per, window)
+            reading = self._seeding.get(seeding)
+            if reading is None:     # one read per count, however many ask at once
+                reading = self._seeding[seeding] = asyncio.ensure_future(
+                    asyncio.to_thread(self._read, sandbox_id, cap.rule, window))
+            try:
+                spent = await asyncio.shield(reading)
+            finally:
+                self._seeding.pop(seeding, None)
+            with self._lock:
+                self._entry(sandbox_id, policy, cap, self.clock(),
+                            spent if window == _window(self.clock(), cap.per) else (0, 0))
+
+    def _read(self, sandbox_id: str, rule: str | None, window: int) -> tuple[int, int]:
+        assert self.seed is not None
         try:
-            usage.bytes_up, usage.requests = self.seed(sandbox_id, usage.cap.rule,
-                                                       usage.window)
+            return self.seed(sandbox_id, rule, window)
         except Exception:
             # the audit log is away: count from nothing rather than stop the sandbox
             logger.exception("budget of sandbox %s: could not read what it spent", sandbox_id)
+            return 0, 0
 
     def admit(self, sandbox_id: str, policy: str, applying: Sequence[Cap],
-              expected: int) -> Allowance:
-        """Count one request reserving `expected` body bytes, unless a budget forbids it."""
+              expected: int, lease: int = 0) -> Allowance:
+        """Count one request reserving `expected` bytes (its head and announced body), unless
+        a budget forbids it; with `lease`, lease up to that many more (a body of unknown
+        length)."""
         now = self.clock()
         with self._lock:
             entries = [self._entry(sandbox_id, policy, cap, now) for cap in applying]
@@ -136,11 +194,46 @@ class Ledger:
             for usage in entries:
                 usage.requests += 1
                 usage.bytes_up += expected
-            lefts = [u.cap.bytes_up - u.bytes_up for u in entries if u.cap.bytes_up]
-            return Allowance(left=min(lefts) if lefts else None)
+            granted, spent = self._grant(entries, lease) if lease else (0, False)
+            return Allowance(leased=granted, at=now, spent=spent)
+
+    def lease(self, sandbox_id: str, policy: str, applying: Sequence[Cap], want: int) -> Grant:
+        """Up to `want` more bytes for a stream, as far as every byte budget has them left:
+        one count for every worker, so what two streams are granted never passes the
+        budget."""
+        now = self.clock()
+        with self._lock:
+            entries = [self._entry(sandbox_id, policy, cap, now) for cap in applying]
+            granted, spent = self._grant(entries, want)
+            return Grant(granted, now, spent)
+
+    @staticmethod
+    def _grant(entries: Sequence[_Usage], want: int) -> tuple[int, bool]:
+        """At most a quarter of what is left (but at least SMALL_GRANT, when there is that
+        much): one stream does not hold all that is left while others ask, and a budget
+        smaller than a chunk still serves several streams."""
+        lefts = [u.left for u in entries if u.left is not None]
+        left = min(lefts, default=want)
+        granted = max(0, min(want, left, max(left // 4, SMALL_GRANT)))
+        for usage in entries:
+            usage.bytes_up += granted
+        return granted, granted >= left
+
+    def give_back(self, sandbox_id: str, policy: str, applying: Sequence[Cap], size: int,
+                  at: float) -> None:
+        """What a stream leased at `at` and did not send. A lease from a window that has
+        ended is not given back to the next one."""
+        now = self.clock()
+        with self._lock:
+            for cap in applying:
+                usage = self._entry(sandbox_id, policy, cap, now)
+                if usage.window == _window(at, cap.per):
+                    usage.bytes_up = max(0, usage.bytes_up - size)
 
     def spend(self, sandbox_id: str, policy: str, applying: Sequence[Cap], size: int) -> None:
-        """Body bytes beyond what admission reserved (a body of unknown length, a stream)."""
+        """Bytes a stream sent beyond its lease (at most one lease chunk: while its question
+        for the next was on its way), counted even past the limit: the summary tells the
+        truth."""
         now = self.clock()
         with self._lock:
             for cap in applying:
@@ -185,5 +278,5 @@ def _spent(usage: _Usage, expected: int) -> str | None:
     if cap.bytes_up is not None and (usage.bytes_up >= cap.bytes_up or
                                      usage.bytes_up + expected > cap.bytes_up):
         return f"{cap.describe()} is spent: {usage.bytes_up} bytes sent" + \
-            (f", this body is {expected}" if expected else "")
+            (f", this request is {expected} (head and body)" if expected else "")
     return None

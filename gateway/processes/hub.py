@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,7 @@ from gateway.audit.writer import AuditWriter
 from gateway.dataplane.registry import Registry, RegistryListener, SandboxContext
 from gateway.processes import protocol
 from gateway.processes.authority import Authority, audit_row
-from gateway.processes.budgets import Cap
+from gateway.processes.budgets import Allowance, Cap, Grant
 from gateway.readiness import Readiness
 from gateway.timing import ACK_TIMEOUT
 from policies.schema import Narrow
@@ -83,6 +83,7 @@ class Hub(RegistryListener):
         self.broker = broker
         self._minting: set[asyncio.Task[None]] = set()
         self._approving: set[asyncio.Task[None]] = set()
+        self._budgeting: set[asyncio.Task[None]] = set()
         self.readiness = readiness
         self.audit = audit
         self.registry = registry
@@ -98,8 +99,10 @@ class Hub(RegistryListener):
                 m.id, authority.acquire_for(peer.holder, m.sandbox, m.limit))),
             protocol.Admit: lambda peer, m: peer.send(protocol.Answer(
                 m.id, authority.admit(m.sandbox, m.rule, m.limits))),
-            protocol.BudgetAsk: lambda peer, m: peer.send(protocol.Answer(
-                m.id, authority.budget(m.sandbox, m.policy, _caps(m.caps), m.expected).plain())),
+            protocol.BudgetAsk: self._budget,
+            protocol.Lease: self._lease,
+            protocol.Unlease: lambda _peer, m: authority.unlease(m.sandbox, m.policy,
+                                                                 _caps(m.caps), m.size, m.at),
             protocol.Spend: lambda _peer, m: authority.spend(m.sandbox, m.policy, _caps(m.caps),
                                                              m.size),
             protocol.NameFor: lambda peer, m: peer.send(protocol.Answer(
@@ -210,6 +213,36 @@ class Hub(RegistryListener):
             logger.exception("minting secret %s failed", message.secret)
             answer["error"] = f"secret {message.secret}: the gateway failed to mint it"
         peer.send(protocol.Answer(message.id, answer))
+
+    def _budget(self, peer: _Peer, message: protocol.BudgetAsk) -> None:
+        """A task: a budget's first count reads the audit log (in a thread); meanwhile the
+        worker's other messages go on."""
+        async def answer() -> None:
+            try:
+                allowance = await self.authority.budget(message.sandbox, message.policy,
+                                                        _caps(message.caps), message.expected,
+                                                        message.lease)
+            except Exception:   # never leave the request waiting for an answer
+                logger.exception("counting a budget of %s failed", message.sandbox)
+                allowance = Allowance(refused="the gateway failed to count this budget")
+            peer.send(protocol.Answer(message.id, allowance.plain()))
+        self._task(answer())
+
+    def _lease(self, peer: _Peer, message: protocol.Lease) -> None:
+        async def answer() -> None:
+            try:
+                grant = await self.authority.lease(message.sandbox, message.policy,
+                                                   _caps(message.caps), message.want)
+            except Exception:   # refused what it asked: the stream is cut, not left waiting
+                logger.exception("leasing a budget of %s failed", message.sandbox)
+                grant = Grant(0, 0.0, spent=True)
+            peer.send(protocol.Answer(message.id, grant.plain()))
+        self._task(answer())
+
+    def _task(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._budgeting.add(task)
+        task.add_done_callback(self._budgeting.discard)
 
     def _approve(self, peer: _Peer, message: protocol.Approve) -> None:
         """Answered when a person decides or the time is up: only the asking flow waits."""

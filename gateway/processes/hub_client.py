@@ -14,7 +14,7 @@ from typing import Any
 from gateway.approvals.ask import Ask, Outcome
 from gateway.dataplane.coordinator import Credential
 from gateway.processes import protocol
-from gateway.processes.budgets import Allowance, Cap
+from gateway.processes.budgets import Allowance, Cap, Grant
 from gateway.settings import Settings
 from gateway.timing import ACTIVE_EVERY
 from policies.schema import Limits, Narrow
@@ -69,11 +69,23 @@ class HubClient:
         self.send(protocol.Charge(sandbox=sandbox_id, rule=rule, limits=limits, size=size))
 
     async def budget(self, sandbox_id: str, policy: str, caps: list[Cap],
-                     expected: int) -> Allowance:
+                     expected: int, lease: int = 0) -> Allowance:
         number, future = self._question_id()
         self.send(protocol.BudgetAsk(id=number, sandbox=sandbox_id, policy=policy,
-                                     caps=[asdict(c) for c in caps], expected=expected))
+                                     caps=[asdict(c) for c in caps], expected=expected,
+                                     lease=lease))
         return Allowance(**await future)
+
+    async def lease(self, sandbox_id: str, policy: str, caps: list[Cap], want: int) -> Grant:
+        number, future = self._question_id()
+        self.send(protocol.Lease(id=number, sandbox=sandbox_id, policy=policy,
+                                 caps=[asdict(c) for c in caps], want=want))
+        return Grant(**await future)
+
+    def unlease(self, sandbox_id: str, policy: str, caps: list[Cap], size: int,
+                at: float) -> None:
+        self.send(protocol.Unlease(sandbox=sandbox_id, policy=policy,
+                                   caps=[asdict(c) for c in caps], size=size, at=at))
 
     def spend(self, sandbox_id: str, policy: str, caps: list[Cap], size: int) -> None:
         self.send(protocol.Spend(sandbox=sandbox_id, policy=policy,

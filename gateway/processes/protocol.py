@@ -8,7 +8,7 @@ sandbox is known to all workers before it starts and forgotten by all before its
 reused.
 
     worker -> hub   Hello, Acquire?, Admit?, Budget?, NameFor?, Mint?, Approve?, Release, Charge,
-                    Spend, Quarantine, Record, Active, Ready, Ack
+                    Spend, Quarantine, Record, Active, Ready, Ack; Lease?, Unlease
     hub -> worker   Answer, Add, Remove, Quarantined, Mapped, VaultChanged, Synced
 
 After `Hello` the hub sends an `Add` for every live sandbox, then `Synced`: a worker that has
@@ -55,6 +55,8 @@ class Op(enum.StrEnum):
     MAPPED = "mapped"
     VAULT_CHANGED = "vault_changed"
     SYNCED = "synced"
+    LEASE = "lease"
+    UNLEASE = "unlease"
 
 
 class ProtocolError(ValueError):
@@ -111,19 +113,21 @@ class Admit(_Message):
 @message(Op.BUDGET)
 class BudgetAsk(_Message):
     """Question: count a request against the budgets that apply to it, reserving `expected`
-    body bytes (gateway.processes.budgets.Ledger.admit). `caps`: Cap fields by name. The
-    answer is an Allowance's fields."""
+    bytes (its head and announced body) and leasing up to `lease` more for a body of unknown
+    length (gateway.processes.budgets.Ledger.admit). `caps`: Cap fields by name. The answer
+    is an Allowance's fields."""
 
     id: int
     sandbox: str
     policy: str
     caps: list[dict[str, Any]]
     expected: int
+    lease: int = 0
 
 
 @message(Op.SPEND)
 class Spend(_Message):
-    """Body bytes a request sent beyond what its budget question reserved."""
+    """Bytes a stream sent beyond what it leased (on credit, at most one lease chunk)."""
 
     sandbox: str
     policy: str
@@ -283,10 +287,33 @@ class Synced(_Message):
     ack: int | None = None
 
 
+@message(Op.LEASE)
+class Lease(_Message):
+    """Question: up to `want` more bytes for a stream, as far as its budgets have them left
+    (gateway.processes.budgets.Ledger.lease). The answer is a Grant's fields."""
+
+    id: int
+    sandbox: str
+    policy: str
+    caps: list[dict[str, Any]]
+    want: int
+
+
+@message(Op.UNLEASE)
+class Unlease(_Message):
+    """Bytes a stream leased (at `at`, epoch seconds) and did not send, given back."""
+
+    sandbox: str
+    policy: str
+    caps: list[dict[str, Any]]
+    size: int
+    at: float
+
+
 type Message = (Hello | Acquire | Admit | BudgetAsk | Spend | NameFor | Mint | Approve
                 | Release | Charge | Quarantine | Record | Active | Ready | Ack | Answer | Add
-                | Remove | Quarantined | Mapped | VaultChanged | Synced)
-type Question = Acquire | Admit | BudgetAsk | NameFor | Mint | Approve
+                | Remove | Quarantined | Mapped | VaultChanged | Synced | Lease | Unlease)
+type Question = Acquire | Admit | BudgetAsk | NameFor | Mint | Approve | Lease
 
 def _nested(cls: type[Any]) -> dict[str, type[Any]]:
     """Fields of `cls` whose values are models or dataclasses (rebuilt on decoding)."""

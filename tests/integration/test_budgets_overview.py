@@ -105,6 +105,60 @@ def test_a_byte_budget_stops_the_upload_that_crosses_it_across_workers(
     assert f"{rule['bytes_up']}/{BUDGET} ({percent}%)" in line and "(gone)" in line
 
 
+PARALLEL_BUDGET = 4 * 1024 * 1024
+PARALLEL_UPLOAD = 3 * 1024 * 1024
+PARALLEL = 6
+CHUNK = 1024 * 1024         # gateway.dataplane.leases.CHUNK: the most one stream may owe
+
+PARALLEL_UPLOADS = """
+import http.client, json, threading
+tag, n, size = %(tag)r, %(n)d, %(size)d
+out = [None] * n
+start = threading.Barrier(n)
+def post(i):
+    c = http.client.HTTPConnection('www.upstream.test', 80, timeout=60)   # its own connection
+    try:
+        start.wait()
+        c.request('POST', f'/parallel-{tag}/{i}', body=iter([b'p' * 65536] * (size // 65536)))
+        r = c.getresponse()
+        data = r.read()
+        out[i] = [r.status, json.loads(data).get('reason') if r.status == 429 else None]
+    except (OSError, http.client.HTTPException) as e:
+        out[i] = ['cut', type(e).__name__]
+    finally:
+        c.close()
+threads = [threading.Thread(target=post, args=(i,)) for i in range(n)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(out))
+"""
+
+
+def test_parallel_uploads_together_stop_at_the_budget(gateway: Gateway,
+                                                      topology: Topology) -> None:
+    """Six chunked uploads at once, each on its own connection (spread over both workers),
+    each of 3 MiB against one budget of 4 MiB: each used to be told what was left when it
+    started, and all six went through (18 MiB). They lease their bytes from one count now:
+    at most one completes, the rest are cut, and the count owes at most a chunk a stream."""
+    tag = secrets.token_hex(4)
+    name = f"parallel-{tag}"
+    policy = gateway.policy(name, [{"id": "up", "hosts": ["www.upstream.test"],
+                                    "budget": {"bytes_up": PARALLEL_BUDGET, "per": "1h"}}])
+    mark = topology.mark()
+    result = gateway.python(policy, PARALLEL_UPLOADS % {"tag": tag, "n": PARALLEL,
+                                                        "size": PARALLEL_UPLOAD})
+    assert result.returncode == 0, result.stderr
+    statuses = json.loads(result.stdout.strip().splitlines()[-1])
+    received = [e["body_len"] for e in topology.events(mark, "http")
+                if e["path"].startswith(f"/parallel-{tag}/")]
+    assert sum(received) <= PARALLEL_BUDGET and len(received) <= 1, (statuses, received)
+    assert [s for s in statuses if s[0] != 200] and \
+        all(s[0] in (200, "cut") or s == [429, "budget_exceeded"] for s in statuses), statuses
+    summary = json.loads(gateway.sandgate("audit", "summary", "--json").stdout)
+    [rule] = [b for b in summary["budgets"] if b["policy"] == name]
+    assert sum(received) <= rule["bytes_up"] <= PARALLEL_BUDGET + PARALLEL * CHUNK
+
+
 def expected(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     per_host: dict[str, dict[str, int]] = {}
     for row in rows:

@@ -32,11 +32,11 @@ from gateway.dataplane.bodies import (
 )
 from gateway.dataplane.denials import denial_response
 from gateway.dataplane.injection import NO_BODY
+from gateway.dataplane.leases import StreamLease, Take
 from gateway.dataplane.mcp_exchange import HOLD_LIMIT as MCP_HOLD_LIMIT
 from gateway.dataplane.state import (
     COUNTS_KEY,
     METADATA_KEY,
-    Budgeted,
     Conn,
     FlowVerdict,
     GatewayState,
@@ -95,13 +95,9 @@ class Bodies:
         # refused (it could only reach an HTTP/1 upstream unframed)
         limit = 0 if unframed and request.method in NO_BODY else \
             conn.sandbox.policy.limits.request_body_bytes
-        budgeted = verdict.budgeted
-        budget = budgeted.reserved + budgeted.left \
-            if budgeted is not None and budgeted.left is not None else None
         body = Outgoing(limit, request.headers.get("content-encoding", ""),
                         self.state.registry.placeholders.lookup_all,
-                        set(secrets.allowed_in_body), secrets.substitute, self.counts(flow),
-                        budget)
+                        set(secrets.allowed_in_body), secrets.substitute, self.counts(flow))
         if secrets.needs_body and not _held(request, SIGNED_BODY_LIMIT):
             self._answer(flow, conn, Refusal(
                 Reason.BODY_TOO_LARGE, "a SigV4 request signed over its body is held whole "
@@ -120,25 +116,47 @@ class Bodies:
                 request.headers.pop(name, None)
         if limit:
             self._frame(conn, request)
-        request.stream = self._streamer(flow, conn, body, self._spender(conn, budgeted))
+        request.stream = self._streamer(flow, conn, body, self._charger(flow, conn, verdict))
 
-    def _spender(self, conn: Conn, budgeted: Budgeted | None) -> Callable[[int], None]:
-        """Charges a streamed body's bytes, as they go, beyond what its Content-Length
-        reserved: the budget's counts move while the upload does, on every worker."""
-        if budgeted is None:
-            return lambda _sent: None
-        charged = budgeted.reserved
+    def _charger(self, flow: http.HTTPFlow, conn: Conn,
+                 verdict: FlowVerdict) -> Callable[[int], None]:
+        """A streamed body's bytes spend its lease (gateway.dataplane.leases) before they go;
+        on credit, the client connection is not read until the next grant comes, and an
+        answer that does not cover what went on credit cuts the stream."""
+        lease = verdict.budgeted.lease if verdict.budgeted is not None else None
+        if lease is None:
+            return lambda _size: None
+        paused = False
 
-        def spend(sent: int) -> None:
-            nonlocal charged
-            if sent > charged:
-                self.state.coord.spend(conn.sandbox.id, budgeted.policy, list(budgeted.caps),
-                                       sent - charged)
-                charged = sent
+        def answered(over: bool) -> None:
+            nonlocal paused
+            if paused:
+                paused = False
+                self.state.hold.resume(flow.client_conn.id)
+            if over:
+                self._mark(flow, conn, _over_budget(lease))
+                self.state.cut(flow)
 
-        return spend
+        lease.answered.append(answered)
 
-    def request(self, flow: http.HTTPFlow) -> None:
+        def charge(size: int) -> None:
+            nonlocal paused
+            taken = lease.take(size)
+            if taken is Take.REFUSED:
+                raise _over_budget(lease)
+            if taken is Take.CREDIT and not paused:
+                paused = self.state.hold.pause(flow.client_conn.id)
+
+        return charge
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        verdict = flow_verdict(flow)
+        lease = verdict.budgeted.lease if verdict and verdict.budgeted else None
+        if callable(flow.request.stream) and lease is not None and not await lease.settle():
+            return      # cut when the answer came (the end of the body never goes out)
+        self._check_held(flow)
+
+    def _check_held(self, flow: http.HTTPFlow) -> None:
         body = flow.metadata.pop(CHECKED_KEY, None)
         allowed = self._allowed(flow)
         if not isinstance(body, Outgoing) or allowed is None or flow.response is not None:
@@ -232,7 +250,7 @@ class Bodies:
             {"content-type": "application/json", "x-sandgate-reason": str(refusal.reason)})
 
     def _streamer(self, flow: http.HTTPFlow, conn: Conn, body: Body,
-                  spend: Callable[[int], None] = lambda _sent: None
+                  charge: Callable[[int], None] = lambda _size: None
                   ) -> Callable[[bytes], list[bytes]]:
         """mitmproxy's stream callable: each chunk through the checker; the last call (an
         empty chunk) finishes it. A broken rule marks the flow and cuts its connections."""
@@ -243,13 +261,13 @@ class Bodies:
             if broken:
                 return []
             try:
+                charge(len(chunk))
                 out = body.feed(chunk) if chunk else body.finish()
             except Refusal as refusal:
                 broken = True
                 self._mark(flow, conn, refusal)
                 self.state.cut(flow)
                 return []
-            spend(body.counts.up)
             return pieces(out)
 
         return stream
@@ -265,3 +283,8 @@ class Bodies:
         if refusal.reason == Reason.BUDGET_EXCEEDED:    # the summary counts it by rule
             decision = conn.sandbox.policy.refuse(refusal.reason, verdict.decision.rule)
         flow.metadata[METADATA_KEY] = verdict.redecided(decision, refusal.error)
+
+
+def _over_budget(lease: StreamLease) -> Refusal:
+    return Refusal(Reason.BUDGET_EXCEEDED,
+                   f"stream over its budget: {lease.used} bytes sent, {lease.granted} granted")

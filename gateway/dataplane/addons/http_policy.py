@@ -14,9 +14,9 @@ import urllib.parse
 from mitmproxy import http
 
 from gateway.dataplane.authorize import authorize, request_for
-from gateway.dataplane.bodies import content_length
+from gateway.dataplane.bodies import content_length, head_size
 from gateway.dataplane.denials import refuse
-from gateway.dataplane.injection import query_fields
+from gateway.dataplane.injection import NO_BODY, query_fields
 from gateway.dataplane.records import sent
 from gateway.dataplane.state import METADATA_KEY, SENT_KEY, Conn, FlowVerdict, GatewayState
 from policies.decision import Reason
@@ -155,8 +155,10 @@ class HttpPolicy:
         except Refusal as e:
             return FlowVerdict(policy.refuse(e.reason), conn.target, conn.dialed_port,
                                error=str(e))
-        verdict = await authorize(self.state, conn, _request(conn, flow),
-                                  length or 0, body=_announced(flow.request, length))
+        verdict = await authorize(self.state, conn, _request(conn, flow), length or 0,
+                                  body=_announced(flow.request, length),
+                                  head=head_size(flow.request),
+                                  stream=length is None and _may_stream(flow.request))
         if verdict.decision.reason == Reason.AMBIGUOUS_PATH:
             return FlowVerdict(verdict.decision, verdict.host, verdict.port,
                                error=f"path {flow.request.path[:200]!r} has no one meaning")
@@ -174,3 +176,11 @@ class HttpPolicy:
         as_sent = flow.metadata[SENT_KEY]
         flow.metadata[SENT_KEY] = dataclasses.replace(as_sent, path=canonical)
         verdict.error = verdict.error or f"path canonicalised from {as_sent.path!r}"
+
+
+def _may_stream(request: http.Request) -> bool:
+    """A body of unknown length may follow (chunked; HTTP/2 without a length, for a method
+    that carries one): it leases its bytes from admission on. (A WebSocket's messages lease
+    theirs when they come, after the upgrade's answer.)"""
+    h2 = request.is_http2 or request.is_http3
+    return "transfer-encoding" in request.headers or (h2 and request.method not in NO_BODY)

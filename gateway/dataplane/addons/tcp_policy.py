@@ -19,7 +19,7 @@ class TcpPolicy:
         if conn is None:
             return
         protocol = "tls" if flow.client_conn.tls else "tcp"
-        verdict = await authorize(self.state, conn, request_for(conn, protocol))
+        verdict = await authorize(self.state, conn, request_for(conn, protocol), stream=True)
         flow.metadata[METADATA_KEY] = verdict
         if not verdict.decision.allowed:
             # drop any permit an earlier HTTP request on this connection may have left

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from gateway.processes.budgets import Cap, Ledger, caps
+import asyncio
+import threading
+
+from gateway.processes.budgets import Allowance, Cap, Ledger, caps
 from policies.schema import Budget
 
 HOUR = 3600
@@ -31,27 +34,45 @@ def test_requests_are_counted_until_the_budget_is_spent() -> None:
     assert ledger.admit("other", "p", budget, 0).refused is None   # per sandbox
 
 
+def bytes_up(ledger: Ledger) -> dict[tuple[str, str | None], int]:
+    return {(u["scope"], u["rule"]): u["bytes_up"] for u in ledger.usage()}
+
+
 def test_an_announced_body_is_reserved_and_refused_when_it_does_not_fit() -> None:
     ledger = Ledger(Clock(0))
     budget = [cap(bytes_up=100)]
-    assert ledger.admit("s", "p", budget, 70).left == 30
+    assert ledger.admit("s", "p", budget, 70).refused is None
     refused = ledger.admit("s", "p", budget, 31)
-    assert refused.refused is not None and "this body is 31" in refused.refused
-    assert ledger.admit("s", "p", budget, 30).left == 0
+    assert refused.refused is not None and "this request is 31 (head and body)" in refused.refused
+    assert ledger.admit("s", "p", budget, 30).refused is None
     assert ledger.admit("s", "p", budget, 0).refused is not None   # nothing left at all
 
 
-def test_streamed_bytes_are_spent_and_the_tightest_budget_says_what_is_left() -> None:
+def test_leases_grant_what_the_tightest_budget_has_left_and_no_more() -> None:
     ledger = Ledger(Clock(0))
     both = [cap(bytes_up=1000), cap(bytes_up=300, rule=None)]
-    assert ledger.admit("s", "p", both, 0).left == 300
-    ledger.spend("s", "p", both, 250)
-    assert ledger.admit("s", "p", both, 0).left == 50
-    ledger.spend("s", "p", both, 50)
+    first = ledger.admit("s", "p", both, 20, lease=200)
+    assert (first.leased, first.spent) == (200, False)
+    assert ledger.lease("s", "p", both, 200).granted == 80      # 300 - 20 - 200
+    assert ledger.lease("s", "p", both, 1).granted == 0          # parallel streams stop here
     refused = ledger.admit("s", "p", both, 0).refused
     assert refused is not None and refused.startswith("the sandbox's budget (300B up per 1h)")
-    usage = {(u["scope"], u["rule"]): (u["bytes_up"], u["requests"]) for u in ledger.usage()}
-    assert usage == {("rule", "up"): (300, 2), ("sandbox", None): (300, 2)}
+    assert bytes_up(ledger) == {("rule", "up"): 300, ("sandbox", None): 300}
+    ledger.give_back("s", "p", both, 150, first.at)             # a stream sent 50 of its 200
+    assert ledger.lease("s", "p", both, 1000).granted == 150
+    ledger.spend("s", "p", both, 7)          # credit a stream went on: counted, even past
+    assert bytes_up(ledger) == {("rule", "up"): 307, ("sandbox", None): 307}
+
+
+def test_a_lease_given_back_after_its_window_ended_is_not_given_to_the_next() -> None:
+    clock = Clock(HOUR - 1)
+    ledger = Ledger(clock)
+    budget = [cap(bytes_up=100)]
+    grant = ledger.lease("s", "p", budget, 60)
+    clock.now = HOUR + 1
+    assert ledger.lease("s", "p", budget, 30).granted == 30
+    ledger.give_back("s", "p", budget, 60, grant.at)
+    assert bytes_up(ledger) == {("rule", "up"): 30}
 
 
 def test_a_refused_request_counts_against_no_budget() -> None:
@@ -113,9 +134,40 @@ def test_a_new_count_starts_from_what_the_audit_log_says_was_spent() -> None:
 
     ledger = Ledger(Clock(2 * HOUR + 10), seed)
     both = [cap(bytes_up=100, requests=5), cap(requests=10, rule=None)]
-    assert ledger.admit("s", "p", both, 0).left == 10          # 100 - 90, and the 5th request
-    assert ledger.admit("s", "p", both, 0).refused is not None  # the rule's 5 are spent
+
+    async def ask() -> list[Allowance]:
+        await asyncio.gather(*(ledger.ready("s", "p", both) for _ in range(3)))
+        return [ledger.admit("s", "p", both, 0, lease=50) for _ in range(2)]
+
+    first, second = asyncio.run(ask())
+    assert (first.leased, first.spent) == (10, True)    # 100 - 90, and the 5th request
+    assert second.refused is not None                   # the rule's 5 are spent
     assert asked == [("s", "up", 2 * HOUR), ("s", None, 2 * HOUR)]   # once per count
+
+
+def test_the_audit_log_is_read_off_the_event_loop() -> None:
+    """The first count of a budget reads the audit log: in the main process that loop is the
+    hub's, answering every worker, so the read must not stall it."""
+    reading, done = threading.Event(), threading.Event()
+
+    def seed(_sandbox_id: str, _rule: str | None, _start: int) -> tuple[int, int]:
+        reading.set()
+        done.wait(10)           # a slow database
+        return 7, 1
+
+    ledger = Ledger(Clock(0), seed)
+
+    async def scenario() -> tuple[bool, int]:
+        asking = asyncio.ensure_future(ledger.ready("s", "p", [cap(requests=5)]))
+        while not reading.is_set():         # the loop runs while the log is read
+            await asyncio.sleep(0.001)
+        waited = not asking.done()
+        done.set()
+        await asking
+        return waited, ledger.admit("s", "p", [cap(requests=5)], 0).refused is None
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 5)) == (True, True)
+    assert ledger.usage()[0]["requests"] == 2           # the 1 read, and this one
 
 
 def test_an_unreadable_audit_log_counts_from_nothing() -> None:
@@ -123,4 +175,5 @@ def test_an_unreadable_audit_log_counts_from_nothing() -> None:
         raise OSError("database away")
 
     ledger = Ledger(Clock(0), seed)
+    asyncio.run(ledger.ready("s", "p", [cap(requests=1)]))
     assert ledger.admit("s", "p", [cap(requests=1)], 0).refused is None

@@ -31,8 +31,10 @@ EVERY_MESSAGE: list[protocol.Message] = [
     protocol.Hello(worker=1, pid=42),
     protocol.Acquire(id=1, sandbox="a1", limit=5),
     protocol.Admit(id=2, sandbox="a1", rule="r", limits=LIMITS),
-    protocol.BudgetAsk(id=5, sandbox="a1", policy="web", caps=[CAP], expected=10),
+    protocol.BudgetAsk(id=5, sandbox="a1", policy="web", caps=[CAP], expected=10, lease=64),
     protocol.Spend(sandbox="a1", policy="web", caps=[CAP], size=99),
+    protocol.Lease(id=6, sandbox="a1", policy="web", caps=[CAP], want=1024),
+    protocol.Unlease(sandbox="a1", policy="web", caps=[CAP], size=512, at=1796054973.5),
     protocol.NameFor(id=3, sandbox="a1", address="198.18.0.7"),
     protocol.Mint(id=4, secret="GH", generation="2@2026-01-01T00:00:00",
                   narrow={"repositories": ["hello"], "permissions": [["contents", "read"]],
@@ -165,8 +167,10 @@ def test_a_worker_asks_and_tells_through_a_real_socket(tmp_path: Path) -> None:
     engine.dispose()
 
 
-def test_budgets_are_asked_and_charged_through_a_real_socket(tmp_path: Path) -> None:
-    """What one worker spends, the next question sees: the hub keeps one count."""
+def test_leases_from_two_workers_never_pass_the_budget_through_a_real_socket(
+        tmp_path: Path) -> None:
+    """What one worker leases, the other cannot: the hub keeps one count, grants what is left
+    and no more, and takes back what a stream did not use."""
     from tests.doubles import RowSink
 
     registry = Registry()
@@ -177,28 +181,31 @@ def test_budgets_are_asked_and_charged_through_a_real_socket(tmp_path: Path) -> 
         await hub.start()
         first = await _talk(hub.path, [
             protocol.Hello(worker=0, pid=1),
-            protocol.BudgetAsk(id=1, sandbox="s", policy="web", caps=[CAP], expected=0),
-            protocol.Spend(sandbox="s", policy="web", caps=[CAP], size=60),
-            protocol.BudgetAsk(id=2, sandbox="s", policy="web", caps=[CAP], expected=0),
-        ], answers=3)
-        second = await _talk(hub.path, [   # another worker
+            protocol.BudgetAsk(id=1, sandbox="s", policy="web", caps=[CAP], expected=0,
+                               lease=70),
+        ], answers=2)
+        second = await _talk(hub.path, [   # another worker, while the first one streams
             protocol.Hello(worker=1, pid=2),
-            protocol.BudgetAsk(id=1, sandbox="s", policy="web", caps=[CAP], expected=50),
-            protocol.Spend(sandbox="s", policy="web", caps=[CAP], size=40),
+            protocol.Lease(id=1, sandbox="s", policy="web", caps=[CAP], want=70),
+            protocol.Lease(id=2, sandbox="s", policy="web", caps=[CAP], want=10),
+        ], answers=3)
+        at = first[1].value["at"]
+        third = await _talk(hub.path, [    # the first stream ended having sent 50
+            protocol.Hello(worker=0, pid=3),
+            protocol.Unlease(sandbox="s", policy="web", caps=[CAP], size=20, at=at),
+            protocol.Lease(id=1, sandbox="s", policy="web", caps=[CAP], want=50),
             protocol.BudgetAsk(id=2, sandbox="s", policy="web", caps=[CAP], expected=0),
         ], answers=3)
         await hub.close(timeout=2)
-        return first[1:] + second[1:]
+        return first[1:] + second[1:] + third[1:]
 
-    answers = asyncio.run(scenario())
-    assert [a.value for a in answers if isinstance(a, protocol.Answer)] == [
-        {"refused": None, "left": 100}, {"refused": None, "left": 40},
-        {"refused": "rule up's budget (100B up per 1h) is spent: 60 bytes sent, this body "
-                    "is 50", "left": None},
-        {"refused": "rule up's budget (100B up per 1h) is spent: 100 bytes sent",
-         "left": None}]
+    answers = [a.value for a in asyncio.run(scenario()) if isinstance(a, protocol.Answer)]
+    assert [(a.get("leased", a.get("granted")), a.get("spent"), a.get("refused"))
+            for a in answers] == [
+        (70, False, None), (30, True, None), (0, True, None), (20, True, None),
+        (0, False, "rule up's budget (100B up per 1h) is spent: 100 bytes sent")]
     [usage] = authority.ledger.usage()
-    assert (usage["bytes_up"], usage["requests"], usage["policy"]) == (100, 2, "web")
+    assert (usage["bytes_up"], usage["requests"], usage["policy"]) == (100, 1, "web")
 
 
 def test_a_worker_is_ready_once_it_listens_and_has_the_registry(tmp_path: Path) -> None:

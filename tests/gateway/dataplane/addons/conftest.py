@@ -76,10 +76,16 @@ class Through:
 
     def request(self, flow: http.HTTPFlow, chunks: list[bytes] | None = None) -> bytes:
         """What goes upstream of the body (held: the request's content)."""
-        asyncio.run(self.policy.requestheaders(flow))
+        return asyncio.run(self.request_async(flow, chunks))
+
+    async def request_async(self, flow: http.HTTPFlow,
+                            chunks: list[bytes] | None = None) -> bytes:
+        """The same, on the caller's event loop (as mitmproxy calls stream callables: on the
+        loop, between reads)."""
+        await self.policy.requestheaders(flow)
         if flow.response is not None:
             return b""
-        asyncio.run(self.credentials.requestheaders(flow))
+        await self.credentials.requestheaders(flow)
         self.bodies.requestheaders(flow)
         self.mcp.requestheaders(flow)
         if flow.response is not None or flow.error is not None:
@@ -87,10 +93,10 @@ class Through:
         sent = b""
         stream = flow.request.stream
         if callable(stream):
-            sent = streamed(stream, chunks or [flow.request.raw_content or b""])
+            sent = await streamed_async(stream, chunks or [flow.request.raw_content or b""])
             flow.request.raw_content = None
         self.credentials.request(flow)
-        self.bodies.request(flow)
+        await self.bodies.request(flow)
         self.mcp.request(flow)
         if flow.response is not None:
             return b""
@@ -120,15 +126,28 @@ class Through:
 
 def streamed(stream: Callable[[bytes], bytes | Iterable[bytes]], chunks: list[bytes]) -> bytes:
     """What mitmproxy sends on of a streamed body fed in `chunks` (then the empty call that
-    ends it). It sends each piece a stream callable returns as it is, one HTTP/1 chunk each
-    when the body is chunked: an empty piece for a chunk of data would be the terminating
-    chunk, ending the body early as if complete. That is refused here, for every stream."""
+    ends it)."""
+    return b"".join(_sent(stream, chunk) for chunk in [*chunks, b""])
+
+
+async def streamed_async(stream: Callable[[bytes], bytes | Iterable[bytes]],
+                         chunks: list[bytes]) -> bytes:
+    """`streamed`, each chunk a read of its own: the event loop runs between them (the
+    answers to a stream's budget questions arrive there)."""
     sent = b""
     for chunk in [*chunks, b""]:
-        out = stream(chunk)
-        pieces = [out] if isinstance(out, bytes) else list(out)
-        if chunk and b"" in pieces:
-            raise AssertionError("a stream callable returned an empty piece for a chunk of "
-                                 "data: an HTTP/1 chunked body would end there")
-        sent += b"".join(pieces)
+        sent += _sent(stream, chunk)
+        await asyncio.sleep(0)
     return sent
+
+
+def _sent(stream: Callable[[bytes], bytes | Iterable[bytes]], chunk: bytes) -> bytes:
+    """mitmproxy sends each piece a stream callable returns as it is, one HTTP/1 chunk each
+    when the body is chunked: an empty piece for a chunk of data would be the terminating
+    chunk, ending the body early as if complete. That is refused here, for every stream."""
+    out = stream(chunk)
+    pieces = [out] if isinstance(out, bytes) else list(out)
+    if chunk and b"" in pieces:
+        raise AssertionError("a stream callable returned an empty piece for a chunk of "
+                             "data: an HTTP/1 chunked body would end there")
+    return b"".join(pieces)

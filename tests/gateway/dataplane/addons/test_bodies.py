@@ -14,7 +14,8 @@ from mitmproxy import http, tls
 from mitmproxy.proxy import context
 from mitmproxy.test import tflow
 
-from gateway.dataplane.bodies import SCAN_WINDOW
+from gateway.dataplane.addons.rate_meter import RateMeter
+from gateway.dataplane.bodies import SCAN_WINDOW, head_size
 from gateway.dataplane.state import COUNTS_KEY, METADATA_KEY
 from tests.doubles import Plane, data_plane
 from tests.gateway.dataplane.addons.conftest import Through, connect, request
@@ -193,14 +194,21 @@ def budgeted(tmp_path: Path) -> Iterator[Plane]:
     plane.close()
 
 
-def test_a_streamed_upload_is_charged_as_it_goes_and_cut_where_it_crosses_its_budget(
+def test_a_streamed_upload_spends_its_lease_and_is_cut_where_it_crosses_its_budget(
         budgeted: Plane) -> None:
     through = Through(budgeted)
     first = post(budgeted, b"", headers=[("transfer-encoding", "chunked")])
     sent = through.request(first, chunks=[b"a" * 30000, b"b" * 30000])
     assert len(sent) == 60000 and through.cut == []
-    [rule_usage] = [u for u in budgeted.authority.ledger.usage() if u["scope"] == "rule"]
-    assert rule_usage["bytes_up"] == 60000              # charged while streaming
+
+    def spent() -> int:
+        [rule] = [u for u in budgeted.authority.ledger.usage() if u["scope"] == "rule"]
+        return int(rule["bytes_up"])
+
+    assert spent() == 100000        # its lease: all that was left (less than a chunk)
+    first.response = http.Response.make(200, b"ok")
+    RateMeter(budgeted.state).response(first)       # it ended: the unused lease comes back
+    assert spent() == head_size(first.request) + 60000
 
     second = post(budgeted, b"", headers=[("transfer-encoding", "chunked")])
     sent = through.request(second, chunks=[b"c" * 30000, b"d" * 30000])
@@ -220,7 +228,9 @@ def test_an_announced_body_that_does_not_fit_is_answered_429_before_it_goes(
     assert over.response is not None and over.response.status_code == 429
     body = over.response.json()
     assert body["reason"] == "budget_exceeded" and body["rule"] == "up"
-    assert "this body is 20000" in body["detail"]
+    # the request line and headers count too
+    assert f"this request is {20000 + head_size(over.request)} (head and body)" in \
+        body["detail"]
 
 
 def test_the_sandbox_budget_counts_every_rule(budgeted: Plane) -> None:

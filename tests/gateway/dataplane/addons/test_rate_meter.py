@@ -45,7 +45,7 @@ def test_stream_bytes_are_charged_too(tmp_path: Path) -> None:
     flow = tflow.ttcpflow(client_conn=conn)
     asyncio.run(TcpPolicy(plane.state).tcp_start(flow))
     flow.messages[-1].content = b"y" * 2000
-    RateMeter(plane.state).tcp_message(flow)
+    asyncio.run(RateMeter(plane.state).tcp_message(flow))
     bucket = plane.authority.limiter
     assert not bucket.admit(plane.sandbox.id, "up", plane.sandbox.policy.rules[0].spec.limits)
 
@@ -68,12 +68,15 @@ def test_a_stream_is_cut_before_the_bytes_that_pass_its_budget(tmp_path: Path) -
     asyncio.run(TcpPolicy(plane.state).tcp_start(flow))
     for from_client, size in ((True, 600), (False, 5000), (True, 500)):
         flow.messages.append(tcp.TCPMessage(from_client, b"y" * size))
-        meter.tcp_message(flow)
+        asyncio.run(meter.tcp_message(flow))
         assert flow.live == (size != 500)
     assert [len(m.content) for m in flow.messages[-3:]] == [600, 5000, 0]
     assert str(flow.metadata[METADATA_KEY].decision.reason) == "budget_exceeded"
     [usage] = plane.authority.ledger.usage()
-    assert (usage["bytes_up"], usage["requests"]) == (600, 1)
+    assert (usage["bytes_up"], usage["requests"]) == (1000, 1)  # all it could lease
+    meter.tcp_end(flow)
+    [usage] = plane.authority.ledger.usage()
+    assert (usage["bytes_up"], usage["requests"]) == (600, 1)   # what it did not send, back
 
 
 def test_websocket_messages_count_against_the_upgrades_budget(tmp_path: Path) -> None:
@@ -88,6 +91,6 @@ def test_websocket_messages_count_against_the_upgrades_budget(tmp_path: Path) ->
     for size, from_client in ((900, True), (5000, False), (200, True)):
         flow.websocket.messages.append(
             websocket.WebSocketMessage(2, from_client, b"w" * size))
-        meter.websocket_message(flow)
+        asyncio.run(meter.websocket_message(flow))
     sent, answer, over = flow.websocket.messages
     assert not sent.dropped and not answer.dropped and over.dropped and not flow.live
