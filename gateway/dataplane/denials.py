@@ -8,7 +8,7 @@ import json
 from mitmproxy import http
 
 from gateway.dataplane.bodies import content_length
-from gateway.dataplane.state import FlowVerdict
+from gateway.dataplane.state import METADATA_KEY, FlowVerdict
 from policies.decision import Reason
 
 STATUS = {Reason.UPSTREAM_UNRESOLVABLE: 502, Reason.RATE_LIMITED: 429,
@@ -80,12 +80,15 @@ LARGE_BODY = 64 * 1024
 
 
 def refuse(flow: http.HTTPFlow, verdict: FlowVerdict) -> None:
-    """Answer with the denial. A refused request that announces a large (or chunked) body is
-    cut off instead: mitmproxy would read the whole body before answering, and a refused
-    body is not worth holding."""
+    """Answer with the denial. A refused request whose body is still to come and announces a
+    large (or chunked) one is cut off instead: mitmproxy would read the whole body into the
+    worker's memory before answering (it has no limit of its own here), and a refused body
+    is not worth holding. Every refusal made before the body is read goes through here."""
+    flow.metadata[METADATA_KEY] = verdict
     headers = flow.request.headers
-    if (content_length(headers) or 0) > LARGE_BODY or \
-            "chunked" in headers.get("transfer-encoding", "").lower():
+    unread = flow.request.timestamp_end is None      # mitmproxy sets it once the body is in
+    if unread and ((content_length(headers) or 0) > LARGE_BODY or
+                   "chunked" in headers.get("transfer-encoding", "").lower()):
         flow.kill()
         return
     flow.response = denial_response(verdict)

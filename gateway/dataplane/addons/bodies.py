@@ -30,7 +30,7 @@ from gateway.dataplane.bodies import (
     pieces,
     whole,
 )
-from gateway.dataplane.denials import denial_response
+from gateway.dataplane.denials import refuse
 from gateway.dataplane.injection import NO_BODY
 from gateway.dataplane.leases import StreamLease, Take
 from gateway.dataplane.mcp_exchange import HOLD_LIMIT as MCP_HOLD_LIMIT
@@ -235,10 +235,8 @@ class Bodies:
         if refusal.leaks:
             self.on_trip(flow, conn, list(refusal.leaks), "the request body")
             return
-        verdict = FlowVerdict(conn.sandbox.policy.refuse(refusal.reason), conn.target,
-                              conn.dialed_port, error=refusal.error)
-        flow.metadata[METADATA_KEY] = verdict
-        flow.response = denial_response(verdict)
+        refuse(flow, FlowVerdict(conn.sandbox.policy.refuse(refusal.reason), conn.target,
+                                 conn.dialed_port, error=refusal.error))
 
     def _unscannable(self, flow: http.HTTPFlow, refusal: Refusal) -> None:
         verdict = flow.metadata[METADATA_KEY]

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from mitmproxy import http
 
 from gateway.dataplane import injection
-from gateway.dataplane.denials import denial_response
+from gateway.dataplane.denials import refuse
 from gateway.dataplane.injection import secret_names
 from gateway.dataplane.registry import SandboxContext
 from gateway.dataplane.state import (
@@ -277,8 +277,7 @@ class Credentials:
                secrets: tuple[str, ...] = (), rule: str | None = None) -> None:
         verdict = FlowVerdict(conn.sandbox.policy.refuse(reason, rule), conn.target,
                               conn.dialed_port, error=error, secrets=secrets)
-        flow.metadata[METADATA_KEY] = verdict
-        flow.response = denial_response(verdict)
+        refuse(flow, verdict)
 
     def trip(self, flow: http.HTTPFlow, conn: Conn, leaks: list[Binding], where: str,
              answer: bool = True) -> None:

@@ -95,6 +95,7 @@ class Through:
         if callable(stream):
             sent = await streamed_async(stream, chunks or [flow.request.raw_content or b""])
             flow.request.raw_content = None
+        flow.request.timestamp_end = flow.request.timestamp_start + 0.001  # the body is in
         self.credentials.request(flow)
         await self.bodies.request(flow)
         self.mcp.request(flow)

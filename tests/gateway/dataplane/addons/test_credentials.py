@@ -233,3 +233,20 @@ def test_a_rotated_value_is_scrubbed_from_the_next_response(plane: Plane) -> Non
         assert got == f"{p} {p.encode().hex()}".encode()
         tables.append(flow.metadata[SECRETS_KEY].scrub)
     assert tables[0] is tables[1] and tables[2] is not tables[0]
+
+
+@pytest.mark.parametrize("framing", [("transfer-encoding", "chunked"),
+                                     ("content-length", str(5 << 20))],
+                         ids=["chunked", "5MiB"])
+def test_a_request_refused_before_its_large_body_is_cut_not_read(
+        plane: Plane, framing: tuple[str, str]) -> None:
+    """Refused at its head (here the tripwire), a request announcing a large or endless body
+    is cut: mitmproxy would read all of it into the worker before sending the answer."""
+    p = plane.sandbox.secrets["TOKEN"]
+    flow = request(connect(plane, "other.example.test"), "POST", "https://other.example.test/",
+                   headers=[("authorization", f"Bearer {p}"), framing])
+    flow.request.raw_content = None        # as mitmproxy has it at requestheaders
+    Through(plane).request(flow)
+    assert flow.response is None and flow.error is not None
+    assert plane.sandbox.quarantined
+    assert flow.metadata[METADATA_KEY].decision.reason == "secret_exfil_attempt"
