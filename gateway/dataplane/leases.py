@@ -67,6 +67,10 @@ class StreamLease:
         self._ask()
         return Take.CREDIT
 
+    def covers(self, size: int) -> bool:
+        """Whether `size` more bytes fit in what is already granted (no question needed)."""
+        return self.used + size <= self.granted
+
     async def need(self, size: int) -> bool:
         """For an async hook: wait until these `size` bytes are leased; False when the budget
         has not got them."""

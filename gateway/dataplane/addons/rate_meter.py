@@ -62,7 +62,12 @@ class RateMeter:
         lease = verdict.budgeted.lease if verdict and verdict.budgeted else None
         if lease is None or conn is None or verdict is None:
             return True
-        if await lease.need(size):
+        if lease.covers(size):
+            granted = await lease.need(size)
+        else:   # waiting for a grant: nothing more is read from the sandbox meanwhile
+            with self.state.hold(flow.client_conn.id):
+                granted = await lease.need(size)
+        if granted:
             return True
         flow.metadata[METADATA_KEY] = verdict.redecided(
             conn.sandbox.policy.refuse(Reason.BUDGET_EXCEEDED, verdict.decision.rule),

@@ -94,3 +94,25 @@ def test_websocket_messages_count_against_the_upgrades_budget(tmp_path: Path) ->
         asyncio.run(meter.websocket_message(flow))
     sent, answer, over = flow.websocket.messages
     assert not sent.dropped and not answer.dropped and over.dropped and not flow.live
+
+
+def test_a_stream_waiting_for_its_next_lease_is_not_read_meanwhile(tmp_path: Path) -> None:
+    """While a stream's hook waits for a grant, mitmproxy would read on and queue what the
+    sandbox sends: the connection's reading is paused for the wait (and only then)."""
+    from gateway.dataplane.addons.tcp_policy import TcpPolicy
+    from tests.gateway.dataplane.addons.test_one_at_a_time import Counting
+
+    plane = data_plane(tmp_path, BUDGETED.replace("1000", "10000000"),
+                       answers={"up.example.test": ["203.0.113.30"]})
+    reading = Counting()
+    plane.state.hold = reading
+    meter = RateMeter(plane.state)
+    flow = tflow.ttcpflow(client_conn=connect(plane, "up.example.test", 9000, tls=False))
+    asyncio.run(TcpPolicy(plane.state).tcp_start(flow))
+    paused: list[int] = []
+    for size in (10, 2 << 20):       # within the first grant; then past it
+        flow.messages.append(tcp.TCPMessage(True, b"y" * size))
+        before = reading.entered
+        asyncio.run(meter.tcp_message(flow))
+        paused.append(reading.entered - before)
+    assert flow.live and paused == [0, 1]
