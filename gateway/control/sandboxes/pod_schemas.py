@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from policies.schema import SecretName
 from vault.placeholders import PATTERN
@@ -41,6 +41,14 @@ class PodAttach(BaseModel):
         default_factory=dict,
         description="secret name -> the placeholder the pod holds for it (annotation "
                     "sandgate.dev/secrets)")
+
+    @field_validator("policy")
+    @classmethod
+    def _stored_name(cls, value: str) -> str:
+        # a name ending in .yaml would be read as a file of the gateway's (PolicyStore.path_for)
+        if value.endswith((".yaml", ".yml")):
+            raise ValueError("a stored policy's name, not a file")
+        return value
 
 
 class PodPublic(BaseModel):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from gateway.control.policy_store import PolicyStore
 from gateway.control.sandboxes.lifecycle import Sandboxes
@@ -313,3 +314,11 @@ def test_container_locks_are_dropped_once_unused(pods: Pods) -> None:
     pods.detach("c2")
     assert pods._containers.users("c1") == pods._containers.users("c2") == 0
     assert pods._containers._locks == {}
+
+
+@pytest.mark.parametrize("policy", ["web.yaml", "policy.yml"])
+def test_a_pod_names_a_stored_policy_never_a_file(policy: str) -> None:
+    """The gateway would read `*.yaml` as a file of its own, around the namespace lists of
+    stored policies."""
+    with pytest.raises(ValidationError, match="stored policy's name"):
+        attach(policy=policy)
