@@ -44,8 +44,8 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
 
 
 def phases(control: ControlClient) -> dict[str, float]:
-    """One run's steps, as the CLI takes them (gateway.cli.run._run_in_sandbox)."""
-    from gateway.cli.run import Attached
+    """One run's steps, as the CLI takes them (gateway.cli.attached.run_in_sandbox)."""
+    from gateway.cli.attached import Attached
 
     marks = {"start": time.perf_counter()}
     sandbox = control.create_sandbox(runtime="gvisor", image="base", env={}, secrets=[],
