@@ -53,9 +53,10 @@ def parse(args: list[str]) -> tuple[dict[str, Any], list[str]] | None:
     return options, command
 
 
-def _policy_ref(ref: str) -> str | None:
-    """gateway.cli.run._policy_ref, or None when the file does not exist (the full CLI
-    says so)."""
+def policy_ref(ref: str) -> str | None:
+    """A policy file as an absolute path (the gateway's working directory is not ours), a
+    policy name as it is (the gateway looks it up in its store); None for a file that does
+    not exist."""
     from pathlib import Path
 
     if "/" in ref or ref.endswith((".yaml", ".yml")) or Path(ref).exists():
@@ -72,7 +73,7 @@ def run(options: dict[str, Any], command: list[str]) -> int | None:
     from gateway.home import control_socket
     from gateway.processes.launch import ControlClient
 
-    policy = _policy_ref(options["policy"])
+    policy = policy_ref(options["policy"])
     if policy is None:
         return None
     body = {"runtime": options["runtime"], "image": options["image"], "policy": policy,

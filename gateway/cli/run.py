@@ -13,10 +13,9 @@ import click
 
 from gateway.cli.attached import run_in_sandbox
 from gateway.cli.common import check_host, fail, load_policy, make_settings, policy_path
+from gateway.cli.quick import RUNTIMES, policy_ref
 from gateway.cli.serve import with_upstream
 from gateway.errors import SandgateError
-
-RUNTIMES = ("gvisor", "microvm")
 
 
 def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
@@ -75,7 +74,7 @@ def run(policy: str | None, learn: bool, learn_to: Path | None, env_pairs: tuple
         client = ControlClient(control_socket=running)
         try:
             code = run_in_sandbox(client, {**body, "policy": _policy_ref(policy)},
-                                   list(cmd), shared_gateway=True)
+                                  list(cmd), shared_gateway=True)
         except SandgateError as e:
             _fail_with_lines(e, policy)
     else:
@@ -97,14 +96,10 @@ def _fail_with_lines(error: SandgateError, policy: str) -> NoReturn:
 
 
 def _policy_ref(ref: str) -> str:
-    """A policy file as an absolute path (the gateway's working directory is not ours), a
-    policy name as it is (the gateway looks it up in its store)."""
-    if "/" in ref or ref.endswith((".yaml", ".yml")) or Path(ref).exists():
-        path = Path(ref)
-        if not path.is_file():
-            fail(f"policy file {ref} does not exist", "pass --policy PATH to a YAML policy")
-        return str(path.resolve())
-    return ref
+    resolved = policy_ref(ref)
+    if resolved is None:
+        fail(f"policy file {ref} does not exist", "pass --policy PATH to a YAML policy")
+    return resolved
 
 
 def _run_checked(policy: str | None, learn: bool, learn_to: Path | None,
