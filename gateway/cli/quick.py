@@ -92,26 +92,33 @@ def run(options: dict[str, Any], command: list[str]) -> int | None:
 
 def main() -> NoReturn:
     """`sandgate`."""
-    args = sys.argv[1:]
-    if args[:1] == ["run"] and (plain := parse(args[1:])) is not None:
-        from gateway.home import control_socket
-        from gateway.processes.launch import socket_accepts
-
-        if socket_accepts(control_socket()):
-            signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-            try:
-                code = run(*plain)
-            except KeyboardInterrupt:
-                sys.exit(130)
-            except Exception as e:     # after a sandbox existed: one line, as the full CLI
-                if os.environ.get("SANDGATE_DEBUG") == "1":
-                    raise
-                from gateway.cli.main import report_error
-
-                report_error(e)
-            if code is not None:
-                sys.exit(code if code >= 0 else 128 - code)
+    try:
+        code = _quickly(sys.argv[1:])
+    except KeyboardInterrupt:
+        sys.exit(130)
+    if code is not None:
+        sys.exit(code if code >= 0 else 128 - code)
     from gateway.cli.main import main as full
 
     full()
     sys.exit(0)
+
+
+def _quickly(args: list[str]) -> int | None:
+    """The exit status of `sandgate ARGS` run here, or None for the full CLI."""
+    if args[:1] != ["run"] or (plain := parse(args[1:])) is None:
+        return None
+    from gateway.home import control_socket
+    from gateway.processes.launch import socket_accepts
+
+    if not socket_accepts(control_socket()):
+        return None     # the full CLI starts a gateway for the command, and says so
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        return run(*plain)
+    except Exception as e:     # after a sandbox existed: one line, as the full CLI
+        if os.environ.get("SANDGATE_DEBUG") == "1":
+            raise
+        from gateway.cli.main import report_error
+
+        report_error(e)
