@@ -1,7 +1,8 @@
 """Policy decision cost against the number of rules: decisions per second and p99 decision
 time for policies of 10, 1,000 and 100,000 rules, the same mix of questions for each
 (allowed names, wildcard names, HTTP path rules, and misses). The 10-rule policy is the
-baseline the others are compared with.
+baseline the others are compared with. `overlap`: three rules with paths on one name, all
+matching each request (the most specific decides).
 
     .venv/bin/python bench/policy_match.py [--decisions N]
 """
@@ -37,6 +38,17 @@ def build(size: int) -> CompiledPolicy:
             rules.append({"id": f"r{i}", "action": "deny", "hosts": [f".deny{i}.bench.test"]})
     spec = PolicySpec.model_validate({"version": 1, "name": f"bench{size}", "rules": rules})
     return CompiledPolicy(spec, "bench")
+
+
+def overlapping() -> tuple[CompiledPolicy, list[Request]]:
+    rules = [{"id": "broad", "hosts": ["api.bench.test"], "paths": ["/x/**", "/repos/**"]},
+             {"id": "repo", "hosts": ["api.bench.test"], "paths": ["/repos/*/**"]},
+             {"id": "issues", "hosts": ["api.bench.test"],
+              "paths": ["/repos/*/pulls", "/repos/*/issues"]}]
+    spec = PolicySpec.model_validate({"version": 1, "name": "overlap", "rules": rules})
+    return CompiledPolicy(spec, "bench"), [
+        Request(443, "https", host="api.bench.test", method="GET", path=f"/repos/r{i}/issues")
+        for i in range(1000)]
 
 
 def questions(size: int, count: int, rng: random.Random) -> list[Request]:
@@ -78,15 +90,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     rng = random.Random(7)
-    cases = {}
+    cases: dict[int | str, tuple[CompiledPolicy, list[Request]]] = {}
     for size in SIZES:
         cases[size] = (build(size), questions(size, args.decisions, rng))
+    cases["overlap"] = overlapping()
     gc.collect()
     gc.freeze()  # as the gateway does after compiling a policy
-    samples: dict[int, list[tuple[float, float]]] = {size: [] for size in SIZES}
+    samples: dict[int | str, list[tuple[float, float]]] = {size: [] for size in cases}
     for _ in range(args.rounds):  # interleaved, so machine noise hits every size alike
-        for size, (policy, qs) in cases.items():
-            samples[size].append(measure(policy, qs))
+        for case, (policy, qs) in cases.items():
+            samples[case].append(measure(policy, qs))
     p99 = {}
     for size in SIZES:
         rate = statistics.median(r for r, _ in samples[size])
@@ -94,6 +107,8 @@ def main() -> None:
         report(f"policy_{size}_rules_decisions_per_s", round(rate))
         report(f"policy_{size}_rules_p99_us", round(p99[size], 2))
     report("policy_p99_100000_vs_10_ratio", round(p99[100_000] / p99[10], 2))
+    report("policy_overlap_decisions_per_s",
+           round(statistics.median(r for r, _ in samples["overlap"])))
 
 
 if __name__ == "__main__":

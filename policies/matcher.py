@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 
 from policies.decision import Decision, Reason, Verdict, allow
 from policies.hosts import HostIndex, HostPattern
-from policies.paths import AmbiguousPath, canonical_path, path_matches
+from policies.paths import (
+    NO_PATH,
+    AmbiguousPath,
+    PathRank,
+    canonical_path,
+    path_matches,
+    path_rank,
+)
 from policies.schema import PROTOCOLS, Budget, Inject, Limits, McpSpec, PolicySpec, RuleSpec
 
 # What an allow rule without `protocols` speaks: HTTP, in clear or over TLS. Opaque streams
@@ -47,21 +54,6 @@ class Miss(enum.StrEnum):
     PATH = "path"
     QUERY = "query"
     HEADER = "header"
-
-
-type PathRank = tuple[int, int, int]
-NO_PATH: PathRank = (-1, 0, 0)   # a rule without `paths`: any path, the least specific
-
-
-def path_rank(glob: str) -> PathRank:
-    """How specific a path glob is: more whole literal segments first, then a fixed depth
-    (no `**`), then more literal characters. `/repos/a/issues` > `/repos/*/issues` >
-    `/repos/**` > no `paths`."""
-    if glob == "/**":
-        return NO_PATH   # every path: no more specific than no `paths`
-    segments = glob.split("/")[1:]
-    literal = sum(1 for segment in segments if "*" not in segment)
-    return (literal, int("**" not in segments), sum(len(s.replace("*", "")) for s in segments))
 
 
 def host_rank(pattern: HostPattern) -> int:
@@ -102,7 +94,7 @@ class CompiledRule:
     networks: tuple[ipaddress.IPv4Network, ...]
     query: tuple[tuple[str, str, bool], ...]    # (name, glob, exactly_one)
     query_names: frozenset[str] | None          # with `only`: the names a request may carry
-    path_ranks: tuple[tuple[str, PathRank], ...]
+    path_ranks: tuple[tuple[str, PathRank], ...]  # the most specific glob first
 
     @property
     def is_deny(self) -> bool:
@@ -120,27 +112,32 @@ class CompiledRule:
 
     def matches(self, request: Request, path: str | None) -> bool:
         """Everything but the destination, which the index already matched."""
-        return self.failed(request, path) is None
+        return not isinstance(self.judge(request, path), Miss)
 
     def failed(self, request: Request, path: str | None) -> Miss | None:
         """The first condition `request` fails, or None when the rule matches it."""
+        return judged if isinstance(judged := self.judge(request, path), Miss) else None
+
+    def judge(self, request: Request, path: str | None) -> Miss | PathRank:
+        """The first condition `request` fails, or (it matches) the rank of its most specific
+        path glob that matches, NO_PATH without one: each glob is matched once."""
         s = self.spec
         if self.ports and request.port not in self.ports:
             return Miss.PORT
         if request.protocol not in self.protocols:
             return Miss.PROTOCOL
         if not request.is_http:
-            return Miss.NOT_HTTP if s.http_only else None
+            return Miss.NOT_HTTP if s.http_only else NO_PATH
         if self.methods and (request.method or "").upper() not in self.methods:
             return Miss.METHOD
-        if s.paths and (path is None or not any(
-                path_matches(g, path, s.paths_case_insensitive) for g in s.paths)):
+        rank = self.path_rank(path) if self.path_ranks else NO_PATH
+        if rank is None:
             return Miss.PATH
         if self.query and not self._query_matches(request.query):
             return Miss.QUERY
         if s.headers and not self._headers_match(request.headers):
             return Miss.HEADER
-        return None
+        return rank
 
     def _headers_match(self, headers: Mapping[str, Sequence[str]]) -> bool:
         """As for the query: an allow rule needs every value of a repeated header to match,
@@ -167,13 +164,14 @@ class CompiledRule:
         names = self.query_names
         return names is None or all(name in names for name in query)
 
-    def path_rank(self, path: str | None) -> PathRank:
-        """The specificity of the most specific of this rule's globs that matches `path`."""
-        if not self.path_ranks or path is None:
-            return NO_PATH
+    def path_rank(self, path: str | None) -> PathRank | None:
+        """The rank of the first (most specific) of this rule's globs that matches `path`,
+        if one does."""
+        if path is None:
+            return None
         ignore_case = self.spec.paths_case_insensitive
-        return max((rank for glob, rank in self.path_ranks
-                    if path_matches(glob, path, ignore_case)), default=NO_PATH)
+        return next((rank for glob, rank in self.path_ranks
+                     if path_matches(glob, path, ignore_case)), None)
 
     def on_port(self, port: int) -> bool:
         return not self.ports or port in self.ports
@@ -194,6 +192,7 @@ def _protocols(rule: RuleSpec) -> frozenset[str]:
 
 
 type Candidate = tuple[int, CompiledRule]   # (rank of the destination match, rule)
+type Ranked = tuple[int, PathRank, CompiledRule]   # a matching rule: (destination, path) ranks
 
 
 class AddressIndex:
@@ -261,7 +260,8 @@ class CompiledPolicy:
             networks=tuple(ipaddress.IPv4Network(a) for a in rule.addresses),
             query=tuple((name, q.match, q.exactly_one) for name, q in rule.query.items()),
             query_names=frozenset(rule.query) if only else None,
-            path_ranks=tuple((glob, path_rank(glob)) for glob in rule.paths),
+            path_ranks=tuple(sorted(((glob, path_rank(glob)) for glob in rule.paths),
+                                    key=lambda ranked: ranked[1], reverse=True)),
         )
 
     # decisions
@@ -369,19 +369,19 @@ class CompiledPolicy:
     def _decide(self, request: Request, candidates: Sequence[Candidate],
                 path: str | None) -> Decision:
         deny: CompiledRule | None = None
-        allows: list[Candidate] = []
-        for candidate in candidates:
-            rule = candidate[1]
-            if not rule.matches(request, path):
+        allows: list[Ranked] = []
+        for host, rule in candidates:
+            judged = rule.judge(request, path)
+            if isinstance(judged, Miss):
                 continue
             if not rule.is_deny:
-                allows.append(candidate)
+                allows.append((host, judged, rule))
             elif deny is None or rule.index < deny.index:
                 deny = rule
         if deny is not None:
             return self.refuse(Reason.DENIED_BY_RULE, deny.id)
         if allows:
-            return self._allow(most_specific(allows, path), path)
+            return self._allow(most_specific(allows), path)
         if request.host is None:
             return self.refuse(Reason.NOT_FROM_GATEWAY_DNS)
         if self.asks_unmatched and request.is_http:   # opaque streams are never asked about
@@ -389,10 +389,10 @@ class CompiledPolicy:
         return self.refuse(Reason.NO_MATCHING_RULE)
 
 
-def most_specific(allows: Sequence[Candidate], path: str | None) -> CompiledRule:
+def most_specific(allows: Sequence[Ranked]) -> CompiledRule:
     """The allow rule that decides among several that match: the most specific destination
     match, then the most specific path glob; equal ones (a `policy check` error when their
     grants differ) go to the earlier rule."""
     if len(allows) == 1:
-        return allows[0][1]
-    return max(allows, key=lambda c: (c[0], c[1].path_rank(path), -c[1].index))[1]
+        return allows[0][2]
+    return max(allows, key=lambda c: (c[0], c[1], -c[2].index))[2]

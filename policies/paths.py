@@ -28,6 +28,21 @@ _TWICE = re.compile("%25[0-9A-Fa-f]{2}")
 _NEVER_ENCODED = {"/": "an encoded '/'", "\\": "an encoded '\\'", "\0": "an encoded NUL"}
 
 
+type PathRank = tuple[int, int, int]
+NO_PATH: PathRank = (-1, 0, 0)   # a rule without `paths`: any path, the least specific
+
+
+def path_rank(glob: str) -> PathRank:
+    """How specific a path glob is: more whole literal segments first, then a fixed depth
+    (no `**`), then more literal characters. `/repos/a/issues` > `/repos/*/issues` >
+    `/repos/**` > no `paths`."""
+    if glob == "/**":
+        return NO_PATH   # every path: no more specific than no `paths`
+    segments = glob.split("/")[1:]
+    literal = sum(1 for segment in segments if "*" not in segment)
+    return (literal, int("**" not in segments), sum(len(s.replace("*", "")) for s in segments))
+
+
 class AmbiguousPath(ValueError):
     """A request path whose meaning depends on how the upstream decodes it."""
 

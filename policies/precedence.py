@@ -18,7 +18,8 @@ from functools import lru_cache
 from policies.decision import Reason
 from policies.globs import common_path, common_value, path_covers, value_covers
 from policies.hosts import HostPattern
-from policies.matcher import CompiledPolicy, CompiledRule, PathRank, Request, host_rank
+from policies.matcher import CompiledPolicy, CompiledRule, Request, host_rank
+from policies.paths import NO_PATH, PathRank
 
 HTTP = frozenset({"http", "https"})
 PROTOCOL_ORDER = ("https", "http", "tls", "tcp")
@@ -249,7 +250,7 @@ def _rank(rule: CompiledRule, request: Request, path: str | None) -> tuple[objec
         host = max(host_rank(p) for p in rule.spec.host_patterns() if p.matches(request.host))
     else:
         host = max(n.prefixlen for n in rule.networks if request.address in n)
-    return host, rule.path_rank(path)
+    return host, rule.path_rank(path) or NO_PATH
 
 
 # rules that never decide

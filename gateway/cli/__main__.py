@@ -1,5 +1,5 @@
 """`python -m gateway.cli`: the `sandgate` command."""
 
-from gateway.cli.main import main
+from gateway.cli.quick import main
 
 main()

@@ -8,7 +8,7 @@ import errno
 import importlib
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -95,10 +95,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:
         if os.environ.get("SANDGATE_DEBUG") == "1":
             raise
-        _report(e)
+        report_error(e)
 
 
-def _report(error: Exception) -> None:
+def report_error(error: Exception) -> NoReturn:
     """Errors no command turned into a message of its own: known kinds get a fix, the rest
     are bugs."""
     from gateway.errors import SandgateError

@@ -3,22 +3,19 @@ its duration)."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
+from gateway.cli.attached import run_in_sandbox
 from gateway.cli.common import check_host, fail, load_policy, make_settings, policy_path
+from gateway.cli.quick import RUNTIMES, policy_ref
 from gateway.cli.serve import with_upstream
 from gateway.errors import SandgateError
-
-RUNTIMES = ("gvisor", "microvm")
 
 
 def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
@@ -76,8 +73,8 @@ def run(policy: str | None, learn: bool, learn_to: Path | None, env_pairs: tuple
         # problem; nothing here needs Settings, pydantic or the policy compiler.
         client = ControlClient(control_socket=running)
         try:
-            code = _run_in_sandbox(client, {**body, "policy": _policy_ref(policy)},
-                                   list(cmd), shared_gateway=True)
+            code = run_in_sandbox(client, {**body, "policy": _policy_ref(policy)},
+                                  list(cmd), shared_gateway=True)
         except SandgateError as e:
             _fail_with_lines(e, policy)
     else:
@@ -99,14 +96,10 @@ def _fail_with_lines(error: SandgateError, policy: str) -> NoReturn:
 
 
 def _policy_ref(ref: str) -> str:
-    """A policy file as an absolute path (the gateway's working directory is not ours), a
-    policy name as it is (the gateway looks it up in its store)."""
-    if "/" in ref or ref.endswith((".yaml", ".yml")) or Path(ref).exists():
-        path = Path(ref)
-        if not path.is_file():
-            fail(f"policy file {ref} does not exist", "pass --policy PATH to a YAML policy")
-        return str(path.resolve())
-    return ref
+    resolved = policy_ref(ref)
+    if resolved is None:
+        fail(f"policy file {ref} does not exist", "pass --policy PATH to a YAML policy")
+    return resolved
 
 
 def _run_checked(policy: str | None, learn: bool, learn_to: Path | None,
@@ -134,7 +127,7 @@ def _run_checked(policy: str | None, learn: bool, learn_to: Path | None,
     body = {**body, "policy": str(recording or policy_path(str(policy), settings))}
     created: list[str] = []
     with gateway(settings, say=_say) as client:
-        code = _run_in_sandbox(client, body, cmd, created=created)
+        code = run_in_sandbox(client, body, cmd, created=created)
     if learn and created:
         learn_from_run(settings, created[0], base, learn_to)
     return code
@@ -142,84 +135,3 @@ def _run_checked(policy: str | None, learn: bool, learn_to: Path | None,
 
 def _say(message: str) -> None:
     click.echo(f"sandgate: {message}", err=True)
-
-
-INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
-
-
-def _run_in_sandbox(client: Any, body: dict[str, Any], cmd: list[str],
-                    shared_gateway: bool = False, created: list[str] | None = None) -> int:
-    """Create, run, delete (the sandbox's id is appended to `created`). Interrupts are held
-    back while the sandbox is being created and deleted, so a Ctrl-C can never leave a
-    sandbox whose id we do not know.
-
-    Once the command has ended by itself on a `shared_gateway` (one that stays running), the
-    gateway is asked to tear the sandbox down after answering: we need not wait for it. On
-    an interrupt or an error, and on a gateway of our own, we wait until it is gone."""
-    sandbox: dict[str, Any] | None = None
-    attached: Attached | None = None
-    ended = False
-    signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
-    try:
-        sandbox = client.create_sandbox(**body)
-        if created is not None:
-            created.append(sandbox["id"])
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)  # a pending Ctrl-C lands here
-        attached = Attached(client.local_exec(sandbox["id"], cmd, env={}, cwd=None))
-        code = attached.wait()
-        ended = True
-        return code
-    finally:
-        signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
-        if attached is not None:
-            attached.kill()
-        if sandbox is not None:
-            # closes whatever the sandbox still held open (the relays below wait for its
-            # copies of the pipes)
-            client.delete_sandbox(sandbox["id"], wait=not (ended and shared_gateway))
-        if attached is not None:
-            attached.drain()
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)
-
-
-class Attached:
-    """A host command whose output is relayed through pipes as it comes.
-
-    Pipes, not our own descriptors: gVisor writes a donated regular file at offsets it tracks
-    itself from 0, so `sandgate run ... >> log` would overwrite the log's beginning. The
-    sandbox holds its own copies of the pipes, so the relays end when the sandbox does."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.relays = [
-            threading.Thread(target=_relay, args=(self.process.stdout, sys.stdout.buffer),
-                             daemon=True),
-            threading.Thread(target=_relay, args=(self.process.stderr, sys.stderr.buffer),
-                             daemon=True),
-        ]
-        for relay in self.relays:
-            relay.start()
-
-    def wait(self) -> int:
-        code = self.process.wait()
-        for relay in self.relays:
-            # gVisor may hold its copies of the pipes a moment longer; whatever is still in
-            # flight is collected by drain(), once the sandbox is gone.
-            relay.join(timeout=0.05)
-        return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def drain(self) -> None:
-        for relay in self.relays:
-            relay.join(timeout=5)
-
-
-def _relay(source: Any, sink: Any) -> None:
-    with source:
-        for chunk in iter(lambda: os.read(source.fileno(), 65536), b""):
-            sink.write(chunk)
-            sink.flush()

@@ -6,8 +6,9 @@ The hub tells every worker of each registry change; `Add`, `Remove` and `VaultCh
 for every worker's `Ack`, so a sandbox is known to all workers before it starts, and
 forgotten by all before its address can be handed out again.
 
-Messages from one worker are handled in order: a worker sends a connection's audit row
-before it releases the connection, so once the count drops the row is in the audit writer.
+Messages from one worker are handled in order: a worker sends a connection's audit rows
+(batched, gateway.processes.hub_client) before it releases the connection, so once the
+count drops the rows are in the audit writer.
 """
 
 from __future__ import annotations
@@ -185,12 +186,13 @@ class Hub(RegistryListener):
         handler(peer, message)
 
     async def _record(self, message: protocol.Record) -> None:
-        """Into the audit queue; when it is full, wait for room in a thread: this worker's
-        messages wait (and the worker, its socket full, slows down), the event loop does
-        not."""
-        row = audit_row(message.row)
-        if not self.audit.offer(**row):
-            await asyncio.to_thread(self.audit.record, **row)
+        """Into the audit queue, in order; when it is full, wait for room in a thread: this
+        worker's messages wait (and the worker, its socket full, slows down), the event loop
+        does not."""
+        for values in message.rows:
+            row = audit_row(protocol.record_row(values))
+            if not self.audit.offer(**row):
+                await asyncio.to_thread(self.audit.record, **row)
 
     def _mint(self, peer: _Peer, message: protocol.Mint) -> None:
         """Answered when the broker has the value: the worker's other messages go on

@@ -1,6 +1,12 @@
 """A proxy worker's end of the hub: the data plane's Coordinator
 (gateway.dataplane.coordinator), every call a message to the main process
-(gateway.processes.protocol)."""
+(gateway.processes.protocol).
+
+Audit rows are queued and sent together, one `Record` per turn of the event loop (or per
+RECORDS_PER_MESSAGE rows), and the queue is sent before any other message: the main process
+handles a worker's messages in order, so a connection's rows are in its audit writer before
+the `Release` of that connection (or a quarantine, a spend, an acknowledgement) that
+follows them. `close` sends what is still queued."""
 
 from __future__ import annotations
 
@@ -20,6 +26,9 @@ from gateway.timing import ACTIVE_EVERY
 from policies.schema import Limits, Narrow
 from vault.secret import SecretValue
 
+# A full batch goes at once: it bounds the message (and the main process's work on it).
+RECORDS_PER_MESSAGE = 256
+
 
 class HubClient:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -28,6 +37,8 @@ class HubClient:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._next = 0
         self._active: dict[str, float] = {}
+        self._rows: list[list[Any]] = []      # audit rows not sent yet
+        self._flush_soon = False               # a flush is scheduled for the loop's next turn
 
     @classmethod
     async def connect(cls, settings: Settings, index: int) -> HubClient:
@@ -38,7 +49,27 @@ class HubClient:
         return client
 
     def send(self, message: protocol.Message) -> None:
+        """Any message but audit rows, after the rows queued before it."""
+        if self._rows:
+            self.flush()
         self.writer.write(protocol.encode(message))
+
+    def flush(self) -> None:
+        """Send the queued audit rows as one message."""
+        if self._rows:
+            rows, self._rows = self._rows, []
+            self.writer.write(protocol.encode(protocol.Record(rows=rows)))
+
+    def _flush_now(self) -> None:
+        self._flush_soon = False
+        self.flush()
+
+    async def close(self) -> None:
+        """Send what is queued, wait until the socket took it, close."""
+        self.flush()
+        with contextlib.suppress(ConnectionError):   # the main process is gone
+            await self.writer.drain()
+        self.writer.close()
 
     def _question_id(self) -> tuple[int, asyncio.Future[Any]]:
         self._next += 1
@@ -101,7 +132,12 @@ class HubClient:
         return str(name) if name is not None else None
 
     def record(self, row: dict[str, Any]) -> None:
-        self.send(protocol.Record(row=row))
+        self._rows.append(protocol.record_values(row))
+        if len(self._rows) >= RECORDS_PER_MESSAGE:
+            self.flush()
+        elif not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush_now)
 
     async def approve(self, ask: Ask) -> Outcome:
         number, future = self._question_id()

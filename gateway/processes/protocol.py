@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from gateway.approvals.ask import Ask
+from gateway.audit.models import COLUMNS
 from policies.schema import Limits
 
 
@@ -193,12 +194,38 @@ class Quarantine(_Message):
     sandbox: str
 
 
+# The columns of a worker's audit row, in the order a Record carries them: every column of
+# the audit log but those the writer fills in (gateway.audit.writer: its gateway, the chain).
+RECORD_COLUMNS = tuple(name for name in COLUMNS
+                       if name not in ("gateway_id", "seq", "prev_hash", "hash"))
+_RECORD_DEFAULTS = tuple((name, COLUMNS[name]) for name in RECORD_COLUMNS)
+_RECORD_NAMES = frozenset(RECORD_COLUMNS)
+
+
+def record_values(row: dict[str, Any]) -> list[Any]:
+    """A row as a Record carries it: its values in RECORD_COLUMNS order, a column it does
+    not set as the audit log's default. Raises TypeError for a name that is no column."""
+    if not row.keys() <= _RECORD_NAMES:
+        raise TypeError(f"unknown audit fields {sorted(row.keys() - _RECORD_NAMES)}")
+    return [row.get(name, default) for name, default in _RECORD_DEFAULTS]
+
+
+def record_row(values: list[Any]) -> dict[str, Any]:
+    """The row back from record_values (the main process's end)."""
+    return dict(zip(RECORD_COLUMNS, values, strict=True))
+
+
 @message(Op.RECORD)
 class Record(_Message):
-    """One audit row: audit columns (gateway.audit.models.FIELDS) by name; `time` in epoch
-    seconds."""
+    """Audit rows, batched: what a worker recorded in one turn of its event loop (or a
+    full batch), each row a list of values in RECORD_COLUMNS order (names are not repeated
+    on every row); `time` in epoch seconds."""
 
-    row: dict[str, Any]
+    rows: list[list[Any]]
+
+    def __post_init__(self) -> None:
+        if any(len(row) != len(RECORD_COLUMNS) for row in self.rows):
+            raise ValueError(f"an audit row has {len(RECORD_COLUMNS)} values")
 
 
 @message(Op.ACTIVE)

@@ -8,7 +8,6 @@ spreads new connections over the workers) with a replica of the main process's r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import signal
@@ -76,9 +75,7 @@ async def run(settings: Settings, index: int) -> None:
         reload_task.cancel()
         listener.cancel()
         state.vault.flush_usage()
-        with contextlib.suppress(ConnectionError):
-            await hub.writer.drain()
-        hub.writer.close()
+        await hub.close()     # its last audit rows too
 
 
 def main() -> None:

@@ -69,3 +69,40 @@ def test_properties(rules: list[tuple[str, list[int], bool]], name: str, port: i
         assert decision.verdict == Verdict.DENY      # no allow rule matches: denied
     if any(d for _, _, d in matching):
         assert decision.reason == Reason.DENIED_BY_RULE  # a matching deny always wins
+
+
+def test_each_path_glob_is_matched_once_when_several_rules_match(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rank that picks the most specific of several matching rules comes from the match
+    itself (the globs of a rule tried most specific first), not from matching them again."""
+    from collections import Counter
+
+    import policies.matcher
+
+    policy = load_text("""version: 1
+name: p
+rules:
+  - id: broad
+    hosts: [api.test]
+    paths: [/x/**, /repos/**]
+  - id: issues
+    hosts: [api.test]
+    paths: [/repos/*/issues]
+  - id: any
+    hosts: [api.test]
+""", "p.yaml")
+    calls: Counter[str] = Counter()
+    real = policies.matcher.path_matches
+
+    def counted(glob: str, path: str, ignore_case: bool = False) -> bool:
+        calls[glob] += 1
+        return real(glob, path, ignore_case)
+
+    monkeypatch.setattr(policies.matcher, "path_matches", counted)
+    request = Request(443, "https", host="api.test", method="GET", path="/repos/a/issues")
+    assert policy.decide(request).rule == "issues"
+    assert calls == {"/repos/**": 1, "/repos/*/issues": 1}   # /x/** less specific: untried
+    calls.clear()
+    assert policy.decide(Request(443, "https", host="api.test", method="GET",
+                                 path="/x/y")).rule == "broad"
+    assert calls == {"/repos/**": 1, "/x/**": 1, "/repos/*/issues": 1}

@@ -44,7 +44,8 @@ EVERY_MESSAGE: list[protocol.Message] = [
     protocol.Release(sandbox="a1"),
     protocol.Charge(sandbox="a1", rule="r", limits=LIMITS, size=123),
     protocol.Quarantine(sandbox="a1"),
-    protocol.Record(row={"decision": "allow", "port": 443, "time": 1.5}),
+    protocol.Record(rows=[protocol.record_values({"decision": "allow", "port": 443,
+                                                  "time": 1.5})] * 2),
     protocol.Active(sandbox="a1"),
     protocol.Ready(),
     protocol.Ack(ack=7),
@@ -73,7 +74,9 @@ def test_round_trip(message: protocol.Message) -> None:
                                   b'{"op": "acquire", "id": 1}',
                                   b'{"op": "admit", "id": 1, "sandbox": "a", "rule": "r", '
                                   b'"limits": {"requests_per_minute": -1}}',
-                                  b'{"op": "release", "sandbox": "a", "extra": 1}'])
+                                  b'{"op": "release", "sandbox": "a", "extra": 1}',
+                                  b'{"op": "record", "rows": [[1, 2]]}',
+                                  b'{"op": "record", "rows": 7}'])
 def test_what_is_not_a_message_is_refused(line: bytes) -> None:
     with pytest.raises(protocol.ProtocolError):
         protocol.decode(line)
@@ -148,8 +151,9 @@ def test_a_worker_asks_and_tells_through_a_real_socket(tmp_path: Path) -> None:
             protocol.Hello(worker=0, pid=1),
             protocol.Acquire(id=1, sandbox="s", limit=1),
             protocol.Acquire(id=2, sandbox="s", limit=1),     # over the limit
-            protocol.Record(row={"decision": "deny", "reason": "no_matching_rule",
-                                 "protocol": "dns", "time": time.time()}),
+            protocol.Record(rows=[protocol.record_values({
+                "decision": "deny", "reason": "no_matching_rule", "protocol": "dns",
+                "time": time.time()})]),
             protocol.Ready(),
             protocol.NameFor(id=3, sandbox="unknown", address="198.18.0.1"),
         ], answers=4)
