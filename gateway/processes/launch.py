@@ -152,8 +152,8 @@ def _error_of(content: bytes) -> tuple[str, str | None]:
 def gateway(settings: Settings, wrapper: Sequence[str] = (),
             say: Callable[[str], None] | None = None) -> Iterator[ControlClient]:
     """A client of the running gateway, or of one started now (through the `wrapper`
-    command, such as an nsenter) and stopped on exit; `say` is told what is happening
-    while one starts."""
+    command, such as an nsenter) and stopped on exit with its sandboxes; `say` is told what
+    is happening while one starts."""
     client = ControlClient(settings)
     if client.healthy():
         try:
@@ -166,10 +166,13 @@ def gateway(settings: Settings, wrapper: Sequence[str] = (),
     started = time.monotonic()
     if say:
         say(f"no gateway is running; starting one for this command (log: {log_path})")
+    # A gateway started for one command stops with it: nothing may outlive it for a later
+    # adoption (its data directory may be a temporary one)
+    ephemeral = settings.model_copy(update={"destroy_on_stop": True})
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [*wrapper, sys.executable, "-m", "gateway.cli", "serve"],
-            env={**os.environ, **settings.as_env()}, stdin=subprocess.DEVNULL,
+            env={**os.environ, **ephemeral.as_env()}, stdin=subprocess.DEVNULL,
             stdout=log, stderr=log, start_new_session=True,  # Ctrl-C is ours to handle
         )
     try:

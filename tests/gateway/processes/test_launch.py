@@ -86,3 +86,17 @@ def test_nothing_listening(tmp_path: Path) -> None:
     assert not client.healthy()
     with pytest.raises(NotReady):
         client.policy_status()
+
+
+def test_a_gateway_started_for_a_command_destroys_its_sandboxes_when_it_stops(
+        tmp_path: Path) -> None:
+    """Nothing of a one-command gateway may outlive it for a later adoption: its data
+    directory may be temporary (a benchmark's left runsc processes running)."""
+    from gateway.processes.launch import gateway
+    from gateway.settings import Settings
+
+    # the wrapper shows the environment the gateway would get, then fails its start
+    wrapper = ["sh", "-c", 'echo "destroy-on-stop=$SANDGATE_DESTROY_ON_STOP"; exit 1', "sh"]
+    with pytest.raises(NotReady, match="destroy-on-stop=True"):
+        with gateway(Settings(home=tmp_path / "home"), wrapper=wrapper):
+            pass
