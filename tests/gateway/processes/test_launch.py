@@ -97,6 +97,6 @@ def test_a_gateway_started_for_a_command_destroys_its_sandboxes_when_it_stops(
 
     # the wrapper shows the environment the gateway would get, then fails its start
     wrapper = ["sh", "-c", 'echo "destroy-on-stop=$SANDGATE_DESTROY_ON_STOP"; exit 1', "sh"]
-    with pytest.raises(NotReady, match="destroy-on-stop=True"):
-        with gateway(Settings(home=tmp_path / "home"), wrapper=wrapper):
-            pass
+    with pytest.raises(NotReady, match="destroy-on-stop=True"), \
+            gateway(Settings(home=tmp_path / "home"), wrapper=wrapper):
+        pass
