@@ -108,10 +108,11 @@ class Authority:
         return rows
 
     def quarantine(self, sandbox_id: str) -> None:
-        """Once per sandbox: every worker told, then the quarantine written to the sandbox's
-        record before this loop takes another message (a restart keeps it even when the
-        attempt's audit row was still queued). Not asked whether the sandbox is marked
-        already: the main process's DNS server marks its own copy before it calls this."""
+        """Once per sandbox: every worker told, then the quarantine handed to be written to
+        the sandbox's record (serve: from a thread, within milliseconds; a restart keeps it
+        even when the attempt's audit row was still queued). Not asked whether the sandbox
+        is marked already: the main process's DNS server marks its own copy before it calls
+        this."""
         sandbox = self.registry.by_id(sandbox_id)
         if sandbox is None or sandbox_id in self._quarantined:
             return

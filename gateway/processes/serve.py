@@ -21,6 +21,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import uvicorn
@@ -190,8 +191,7 @@ async def _serve_locked(settings: Settings) -> None:
     secrets = Secrets(state.vault, settings.key_source)
     secrets.changed = hub.vault_changed
     records = Records(engine, gateway_id)
-    authority.keep_quarantine = lambda sandbox_id: records.quarantine(
-        sandbox_id, Reason.SECRET_EXFIL_ATTEMPT)
+    authority.keep_quarantine = partial(_keep_quarantine, asyncio.get_running_loop(), records)
     sandboxes = Sandboxes(settings, records, registry, network,
                           _runtimes(settings), policies, ImageStore(settings.images_dir),
                           ca_bundle=write_sandbox_bundle(settings),
@@ -261,3 +261,17 @@ async def _serve_locked(settings: Settings) -> None:
         else:
             firewall.remove(settings.firewall)
         socket_path.unlink(missing_ok=True)
+
+
+def _keep_quarantine(loop: asyncio.AbstractEventLoop, records: Records, sandbox_id: str) -> None:
+    """The quarantine written to the sandbox's record from a thread: the main loop (every
+    worker's questions, DNS) never waits on the database, which may be busy for seconds.
+    The registry already refuses the sandbox everywhere; the record is what a restart reads."""
+
+    def written(future: asyncio.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            logger.error("could not write the quarantine of sandbox %s to its record: %s",
+                         sandbox_id, future.exception())
+
+    loop.run_in_executor(None, records.quarantine, sandbox_id,
+                         Reason.SECRET_EXFIL_ATTEMPT).add_done_callback(written)
