@@ -87,8 +87,9 @@ def list_command(ctx: click.Context, status: str, as_json: bool) -> None:
 @click.argument("approval", type=int)
 @click.option("--for", "reach", type=click.Choice(["once", "sandbox", "policy"]),
               default="once", show_default=True,
-              help="once: this request; sandbox: later identical requests of the sandbox "
-                   "too; policy: write an allow rule into the sandbox's policy")
+              help="once: this request; sandbox: later requests of the sandbox with this "
+                   "method and path too, whatever their query or body; policy: write an allow "
+                   "rule into the sandbox's policy")
 @click.pass_context
 def allow(ctx: click.Context, approval: int, reach: str) -> None:
     """Let a held request go."""

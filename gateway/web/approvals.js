@@ -61,7 +61,9 @@ function renderPending(rows) {
     const actions = cell(tr, "", "actions");
     const reach = document.createElement("select");
     reach.className = "reach";
-    for (const value of ["once", "sandbox", "policy"]) reach.add(new Option(value, value));
+    // "sandbox": later requests with this method and path, whatever their query or body
+    for (const [value, label] of [["once", "once"], ["sandbox", "sandbox (any query, body)"],
+                                  ["policy", "policy"]]) reach.add(new Option(label, value));
     actions.append(reach,
                    button("allow", "allow", () => decide(a.id, "allow", reach.value)),
                    button("deny", "deny", () => decide(a.id, "deny")));
