@@ -3,12 +3,13 @@ the policy, the rule (or its absence), the reason and what to do about it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from mitmproxy import http
 
 from gateway.dataplane.bodies import content_length
-from gateway.dataplane.state import METADATA_KEY, FlowVerdict
+from gateway.dataplane.state import METADATA_KEY, PAUSED_KEY, FlowVerdict, GatewayState
 from policies.decision import Reason
 
 STATUS = {Reason.UPSTREAM_UNRESOLVABLE: 502, Reason.RATE_LIMITED: 429,
@@ -77,20 +78,42 @@ def denial_response(verdict: FlowVerdict) -> http.Response:
 
 
 LARGE_BODY = 64 * 1024
+H2_BODY_GRACE = 1.0     # seconds a refused HTTP/2 request of no announced length has to end
 
 
-def refuse(flow: http.HTTPFlow, verdict: FlowVerdict) -> None:
+def refuse(flow: http.HTTPFlow, verdict: FlowVerdict, state: GatewayState) -> None:
     """Answer with the denial. A refused request whose body is still to come and announces a
     large (or chunked) one is cut off instead: mitmproxy would read the whole body into the
     worker's memory before answering (it has no limit of its own here), and a refused body
     is not worth holding. Every refusal made before the body is read goes through here."""
     flow.metadata[METADATA_KEY] = verdict
-    headers = flow.request.headers
-    unread = flow.request.timestamp_end is None      # mitmproxy sets it once the body is in
-    if unread and ((content_length(headers) or 0) > LARGE_BODY or
-                   "chunked" in headers.get("transfer-encoding", "").lower()):
+    request = flow.request
+    unread = request.timestamp_end is None      # mitmproxy sets it once the body is in
+    length = content_length(request.headers)
+    if unread and ((length or 0) > LARGE_BODY or
+                   "chunked" in request.headers.get("transfer-encoding", "").lower()):
         flow.kill()
         return
+    if unread and length is None and (request.is_http2 or request.is_http3):
+        _await_end(flow, state)
     flow.response = denial_response(verdict)
+
+
+def _await_end(flow: http.HTTPFlow, state: GatewayState) -> None:
+    """An HTTP/2 request of no announced length may or may not have a body (whether its
+    HEADERS ended the stream is not told to addons), and mitmproxy would read all of it
+    before answering. Nothing more is read from the connection meanwhile: a request that has
+    ended is answered at once (the end came in the same read) and reading resumes with the
+    answer (addons.one_at_a_time); one whose body is still coming is cut after
+    H2_BODY_GRACE seconds, its connection with it."""
+    if not state.hold.pause(flow.client_conn.id):
+        return
+    flow.metadata[PAUSED_KEY] = True
+
+    def still_coming() -> None:
+        if flow.metadata.get(PAUSED_KEY):
+            state.cut(flow)
+
+    asyncio.get_running_loop().call_later(H2_BODY_GRACE, still_coming)
 
 

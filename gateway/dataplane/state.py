@@ -21,6 +21,7 @@ from policies.decision import Decision
 from vault.store import Vault
 
 METADATA_KEY = "sandgate"          # FlowVerdict: the decision for the flow
+PAUSED_KEY = "sandgate.paused"     # the flow paused its connection's reading (Reading.pause)
 SENT_KEY = "sandgate.sent"         # Sent: the request as the sandbox sent it
 SECRETS_KEY = "sandgate.secrets"   # FlowSecrets: what the credentials addon decided
 COUNTS_KEY = "sandgate.counts"     # bodies.Counts: body bytes as they crossed the gateway

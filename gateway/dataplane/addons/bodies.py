@@ -236,7 +236,7 @@ class Bodies:
             self.on_trip(flow, conn, list(refusal.leaks), "the request body")
             return
         refuse(flow, FlowVerdict(conn.sandbox.policy.refuse(refusal.reason), conn.target,
-                                 conn.dialed_port, error=refusal.error))
+                                 conn.dialed_port, error=refusal.error), self.state)
 
     def _unscannable(self, flow: http.HTTPFlow, refusal: Refusal) -> None:
         verdict = flow.metadata[METADATA_KEY]

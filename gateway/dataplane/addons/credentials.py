@@ -277,7 +277,7 @@ class Credentials:
                secrets: tuple[str, ...] = (), rule: str | None = None) -> None:
         verdict = FlowVerdict(conn.sandbox.policy.refuse(reason, rule), conn.target,
                               conn.dialed_port, error=error, secrets=secrets)
-        refuse(flow, verdict)
+        refuse(flow, verdict, self.state)
 
     def trip(self, flow: http.HTTPFlow, conn: Conn, leaks: list[Binding], where: str,
              answer: bool = True) -> None:

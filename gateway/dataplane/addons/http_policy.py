@@ -129,7 +129,7 @@ class HttpPolicy:
         if flow.error is not None:
             return          # mitmproxy answers it already
         if not verdict.decision.allowed:
-            refuse(flow, verdict)
+            refuse(flow, verdict, self.state)
             return
         if verdict.decision.path is not None:
             self._send_canonical(flow, verdict)

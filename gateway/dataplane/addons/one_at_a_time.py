@@ -11,15 +11,14 @@ side; h2 flow control bounds each stream and the policy bounds the streams).
 
 The pause begins once the whole request has been read (`request` comes after a streamed body
 too) and only while no answer has begun; it ends with the answer read (`response`), the
-flow's error, a WebSocket's start, or the connection's end."""
+flow's error, a WebSocket's start, or the connection's end. The same ends a pause that
+gateway.dataplane.denials began for a refused HTTP/2 request."""
 
 from __future__ import annotations
 
 from mitmproxy import connection, http
 
-from gateway.dataplane.state import GatewayState
-
-PAUSED = "sandgate.paused"
+from gateway.dataplane.state import PAUSED_KEY, GatewayState
 
 
 class OneAtATime:
@@ -30,7 +29,7 @@ class OneAtATime:
         if flow.request.is_http2 or flow.response is not None or flow.error is not None:
             return
         if self.state.hold.pause(flow.client_conn.id):
-            flow.metadata[PAUSED] = True
+            flow.metadata[PAUSED_KEY] = True
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._resume(flow)
@@ -45,5 +44,5 @@ class OneAtATime:
         self.state.hold.forget(client.id)
 
     def _resume(self, flow: http.HTTPFlow) -> None:
-        if flow.metadata.pop(PAUSED, False):
+        if flow.metadata.pop(PAUSED_KEY, False):
             self.state.hold.resume(flow.client_conn.id)

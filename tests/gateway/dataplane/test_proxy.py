@@ -10,12 +10,16 @@ from __future__ import annotations
 import asyncio
 import select
 import socket
+import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 from mitmproxy import master, platform
 
@@ -256,3 +260,100 @@ def test_pipelined_bytes_behind_a_slow_answer_stay_in_the_sandbox(
             assert data, f"closed before the answer: {answer!r}"
             answer += data
         assert answer.startswith(b"HTTP/1.1 200")
+
+
+H2_POLICY = """
+version: 1
+name: web
+rules:
+  - {id: read, hosts: [api.example.test], ports: [443], methods: [GET]}
+"""
+
+
+@pytest.fixture
+def h2_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Worker]:
+    running = Worker(tmp_path, H2_POLICY)
+    dialed = (running.plane.address_of("api.example.test"), 443)
+    monkeypatch.setattr(platform, "original_addr", lambda _sock: dialed)
+    running.thread.start()
+    assert running.ready.wait(60), "the proxy did not start"
+    yield running
+    running.stop()
+
+
+def h2_connection(port: int) -> tuple[ssl.SSLSocket, h2.connection.H2Connection]:
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # the gateway's own CA
+    context.set_alpn_protocols(["h2"])
+    sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                               server_hostname="api.example.test")
+    assert sock.selected_alpn_protocol() == "h2"
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    return sock, conn
+
+
+def h2_events(sock: ssl.SSLSocket, conn: h2.connection.H2Connection,
+              until: Callable[[list[h2.events.Event]], bool]) -> list[h2.events.Event]:
+    seen: list[h2.events.Event] = []
+    deadline = time.monotonic() + 30
+    while not until(seen) and time.monotonic() < deadline:
+        data = sock.recv(65536)
+        if not data:
+            break
+        seen += conn.receive_data(data)
+        sock.sendall(conn.data_to_send())
+    return seen
+
+
+def test_a_refused_http2_request_is_answered_and_its_body_never_held(h2_worker: Worker) -> None:
+    """HTTP/2 of no announced length: refused at its head, a request whose HEADERS ended the
+    stream still gets its 403; one whose body keeps coming is cut, never read whole into
+    the worker (mitmproxy reads a refused request's body before it answers)."""
+    sock, conn = h2_connection(h2_worker.port)
+    with sock:
+        head = [(":method", "POST"), (":scheme", "https"), (":path", "/items"),
+                (":authority", "api.example.test")]
+        conn.send_headers(1, head, end_stream=True)       # no body
+        sock.sendall(conn.data_to_send())
+        events = h2_events(sock, conn, lambda seen: any(
+            isinstance(e, h2.events.StreamEnded) for e in seen))
+        [answer] = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+        assert dict(answer.headers)[b":status"] == b"403"
+
+        conn.send_headers(3, head)                         # a body follows, without end
+        sock.sendall(conn.data_to_send())
+        before = rss()
+        sock.setblocking(False)
+        taken, chunk, cut = 0, b"x" * 16384, False
+        started = time.monotonic()
+        deadline = started + 20
+        while taken < PUSH and time.monotonic() < deadline:
+            window = min(conn.local_flow_control_window(3), conn.max_outbound_frame_size)
+            if window:
+                conn.send_data(3, chunk[:window])
+            try:
+                sock.sendall(conn.data_to_send())
+                taken += window
+            except (BlockingIOError, ssl.SSLWantWriteError):
+                pass
+            except OSError:
+                cut = True                                 # what the test wants
+                break
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                select.select([sock], [sock], [], 0.05)
+                continue
+            except OSError:
+                cut = True
+                break
+            if not data:
+                cut = True
+                break
+            conn.receive_data(data)
+        grown = rss() - before
+        print(f"refused HTTP/2 upload: {taken >> 20} MiB sent, cut {cut} after "
+              f"{time.monotonic() - started:.1f} s; the worker grew {grown >> 20} MiB")
+        assert cut and grown < 16 << 20
