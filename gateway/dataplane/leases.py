@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.dataplane.coordinator import Coordinator
-from gateway.processes.budgets import Cap
+from gateway.processes.budgets import Cap, window_start
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +44,16 @@ class StreamLease:
     caps: tuple[Cap, ...]
     granted: int = 0        # bytes this stream may send (its reservation and its leases)
     at: float = 0.0         # when its last lease was granted (a give-back names the window)
+    recent: int = field(init=False)     # granted in the windows of `at`: at most given back
     spent: bool = False     # the last grant took all that was left
     reserved: int = 0       # paid at admission (the announced body), never given back
     used: int = 0
     asking: asyncio.Task[None] | None = None
     # told when an answer came: resume reading; True when the stream is over its grant
     answered: list[Callable[[bool], None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.recent = self.granted      # what admission granted, all at `at`
 
     @property
     def over(self) -> int:
@@ -99,12 +103,17 @@ class StreamLease:
         if self.asking is not None:     # its answer may still grant: settle after it
             self.asking.add_done_callback(lambda _asked: self.end())
             return
-        unused = self.granted - max(self.used, self.reserved)
+        # what was not used was granted last; only what the windows of `at` were charged goes
+        # back to them (bytes granted in an earlier window stay counted: never undercount)
+        unused = min(self.granted - max(self.used, self.reserved), self.recent)
         if unused > 0:
             self.coord.unlease(self.sandbox_id, self.policy, list(self.caps), unused, self.at)
         if self.over:
             self.coord.spend(self.sandbox_id, self.policy, list(self.caps), self.over)
-        self.reserved = self.granted = self.used = 0
+        self.reserved = self.granted = self.used = self.recent = 0
+
+    def _windows(self, at: float) -> tuple[int, ...]:
+        return tuple(window_start(at, cap.per) for cap in self.caps)
 
     def _ahead(self) -> None:
         # a body whose announced length was reserved has all it may send: no lease ahead
@@ -127,7 +136,11 @@ class StreamLease:
                 grant = await self.coord.lease(self.sandbox_id, self.policy, list(self.caps),
                                                want)
                 self.granted += grant.granted
-                self.at, self.spent = grant.at, grant.spent
+                if grant.granted:
+                    same = self._windows(grant.at) == self._windows(self.at)
+                    self.recent = self.recent + grant.granted if same else grant.granted
+                    self.at = grant.at
+                self.spent = grant.spent
                 if self.spent or self.used + short <= self.granted:
                     break
         except Exception:   # never leave the stream waiting: it is refused what it lacks

@@ -105,7 +105,7 @@ class _Usage:
     requests: int = 0
 
     def roll(self, now: float) -> None:
-        start = _window(now, self.cap.per)
+        start = window_start(now, self.cap.per)
         if start != self.window:
             self.window, self.bytes_up, self.requests = start, 0, 0
 
@@ -114,7 +114,8 @@ class _Usage:
         return None if self.cap.bytes_up is None else max(0, self.cap.bytes_up - self.bytes_up)
 
 
-def _window(now: float, per: int) -> int:
+def window_start(now: float, per: int) -> int:
+    """The start of the window of `per` seconds that holds `now` (aligned to the clock)."""
     return int(now) - int(now) % per
 
 
@@ -139,7 +140,7 @@ class Ledger:
         key = (sandbox_id, cap.scope, cap.rule or "")
         usage = self._usage.get(key)
         if usage is None or usage.cap.per != cap.per:
-            usage = self._usage[key] = _Usage(cap, policy, _window(now, cap.per), *seeded)
+            usage = self._usage[key] = _Usage(cap, policy, window_start(now, cap.per), *seeded)
         usage.cap, usage.policy = cap, policy       # a reloaded policy's limits apply at once
         usage.roll(now)
         return usage
@@ -157,7 +158,7 @@ class Ledger:
                 usage = self._usage.get(key)
                 if usage is not None and usage.cap.per == cap.per:
                     continue
-            window = _window(now, cap.per)
+            window = window_start(now, cap.per)
             seeding = (key, cap.per, window)
             reading = self._seeding.get(seeding)
             if reading is None:     # one read per count, however many ask at once
@@ -169,7 +170,7 @@ class Ledger:
                 self._seeding.pop(seeding, None)
             with self._lock:
                 self._entry(sandbox_id, policy, cap, self.clock(),
-                            spent if window == _window(self.clock(), cap.per) else (0, 0))
+                            spent if window == window_start(self.clock(), cap.per) else (0, 0))
 
     def _read(self, sandbox_id: str, rule: str | None, window: int) -> tuple[int, int]:
         assert self.seed is not None
@@ -227,7 +228,7 @@ class Ledger:
         with self._lock:
             for cap in applying:
                 usage = self._entry(sandbox_id, policy, cap, now)
-                if usage.window == _window(at, cap.per):
+                if usage.window == window_start(at, cap.per):
                     usage.bytes_up = max(0, usage.bytes_up - size)
 
     def spend(self, sandbox_id: str, policy: str, applying: Sequence[Cap], size: int) -> None:

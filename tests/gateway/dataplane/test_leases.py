@@ -171,3 +171,42 @@ def test_a_body_of_announced_length_is_reserved_and_leases_nothing_more(tmp_path
     assert sent == body and through.cut == []
     assert spent(plane) == head_size(flow.request) + len(body)     # no lease held beside it
     plane.close()
+
+
+def test_what_is_given_back_after_the_window_turned_is_never_more_than_it_was_charged() -> None:
+    """A stream leased in one window and again in the next: its unused bytes go back to the
+    new window only up to what the new window was charged (the old window's grant stays
+    counted), so other traffic of the new window is never undercounted."""
+    from gateway.dataplane.leases import CHUNK, StreamLease
+    from gateway.processes.budgets import SANDBOX, Cap, Ledger
+
+    now = [3600 * 1000 + 3590.0]        # ten seconds before an hour's window ends
+    ledger = Ledger(clock=lambda: now[0])
+    cap = Cap(SANDBOX, None, 100 * CHUNK, None, 3600)
+
+    class Direct:                       # the coordinator's calls, on the ledger itself
+        async def lease(self, s: str, p: str, caps: list[Cap], want: int) -> object:
+            return ledger.lease(s, p, caps, want)
+
+        def unlease(self, s: str, p: str, caps: list[Cap], size: int, at: float) -> None:
+            ledger.give_back(s, p, caps, size, at)
+
+        def spend(self, s: str, p: str, caps: list[Cap], size: int) -> None:
+            ledger.spend(s, p, caps, size)
+
+    async def scenario() -> int:
+        admitted = ledger.admit("sb", "p", [cap], 0, CHUNK)
+        lease = StreamLease(Direct(), "sb", "p", (cap,), granted=admitted.leased,  # type: ignore[arg-type]
+                            at=admitted.at, spent=admitted.spent)
+        now[0] += 20                                    # the window turns
+        ledger.admit("sb", "p", [cap], 5 * CHUNK, 0)    # 5 MiB of other traffic in it
+        lease.take(CHUNK // 2 + 1)                      # asks for its next lease, in it
+        while lease.asking is not None:
+            await asyncio.sleep(0)
+        lease.end()
+        [usage] = [u for u in ledger.usage() if u["window_start"] == 3600 * 1001]
+        return int(usage["bytes_up"])
+
+    # the stream's bytes were granted, and counted, in the old window; the new one keeps
+    # all of the other traffic (it was left with 4.5 MiB when the whole remainder came back)
+    assert asyncio.run(scenario()) == 5 * CHUNK
