@@ -237,18 +237,26 @@ def name_from(naming: Naming, sandbox_id: str, pid: int) -> None:
     host link; a name whose device and inode are those of its /proc/PID/ns/net stays, any
     other is replaced."""
     name = naming.netns(sandbox_id)
-    path, held = str(NETNS_DIR / name), f"/proc/{pid}/ns/net"
-    with _netlink_errors(f"reading the namespace of process {pid}"):
-        if not _holds_peer(held, naming.host_link(sandbox_id)):
-            raise NetError(f"process {pid} is not in the sandbox's namespace")
-        if Path(path).exists() and _same_file(path, held):
-            return
-    with _netlink_errors(f"naming the namespace of process {pid} {name}"):
-        if name in netns.listnetns():
-            netns.remove(name)   # unmounts whatever is there (nothing, for an empty file)
-        netns.attach(name, pid)
-        if not _same_file(path, held):
-            raise NetError(f"{path} does not name the namespace of process {pid}")
+    path = str(NETNS_DIR / name)
+    try:     # opened once: a pid reused meanwhile cannot swap the namespace checked
+        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise NetError(f"no namespace of process {pid}: {e.strerror}") from None
+    held = f"/proc/self/fd/{fd}"
+    try:
+        with _netlink_errors(f"reading the namespace of process {pid}"):
+            if not _holds_peer(held, naming.host_link(sandbox_id)):
+                raise NetError(f"process {pid} is not in the sandbox's namespace")
+            if Path(path).exists() and _same_file(path, held):
+                return
+        with _netlink_errors(f"naming the namespace of process {pid} {name}"):
+            if name in netns.listnetns():
+                netns.remove(name)   # unmounts whatever is there (nothing, for an empty file)
+            netns.attach(name, pid)
+            if not _same_file(path, held):   # the pid is another process's now
+                raise NetError(f"{path} does not name the namespace of process {pid}")
+    finally:
+        os.close(fd)
 
 
 def _holds_peer(netns_path: str, host_link: str) -> bool:
