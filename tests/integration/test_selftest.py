@@ -4,8 +4,10 @@ metadata address. It leaves nothing behind."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,8 +23,12 @@ CHECKS = ["allowed", "credentials", "unlisted name", "dns elsewhere", "ip litera
 
 
 def selftest(policy: Path) -> tuple[int, list[tuple[str, str, str]], str]:
-    result = subprocess.run([*SANDGATE, "selftest", "--policy", str(policy)], cwd=REPO,
-                            capture_output=True, text=True, timeout=300, check=False)
+    # its work directory (kept when a check fails, as some here must) is removed with this
+    # one (short: the gateway's unix sockets live under it)
+    with tempfile.TemporaryDirectory(prefix="sgst-") as tmp:
+        result = subprocess.run([*SANDGATE, "selftest", "--policy", str(policy)], cwd=REPO,
+                                capture_output=True, text=True, timeout=300, check=False,
+                                env={**os.environ, "TMPDIR": tmp})
     lines = re.findall(r"^(PASS|FAIL)  (.{16}) (.*)$", result.stdout, re.MULTILINE)
     prefix = re.search(r"namespaces (\w+)-host", result.stdout)
     assert prefix, result.stdout + result.stderr
