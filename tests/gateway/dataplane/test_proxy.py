@@ -78,15 +78,20 @@ class Worker:
         self.book.engine.dispose()
 
 
+def running(worker: Worker, name: str, port: int,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[Worker]:
+    """The worker started, every connection to it dialed to `name`:`port`."""
+    dialed = (worker.plane.address_of(name), port)
+    monkeypatch.setattr(platform, "original_addr", lambda _sock: dialed)
+    worker.thread.start()
+    assert worker.ready.wait(60), "the proxy did not start"
+    yield worker
+    worker.stop()
+
+
 @pytest.fixture
 def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Worker]:
-    running = Worker(tmp_path)
-    dialed = (running.plane.address_of("api.example.test"), 80)
-    monkeypatch.setattr(platform, "original_addr", lambda _sock: dialed)
-    running.thread.start()
-    assert running.ready.wait(60), "the proxy did not start"
-    yield running
-    running.stop()
+    yield from running(Worker(tmp_path), "api.example.test", 80, monkeypatch)
 
 
 def push(sock: socket.socket, unit: bytes, limit: int) -> int:
@@ -224,18 +229,14 @@ name: web
 rules:
   - {{id: slow, hosts: [slow.example.test], ports: [{upstream.port}], protocols: [http]}}
 """
-    running = Worker(tmp_path, policy, answers={"slow.example.test": ["127.0.0.1"]})
-    dialed = (running.plane.address_of("slow.example.test"), upstream.port)
-    monkeypatch.setattr(platform, "original_addr", lambda _sock: dialed)
     # Stand-in: the gateway never dials loopback; the test's upstream can only live there
     # without root. Every other check on the dialed address stays.
     monkeypatch.setattr(addresses, "HARD_REFUSED", tuple(
         (network, label) for network, label in addresses.HARD_REFUSED if label != "loopback"))
-    running.thread.start()
-    assert running.ready.wait(60), "the proxy did not start"
-    yield running, upstream
-    upstream.close()
-    running.stop()
+    worker = Worker(tmp_path, policy, answers={"slow.example.test": ["127.0.0.1"]})
+    for started in running(worker, "slow.example.test", upstream.port, monkeypatch):
+        yield started, upstream
+        upstream.close()
 
 
 def test_pipelined_bytes_behind_a_slow_answer_stay_in_the_sandbox(
@@ -272,13 +273,7 @@ rules:
 
 @pytest.fixture
 def h2_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Worker]:
-    running = Worker(tmp_path, H2_POLICY)
-    dialed = (running.plane.address_of("api.example.test"), 443)
-    monkeypatch.setattr(platform, "original_addr", lambda _sock: dialed)
-    running.thread.start()
-    assert running.ready.wait(60), "the proxy did not start"
-    yield running
-    running.stop()
+    yield from running(Worker(tmp_path, H2_POLICY), "api.example.test", 443, monkeypatch)
 
 
 def h2_connection(port: int) -> tuple[ssl.SSLSocket, h2.connection.H2Connection]:
