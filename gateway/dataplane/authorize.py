@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from gateway.approvals.ask import Ask
@@ -31,13 +31,13 @@ def request_for(conn: Conn, protocol: str, *, method: str | None = None,
 
 
 async def authorize(state: GatewayState, conn: Conn, request: Request,
-                    expected: int = 0, *, body: int | None = 0, head: int = 0,
-                    stream: bool = False) -> FlowVerdict:
+                    expected: int = 0, *, body: int | None = 0,
+                    head: Callable[[], int] = lambda: 0, stream: bool = False) -> FlowVerdict:
     """Counted against byte budgets: `expected`, the request body's announced length, and
-    `head`, its request line and headers; `stream`: a body of unknown length or a stream
-    follows (it leases its bytes, gateway.dataplane.leases). `body`: the announced length
-    again, None when a body of unannounced length may follow (shown to whoever decides on
-    an `ask`)."""
+    `head()`, its request line and headers (measured only when a budget applies); `stream`:
+    a body of unknown length or a stream follows (it leases its bytes,
+    gateway.dataplane.leases). `body`: the announced length again, None when a body of
+    unannounced length may follow (shown to whoever decides on an `ask`)."""
     policy = conn.sandbox.policy
     port = conn.dialed_port
     if conn.refused is not None:
@@ -73,7 +73,7 @@ async def authorize(state: GatewayState, conn: Conn, request: Request,
     if applying:    # last: only a request that would go out counts against a budget
         bytes_budget = any(cap.bytes_up is not None for cap in applying)
         allowance = await state.coord.budget(conn.sandbox.id, policy.name, list(applying),
-                                             expected + head,
+                                             expected + head(),
                                              CHUNK if stream and bytes_budget else 0)
         if allowance.refused is not None:
             return FlowVerdict(policy.refuse(Reason.BUDGET_EXCEEDED, decision.rule),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import urllib.parse
+from functools import partial
 
 from mitmproxy import http
 
@@ -157,7 +158,7 @@ class HttpPolicy:
                                error=str(e))
         verdict = await authorize(self.state, conn, _request(conn, flow), length or 0,
                                   body=_announced(flow.request, length),
-                                  head=head_size(flow.request),
+                                  head=partial(head_size, flow.request),
                                   stream=length is None and _may_stream(flow.request))
         if verdict.decision.reason == Reason.AMBIGUOUS_PATH:
             return FlowVerdict(verdict.decision, verdict.host, verdict.port,
