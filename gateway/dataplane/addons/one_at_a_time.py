@@ -7,7 +7,8 @@ out: a sandbox behind a slow upstream could pile up gigabytes in the worker that
 sandbox on it. A client that waits for its answer, as every HTTP/1 client does unless it
 pipelines, loses nothing: once the answer is read, reading resumes and mitmproxy takes the
 next request where it left off. HTTP/2 is not paused here (its streams must go on side by
-side; h2 flow control bounds each stream and the policy bounds the streams).
+side): an allowed HTTP/2 body streams on to its upstream as it comes (addons.bodies), a
+refused one is answered or cut at its head (gateway.dataplane.denials).
 
 The pause begins once the whole request has been read (`request` comes after a streamed body
 too) and only while no answer has begun; it ends with the answer read (`response`), the
@@ -26,7 +27,8 @@ class OneAtATime:
         self.state = state
 
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.request.is_http2 or flow.response is not None or flow.error is not None:
+        http1 = flow.request.http_version.startswith("HTTP/1")
+        if not http1 or flow.response is not None or flow.error is not None:
             return
         if self.state.hold.pause(flow.client_conn.id):
             flow.metadata[PAUSED_KEY] = True
