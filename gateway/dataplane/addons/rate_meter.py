@@ -6,6 +6,8 @@ go; its end gives back what it leased and did not use."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from mitmproxy import http, tcp
 
 from gateway.dataplane.bodies import Counts
@@ -62,11 +64,9 @@ class RateMeter:
         lease = verdict.budgeted.lease if verdict and verdict.budgeted else None
         if lease is None or conn is None or verdict is None:
             return True
-        if lease.covers(size):
+        # waiting for a grant: nothing more is read from the sandbox meanwhile
+        with nullcontext() if lease.covers(size) else self.state.hold(flow.client_conn.id):
             granted = await lease.need(size)
-        else:   # waiting for a grant: nothing more is read from the sandbox meanwhile
-            with self.state.hold(flow.client_conn.id):
-                granted = await lease.need(size)
         if granted:
             return True
         flow.metadata[METADATA_KEY] = verdict.redecided(
